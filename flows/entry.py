@@ -1,0 +1,145 @@
+"""Flow and group entries as plain, hashable data.
+
+This is the contract between the compiler (which produces entries), the
+simulator (which executes them) and the controller (which turns them into
+OpenFlow messages and compares them with what a switch holds).  Nothing here
+knows about os-ken or OVS: an entry is just values.
+
+Conventions, so that two equal flows always compare equal:
+- match fields use OVS's names (ovs-fields(7)): in_port, eth_src, eth_dst,
+  eth_type, vlan_vid, arp_op, arp_spa, arp_tpa, arp_sha, arp_tha, ip_src,
+  ip_dst, ip_proto, nw_ttl, tcp_src, tcp_dst, udp_src, udp_dst, icmp_type,
+  tun_id, tun_src, tun_dst, metadata, reg0..reg7, ct_state, ct_zone, conj_id;
+- values are ints, except MAC addresses ("aa:bb:cc:dd:ee:ff", lower case),
+  IPv4 addresses ("10.1.2.3") and ct_state ("+trk+new"); a mask, when there is
+  one, has the same type as the value; an exact match has mask None;
+- actions are tuples whose first element names them (see ACTIONS); the
+  instruction-level ones (goto, write_metadata) are actions too, kept in
+  their OpenFlow order by FlowEntry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Tuple, Union
+
+Value = Union[int, str]
+MatchField = Tuple[str, Value, Optional[Value]]
+
+# name -> what follows it in the tuple
+ACTIONS = {
+    "output": "port (int)",
+    "in_port": "send back out of the input port (OFPP_IN_PORT)",
+    "group": "group id (int)",
+    "set_field": "field name, value",
+    "move": "src field, dst field (whole field; NXAST_REG_MOVE)",
+    "dec_ttl": "",
+    "push_vlan": "ethertype (int)",
+    "pop_vlan": "",
+    "ct": "frozen dict as tuple of (key, value): commit, zone, table, zone_reg",
+    "conjunction": "id, clause (1-based), n_clauses",
+    "goto": "table id (int) -- instruction",
+    "write_metadata": "value, mask -- instruction",
+    "controller": "max_len (int)",
+}
+
+
+@dataclass(frozen=True, order=True)
+class FlowEntry:
+    table: int
+    priority: int
+    match: Tuple[MatchField, ...]
+    actions: Tuple[tuple, ...]
+    cookie: int = 0
+
+    @staticmethod
+    def make(table: int, priority: int, match: dict | None = None,
+             actions: list | tuple = (), cookie: int = 0) -> "FlowEntry":
+        """Build an entry from a dict of match fields.
+
+        A match value may be a (value, mask) pair; anything else is exact.
+        """
+        fields = []
+        for name, v in (match or {}).items():
+            if isinstance(v, tuple):
+                fields.append((name, v[0], v[1]))
+            else:
+                fields.append((name, v, None))
+        return FlowEntry(table, priority, tuple(sorted(fields, key=lambda f: f[0])),
+                         tuple(actions), cookie)
+
+    def match_dict(self) -> dict:
+        return {n: (v if m is None else (v, m)) for n, v, m in self.match}
+
+    @property
+    def key(self) -> tuple:
+        """What OpenFlow uses to identify a flow: table, priority, match."""
+        return (self.table, self.priority, self.match)
+
+    def to_ofctl(self) -> str:
+        """The flow in ovs-ofctl add-flow syntax (used by tests, benches, netctl)."""
+        parts = [f"cookie={self.cookie:#x}", f"table={self.table}",
+                 f"priority={self.priority}"]
+        for n, v, m in self.match:
+            parts.append(f"{n}={_fmt(v)}" + ("" if m is None else f"/{_fmt(m)}"))
+        return ",".join(parts) + ",actions=" + (",".join(_action_ofctl(a) for a in self.actions) or "drop")
+
+
+@dataclass(frozen=True, order=True)
+class GroupEntry:
+    """An ALL group (flooding); buckets are tuples of actions."""
+    group_id: int
+    buckets: Tuple[Tuple[tuple, ...], ...]
+    group_type: str = "all"
+    cookie: int = field(default=0, compare=False)
+
+    def to_ofctl(self) -> str:
+        b = ",".join("bucket=" + ",".join(_action_ofctl(a) for a in bk) for bk in self.buckets)
+        return f"group_id={self.group_id},type={self.group_type}" + ("," + b if b else "")
+
+
+def _fmt(v: Value) -> str:
+    return f"{v:#x}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+
+
+_OFCTL_FIELD = {"tun_id": "tun_id", "tun_dst": "tun_dst"}
+
+
+def _action_ofctl(a: tuple) -> str:
+    kind = a[0]
+    if kind == "output":
+        return f"output:{a[1]}"
+    if kind == "in_port":
+        return "in_port"
+    if kind == "group":
+        return f"group:{a[1]}"
+    if kind == "set_field":
+        return f"set_field:{_fmt(a[2])}->{_OFCTL_FIELD.get(a[1], a[1])}"
+    if kind == "move":
+        return f"move:{a[1]}[]->{a[2]}[]"
+    if kind == "dec_ttl":
+        return "dec_ttl"
+    if kind == "push_vlan":
+        return f"push_vlan:{a[1]:#x}"
+    if kind == "pop_vlan":
+        return "pop_vlan"
+    if kind == "ct":
+        opts = dict(a[1])
+        inner = []
+        if opts.get("commit"):
+            inner.append("commit")
+        if "zone" in opts:
+            inner.append(f"zone={opts['zone']}")
+        if "zone_reg" in opts:
+            inner.append(f"zone={opts['zone_reg']}[0..15]")
+        if "table" in opts:
+            inner.append(f"table={opts['table']}")
+        return "ct(" + ",".join(inner) + ")"
+    if kind == "conjunction":
+        return f"conjunction({a[1]},{a[2]}/{a[3]})"
+    if kind == "goto":
+        return f"goto_table:{a[1]}"
+    if kind == "write_metadata":
+        return f"write_metadata:{a[1]:#x}/{a[2]:#x}"
+    if kind == "controller":
+        return f"controller:{a[1]}"
+    raise ValueError(f"unknown action {a!r}")
