@@ -25,6 +25,12 @@ from typing import Optional, Tuple, Union
 Value = Union[int, str]
 MatchField = Tuple[str, Value, Optional[Value]]
 
+# Every flow netweave installs carries this mark in the top byte of its cookie, so
+# the controller can read and delete its own flows and leave anyone else's alone.
+# The remaining 56 bits name the owner; flows/pipeline.py declares their layout.
+COOKIE_MARK = 0x4E << 56
+COOKIE_MARK_MASK = 0xFF << 56
+
 # name -> what follows it in the tuple
 ACTIONS = {
     "output": "port (int)",
