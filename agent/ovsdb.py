@@ -12,11 +12,15 @@ and then the call waits until ovs-vswitchd has applied it (``cur_cfg >= next_cfg
 import logging
 import os
 import time
+import warnings
 
-import ovs.db.idl
-import ovs.jsonrpc
-import ovs.poller
-import ovs.stream
+# python-ovs's poller probes for eventlet, whose import prints a deprecation banner on stderr
+warnings.filterwarnings("ignore", message=r"(?s).*Eventlet is deprecated")
+
+import ovs.db.idl  # noqa: E402
+import ovs.jsonrpc  # noqa: E402
+import ovs.poller  # noqa: E402
+import ovs.stream  # noqa: E402
 
 LOG = logging.getLogger(__name__)
 
