@@ -1,0 +1,91 @@
+"""Address arithmetic for networks: subnets with an optional range, pools,
+allocation of the lowest free address, and Contiv's range-string oper format."""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Subnet:
+    network: ipaddress.IPv4Network
+    first: int          # lowest address that may be handed out
+    last: int           # highest
+
+    @property
+    def prefixlen(self) -> int:
+        return self.network.prefixlen
+
+
+def parse_subnet(text: str) -> Subnet:
+    """'10.1.2.0/24' or '10.1.2.10-10.1.2.20/24' (the range limits allocation)."""
+    addr, plen = text.rsplit("/", 1)
+    lo_text, _, hi_text = addr.partition("-")
+    net = ipaddress.IPv4Network(f"{lo_text}/{plen}", strict=False)
+    usable_lo = int(net.network_address) + (1 if net.prefixlen < 31 else 0)
+    usable_hi = int(net.broadcast_address) - (1 if net.prefixlen < 31 else 0)
+    if hi_text:
+        lo, hi = int(ipaddress.IPv4Address(lo_text)), int(ipaddress.IPv4Address(hi_text))
+        if not (int(net.network_address) <= lo <= hi <= int(net.broadcast_address)):
+            raise ValueError(f"range {lo_text}-{hi_text} is not inside {net}")
+        usable_lo, usable_hi = max(usable_lo, lo), min(usable_hi, hi)
+    return Subnet(net, usable_lo, usable_hi)
+
+
+def parse_pool(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition("-")
+    a = int(ipaddress.IPv4Address(lo))
+    b = int(ipaddress.IPv4Address(hi)) if hi else a
+    if b < a:
+        raise ValueError(f"pool {text} ends before it starts")
+    return a, b
+
+
+def ip_int(text: str) -> int:
+    return int(ipaddress.IPv4Address(text))
+
+
+def ip_str(n: int) -> str:
+    return str(ipaddress.IPv4Address(n))
+
+
+def lowest_free(lo: int, hi: int, used: set[int], excluded=()) -> int | None:
+    """The lowest address in [lo, hi] not used nor inside an excluded (a, b) span."""
+    n = lo
+    while n <= hi:
+        for a, b in excluded:
+            if a <= n <= b:
+                n = b + 1
+                break
+        else:
+            if n not in used:
+                return n
+            n += 1
+    return None
+
+
+def ranges_text(addrs) -> str:
+    """Contiv's format: runs joined by ', ', e.g. '10.1.1.1-10.1.1.3, 10.1.1.9'."""
+    out = []
+    run = None
+    for n in sorted(addrs):
+        if run and n == run[1] + 1:
+            run[1] = n
+        else:
+            if run:
+                out.append(run)
+            run = [n, n]
+    if run:
+        out.append(run)
+    return ", ".join(ip_str(a) if a == b else f"{ip_str(a)}-{ip_str(b)}" for a, b in out)
+
+
+def mac_for(ip: str) -> str:
+    """A locally administered MAC derived from the address (unique per VRF,
+    since subnets never overlap inside a tenant)."""
+    o = ipaddress.IPv4Address(ip).packed
+    return "02:4e:" + ":".join(f"{b:02x}" for b in o)
+
+
+def range_text(lo: int, hi: int) -> str:
+    return f"{lo}-{hi}"

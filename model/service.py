@@ -1,0 +1,525 @@
+"""The desired state and its rules: Contiv's semantics on top of the store.
+
+Every write is validate-then-commit under the store's write lock: an object
+and everything allocated for it (packet tag, ids, an endpoint's address)
+change in one atomic commit or not at all.  Nothing here talks to switches;
+the controller learns about changes from the store's watch.
+
+Store layout (keys under the store's own prefix):
+  obj/<kind>/<key>          the object's config, as validated
+  meta/<kind>/<key>         what netmaster allocated for it: pktTag, id
+  tag/<encap>/<n>           packet tag n is taken by a network
+  id/<space>/<n>            id n in space vrf|net|group|rule is taken
+  ep/<endpointID>           an endpoint, with its address and MAC
+  ip/<tenant:net>/<a.b.c.d> an address is taken by an endpoint
+  host/<label>              a registered host and its last heartbeat
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+
+from model import ipam, objects, schema
+from model.validate import Conflict, ModelError, NotFound, ValidationError, parse
+from store.base import Store
+
+log = logging.getLogger(__name__)
+
+ID_LIMITS = {"vrf": 0xFFFF, "net": 0xFFFF, "group": 0x7FFF, "rule": 0xFFFFF}
+VXLAN_OVERHEAD = 50
+
+
+def okey(kind: str, key: str) -> str:
+    return f"obj/{kind}/{key}"
+
+
+class Model:
+    def __init__(self, store: Store, host_timeout: float = 6.0, underlay_mtu: int = 1500,
+                 clock=time.time):
+        self.store = store
+        self.host_timeout = host_timeout
+        self.underlay_mtu = underlay_mtu
+        self.clock = clock
+        self.bootstrap()
+
+    # ------------------------------------------------------------------ start
+    def bootstrap(self):
+        """Tenant 'default' and the global object exist from the first start."""
+        with self.store.write_lock():
+            puts = {}
+            if self.store.get(okey("global", "global")) is None:
+                g = objects.Global(name="global")
+                puts[okey("global", "global")] = objects.to_dict(g)
+            if self.store.get(okey("tenant", "default")) is None:
+                t = objects.Tenant(tenantName="default")
+                puts[okey("tenant", "default")] = objects.to_dict(t)
+                puts.update(self._alloc_id("vrf", "default", puts))
+            self.store.commit(puts)
+
+    # ------------------------------------------------------------------ reads
+    def get(self, kind: schema.Kind, key: str) -> dict:
+        if kind is schema.ENDPOINT:
+            return self.endpoint(key)
+        if kind is schema.HOST:
+            return self.host(key)
+        obj = self.store.get(okey(kind.name, key))
+        if obj is None:
+            raise NotFound(f"{kind.name} {key} not found")
+        return obj
+
+    def list(self, kind: schema.Kind) -> list[dict]:
+        if kind is schema.ENDPOINT:
+            return [self._ep_view(v) for v in self.store.list("ep/").values()]
+        if kind is schema.HOST:
+            return [self._host_view(v) for v in self.store.list("host/").values()]
+        return list(self.store.list(f"obj/{kind.name}/").values())
+
+    def objects_of(self, kind: schema.Kind, tenant: str | None = None) -> list[dict]:
+        objs = self.store.list(f"obj/{kind.name}/").values()
+        return [o for o in objs if tenant is None or o.get("tenantName") == tenant]
+
+    def meta(self, kind: str, key: str) -> dict:
+        return self.store.get(f"meta/{kind}/{key}") or {}
+
+    # ---------------------------------------------------------------- writes
+    def upsert(self, kind: schema.Kind, path_key: str, body) -> dict:
+        """POST/PUT: create, or update the fields that may change."""
+        if kind.read_only:
+            raise ModelError(f"{kind.collection}: read-only; endpoints are created by the agent "
+                             f"through CNI", 405)
+        if kind is schema.HOST:
+            return self.register_host(path_key, body)
+        obj = parse(kind, body, path_key)
+        key = objects.key(obj)
+        new = objects.to_dict(obj)
+        with self.store.write_lock():
+            old = self.store.get(okey(kind.name, key))
+            if old is not None:
+                self._check_immutable(kind, old, new)
+                if old == new:
+                    return old                      # re-applying a config changes nothing
+            puts = {okey(kind.name, key): new}
+            deletes: list[str] = []
+            check = getattr(self, f"_check_{kind.name}")
+            more = check(obj, old, puts, deletes)
+            if more:
+                puts.update(more)
+            self.store.commit(puts, deletes)
+        log.info("event=object_%s kind=%s key=%s", "updated" if old else "created", kind.name, key)
+        return new
+
+    def delete(self, kind: schema.Kind, key: str) -> str:
+        if kind.read_only:
+            raise ModelError(f"{kind.collection}: read-only; endpoints are removed by the agent "
+                             f"through CNI DEL", 405)
+        with self.store.write_lock():
+            if kind is schema.HOST:
+                return self._delete_host(key)
+            old = self.store.get(okey(kind.name, key))
+            if old is None:
+                raise NotFound(f"{kind.name} {key} not found")
+            deletes = [okey(kind.name, key)]
+            getattr(self, f"_delete_{kind.name}")(key, old, deletes)
+            self.store.commit({}, deletes)
+        log.info("event=object_deleted kind=%s key=%s", kind.name, key)
+        return key
+
+    @staticmethod
+    def _check_immutable(kind, old, new):
+        for f in kind.fields:
+            if not f.mutable and old.get(f.name) != new.get(f.name):
+                raise Conflict(f"{f.name}: cannot change after the {kind.name} is created "
+                               f"(is {old.get(f.name)!r}, asked {new.get(f.name)!r})")
+
+    # ------------------------------------------------------------ allocation
+    def _alloc_id(self, space: str, owner: str, pending: dict) -> dict:
+        taken = {int(k.rsplit("/", 1)[1]) for k in self.store.keys(f"id/{space}/")}
+        taken |= {int(k.rsplit("/", 1)[1]) for k in pending if k.startswith(f"id/{space}/")}
+        n = ipam.lowest_free(1, ID_LIMITS[space], taken)
+        if n is None:
+            raise Conflict(f"{space} ids exhausted ({ID_LIMITS[space]} in use)")
+        kind = {"vrf": "tenant", "net": "network", "group": "endpointGroup", "rule": "rule"}[space]
+        meta = dict(pending.get(f"meta/{kind}/{owner}") or self.meta(kind, owner))
+        meta["id"] = n
+        return {f"id/{space}/{n}": {"owner": owner}, f"meta/{kind}/{owner}": meta}
+
+    def _free_id(self, kind: str, space: str, key: str, deletes: list):
+        deletes.append(f"meta/{kind}/{key}")
+        m = self.meta(kind, key)
+        if "id" in m:
+            deletes.append(f"id/{space}/{m['id']}")
+
+    def _global(self) -> dict:
+        return self.store.get(okey("global", "global")) or objects.to_dict(objects.Global(name="global"))
+
+    @staticmethod
+    def _range(text: str) -> tuple[int, int]:
+        lo, hi = (int(x) for x in text.split("-"))
+        return lo, hi
+
+    def _require(self, kind: str, key: str, field: str):
+        if self.store.get(okey(kind, key)) is None:
+            raise NotFound(f"{field}: {kind} {key} does not exist")
+
+    # ------------------------------------------------------------ per kind
+    def _check_tenant(self, t, old, puts, deletes):
+        if old is None:
+            return self._alloc_id("vrf", t.tenantName, puts)
+
+    def _delete_tenant(self, key, old, deletes):
+        for kind, what in ((schema.APP_PROFILE, "app profiles"), (schema.ENDPOINT_GROUP, "endpoint groups"),
+                           (schema.POLICY, "policies"), (schema.NETPROFILE, "netprofiles"),
+                           (schema.NETWORK, "networks")):
+            n = len(self.objects_of(kind, key))
+            if n:
+                raise Conflict(f"tenant {key}: cannot delete, it has {n} {what}")
+        self._free_id("tenant", "vrf", key, deletes)
+
+    def _check_network(self, n, old, puts, deletes):
+        if old is not None:
+            return None                              # only cfgdTag may change
+        self._require("tenant", n.tenantName, "tenantName")
+        key = objects.key(n)
+        if self.store.get(okey("endpointGroup", key)):
+            raise Conflict(f"networkName: an endpoint group {key} already has this name")
+        try:
+            sub = ipam.parse_subnet(n.subnet)
+        except ValueError as exc:
+            raise ValidationError(f"subnet: {exc}")
+        if sub.prefixlen < 8:
+            raise ValidationError(f"subnet: /{sub.prefixlen} is too large (8 to 31)")
+        if n.gateway:
+            gw = ipaddress.IPv4Address(n.gateway)
+            if gw not in sub.network or gw in (sub.network.network_address, sub.network.broadcast_address):
+                raise ValidationError(f"gateway: {n.gateway} is not a host address inside {sub.network}")
+        for other in self.objects_of(schema.NETWORK, n.tenantName):
+            if other["networkName"] == n.networkName:
+                continue
+            onet = ipam.parse_subnet(other["subnet"]).network
+            if onet.overlaps(sub.network):
+                raise Conflict(f"subnet: {n.subnet} overlaps network {other['networkName']} "
+                               f"({other['subnet']}) in tenant {n.tenantName}")
+        g = self._global()
+        rng_field = "vxlans" if n.encap == "vxlan" else "vlans"
+        lo, hi = self._range(g[rng_field])
+        taken = {int(k.rsplit("/", 1)[1]) for k in self.store.keys(f"tag/{n.encap}/")}
+        if n.pktTag:
+            if not lo <= n.pktTag <= hi:
+                raise ValidationError(f"pktTag: {n.pktTag} is outside the global {rng_field} range {g[rng_field]}")
+            if n.pktTag in taken:
+                owner = self.store.get(f"tag/{n.encap}/{n.pktTag}")["network"]
+                raise Conflict(f"pktTag: {n.encap} {n.pktTag} is already in use by network {owner}")
+            tag = n.pktTag
+        else:
+            tag = ipam.lowest_free(lo, hi, taken)
+            if tag is None:
+                raise Conflict(f"pktTag: the global {rng_field} range {g[rng_field]} is exhausted")
+        more = self._alloc_id("net", key, puts)
+        more[f"meta/network/{key}"]["pktTag"] = tag
+        more[f"tag/{n.encap}/{tag}"] = {"network": key}
+        return more
+
+    def _delete_network(self, key, old, deletes):
+        groups = [g["groupName"] for g in self.objects_of(schema.ENDPOINT_GROUP, old["tenantName"])
+                  if g["networkName"] == old["networkName"]]
+        if groups:
+            raise Conflict(f"network {key}: cannot delete, it has {len(groups)} endpoint groups "
+                           f"({', '.join(sorted(groups))})")
+        eps = self.store.keys(f"ip/{key}/")
+        if eps:
+            raise Conflict(f"network {key}: cannot delete, it has {len(eps)} active endpoints")
+        m = self.meta("network", key)
+        if "pktTag" in m:
+            deletes.append(f"tag/{old['encap']}/{m['pktTag']}")
+        self._free_id("network", "net", key, deletes)
+
+    def _check_endpointGroup(self, g, old, puts, deletes):
+        key = objects.key(g)
+        self._require("tenant", g.tenantName, "tenantName")
+        net_key = f"{g.tenantName}:{g.networkName}"
+        net = self.store.get(okey("network", net_key))
+        if net is None:
+            raise NotFound(f"networkName: network {net_key} does not exist")
+        if self.store.get(okey("network", key)):
+            raise Conflict(f"groupName: a network {key} already has this name")
+        for p in g.policies:
+            self._require("policy", f"{g.tenantName}:{p}", "policies")
+        if g.netProfile:
+            self._require("netprofile", f"{g.tenantName}:{g.netProfile}", "netProfile")
+        for c in g.extContractsGrps:
+            raise ValidationError(f"extContractsGrps: {c}: external contracts (ACI) are not supported")
+        if old is None:
+            if g.ipPool:
+                sub = ipam.parse_subnet(net["subnet"])
+                try:
+                    lo, hi = ipam.parse_pool(g.ipPool)
+                except ValueError as exc:
+                    raise ValidationError(f"ipPool: {exc}")
+                if lo < sub.first or hi > sub.last:
+                    raise ValidationError(f"ipPool: {g.ipPool} is not inside the network's range {net['subnet']}")
+                for other in self.objects_of(schema.ENDPOINT_GROUP, g.tenantName):
+                    if other["networkName"] == g.networkName and other["ipPool"]:
+                        a, b = ipam.parse_pool(other["ipPool"])
+                        if a <= hi and lo <= b:
+                            raise Conflict(f"ipPool: {g.ipPool} overlaps the pool of group {other['groupName']}")
+                used = [k.rsplit("/", 1)[1] for k in self.store.keys(f"ip/{net_key}/")]
+                if any(lo <= ipam.ip_int(a) <= hi for a in used):
+                    raise Conflict(f"ipPool: {g.ipPool} contains addresses already allocated")
+            return self._alloc_id("group", key, puts)
+        return None
+
+    def _delete_endpointGroup(self, key, old, deletes):
+        n = sum(1 for e in self.store.list("ep/").values() if e.get("groupKey") == key)
+        if n:
+            raise Conflict(f"endpointGroup {key}: cannot delete, it has {n} active endpoints")
+        for ap in self.objects_of(schema.APP_PROFILE, old["tenantName"]):
+            if old["groupName"] in ap["endpointGroups"]:
+                raise Conflict(f"endpointGroup {key}: cannot delete, app profile {ap['appProfileName']} uses it")
+        for r in self.objects_of(schema.RULE, old["tenantName"]):
+            if old["groupName"] in (r["fromEndpointGroup"], r["toEndpointGroup"]):
+                raise Conflict(f"endpointGroup {key}: cannot delete, rule "
+                               f"{r['policyName']}:{r['ruleId']} refers to it")
+        self._free_id("endpointGroup", "group", key, deletes)
+
+    def _check_policy(self, p, old, puts, deletes):
+        self._require("tenant", p.tenantName, "tenantName")
+
+    def _delete_policy(self, key, old, deletes):
+        users = [g["groupName"] for g in self.objects_of(schema.ENDPOINT_GROUP, old["tenantName"])
+                 if old["policyName"] in g["policies"]]
+        if users:
+            raise Conflict(f"policy {key}: cannot delete, it is attached to endpoint groups "
+                           f"{', '.join(sorted(users))}")
+        for r in self.objects_of(schema.RULE, old["tenantName"]):
+            if r["policyName"] == old["policyName"]:
+                rkey = f"{r['tenantName']}:{r['policyName']}:{r['ruleId']}"
+                deletes.append(okey("rule", rkey))
+                self._free_id("rule", "rule", rkey, deletes)
+
+    def _check_rule(self, r, old, puts, deletes):
+        self._require("tenant", r.tenantName, "tenantName")
+        self._require("policy", f"{r.tenantName}:{r.policyName}", "policyName")
+        if r.direction == "in":
+            for f in ("toEndpointGroup", "toNetwork", "toIpAddress"):
+                if getattr(r, f):
+                    raise ValidationError(f"{f}: not allowed in an 'in' rule (use from* fields)")
+        else:
+            for f in ("fromEndpointGroup", "fromNetwork", "fromIpAddress"):
+                if getattr(r, f):
+                    raise ValidationError(f"{f}: not allowed in an 'out' rule (use to* fields)")
+        for side in ("from", "to"):
+            grp, net, ip = (getattr(r, f"{side}EndpointGroup"), getattr(r, f"{side}Network"),
+                            getattr(r, f"{side}IpAddress"))
+            if net and (grp or ip):
+                other = f"{side}EndpointGroup" if grp else f"{side}IpAddress"
+                raise ValidationError(f"{side}Network: cannot be combined with {other}")
+            if grp:
+                self._require("endpointGroup", f"{r.tenantName}:{grp}", f"{side}EndpointGroup")
+            if net:
+                self._require("network", f"{r.tenantName}:{net}", f"{side}Network")
+        if r.port and r.protocol not in ("tcp", "udp"):
+            raise ValidationError(f"port: needs protocol tcp or udp (protocol is {r.protocol or 'any'!r})")
+        if r.protocol and r.protocol.isdigit() and int(r.protocol) > 255:
+            raise ValidationError(f"protocol: {r.protocol} is above the maximum 255")
+        if old is None:
+            return self._alloc_id("rule", objects.key(r), puts)
+
+    def _delete_rule(self, key, old, deletes):
+        self._free_id("rule", "rule", key, deletes)
+
+    def _check_appProfile(self, a, old, puts, deletes):
+        self._require("tenant", a.tenantName, "tenantName")
+        for g in a.endpointGroups:
+            self._require("endpointGroup", f"{a.tenantName}:{g}", "endpointGroups")
+
+    def _delete_appProfile(self, key, old, deletes):
+        pass
+
+    def _check_netprofile(self, p, old, puts, deletes):
+        self._require("tenant", p.tenantName, "tenantName")
+        if p.burst == 1:
+            raise ValidationError("burst: must be 0 or at least 2")
+
+    def _delete_netprofile(self, key, old, deletes):
+        users = [g["groupName"] for g in self.objects_of(schema.ENDPOINT_GROUP, old["tenantName"])
+                 if g["netProfile"] == old["profileName"]]
+        if users:
+            raise Conflict(f"netprofile {key}: cannot delete, endpoint groups {', '.join(sorted(users))} use it")
+
+    def _check_global(self, g, old, puts, deletes):
+        ranges = {}
+        for f, top in (("vlans", 4094), ("vxlans", 16777215)):
+            lo, hi = self._range(getattr(g, f))
+            if lo < 1 or lo > hi or hi > top:
+                raise ValidationError(f"{f}: {getattr(g, f)} must be MIN-MAX with 1 <= MIN <= MAX <= {top}")
+            ranges[f] = (lo, hi)
+        in_use = {"vlan": sorted(int(k.rsplit("/", 1)[1]) for k in self.store.keys("tag/vlan/")),
+                  "vxlan": sorted(int(k.rsplit("/", 1)[1]) for k in self.store.keys("tag/vxlan/"))}
+        for encap, f in (("vlan", "vlans"), ("vxlan", "vxlans")):
+            lo, hi = ranges[f]
+            outside = [t for t in in_use[encap] if not lo <= t <= hi]
+            if outside:
+                raise Conflict(f"{f}: the new range {getattr(g, f)} leaves out {encap} tags in use "
+                               f"{', '.join(map(str, outside[:10]))}")
+        if old is not None:
+            if g.fwdMode != old["fwdMode"] and (in_use["vlan"] or in_use["vxlan"]):
+                raise Conflict(f"fwdMode: cannot change while {len(in_use['vlan'])} vlans and "
+                               f"{len(in_use['vxlan'])} vxlans are in use")
+            if g.pvtSubnet != old["pvtSubnet"] and self.objects_of(schema.NETWORK):
+                raise Conflict("pvtSubnet: cannot change while networks exist")
+
+    def _delete_global(self, key, old, deletes):
+        raise Conflict("global: cannot be deleted; POST it to change its settings")
+
+    # --------------------------------------------------------------- hosts
+    def register_host(self, path_key: str, body) -> dict:
+        """A netplugin registers its host; every later POST is a heartbeat."""
+        h = parse(schema.HOST, body, path_key)
+        new = objects.to_dict(h)
+        now = self.clock()
+        with self.store.write_lock():
+            old = self.store.get(f"host/{h.hostLabel}")
+            for other in self.store.list("host/").values():
+                if other["hostLabel"] != h.hostLabel and other["dpid"].lower() == h.dpid.lower():
+                    raise Conflict(f"dpid: {h.dpid} is already used by host {other['hostLabel']}")
+            rec = dict(new, lastHeartbeat=now)
+            if old is None:
+                rec["registered"] = now
+                log.info("event=host_registered host=%s vtep=%s dpid=%s", h.hostLabel, h.vtepIP, h.dpid)
+            else:
+                rec["registered"] = old.get("registered", now)
+            self.store.commit({f"host/{h.hostLabel}": rec})
+        return self._host_view(rec)
+
+    def host(self, label: str) -> dict:
+        rec = self.store.get(f"host/{label}")
+        if rec is None:
+            raise NotFound(f"host {label} not found")
+        return self._host_view(rec)
+
+    def host_state(self, rec: dict) -> str:
+        return "up" if self.clock() - rec.get("lastHeartbeat", 0) <= self.host_timeout else "down"
+
+    def _host_view(self, rec: dict) -> dict:
+        v = dict(rec)
+        v["key"] = rec["hostLabel"]
+        v["state"] = self.host_state(rec)
+        v["numEndpoints"] = sum(1 for e in self.store.list("ep/").values() if e["homingHost"] == rec["hostLabel"])
+        return v
+
+    def _delete_host(self, label: str) -> str:
+        if self.store.get(f"host/{label}") is None:
+            raise NotFound(f"host {label} not found")
+        n = sum(1 for e in self.store.list("ep/").values() if e["homingHost"] == label)
+        if n:
+            raise Conflict(f"host {label}: cannot delete, it has {n} endpoints")
+        self.store.commit({}, [f"host/{label}"])
+        return label
+
+    # ------------------------------------------------------------ endpoints
+    def resolve_network(self, tenant: str, name: str, group: str) -> tuple[dict, dict | None]:
+        """A CNI 'network' may name a network or (Contiv's form) a group."""
+        self._require("tenant", tenant, "tenantName")
+        net = self.store.get(okey("network", f"{tenant}:{name}"))
+        grp = None
+        if net is None:
+            grp = self.store.get(okey("endpointGroup", f"{tenant}:{name}"))
+            if grp is None:
+                raise NotFound(f"networkName: neither a network nor an endpoint group {tenant}:{name} exists")
+            net = self.store.get(okey("network", f"{tenant}:{grp['networkName']}"))
+        if group:
+            g2 = self.store.get(okey("endpointGroup", f"{tenant}:{group}"))
+            if g2 is None:
+                raise NotFound(f"groupName: endpoint group {tenant}:{group} does not exist")
+            if grp is not None and g2 is not grp and g2["groupName"] != grp["groupName"]:
+                raise ValidationError(f"groupName: {group} differs from the group named by networkName {name}")
+            if g2["networkName"] != net["networkName"]:
+                raise ValidationError(f"groupName: group {group} belongs to network {g2['networkName']}, "
+                                      f"not {net['networkName']}")
+            grp = g2
+        return net, grp
+
+    def allocate_endpoint(self, endpoint_id: str, body) -> dict:
+        req = parse(schema.ENDPOINT, body, endpoint_id)
+        with self.store.write_lock():
+            existing = self.store.get(f"ep/{endpoint_id}")
+            if existing is not None:
+                return self._ep_view(existing)      # CNI ADD may be retried
+            net, grp = self.resolve_network(req.tenantName, req.networkName, req.groupName)
+            if self.store.get(f"host/{req.host}") is None:
+                raise NotFound(f"host: host {req.host} is not registered")
+            net_key = f"{net['tenantName']}:{net['networkName']}"
+            sub = ipam.parse_subnet(net["subnet"])
+            used = {ipam.ip_int(k.rsplit("/", 1)[1]) for k in self.store.keys(f"ip/{net_key}/")}
+            if net["gateway"]:
+                used.add(ipam.ip_int(net["gateway"]))
+            if grp is not None and grp["ipPool"]:
+                lo, hi = ipam.parse_pool(grp["ipPool"])
+                addr = ipam.lowest_free(lo, hi, used)
+                where = f"ip pool {grp['ipPool']} of group {grp['groupName']}"
+            else:
+                pools = [ipam.parse_pool(g["ipPool"]) for g in self.objects_of(schema.ENDPOINT_GROUP, net["tenantName"])
+                         if g["networkName"] == net["networkName"] and g["ipPool"]]
+                addr = ipam.lowest_free(sub.first, sub.last, used, pools)
+                where = f"subnet {net['subnet']} of network {net_key}"
+            if addr is None:
+                raise Conflict(f"ipAddress: no free address left in the {where}")
+            ip = ipam.ip_str(addr)
+            meta = self.meta("network", net_key)
+            rec = {
+                "endpointID": endpoint_id,
+                "tenantName": net["tenantName"],
+                "networkName": net["networkName"],
+                "network": net_key,
+                "groupName": grp["groupName"] if grp else "",
+                "groupKey": f"{grp['tenantName']}:{grp['groupName']}" if grp else "",
+                "ipAddress": [ip, ""],
+                "macAddress": ipam.mac_for(ip),
+                "prefixLen": sub.prefixlen,
+                "gateway": net["gateway"],
+                "encap": net["encap"],
+                "pktTag": meta.get("pktTag", 0),
+                "mtu": self.underlay_mtu - (VXLAN_OVERHEAD if net["encap"] == "vxlan" else 0),
+                "homingHost": req.host,
+                "intfName": req.intfName,
+                "ifName": req.ifName,
+                "containerID": req.containerID,
+                "created": self.clock(),
+            }
+            self.store.commit({f"ep/{endpoint_id}": rec, f"ip/{net_key}/{ip}": {"endpoint": endpoint_id}})
+        log.info("event=endpoint_allocated id=%s network=%s ip=%s host=%s",
+                 endpoint_id, net_key, ip, req.host)
+        return self._ep_view(rec)
+
+    def release_endpoint(self, endpoint_id: str) -> str:
+        with self.store.write_lock():
+            rec = self.store.get(f"ep/{endpoint_id}")
+            if rec is None:
+                raise NotFound(f"endpoint {endpoint_id} not found")
+            self.store.commit({}, [f"ep/{endpoint_id}", f"ip/{rec['network']}/{rec['ipAddress'][0]}"])
+        log.info("event=endpoint_released id=%s network=%s ip=%s", endpoint_id, rec["network"], rec["ipAddress"][0])
+        return endpoint_id
+
+    def endpoint(self, ident: str) -> dict:
+        """Contiv's lookup: the id, or a substring of the id or container id."""
+        rec = self.store.get(f"ep/{ident}")
+        if rec is None:
+            for r in sorted(self.store.list("ep/").values(), key=lambda r: r["endpointID"]):
+                if ident in r["endpointID"] or (r.get("containerID") and ident in r["containerID"]):
+                    rec = r
+                    break
+        if rec is None:
+            raise NotFound(f"endpoint {ident} not found")
+        return self._ep_view(rec)
+
+    def _ep_view(self, rec: dict) -> dict:
+        v = dict(rec)
+        v["key"] = rec["endpointID"]
+        v["endpointGroupKey"] = rec["groupKey"]
+        v["endpointGroupId"] = self.meta("endpointGroup", rec["groupKey"]).get("id", 0) if rec["groupKey"] else 0
+        v["serviceName"] = rec["groupName"]
+        host = self.store.get(f"host/{rec['homingHost']}")
+        v["vtepIP"] = host["vtepIP"] if host else ""
+        v["virtualPort"] = rec["intfName"]
+        return v

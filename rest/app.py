@@ -1,0 +1,171 @@
+"""netmaster's REST API: a WSGI app speaking Contiv's wire format.
+
+Routes (trailing slash optional):
+  GET                 /api/v1/<collection>/            list
+  GET|POST|PUT|DELETE /api/v1/<collection>/<key>/      one object (POST/PUT create or update)
+  GET                 /api/v1/inspect/<collection>/<key>/   {"Config": ..., "Oper": ...}
+  GET                 /api/v1/openapi.json, /version, /info
+Errors are 4xx with {"error": "..."} and the same message in the status
+line's reason phrase, because Contiv's client shows only the status line for
+anything but a 500.  No input yields a 5xx or a traceback.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+
+import webob
+import webob.dec
+
+from model import oper, schema
+from model.service import Model
+from model.validate import ModelError
+from rest import openapi
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1 << 20
+VERSION = {"GitCommit": "", "Version": "netweave-0.1.0", "BuildTime": "", "Product": "netweave"}
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _reason(message: str) -> str:
+    """A status-line-safe copy of the message (latin-1, one line, bounded)."""
+    text = " ".join(message.split())
+    return text.encode("latin-1", "replace").decode("latin-1")[:400]
+
+
+def json_response(data, status: int = 200, reason: str | None = None) -> webob.Response:
+    body = (json.dumps(data) + "\n").encode()
+    resp = webob.Response(body=body, content_type="application/json", charset=None)
+    resp.status = f"{status} {reason}" if reason else status
+    return resp
+
+
+def error_response(status: int, message: str) -> webob.Response:
+    return json_response({"error": message}, status, _reason(message))
+
+
+class RestApp:
+    """The WSGI callable. `extensions` maps a first path segment under
+    /api/v1/ to a handler (request, parts) -> data, for the controller's own
+    routes (flows, trace) without this module knowing about switches."""
+
+    def __init__(self, model: Model, info=None, extensions=None, extra_oper=None):
+        self.model = model
+        self.info = info or (lambda: {})
+        self.extensions = extensions or {}
+        self.extra_oper = extra_oper
+        self.spec = openapi.document()
+
+    @webob.dec.wsgify
+    def __call__(self, req: webob.Request):
+        try:
+            data = self.route(req)
+            if isinstance(data, webob.Response):
+                return data
+            return json_response(data)
+        except ModelError as exc:
+            return error_response(exc.status, str(exc))
+        except HTTPError as exc:
+            return error_response(exc.status, str(exc))
+        except Exception:                       # a bug: log it, never leak a traceback
+            log.exception("event=rest_internal_error method=%s path=%s", req.method, req.path)
+            return error_response(500, "internal error; see netmaster's log")
+
+    # ------------------------------------------------------------ routing
+    def route(self, req: webob.Request):
+        parts = [p for p in req.path.split("/") if p]
+        if parts == ["version"] and req.method == "GET":
+            return VERSION
+        if parts == ["info"] and req.method == "GET":
+            return self._info()
+        if len(parts) < 3 or parts[:2] != ["api", "v1"]:
+            raise HTTPError(404, f"no such path {req.path}")
+        rest = parts[2:]
+        if rest == ["openapi.json"]:
+            return self.spec
+        if rest[0] in self.extensions:
+            return self.extensions[rest[0]](req, rest[1:])
+        if rest[0] == "inspect":
+            if len(rest) != 3:
+                raise HTTPError(404, "inspect paths are /api/v1/inspect/<collection>/<key>/")
+            self._method(req, "GET")
+            kind = self._kind(rest[1])
+            return oper.inspect(self.model, kind, rest[2], self.extra_oper)
+        kind = self._kind(rest[0])
+        if len(rest) == 1:
+            self._method(req, "GET")
+            objs = self.model.list(kind)
+            return [self._wire(kind, o) for o in objs]
+        if len(rest) != 2:
+            raise HTTPError(404, f"no such path {req.path}")
+        key = rest[1]
+        if req.method == "GET":
+            return self._wire(kind, self.model.get(kind, key))
+        if req.method in ("POST", "PUT"):
+            body = self._body(req)
+            if kind is schema.ENDPOINT:
+                return self.model.allocate_endpoint(key, body)
+            return self._wire(kind, self.model.upsert(kind, key, body))
+        if req.method == "DELETE":
+            if kind is schema.ENDPOINT:
+                return self.model.release_endpoint(key)
+            return self.model.delete(kind, key)
+        raise HTTPError(405, f"method {req.method} is not allowed on {req.path}")
+
+    def _wire(self, kind, obj):
+        if kind in (schema.HOST, schema.ENDPOINT):
+            return obj
+        return oper.wire(self.model, kind, obj)
+
+    @staticmethod
+    def _method(req, allowed):
+        if req.method != allowed:
+            raise HTTPError(405, f"method {req.method} is not allowed on {req.path}")
+
+    @staticmethod
+    def _kind(collection: str) -> schema.Kind:
+        kind = schema.KINDS.get(collection)
+        if kind is None:
+            raise HTTPError(404, f"collection {collection}: unknown (known: {', '.join(sorted(schema.KINDS))})")
+        return kind
+
+    @staticmethod
+    def _body(req):
+        if req.content_length is not None and req.content_length > MAX_BODY:
+            raise HTTPError(413, f"body: larger than {MAX_BODY} bytes")
+        raw = req.body_file.read(MAX_BODY + 1)
+        if len(raw) > MAX_BODY:
+            raise HTTPError(413, f"body: larger than {MAX_BODY} bytes")
+        if not raw.strip():
+            return {}
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HTTPError(400, f"body: malformed JSON ({exc})")
+
+    def _info(self):
+        hosts = self.model.list(schema.HOST)
+        base = {
+            "local-ip": _local_ip(),
+            "leader-ip": _local_ip(),
+            "current-state": "leader",
+            "netplugin-nodes": sorted(h["hostLabel"] for h in hosts if h["state"] == "up"),
+            "netmaster-nodes": [_local_ip()],
+        }
+        base.update(self.info())
+        return base
+
+
+def _local_ip() -> str:
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"

@@ -1,0 +1,113 @@
+"""The state store interface: a key-value mirror with atomic multi-key commits
+and change notification.
+
+Every backend keeps the whole (small) desired state mirrored in memory, so
+reads never touch disk or the network; writes go through `commit`, which is
+atomic (all puts and deletes apply, or none), and every committed change is
+announced to watchers as a list of Events.  Writers serialise through
+`write_lock()`, which is process-local for the embedded store and an etcd lock
+when several netmasters share one etcd.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Event:
+    key: str
+    value: Optional[dict]      # None: deleted
+
+
+class StoreError(Exception):
+    pass
+
+
+class Store:
+    """Base class: the mirror and the watchers. Backends implement _commit."""
+
+    def __init__(self):
+        self._data: dict[str, dict] = {}
+        self._watchers: list[Callable[[list[Event]], None]] = []
+        self._mirror_lock = threading.RLock()
+
+    # -- reads (from the mirror) ------------------------------------------------
+    def get(self, key: str) -> Optional[dict]:
+        return self._data.get(key)
+
+    def list(self, prefix: str) -> dict[str, dict]:
+        with self._mirror_lock:
+            return {k: v for k, v in self._data.items() if k.startswith(prefix)}
+
+    def keys(self, prefix: str) -> list[str]:
+        with self._mirror_lock:
+            return [k for k in self._data if k.startswith(prefix)]
+
+    # -- writes -----------------------------------------------------------------
+    def commit(self, puts: dict[str, dict] | None = None, deletes: Iterable[str] = ()) -> None:
+        """Apply puts and deletes atomically, then tell the watchers."""
+        puts = dict(puts or {})
+        deletes = [k for k in deletes if k not in puts]
+        if not puts and not deletes:
+            return
+        self._commit(puts, deletes)
+        self._apply([Event(k, v) for k, v in puts.items()] + [Event(k, None) for k in deletes])
+
+    @contextlib.contextmanager
+    def write_lock(self):
+        """Serialise read-validate-commit sequences across writers."""
+        with self._local_write_lock():
+            yield
+
+    def watch(self, callback: Callable[[list[Event]], None]) -> None:
+        self._watchers.append(callback)
+
+    def close(self) -> None:
+        pass
+
+    # -- for backends -----------------------------------------------------------
+    _wlock = None
+
+    def _local_write_lock(self):
+        if self._wlock is None:
+            self._wlock = threading.RLock()
+        return self._wlock
+
+    def _commit(self, puts: dict[str, dict], deletes: list[str]) -> None:
+        raise NotImplementedError
+
+    def _apply(self, events: list[Event]) -> None:
+        """Update the mirror and notify; events that change nothing are dropped."""
+        changed = []
+        with self._mirror_lock:
+            for ev in events:
+                old = self._data.get(ev.key)
+                if ev.value is None:
+                    if old is not None:
+                        del self._data[ev.key]
+                        changed.append(ev)
+                elif old != ev.value:
+                    self._data[ev.key] = ev.value
+                    changed.append(ev)
+        if changed:
+            for cb in list(self._watchers):
+                try:
+                    cb(changed)
+                except Exception:       # a watcher's bug must not undo a commit
+                    log.exception("event=watch_callback_failed")
+
+
+def open_store(url: str) -> Store:
+    """`sqlite:///path/state.db` (or a bare path) or `etcd://host:port[/prefix]`."""
+    if url.startswith("etcd://"):
+        from store.etcd import EtcdStore
+        return EtcdStore.from_url(url)
+    from store.sqlite import SqliteStore
+    path = url[len("sqlite://"):] if url.startswith("sqlite://") else url
+    return SqliteStore(path)
