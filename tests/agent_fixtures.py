@@ -137,6 +137,9 @@ class Netmaster:
     def url_for(self, host):
         return "http://%s:%d" % (host.root_ip, self.port)
 
+    def controller_for(self, host):
+        return "tcp:%s:%d" % (host.root_ip, self.of_port)
+
     @property
     def url(self):
         return "http://127.0.0.1:%d" % self.port

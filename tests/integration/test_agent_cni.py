@@ -21,7 +21,8 @@ from tests.agent_fixtures import (agent_factory, cni, cni_conf, containers, host
 def site(netmaster, host, agent_factory):
     """netmaster with network contiv-net (10.1.2.0/24), one host running netplugin."""
     netmaster.create_network()
-    agent = agent_factory(host, netmaster.url_for(host), label="hostA").start()
+    agent = agent_factory(host, netmaster.url_for(host), label="hostA",
+                          controller=netmaster.controller_for(host)).start()
     wait_for(lambda: netmaster.hosts().get("hostA", {}).get("state") == "up", 15,
              "hostA registered", agent)
     return netmaster, host, agent
@@ -315,13 +316,20 @@ def test_netplugin_restart_leaves_ports_and_flows(site, containers):
         rc, out, err = cni(host, "ADD", conf, "ctr-rs%d" % i, "/var/run/netns/" + c)
         assert rc == 0, (out, err)
     time.sleep(2)     # let the controller settle its flows, if it installs any
+    # a flow of our own too, so that the comparison never compares two empty tables
+    host.ofctl("add-flow", "table=200,cookie=0x7e57,priority=5,ip,nw_dst=192.0.2.9,"
+               "actions=drop")
     before_flows, before_ports = flows(host), ports_state(host)
+    connected = host.vsctl("--bare", "--columns=is_connected", "list", "Controller")
+    assert any("cookie=0x7e57" in f for f in before_flows), before_flows
+    print("FLOWS", connected, len(before_flows))
     assert agent.stop() == 0
     agent.start()
     wait_for(lambda: "event=resync_done" in agent.log_since_start(),
              15, "resync after restart", agent)
     time.sleep(1)
     assert ports_state(host) == before_ports
+    assert host.vsctl("--bare", "--columns=is_connected", "list", "Controller") == connected
     assert flows(host) == before_flows
     restarted = agent.log_since_start()
     assert "event=bridge_ensured" not in restarted
@@ -381,7 +389,8 @@ def test_two_hosts_cni_runs_inside_each_host_namespace(netmaster, host, host2,
                                                       agent_factory, containers):
     netmaster.create_network()
     for h, label in ((host, "hA"), (host2, "hB")):
-        agent_factory(h, netmaster.url_for(h), label=label).start()
+        agent_factory(h, netmaster.url_for(h), label=label,
+                      controller=netmaster.controller_for(h)).start()
     wait_for(lambda: {k for k, v in netmaster.hosts().items() if v["state"] == "up"}
              >= {"hA", "hB"}, 15, "both hosts up")
     c1, c2 = containers(), containers()
