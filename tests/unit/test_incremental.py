@@ -78,3 +78,19 @@ def test_cookie_kind_mask_delete():
     n = sum(1 for f in flows if parse_cookie(f.cookie)[0] == Owner.ENDPOINT)
     assert sw.delete(cookie(Owner.ENDPOINT), COOKIE_KIND_MASK) == n
     assert all(parse_cookie(f.cookie)[0] != Owner.ENDPOINT for f in sw.flows())
+
+
+def test_adding_endpoint_to_group_with_policies_adds_only_its_flows():
+    from flows.snapshot import Rule
+    from tests.unit.topo import with_policies
+    from dataclasses import replace
+    rules = [Rule("blue", "p", "r1", "in", 10, "deny", 1, protocol="tcp", port=22, from_group="gweb"),
+             Rule("blue", "q", "r2", "out", 20, "allow", 2, to_network="db")]
+    before_snap = with_policies(rules, {"gdb": ["p"], "gweb": ["q"]})
+    new = ep("b5", "blue", "web", 5, "h3", "gweb")
+    after_snap = replace(before_snap, endpoints=before_snap.endpoints + (new,),
+                         ofports={**before_snap.ofports, "h3": {**before_snap.ofports["h3"], "p-b5": 7}})
+    before, after = compile_all(before_snap), compile_all(after_snap)
+    for host in ("h1", "h2", "h3"):
+        flows, _ = _diff(before[host], after[host])
+        assert flows and {f.cookie for f in flows} == {endpoint_cookie("b5")}, host
