@@ -150,15 +150,26 @@ def normalize_match(match: Iterable[tuple]) -> tuple:
     return tuple(sorted((_norm_field(*f) for f in match), key=lambda f: f[0]))
 
 
+# Fields other fields depend on (ovs-fields(7) prerequisites).  OVS checks
+# prerequisites field by field as it parses, and os-ken's default order puts NXM
+# fields (e.g. nw_ttl) before OXM ones (eth_type): send these first.
+_PREREQ_RANK = {"in_port": 0, "eth_type": 1, "vlan_vid": 1, "ip_proto": 2}
+
+
 def to_ofpmatch(match: Iterable[tuple]) -> parser.OFPMatch:
-    kw = {}
+    fields = []
     for name, value, mask in match:
         if name == "ct_state":
             v, m = ct_state_to_int(value) if isinstance(value, str) else (value, mask)
-            kw["ct_state"] = (v, m)
+            fields.append(("ct_state", (v, m)))
             continue
-        kw[osken_field(name)] = value if mask is None else (value, mask)
-    return parser.OFPMatch(**kw)
+        fields.append(ofp.oxm_normalize_user(osken_field(name),
+                                             value if mask is None else (value, mask)))
+
+    def order(f):
+        n, _v, _m = ofp.oxm_from_user(*f)
+        return (_PREREQ_RANK.get(f[0], 9), n[0] if isinstance(n, tuple) else n)
+    return parser.OFPMatch(_ordered_fields=sorted(fields, key=order))
 
 
 def from_ofpmatch(match: parser.OFPMatch) -> tuple:
