@@ -43,6 +43,7 @@ class OvsInstance:
         self.env = dict(os.environ, OVS_RUNDIR=self.dir, OVS_LOGDIR=self.dir,
                         OVS_DBDIR=self.dir, OVS_SYSCONFDIR=self.dir)
         self.bridge = self.tag[:15]
+        self.links = {self.bridge}     # tap devices the netdev datapath makes (persistent)
 
     # -- processes
     def _run(self, *cmd, check=True) -> str:
@@ -85,10 +86,18 @@ class OvsInstance:
                 pass
 
     def stop(self) -> None:
+        if self._pid("ovs-vswitchd"):
+            try:                        # lets vswitchd remove its tap devices itself
+                self._run("ovs-vsctl", f"--db=unix:{self.sock}", "--timeout=10",
+                          "--if-exists", "del-br", self.bridge, check=False)
+            except subprocess.TimeoutExpired:
+                pass
         for name in ("ovs-vswitchd", "ovsdb-server"):
             pid = self._pid(name)
             if pid:
                 _kill_wait(pid, signal.SIGTERM)
+        for link in self.links:         # whatever a crash or kill left behind
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- tools
@@ -112,6 +121,7 @@ class OvsInstance:
                    "--", "set", "bridge", b, "controller=@c")
 
     def add_internal_port(self, name: str, ofport: int) -> None:
+        self.links.add(name)
         self.vsctl("add-port", self.bridge, name, "--", "set", "interface", name,
                    "type=internal", f"ofport_request={ofport}")
 
