@@ -40,6 +40,7 @@ LOG = logging.getLogger(__name__)
 
 BUNDLE_FLAGS = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
 REQUEST_TIMEOUT = 30.0     # seconds for one request/reply with the switch
+RETRY_DELAY = 5.0          # seconds before retrying a reconcile that failed to talk
 
 
 class Fabric(Protocol):
@@ -60,7 +61,8 @@ class Fabric(Protocol):
 class ReconcileResult:
     dpid: int
     outcome: str = "noop"          # noop | committed | discarded | failed | skipped
-    added: int = 0                 # flows added or replaced
+    added: int = 0                 # flows added (new key, or same key with another cookie)
+    modified: int = 0              # same key and cookie, other actions: MODIFY_STRICT keeps counters
     deleted: int = 0
     unchanged: int = 0
     groups_added: int = 0
@@ -70,7 +72,7 @@ class ReconcileResult:
 
     @property
     def changes(self) -> int:
-        return (self.added + self.deleted + self.groups_added
+        return (self.added + self.modified + self.deleted + self.groups_added
                 + self.groups_modified + self.groups_deleted)
 
 
@@ -104,6 +106,7 @@ class SwitchManager(app_manager.OSKenApp):
         self._conns: set = set()                    # every live connection, for stop()
         self._dirty: dict[int, bool] = {}
         self._workers: dict[int, object] = {}
+        self._retries: dict[int, object] = {}       # dpid -> pending retry timer
         self._collect: dict[int, dict] = {}         # dpid -> {xid: OFPErrorMsg} during a bundle
         self._bundle_ids = itertools.count(1)
         self._stopping = False
@@ -208,14 +211,25 @@ class SwitchManager(app_manager.OSKenApp):
         except (ofctl_exc.OFError, ofctl_exc.InvalidDatapath, hub.Timeout,
                 ofctl_exc.InvalidMessage) as e:
             res.outcome = "failed"
-            LOG.error("event=reconcile dpid=%s outcome=failed error=%s", _dpid(dpid),
-                      type(e).__name__)
+            LOG.error("event=reconcile dpid=%s outcome=failed error=%s retry_in=%.0fs",
+                      _dpid(dpid), type(e).__name__, RETRY_DELAY)
+            self._schedule_retry(dpid)
             return self._done(res)
-        LOG.info("event=reconcile dpid=%s outcome=%s added=%d deleted=%d unchanged=%d "
-                 "groups_added=%d groups_modified=%d groups_deleted=%d rejected=%d",
-                 _dpid(dpid), res.outcome, res.added, res.deleted, res.unchanged,
+        LOG.info("event=reconcile dpid=%s outcome=%s added=%d modified=%d deleted=%d "
+                 "unchanged=%d groups_added=%d groups_modified=%d groups_deleted=%d "
+                 "rejected=%d", _dpid(dpid), res.outcome, res.added, res.modified,
+                 res.deleted, res.unchanged,
                  res.groups_added, res.groups_modified, res.groups_deleted, len(res.rejected))
         return self._done(res)
+
+    def _schedule_retry(self, dpid: int) -> None:
+        """Talking to the switch failed (timeout, lost connection): try again later.
+        A discarded bundle is not retried: the same desired set would fail again."""
+        def fire():
+            self._retries.pop(dpid, None)
+            self.request_reconcile(dpid)
+        if dpid not in self._retries and not self._stopping:
+            self._retries[dpid] = hub.spawn_after(RETRY_DELAY, fire)
 
     def _done(self, res: ReconcileResult) -> ReconcileResult:
         self.last_result[res.dpid] = res
@@ -270,9 +284,13 @@ class SwitchManager(app_manager.OSKenApp):
                 first.append((g.to_ofctl(), ofmsg.group_mod(dp, g, ofp.OFPGC_MODIFY)))
                 res.groups_modified += 1
         for key, e in want.items():
-            if held.get(key) == e:
+            h = held.get(key)
+            if h == e:
                 res.unchanged += 1
-            else:
+            elif h is not None and h.cookie == e.cookie:
+                flows.append((e.to_ofctl(), ofmsg.flow_mod(dp, e, ofp.OFPFC_MODIFY_STRICT)))
+                res.modified += 1
+            else:                 # ADD also replaces a flow whose cookie differs
                 flows.append((e.to_ofctl(), ofmsg.flow_mod(dp, e, ofp.OFPFC_ADD)))
                 res.added += 1
         for key, e in sorted(held.items()):
@@ -354,7 +372,7 @@ class Handle:
         Returns promptly in the eventlet hub; start() may be called again."""
         app = self.app
         app._stopping = True
-        for t in list(app._workers.values()):
+        for t in list(app._workers.values()) + list(app._retries.values()):
             hub.kill(t)
         self._mgr.close()                      # stops event loops, kills the listener
         for t in self._threads:

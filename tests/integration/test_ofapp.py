@@ -255,11 +255,18 @@ def test_change_touches_only_the_difference(env):
     new = F(1, 10, {"reg0": 1}, [("output", 8)], M | 2)
     modified = F(0, 90, {"in_port": 6}, [("output", 7)], M | 1)
     r = _install(env, [base[0], modified, new])          # base[2] removed
-    assert (r.outcome, r.added, r.deleted, r.unchanged) == ("committed", 2, 1, 1)
+    assert (r.outcome, r.added, r.modified, r.deleted, r.unchanged) == ("committed", 1, 1, 1, 1)
     now = env.ours()
     assert set(now) == {untouched, key(modified), (1, 10, "reg0=0x1")}
     assert now[untouched]["duration"] >= d0[untouched]["duration"]   # not re-added
     assert now[key(modified)]["actions"] == "output:7"
+    # MODIFY_STRICT kept the modified flow's own counters and age too
+    assert now[key(modified)]["duration"] >= d0[key(modified)]["duration"]
+    # a new cookie on the same key is an ADD (OF1.3 MODIFY cannot change a cookie)
+    recookied = F(1, 10, {"reg0": 1}, [("output", 8)], M | 3)
+    r = _install(env, [base[0], modified, recookied])
+    assert (r.added, r.modified, r.deleted, r.unchanged) == (1, 0, 0, 2)
+    assert env.ours()[(1, 10, "reg0=0x1")]["cookie"] == M | 3
 
 
 @needs_ovs
@@ -315,7 +322,8 @@ def test_groups_round_trip_and_change(env):
     assert env.reconcile().changes == 0
     g1 = GroupEntry(1, ((("output", 6),), (("output", 7),), (("pop_vlan",), ("output", 8))))
     r = _install(env, [flow], [g1, ALL_GROUPS[1]])
-    assert (r.groups_added, r.groups_modified, r.groups_deleted, r.added) == (0, 1, 0, 0)
+    assert (r.groups_added, r.groups_modified, r.groups_deleted, r.added, r.modified) == \
+        (0, 1, 0, 0, 0)
     assert any("output:8" in g for g in env.ovs.dump_groups())
     r = _install(env, [], [])
     assert (r.outcome, r.deleted, r.groups_deleted) == ("committed", 1, 2)
