@@ -148,8 +148,8 @@ class SwitchManager(app_manager.OSKenApp):
     def _error(self, ev):
         msg = ev.msg
         dpid = msg.datapath.id
-        LOG.warning("event=of_error dpid=%s xid=%d type=%d code=%d",
-                    _dpid(dpid), msg.xid, msg.type, msg.code)
+        LOG.warning("event=of_error dpid=%s xid=%s type=%s code=%s",
+                    _dpid(dpid), msg.xid, msg.type, _err_code(msg))
         collecting = self._collect.get(dpid)
         if collecting is not None:
             collecting[msg.xid] = msg
@@ -313,13 +313,15 @@ class SwitchManager(app_manager.OSKenApp):
         return first + flows + last
 
     def _apply_bundle(self, dp, msgs: list, res: ReconcileResult) -> None:
-        """All of msgs or none: OVS rejects a bad message at add time yet would
-        commit the rest, so errors are collected (barrier + own-queue flush)
-        before choosing COMMIT or DISCARD."""
+        """All of msgs or none.  OVS rejects a bad message when it is added yet
+        would commit the rest, so errors are collected (barrier + own-queue
+        flush) before choosing COMMIT or DISCARD; some checks (e.g. a missing
+        group) only fail the COMMIT itself, which OVS then rolls back."""
         bid = next(self._bundle_ids) & 0xFFFFFFFF
-        rep = self._request(parser.ONFBundleCtrlMsg(dp, bid, ofp.ONF_BCT_OPEN_REQUEST,
-                                                    BUNDLE_FLAGS, []),
-                            reply_cls=parser.ONFBundleCtrlMsg)
+        ctrl = lambda kind: self._request(
+            parser.ONFBundleCtrlMsg(dp, bid, kind, BUNDLE_FLAGS, []),
+            reply_cls=parser.ONFBundleCtrlMsg)
+        rep = ctrl(ofp.ONF_BCT_OPEN_REQUEST)
         if rep is None or rep.type != ofp.ONF_BCT_OPEN_REPLY:
             raise ofctl_exc.InvalidMessage(result=rep)
         errors = self._collect[dp.id] = {}
@@ -331,29 +333,48 @@ class SwitchManager(app_manager.OSKenApp):
                     raise ofctl_exc.InvalidDatapath(result=dp.id)
                 sent[add.xid] = desc
             self._request(parser.OFPBarrierRequest(dp))
-            flush = _Flush()
-            self.send_event(self.name, flush)
-            with hub.Timeout(REQUEST_TIMEOUT):
-                flush.done.wait()
+            self._flush_events()
+            if any(x in sent for x in errors):
+                ctrl(ofp.ONF_BCT_DISCARD_REQUEST)
+                self._rejected(dp, bid, sent, errors, res)
+                return
+            try:
+                rep = ctrl(ofp.ONF_BCT_COMMIT_REQUEST)
+            except ofctl_exc.OFError as e:
+                self._flush_events()
+                if not any(x in sent for x in errors):   # no message named: blame the commit
+                    for err in e.result or []:
+                        errors[err.xid], sent[err.xid] = err, "commit"
+                self._rejected(dp, bid, sent, errors, res)
+                return
         finally:
             self._collect.pop(dp.id, None)
-        bad = {x: e for x, e in errors.items() if x in sent}
-        if bad:
-            for xid, err in sorted(bad.items()):
-                res.rejected.append((sent[xid], err.type, err.code))
-                LOG.error("event=bundle_rejected dpid=%s bundle=%d xid=%d type=%d code=%d entry=%s",
-                          _dpid(dp.id), bid, xid, err.type, err.code, sent[xid])
-            self._request(parser.ONFBundleCtrlMsg(dp, bid, ofp.ONF_BCT_DISCARD_REQUEST,
-                                                  BUNDLE_FLAGS, []),
-                          reply_cls=parser.ONFBundleCtrlMsg)
-            res.outcome = "discarded"
-            return
-        rep = self._request(parser.ONFBundleCtrlMsg(dp, bid, ofp.ONF_BCT_COMMIT_REQUEST,
-                                                    BUNDLE_FLAGS, []),
-                            reply_cls=parser.ONFBundleCtrlMsg)
         if rep is None or rep.type != ofp.ONF_BCT_COMMIT_REPLY:
             raise ofctl_exc.InvalidMessage(result=rep)
         res.outcome = "committed"
+
+    def _flush_events(self) -> None:
+        """Wait until our event loop has handled every event queued so far
+        (error messages the switch sent before a barrier reply)."""
+        flush = _Flush()
+        self.send_event(self.name, flush)
+        with hub.Timeout(REQUEST_TIMEOUT):
+            flush.done.wait()
+
+    @staticmethod
+    def _rejected(dp, bid, sent, errors, res: ReconcileResult) -> None:
+        res.outcome = "discarded"
+        for xid, err in sorted(errors.items()):
+            if xid not in sent:
+                continue
+            res.rejected.append((sent[xid], err.type, _err_code(err)))
+            LOG.error("event=bundle_rejected dpid=%s bundle=%d xid=%d type=%d code=%s entry=%s",
+                      _dpid(dp.id), bid, xid, err.type, _err_code(err), sent[xid])
+
+
+def _err_code(err) -> int | None:
+    """OFPErrorMsg code; experimenter errors (bundle failures) carry exp_type."""
+    return err.code if err.code is not None else getattr(err, "exp_type", None)
 
 
 # ---------------------------------------------------------------- process embedding

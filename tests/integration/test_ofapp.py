@@ -359,3 +359,15 @@ def test_switch_restart_gets_flows_back(env):
     assert (r.outcome, r.added, r.groups_added) == ("committed", len(ALL_FLOWS), len(ALL_GROUPS))
     assert len(env.ours()) == len(ALL_FLOWS)
     assert sum(1 for ev in env.fabric.events if ev[0] == "up") == 2
+
+
+@needs_ovs
+def test_flow_to_missing_group_discards(env):
+    _install(env, ALL_FLOWS[:1])
+    before = env.ours()
+    bad = F(0, 3, {"in_port": 9}, [("group", 99)], M | 4)
+    r = _install(env, ALL_FLOWS[:1] + [bad, F(0, 4, {"in_port": 8}, [("output", 5)], M | 4)])
+    assert r.outcome == "discarded"          # OVS checks groups only at COMMIT, then rolls back
+    assert [x[:3] for x in r.rejected] == [(bad.to_ofctl(), ofp.OFPET_BAD_ACTION,
+                                            ofp.OFPBAC_BAD_OUT_GROUP)]
+    assert set(env.ours()) == set(before)
