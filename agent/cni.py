@@ -1,0 +1,446 @@
+"""netweave-cni: CNI 1.0.0 plugin that plugs containers into br-int.
+
+Run on the host whose OVS will carry the endpoint (for a simulated host that is a network
+namespace: ``ip netns exec HOST netweave-cni``). ``CNI_NETNS`` is the container's namespace
+(a path such as /var/run/netns/NAME).
+
+Network configuration (stdin)::
+
+    {"cniVersion": "1.0.0", "name": "netweave", "type": "netweave",
+     "netmaster": "http://127.0.0.1:9999",   # optional, see below
+     "tenant": "default", "network": "contiv-net", "group": "",
+     "ovsdb": "unix:/var/run/openvswitch/db.sock", "bridge": "br-int",
+     "hostLabel": "host1"}                    # optional, see below
+
+``hostLabel`` and ``netmaster`` may be left out: netplugin records both in this host's OVSDB
+(Open_vSwitch external_ids ``netweave-host-label`` / ``netweave-netmaster``) and the plugin
+reads them from there; the last fallbacks are the hostname and http://127.0.0.1:9999.
+``network`` may also name an endpoint group of the tenant (Contiv's form).
+
+Errors go to stdout as CNI error JSON with exit code 1. Codes: the spec's 1-11, and
+  100 netmaster refused the request            101 unknown tenant, network or group
+  102 no free address in the network's subnet  103 Open vSwitch could not plug the port
+  104 link setup (veth, address, route) failed 105 CHECK found the endpoint wrong
+  999 unexpected internal error
+Every ADD failure is rolled back: no veth, no OVS port, no address left allocated.
+Logs go to stderr (level from NETWEAVE_CNI_LOG_LEVEL, default WARNING).
+"""
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+
+from agent import netmaster_client as nmc
+
+LOG = logging.getLogger("netweave-cni")
+
+CNI_VERSION = "1.0.0"
+SUPPORTED_VERSIONS = ["1.0.0"]
+DEFAULT_OVSDB = "unix:/var/run/openvswitch/db.sock"
+
+# CNI 1.0.0 well-known error codes
+E_INCOMPATIBLE_VERSION = 1
+E_UNSUPPORTED_FIELD = 2
+E_CONTAINER_UNKNOWN = 3
+E_INVALID_ENV = 4
+E_IO = 5
+E_DECODE = 6
+E_INVALID_CONFIG = 7
+E_TRY_AGAIN = 11
+# netweave-specific
+E_NETMASTER_REFUSED = 100
+E_UNKNOWN_NETWORK = 101
+E_POOL_EXHAUSTED = 102
+E_OVS = 103
+E_LINK = 104
+E_CHECK_FAILED = 105
+E_INTERNAL = 999
+
+
+class CniError(Exception):
+    def __init__(self, code, msg, details=""):
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+        self.details = details
+
+    def to_json(self):
+        return {"cniVersion": CNI_VERSION, "code": self.code, "msg": self.msg,
+                "details": self.details}
+
+
+# -- small helpers ---------------------------------------------------------------------------
+def sh(cmd, netns=None, check=True):
+    """Run an iproute2/ethtool command, in the container netns when ``netns`` is a path."""
+    if netns:
+        cmd = ["nsenter", "--net=" + netns] + cmd
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    if check and res.returncode != 0:
+        raise CniError(E_LINK, "command failed: %s" % " ".join(cmd),
+                       (res.stderr or res.stdout).strip())
+    return res
+
+
+def link_info(name, netns=None):
+    res = sh(["ip", "-j", "-d", "link", "show", "dev", name], netns, check=False)
+    if res.returncode != 0:
+        return None
+    try:
+        return json.loads(res.stdout)[0]
+    except (ValueError, IndexError):
+        return None
+
+
+def link_addrs(name, netns=None):
+    res = sh(["ip", "-j", "addr", "show", "dev", name], netns, check=False)
+    if res.returncode != 0:
+        return []
+    try:
+        info = json.loads(res.stdout)[0]
+    except (ValueError, IndexError):
+        return []
+    return ["%s/%s" % (a["local"], a["prefixlen"]) for a in info.get("addr_info", [])
+            if a.get("family") == "inet"]
+
+
+def default_routes(netns):
+    res = sh(["ip", "-j", "-4", "route", "show", "default"], netns, check=False)
+    try:
+        return json.loads(res.stdout) if res.returncode == 0 else []
+    except ValueError:
+        return []
+
+
+def read_config(stream):
+    raw = stream.read()
+    try:
+        conf = json.loads(raw)
+    except ValueError as e:
+        raise CniError(E_DECODE, "network configuration on stdin is not valid JSON", str(e))
+    if not isinstance(conf, dict):
+        raise CniError(E_INVALID_CONFIG, "network configuration must be a JSON object")
+    version = conf.get("cniVersion")
+    if not version:
+        raise CniError(E_INVALID_CONFIG, "network configuration lacks cniVersion")
+    if version not in SUPPORTED_VERSIONS:
+        raise CniError(E_INCOMPATIBLE_VERSION,
+                       "cniVersion %s is not supported; use one of %s" %
+                       (version, ", ".join(SUPPORTED_VERSIONS)))
+    for key in ("tenant", "network", "group", "netmaster", "ovsdb", "bridge", "hostLabel"):
+        if key in conf and not isinstance(conf[key], str):
+            raise CniError(E_INVALID_CONFIG, "network configuration field %r must be a string"
+                           % key)
+    return conf
+
+
+def need_env(env, *names):
+    missing = [n for n in names if not env.get(n)]
+    if missing:
+        raise CniError(E_INVALID_ENV, "missing environment variable(s): %s" %
+                       ", ".join(missing))
+
+
+def check_ifname(ifname):
+    if len(ifname) > 15 or "/" in ifname or " " in ifname:
+        raise CniError(E_INVALID_ENV, "CNI_IFNAME %r is not a valid interface name "
+                       "(at most 15 characters, no '/' or spaces)" % ifname)
+
+
+class Context:
+    """What one CNI invocation works with: config, env, OVSDB and netmaster."""
+
+    def __init__(self, conf, env):
+        self.conf = conf
+        self.env = env
+        self.container_id = env.get("CNI_CONTAINERID", "")
+        self.netns = env.get("CNI_NETNS", "")
+        self.ifname = env.get("CNI_IFNAME", "")
+        self.ep_id = nmc.endpoint_id(self.container_id, self.ifname)
+        self.host_port = nmc.host_port_name(self.ep_id)
+        self.bridge = conf.get("bridge") or "br-int"
+        self.ovsdb_remote = conf.get("ovsdb") or DEFAULT_OVSDB
+        self.tenant = conf.get("tenant") or "default"
+        self.network = conf.get("network") or ""
+        self.group = conf.get("group") or ""
+        self._db = None
+        self._host_info = None
+
+    @property
+    def db(self):
+        if self._db is None:
+            from agent import ovsdb  # imported lazily: VERSION needs no OVS
+            try:
+                self._db = ovsdb.Ovsdb(self.ovsdb_remote, timeout=10.0)
+            except ovsdb.OvsdbError as e:
+                raise CniError(E_TRY_AGAIN, "cannot reach Open vSwitch at %s: is "
+                               "ovsdb-server running on this host?" % self.ovsdb_remote,
+                               str(e))
+        return self._db
+
+    def host_info(self):
+        if self._host_info is None:
+            try:
+                self._host_info = self.db.host_info()
+            except CniError:
+                self._host_info = {}
+        return self._host_info
+
+    @property
+    def host_label(self):
+        return (self.conf.get("hostLabel") or self.host_info().get("netweave-host-label")
+                or socket.gethostname())
+
+    @property
+    def nm(self):
+        url = (self.conf.get("netmaster") or self.host_info().get("netweave-netmaster")
+               or nmc.DEFAULT_NETMASTER)
+        return nmc.NetmasterClient(url, timeout=10.0)
+
+    def close(self):
+        if self._db is not None:
+            self._db.close()
+
+
+def netmaster_error(e, what):
+    if isinstance(e, nmc.NetmasterUnreachable):
+        return CniError(E_TRY_AGAIN, "%s: %s; is netmaster running?" % (what, e))
+    if e.status == 404:
+        return CniError(E_UNKNOWN_NETWORK, "%s: %s" % (what, e.message),
+                        "create the tenant/network/group in netmaster first")
+    if e.status == 409:
+        return CniError(E_POOL_EXHAUSTED, "%s: %s" % (what, e.message),
+                        "the network's subnet has no free address; enlarge it or "
+                        "delete unused endpoints")
+    if e.status in (502, 503, 504):
+        return CniError(E_TRY_AGAIN, "%s: %s" % (what, e.message))
+    return CniError(E_NETMASTER_REFUSED, "%s: netmaster answered %d: %s" %
+                    (what, e.status, e.message))
+
+
+# -- ADD ----------------------------------------------------------------------------------
+def cmd_add(ctx):
+    need_env(ctx.env, "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")
+    check_ifname(ctx.ifname)
+    if not ctx.network:
+        raise CniError(E_INVALID_CONFIG, "network configuration lacks \"network\" (the "
+                       "netweave network or endpoint group to join)")
+    if not os.path.exists(ctx.netns):
+        raise CniError(E_CONTAINER_UNKNOWN, "network namespace %s does not exist" % ctx.netns)
+    if link_info(ctx.ifname, ctx.netns) is not None:
+        raise CniError(E_LINK, "interface %s already exists in %s" % (ctx.ifname, ctx.netns))
+    db = ctx.db
+    if not db.has_bridge(ctx.bridge):
+        raise CniError(E_TRY_AGAIN, "bridge %s does not exist in Open vSwitch at %s: is "
+                       "netplugin running on this host?" % (ctx.bridge, ctx.ovsdb_remote))
+    userspace = db.bridge_datapath_type(ctx.bridge) == "netdev"
+    host = ctx.host_label
+    nm = ctx.nm
+    undo = []
+    try:
+        try:
+            ep = nm.create_endpoint(ctx.ep_id, ctx.tenant, ctx.network, ctx.group, host,
+                                    ctx.container_id, ctx.host_port, ctx.ifname)
+        except (nmc.NetmasterError, nmc.NetmasterUnreachable) as e:
+            raise netmaster_error(e, "allocating endpoint %s in %s/%s" %
+                                  (ctx.ep_id, ctx.tenant, ctx.network))
+        undo.append(("release address", lambda: nm.delete_endpoint(ctx.ep_id)))
+        ips = [a for a in (ep.get("ipAddress") or []) if a]
+        if isinstance(ep.get("ipAddress"), str):
+            ips = [ep["ipAddress"]] if ep["ipAddress"] else []
+        if not ips:
+            raise CniError(E_NETMASTER_REFUSED, "netmaster returned no IP address for "
+                           "endpoint %s" % ctx.ep_id, json.dumps(ep))
+        ip = ips[0].split("/")[0]
+        prefix = int(ep.get("prefixLen") or 24)
+        gateway = ep.get("gateway") or ""
+        mtu = int(ep.get("mtu") or 1450)
+        mac = ep.get("macAddress") or ""
+
+        tmp = "nt" + ctx.ep_id[:11]
+        for stale in (ctx.host_port, tmp):
+            if link_info(stale) is not None:
+                LOG.warning("event=stale_link_removed link=%s", stale)
+                sh(["ip", "link", "del", "dev", stale], check=False)
+        sh(["ip", "link", "add", ctx.host_port, "mtu", str(mtu), "type", "veth",
+            "peer", "name", tmp, "mtu", str(mtu)])
+        undo.append(("delete veth", lambda: sh(["ip", "link", "del", "dev", ctx.host_port],
+                                               check=False)))
+        sh(["ip", "link", "set", "dev", tmp, "netns", ctx.netns])
+        ns = ctx.netns
+        sh(["ip", "link", "set", "dev", tmp, "name", ctx.ifname], ns)
+        if mac:
+            sh(["ip", "link", "set", "dev", ctx.ifname, "address", mac], ns)
+        sh(["ip", "link", "set", "dev", ctx.ifname, "mtu", str(mtu)], ns)
+        sh(["ip", "addr", "add", "%s/%d" % (ip, prefix), "dev", ctx.ifname], ns)
+        sh(["ip", "link", "set", "dev", ctx.ifname, "up"], ns)
+        if userspace:
+            # the userspace datapath forwards partial checksums as they are: TCP breaks
+            sh(["ethtool", "-K", ctx.ifname, "tx", "off"], ns)
+        if gateway:
+            sh(["ip", "route", "replace", "default", "via", gateway, "dev", ctx.ifname], ns)
+        sh(["ip", "link", "set", "dev", ctx.host_port, "up"])
+
+        ext = {"netweave-endpoint": ctx.ep_id, "container-id": ctx.container_id,
+               "iface-id": ctx.ep_id}
+        undo.append(("remove OVS port", lambda: db.remove_port(ctx.bridge, ctx.host_port)))
+        from agent.ovsdb import OvsdbError
+        try:
+            ofport = db.ensure_endpoint_port(ctx.bridge, ctx.host_port, ext)
+        except OvsdbError as e:
+            raise CniError(E_OVS, "Open vSwitch could not plug %s into %s" %
+                           (ctx.host_port, ctx.bridge), str(e))
+        LOG.info("event=endpoint_added endpoint=%s port=%s ofport=%s ip=%s/%d",
+                 ctx.ep_id, ctx.host_port, ofport, ip, prefix)
+
+        c_link = link_info(ctx.ifname, ns) or {}
+        h_link = link_info(ctx.host_port) or {}
+        result = {
+            "cniVersion": CNI_VERSION,
+            "interfaces": [
+                {"name": ctx.ifname, "mac": c_link.get("address", mac), "sandbox": ns},
+                {"name": ctx.host_port, "mac": h_link.get("address", "")},
+            ],
+            "ips": [{"address": "%s/%d" % (ip, prefix), "interface": 0}],
+            "routes": [],
+            "dns": {},
+        }
+        if gateway:
+            result["ips"][0]["gateway"] = gateway
+            result["routes"].append({"dst": "0.0.0.0/0", "gw": gateway})
+        return result
+    except BaseException:
+        for what, fn in reversed(undo):
+            try:
+                fn()
+            except Exception as e:  # keep rolling back the rest
+                LOG.error("event=rollback_step_failed step=%r error=%r", what, str(e))
+        raise
+
+
+# -- DEL ----------------------------------------------------------------------------------
+def cmd_del(ctx):
+    need_env(ctx.env, "CNI_CONTAINERID", "CNI_IFNAME")
+    errors = []
+    try:
+        if ctx.db.remove_port(ctx.bridge, ctx.host_port):
+            LOG.info("event=endpoint_port_removed port=%s", ctx.host_port)
+    except CniError as e:
+        errors.append(e)
+    except Exception as e:
+        errors.append(CniError(E_OVS, "removing OVS port %s failed" % ctx.host_port, str(e)))
+    if link_info(ctx.host_port) is not None:
+        sh(["ip", "link", "del", "dev", ctx.host_port], check=False)
+    try:
+        ctx.nm.delete_endpoint(ctx.ep_id)
+    except (nmc.NetmasterError, nmc.NetmasterUnreachable) as e:
+        errors.append(netmaster_error(e, "releasing endpoint %s" % ctx.ep_id))
+    if errors:
+        raise errors[0]
+    return None
+
+
+# -- CHECK --------------------------------------------------------------------------------
+def cmd_check(ctx):
+    need_env(ctx.env, "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")
+    if not os.path.exists(ctx.netns):
+        raise CniError(E_CONTAINER_UNKNOWN, "network namespace %s does not exist" % ctx.netns)
+    try:
+        ep = ctx.nm.get_endpoint(ctx.ep_id)
+    except (nmc.NetmasterError, nmc.NetmasterUnreachable) as e:
+        raise netmaster_error(e, "reading endpoint %s" % ctx.ep_id)
+    if ep is None:
+        raise CniError(E_CHECK_FAILED, "netmaster does not know endpoint %s (container %s, "
+                       "interface %s)" % (ctx.ep_id, ctx.container_id, ctx.ifname))
+    problems = []
+    ips = ep.get("ipAddress") or []
+    if isinstance(ips, str):
+        ips = [ips]
+    ips = [a for a in ips if a]
+    want_addr = "%s/%d" % (ips[0].split("/")[0], int(ep.get("prefixLen") or 24)) if ips else ""
+    want_mtu = int(ep.get("mtu") or 1450)
+    gateway = ep.get("gateway") or ""
+    c_link = link_info(ctx.ifname, ctx.netns)
+    if c_link is None:
+        problems.append("interface %s is missing in %s" % (ctx.ifname, ctx.netns))
+    else:
+        have = link_addrs(ctx.ifname, ctx.netns)
+        if want_addr and want_addr not in have:
+            problems.append("interface %s has addresses %s, expected %s" %
+                            (ctx.ifname, have or "none", want_addr))
+        if c_link.get("mtu") != want_mtu:
+            problems.append("interface %s has MTU %s, expected %d" %
+                            (ctx.ifname, c_link.get("mtu"), want_mtu))
+        mac = ep.get("macAddress")
+        if mac and c_link.get("address", "").lower() != mac.lower():
+            problems.append("interface %s has MAC %s, expected %s" %
+                            (ctx.ifname, c_link.get("address"), mac))
+        if "UP" not in c_link.get("flags", []):
+            problems.append("interface %s is down" % ctx.ifname)
+        if gateway:
+            routes = [r for r in default_routes(ctx.netns)
+                      if r.get("gateway") == gateway and r.get("dev") == ctx.ifname]
+            if not routes:
+                problems.append("no default route via %s dev %s in %s" %
+                                (gateway, ctx.ifname, ctx.netns))
+    h_link = link_info(ctx.host_port)
+    if h_link is None:
+        problems.append("host interface %s is missing" % ctx.host_port)
+    elif "UP" not in h_link.get("flags", []):
+        problems.append("host interface %s is down" % ctx.host_port)
+    ext = ctx.db.port_external_ids(ctx.bridge, ctx.host_port)
+    if ext is None:
+        problems.append("OVS port %s is missing on bridge %s" % (ctx.host_port, ctx.bridge))
+    elif ext.get("netweave-endpoint") != ctx.ep_id:
+        problems.append("OVS port %s has external_ids %s, expected netweave-endpoint=%s" %
+                        (ctx.host_port, ext, ctx.ep_id))
+    if problems:
+        raise CniError(E_CHECK_FAILED, "endpoint %s is not as it should be: %s" %
+                       (ctx.ep_id, "; ".join(problems)), "\n".join(problems))
+    return None
+
+
+# -- entry point ----------------------------------------------------------------------------
+def run(env, stdin, stdout):
+    command = env.get("CNI_COMMAND", "")
+    if command == "VERSION":
+        json.dump({"cniVersion": CNI_VERSION, "supportedVersions": SUPPORTED_VERSIONS}, stdout)
+        return 0
+    ctx = None
+    try:
+        if command not in ("ADD", "DEL", "CHECK"):
+            raise CniError(E_INVALID_ENV, "CNI_COMMAND must be ADD, DEL, CHECK or VERSION, "
+                           "not %r" % command)
+        conf = read_config(stdin)
+        ctx = Context(conf, env)
+        result = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check}[command](ctx)
+        if result is not None:
+            json.dump(result, stdout)
+        return 0
+    except CniError as e:
+        LOG.error("event=cni_error command=%s code=%d msg=%r", command, e.code, e.msg)
+        json.dump(e.to_json(), stdout)
+        return 1
+    except Exception as e:  # never leave the runtime without an answer
+        LOG.exception("event=cni_internal_error command=%s", command)
+        json.dump(CniError(E_INTERNAL, "internal error in netweave-cni: %s" % e,
+                           type(e).__name__).to_json(), stdout)
+        return 1
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+def main():
+    logging.basicConfig(stream=sys.stderr,
+                        level=os.environ.get("NETWEAVE_CNI_LOG_LEVEL", "WARNING").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    rc = run(os.environ, sys.stdin, sys.stdout)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

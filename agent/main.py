@@ -1,0 +1,239 @@
+"""netplugin: the netweave host agent (one per host).
+
+Threads, kept explicit:
+  * the main thread owns the OVSDB IDL (the IDL is not thread-safe): it ensures br-int, the
+    VXLAN tunnel port and the uplink, watches the IDL for changes and puts back what someone
+    removed or altered, and runs the stateless resync against netmaster;
+  * one heartbeat thread POSTs the host registration to netmaster every
+    ``--heartbeat-interval`` seconds. It never touches OVSDB; it only raises a flag that the
+    main thread reads (``resync wanted``).
+
+Restarting netplugin must not disturb traffic: every OVSDB write goes through an ensure
+operation that writes nothing when OVSDB already holds the wanted state, and the agent never
+touches flows (the controller owns them).
+"""
+import argparse
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+from agent import netmaster_client as nmc
+from agent import ovsdb as ovsdb_mod
+
+LOG = logging.getLogger("netplugin")
+
+HOST_LABEL_KEY = "netweave-host-label"   # Open_vSwitch external_ids, read by netweave-cni
+NETMASTER_KEY = "netweave-netmaster"
+BRIDGE_KEY = "netweave-bridge"
+
+
+def default_controller(netmaster_url, port=6653):
+    host = urllib.parse.urlparse(netmaster_url).hostname or "127.0.0.1"
+    return "tcp:%s:%d" % (host, port)
+
+
+def guess_vtep_ip(netmaster_url):
+    """The source address this host would use to reach netmaster (best effort)."""
+    host = urllib.parse.urlparse(netmaster_url).hostname or "127.0.0.1"
+    try:
+        addr = socket.gethostbyname(host)
+        out = subprocess.run(["ip", "-o", "route", "get", addr], capture_output=True,
+                             text=True, timeout=5).stdout.split()
+        if "src" in out:
+            return out[out.index("src") + 1]
+    except (OSError, subprocess.SubprocessError, socket.error):
+        pass
+    return ""
+
+
+def link_exists(name):
+    return subprocess.run(["ip", "link", "show", "dev", name], capture_output=True,
+                          timeout=10).returncode == 0
+
+
+def delete_link(name):
+    subprocess.run(["ip", "link", "del", "dev", name], capture_output=True, timeout=10)
+
+
+class Agent:
+    def __init__(self, args):
+        self.args = args
+        self.host_label = args.host_label
+        self.bridge = args.bridge
+        self.dpid = nmc.dpid_for_host(self.host_label)
+        self.datapath_type = ovsdb_mod.choose_datapath(args.datapath)
+        self.controller = args.controller or default_controller(args.netmaster)
+        self.vtep_ip = args.vtep_ip if args.vtep_ip is not None else guess_vtep_ip(args.netmaster)
+        self.nm = nmc.NetmasterClient(args.netmaster, timeout=max(1.0, args.heartbeat_interval))
+        self.stop_event = threading.Event()
+        self.resync_wanted = threading.Event()
+        self.db = None
+        self.known_ports = {}        # endpoint port name -> external_ids, as last seen
+        self._hb_thread = None
+
+    # -- OVSDB side (main thread only) ----------------------------------------------------------
+    def connect_ovsdb(self):
+        while not self.stop_event.is_set():
+            try:
+                self.db = ovsdb_mod.Ovsdb(self.args.ovsdb)
+                return True
+            except ovsdb_mod.OvsdbError as e:
+                LOG.warning("event=ovsdb_unreachable remote=%s error=%r retry_in=1s",
+                            self.args.ovsdb, str(e))
+                self.stop_event.wait(1.0)
+        return False
+
+    def reconcile(self, reason):
+        """Put br-int, vxlan0 and the uplink back to what they must be. No-op when right."""
+        db = self.db
+        bridge_was_there = db.has_bridge(self.bridge)
+        if db.ensure_bridge(self.bridge, self.datapath_type, self.dpid, self.controller):
+            LOG.log(logging.WARNING if reason != "start" else logging.INFO,
+                    "event=bridge_ensured bridge=%s reason=%s created=%s datapath=%s dpid=%016x "
+                    "controller=%s", self.bridge, reason, not bridge_was_there,
+                    self.datapath_type, self.dpid, self.controller)
+        db.ensure_tunnel_port(self.bridge, "vxlan0", 100)
+        if db.last_status != "unchanged":
+            LOG.log(logging.WARNING if reason != "start" else logging.INFO,
+                    "event=tunnel_port_ensured bridge=%s port=vxlan0 reason=%s",
+                    self.bridge, reason)
+        if self.args.uplink:
+            db.ensure_uplink_port(self.bridge, self.args.uplink, 101)
+            if db.last_status != "unchanged":
+                LOG.log(logging.WARNING if reason != "start" else logging.INFO,
+                        "event=uplink_port_ensured bridge=%s port=%s reason=%s",
+                        self.bridge, self.args.uplink, reason)
+        db.set_host_info({HOST_LABEL_KEY: self.host_label, NETMASTER_KEY: self.args.netmaster,
+                          BRIDGE_KEY: self.bridge})
+        if not bridge_was_there and reason != "start":
+            # the bridge was deleted under us with its ports: plug back the endpoint veths
+            # that still exist (their containers still run)
+            for name, ext in sorted(self.known_ports.items()):
+                if link_exists(name):
+                    ofport = db.ensure_endpoint_port(self.bridge, name, ext)
+                    LOG.warning("event=endpoint_port_replugged port=%s endpoint=%s ofport=%s",
+                                name, ext.get(ovsdb_mod.ENDPOINT_KEY), ofport)
+        self.known_ports = db.list_endpoint_ports(self.bridge)
+
+    def resync(self):
+        """Stateless resync: OVSDB endpoint ports vs netmaster's endpoints for this host."""
+        try:
+            all_eps = self.nm.list_endpoints()
+        except (nmc.NetmasterError, nmc.NetmasterUnreachable) as e:
+            LOG.warning("event=resync_deferred error=%r", str(e))
+            return False
+        known_ids = {e.get("endpointID") for e in all_eps}
+        mine = [e for e in all_eps if e.get("homingHost") == self.host_label]
+        ports = self.db.list_endpoint_ports(self.bridge)
+        removed = 0
+        for name, ext in sorted(ports.items()):
+            ep_id = ext.get(ovsdb_mod.ENDPOINT_KEY)
+            if ep_id not in known_ids:
+                self.db.remove_port(self.bridge, name)
+                delete_link(name)
+                removed += 1
+                LOG.warning("event=stale_endpoint_port_removed port=%s endpoint=%s "
+                            "container=%s reason=unknown_to_netmaster",
+                            name, ep_id, ext.get("container-id"))
+        port_ids = {ext.get(ovsdb_mod.ENDPOINT_KEY) for ext in ports.values()}
+        missing = 0
+        for ep in mine:
+            if ep.get("endpointID") not in port_ids:
+                missing += 1
+                LOG.warning("event=endpoint_port_missing endpoint=%s port=%s container=%s "
+                            "tenant=%s network=%s", ep.get("endpointID"), ep.get("intfName"),
+                            ep.get("containerID"), ep.get("tenantName"), ep.get("networkName"))
+        self.known_ports = self.db.list_endpoint_ports(self.bridge)
+        LOG.info("event=resync_done host=%s ports=%d netmaster_endpoints=%d removed=%d "
+                 "missing=%d", self.host_label, len(ports), len(mine), removed, missing)
+        return True
+
+    # -- heartbeat thread (HTTP only) ---------------------------------------------------------
+    def heartbeat_loop(self):
+        up = None
+        while not self.stop_event.is_set():
+            try:
+                self.nm.register_host(self.host_label, self.vtep_ip, self.dpid,
+                                      self.args.uplink or "")
+                if up is not True:
+                    LOG.info("event=host_registered host=%s vtep=%s dpid=%016x netmaster=%s",
+                             self.host_label, self.vtep_ip, self.dpid, self.args.netmaster)
+                    self.resync_wanted.set()
+                up = True
+            except (nmc.NetmasterError, nmc.NetmasterUnreachable) as e:
+                if up is not False:
+                    LOG.warning("event=heartbeat_failed host=%s error=%r", self.host_label,
+                                str(e))
+                up = False
+            self.stop_event.wait(self.args.heartbeat_interval)
+
+    # -- main loop ------------------------------------------------------------------------------
+    def run(self):
+        LOG.info("event=agent_start host=%s bridge=%s datapath=%s ovsdb=%s netmaster=%s",
+                 self.host_label, self.bridge, self.datapath_type, self.args.ovsdb,
+                 self.args.netmaster)
+        if not self.connect_ovsdb():
+            return 0
+        self.reconcile("start")
+        self._hb_thread = threading.Thread(target=self.heartbeat_loop, name="heartbeat",
+                                           daemon=True)
+        self._hb_thread.start()
+        last_seqno = self.db.run()
+        while not self.stop_event.is_set():
+            self.db.wait(0.25)
+            seqno = self.db.run()
+            try:
+                if seqno != last_seqno:
+                    self.reconcile("ovsdb_change")
+                    last_seqno = self.db.change_seqno
+                if self.resync_wanted.is_set():
+                    self.resync_wanted.clear()
+                    if not self.resync():
+                        self.resync_wanted.set()
+                    last_seqno = self.db.change_seqno
+            except ovsdb_mod.OvsdbError as e:
+                LOG.error("event=reconcile_failed error=%r retry=true", str(e))
+                self.stop_event.wait(1.0)
+        LOG.info("event=agent_stop host=%s", self.host_label)
+        self.db.close()
+        return 0
+
+    def stop(self, *_):
+        self.stop_event.set()
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="netplugin", description="netweave host agent")
+    p.add_argument("--netmaster", default=nmc.DEFAULT_NETMASTER, help="netmaster URL")
+    p.add_argument("--host-label", default=socket.gethostname(),
+                   help="this host's name in netmaster (default: hostname)")
+    p.add_argument("--vtep-ip", default=None,
+                   help="tunnel endpoint IP of this host (default: source IP towards netmaster)")
+    p.add_argument("--ovsdb", default="unix:/var/run/openvswitch/db.sock")
+    p.add_argument("--controller", default=None,
+                   help="OpenFlow controller target (default tcp:<netmaster host>:6653)")
+    p.add_argument("--datapath", choices=["system", "netdev", "auto"], default="auto")
+    p.add_argument("--uplink", default="", help="interface for VLAN networks (optional)")
+    p.add_argument("--bridge", default="br-int")
+    p.add_argument("--heartbeat-interval", type=float, default=2.0)
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    agent = Agent(args)
+    signal.signal(signal.SIGTERM, agent.stop)
+    signal.signal(signal.SIGINT, agent.stop)
+    return agent.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

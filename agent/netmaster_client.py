@@ -1,0 +1,132 @@
+"""HTTP client for netmaster's REST API (the agent/CNI side of the contract).
+
+Contract (JSON bodies; errors are 4xx/5xx with body ``{"error": "message"}``):
+  POST   /api/v1/hosts/<hostLabel>/       register / heartbeat
+  GET    /api/v1/hosts/                   list of hosts with "state" and "lastHeartbeat"
+  POST   /api/v1/endpoints/<id>/          allocate (idempotent for one id)
+  DELETE /api/v1/endpoints/<id>/          release (404 when not there)
+  GET    /api/v1/endpoints/               list of endpoints
+
+Plain urllib: no third-party dependency, so the CNI binary starts fast.
+"""
+import hashlib
+import json
+import logging
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_NETMASTER = "http://127.0.0.1:9999"
+
+
+class NetmasterError(Exception):
+    """netmaster answered with an error status. ``status`` is the HTTP code."""
+
+    def __init__(self, status, message, method="", path=""):
+        super().__init__("netmaster %s %s: %s %s" % (method, path, status, message))
+        self.status = status
+        self.message = message
+
+
+class NetmasterUnreachable(Exception):
+    """No answer from netmaster (connection refused, timeout, DNS...)."""
+
+
+def endpoint_id(container_id, ifname):
+    """Deterministic endpoint id: DEL finds the same id with no local state."""
+    return hashlib.sha1((container_id + ifname).encode()).hexdigest()[:12]
+
+
+def host_port_name(ep_id):
+    """Host-side veth / OVS port name, at most 15 characters (Linux IFNAMSIZ-1)."""
+    return "nw" + ep_id[:11]
+
+
+def dpid_for_host(host_label):
+    """Fixed datapath id from the host label: 48 bits of sha1, never 0."""
+    value = int(hashlib.sha1(host_label.encode()).hexdigest()[:12], 16)
+    return value or 1
+
+
+class NetmasterClient:
+    def __init__(self, base_url=DEFAULT_NETMASTER, timeout=5.0):
+        self.base = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def _call(self, method, path, body=None):
+        url = self.base + path
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json",
+                                              "Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                msg = json.loads(raw).get("error") or raw.decode(errors="replace")
+            except (ValueError, AttributeError):
+                msg = raw.decode(errors="replace").strip() or e.reason
+            raise NetmasterError(e.code, msg, method, path) from None
+        except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise NetmasterUnreachable("netmaster at %s is unreachable: %s" %
+                                       (self.base, reason)) from None
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise NetmasterError(502, "answer is not JSON: %r" % raw[:200], method, path)
+
+    @staticmethod
+    def _q(name):
+        return urllib.parse.quote(name, safe="")
+
+    # -- hosts -----------------------------------------------------------------------------
+    def register_host(self, host_label, vtep_ip, dpid, uplink=""):
+        """Register, and heartbeat: netmaster expects this POST every few seconds."""
+        if isinstance(dpid, int):
+            dpid = "%016x" % dpid
+        body = {"hostLabel": host_label, "vtepIP": vtep_ip or "", "dpid": dpid,
+                "uplink": uplink or ""}
+        return self._call("POST", "/api/v1/hosts/%s/" % self._q(host_label), body)
+
+    heartbeat = register_host
+
+    def list_hosts(self):
+        return self._call("GET", "/api/v1/hosts/") or []
+
+    # -- endpoints -------------------------------------------------------------------------
+    def create_endpoint(self, ep_id, tenant, network, group, host, container_id,
+                        intf_name, if_name):
+        body = {"tenantName": tenant, "networkName": network, "groupName": group or "",
+                "host": host, "containerID": container_id, "intfName": intf_name,
+                "ifName": if_name}
+        return self._call("POST", "/api/v1/endpoints/%s/" % self._q(ep_id), body)
+
+    def delete_endpoint(self, ep_id):
+        """Release the endpoint. Returns False when netmaster did not know it (404)."""
+        try:
+            self._call("DELETE", "/api/v1/endpoints/%s/" % self._q(ep_id))
+            return True
+        except NetmasterError as e:
+            if e.status == 404:
+                return False
+            raise
+
+    def list_endpoints(self, host=None):
+        eps = self._call("GET", "/api/v1/endpoints/") or []
+        if host is not None:
+            eps = [e for e in eps if e.get("homingHost") == host]
+        return eps
+
+    def get_endpoint(self, ep_id):
+        for ep in self.list_endpoints():
+            if ep.get("endpointID") == ep_id:
+                return ep
+        return None
