@@ -11,7 +11,7 @@ import time
 from typing import Callable, Optional
 
 from flows import snapshot as snap
-from flows.compiler import compile_switch
+from flows.compiler import Compiler
 from flows.entry import FlowEntry, GroupEntry
 from model import ipam, schema
 from model.service import Model
@@ -75,6 +75,7 @@ class Fabric:
         self.connected: dict[int, str] = {}             # dpid -> host label
         self._snapshot: Optional[snap.Snapshot] = None
         self._compiled: dict[str, tuple] = {}            # host label -> (flows, groups) for _snapshot
+        self._compiler: Optional[Compiler] = None
         self.request_reconcile: Callable[[Optional[int]], None] = lambda dpid=None: None
         model.store.watch(self._on_events)
 
@@ -91,6 +92,7 @@ class Fabric:
         if self._snapshot == old:
             return False
         self._compiled.clear()
+        self._compiler = None
         return True
 
     def _on_events(self, events: list[Event]) -> None:
@@ -106,10 +108,12 @@ class Fabric:
     def compiled(self, label: str) -> tuple[set[FlowEntry], set[GroupEntry]]:
         if label not in self._compiled:
             t0 = time.perf_counter()
-            c = compile_switch(self.snapshot(), label)
-            self._compiled[label] = (set(c.flows), set(c.groups))
-            log.debug("event=compiled host=%s flows=%d groups=%d ms=%.1f", label, len(c.flows),
-                      len(c.groups), (time.perf_counter() - t0) * 1000)
+            if self._compiler is None:
+                self._compiler = Compiler(self.snapshot())
+            flows, groups = self._compiler.switch(label)
+            self._compiled[label] = (set(flows), set(groups))
+            log.debug("event=compiled host=%s flows=%d groups=%d ms=%.1f", label, len(flows),
+                      len(groups), (time.perf_counter() - t0) * 1000)
         return self._compiled[label]
 
     # -- the OpenFlow app's interface -------------------------------------

@@ -128,3 +128,16 @@ def compile_all(snapshot: Snapshot) -> Dict[str, Compiled]:
     sh = _Shared(ix)
     labels = sorted(set(ix.hosts) | set(ix.eps_by_host))
     return {h: _compile(ix, sh, h) for h in labels}
+
+
+class Compiler:
+    """Compiles the switches of one snapshot one at a time, sharing the index
+    and the per-network flows between them (what the controller needs: it
+    recompiles only the switches it reconciles)."""
+
+    def __init__(self, snapshot: Snapshot):
+        self.ix = Index.build(snapshot)
+        self._sh = _Shared(self.ix)
+
+    def switch(self, host_label: str) -> Compiled:
+        return _compile(self.ix, self._sh, host_label)

@@ -121,6 +121,9 @@ class Cluster:
             sh("ip", "link", "add", self.bridge, "type", "bridge")
             sh("ip", "addr", "add", f"{self.root_ip}/{self.net.prefixlen}", "dev", self.bridge)
             sh("ip", "link", "set", self.bridge, "up")
+            # The userspace datapath forwards partially checksummed packets as they
+            # are: TCP (REST, OpenFlow) over the underlay needs TX offload off.
+            sh("ethtool", "-K", self.bridge, "tx", "off", check=False)
         if not self.state["netmaster"] and not self._netmaster_alive():
             self.netmaster_start()
         for i in range(1, hosts + 1):
@@ -137,6 +140,7 @@ class Cluster:
         sh("ip", "link", "set", "lo", "up", netns=ns)
         sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth1", "netns", ns)
         sh("ip", "link", "set", veth, "master", self.bridge, "up")
+        sh("ethtool", "-K", veth, "tx", "off", check=False)
         sh("ip", "link", "set", "eth1", "up", netns=ns)
         sh("ethtool", "-K", "eth1", "tx", "off", check=False, netns=ns)
         ovs = self.ovs(label).start()
@@ -145,6 +149,7 @@ class Cluster:
                   "fail_mode=standalone", "--", "--may-exist", "add-port", "br-phy", "eth1")
         sh("ip", "addr", "add", f"{self.host_ip(i)}/{self.net.prefixlen}", "dev", "br-phy", netns=ns)
         sh("ip", "link", "set", "br-phy", "up", netns=ns)
+        sh("ethtool", "-K", "br-phy", "tx", "off", check=False, netns=ns)
         self._agent_start(label)
 
     def _agent_start(self, label: str) -> None:
