@@ -1,13 +1,15 @@
 """The netmaster process's parts, wired together: the store, the model with
-its rules, the REST app, the host monitor and the OpenFlow controller."""
+its rules, the REST app, the host monitor, and the OpenFlow controller fed
+by the fabric (model -> compiler -> reconciler)."""
 from __future__ import annotations
 
 import logging
 
 import eventlet
 
+from controller.fabric import Fabric
 from model.service import Model
-from rest.app import RestApp
+from rest.app import HTTPError, RestApp
 from store.base import open_store
 
 log = logging.getLogger(__name__)
@@ -19,18 +21,65 @@ class Netmaster:
         self.store = open_store(store_url)
         self.model = Model(self.store, host_timeout=host_timeout, underlay_mtu=underlay_mtu)
         self.openflow = openflow
-        self.rest = RestApp(self.model)
+        self.fabric = Fabric(self.model)
+        self.of = None
+        self.rest = RestApp(self.model, extensions={"switches": self._switches, "flows": self._flows})
         self._threads = []
         self._host_states: dict[str, str] = {}
 
     def start(self):
+        if self.openflow is not None:
+            from controller import ofapp
+            host, port = self.openflow
+            self.of = ofapp.start(self.fabric, host, port)
+            self.fabric.request_reconcile = self.of.app.request_reconcile
         self._threads.append(eventlet.spawn(self._monitor_hosts))
 
     def stop(self):
         for t in self._threads:
             t.kill()
+        if self.of is not None:
+            self.of.stop()
         self.store.close()
 
+    # ------------------------------------------------------------ REST extensions
+    def _app(self):
+        if self.of is None:
+            raise HTTPError(409, "openflow: this netmaster runs without its OpenFlow controller")
+        return self.of.app
+
+    def _switches(self, req, parts):
+        """GET /api/v1/switches/: connected switches and their last reconcile."""
+        app = self._app()
+        out = []
+        for dpid in sorted(app.datapaths):
+            r = app.last_result.get(dpid)
+            out.append({"dpid": f"{dpid:016x}", "host": self.fabric.connected.get(dpid, ""),
+                        "lastReconcile": None if r is None else {
+                            "outcome": r.outcome, "added": r.added, "modified": r.modified,
+                            "deleted": r.deleted, "unchanged": r.unchanged}})
+        return out
+
+    def _flows(self, req, parts):
+        """GET /api/v1/flows/<host>/: the flows netmaster wants on a host next to
+        what the host's switch holds."""
+        from controller import switch_stats
+        if len(parts) != 1:
+            raise HTTPError(404, "flows paths are /api/v1/flows/<host>/")
+        label = parts[0]
+        self.model.host(label)                       # 404 for an unknown host
+        want_flows, want_groups = self.fabric.compiled(label)
+        dpid = next((d for d, h in self.fabric.connected.items() if h == label), None)
+        held = switch_stats.read_flows(self._app(), dpid) if dpid is not None else None
+        out = {"host": label, "connected": held is not None,
+               "desired": sorted(f.to_ofctl() for f in want_flows),
+               "groups": sorted(g.to_ofctl() for g in want_groups)}
+        if held is not None:
+            out["held"] = sorted(e.to_ofctl() + f"  # n_packets={p}" for e, p, _ in held)
+            out["diff"] = switch_stats.diff(want_flows, held)
+        return out
+
+    # ------------------------------------------------------------ hosts
     def _monitor_hosts(self):
         """Log one line when a host goes down (heartbeats stopped) or comes back."""
         period = max(0.5, self.model.host_timeout / 4)

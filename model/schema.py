@@ -71,7 +71,7 @@ TENANT = Kind("tenant", "tenants", ("tenantName",), (
 
 NETWORK = Kind("network", "networks", ("tenantName", "networkName"), (
     Field("cfgdTag", length=128, format=NAME_OPT, description="configured network tag"),
-    Field("encap", format=r"^(vlan|vxlan)$", required=True, mutable=False, default="vxlan",
+    Field("encap", format=r"^(vlan|vxlan)$", mutable=False, default="vxlan",
           description="encapsulation between hosts"),
     Field("gateway", format=IPV4_OPT, mutable=False, description="gateway address, inside the subnet"),
     Field("ipv6Gateway", format=IPV6, mutable=False),

@@ -68,6 +68,8 @@ def parse(kind: schema.Kind, body, path_key: str | None = None):
     """Validate a request body for `kind` against the key in the URL."""
     if not isinstance(body, dict):
         raise ValidationError(f"body: expected a JSON object, got {type(body).__name__}")
+    if kind is schema.RULE and body.get("priority") == 0:
+        body = dict(body, priority=1)        # Contiv: priority 0 means 1
     values = {}
     if path_key is not None:
         parts = path_key.split(":")
@@ -88,7 +90,5 @@ def parse(kind: schema.Kind, body, path_key: str | None = None):
     for f in kind.fields:
         if f.required and values.get(f.name) in (None, "", ()):
             raise ValidationError(f"{f.name}: is required")
-    if kind is schema.RULE and values.get("priority", 0) == 0:
-        values["priority"] = 1           # Contiv: priority 0 means 1
     cls = objects.CLASSES[kind.name]
     return cls(**values)

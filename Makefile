@@ -1,0 +1,19 @@
+# netweave: the two commands of the README, and a few more.
+.PHONY: setup run test unit demo bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	@bash scripts/ovs.sh
+	@bash scripts/run.sh
+
+test: setup
+	@bash scripts/ovs.sh >/dev/null
+	.venv/bin/python -m pytest tests -q -p no:cacheprovider
+
+unit: setup
+	.venv/bin/python -m pytest tests/unit -q -p no:cacheprovider
+
+clean:
+	rm -rf .venv build *.egg-info

@@ -1,0 +1,157 @@
+"""The bridge between the desired state and the switches: it turns the model
+into a flows.Snapshot, answers the OpenFlow app's `desired(dpid)`, keeps
+each switch's port numbers, and asks for reconciliation when the store says
+something changed.  It computes nothing about forwarding itself: that is
+flows.compiler's job.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Optional
+
+from flows import snapshot as snap
+from flows.compiler import Compiler
+from flows.entry import FlowEntry, GroupEntry
+from model import ipam, schema
+from model.service import Model
+from store.base import Event
+
+log = logging.getLogger(__name__)
+
+
+def build_snapshot(model: Model, ofports: dict[str, dict[str, int]]) -> snap.Snapshot:
+    """The model's objects as the compiler's frozen input (ids from netmaster's allocations)."""
+    st = model.store
+    tenants = tuple(snap.Tenant(t["tenantName"], model.meta("tenant", t["tenantName"]).get("id", 0))
+                    for t in model.objects_of(schema.TENANT))
+    networks = []
+    for n in model.objects_of(schema.NETWORK):
+        m = model.meta("network", f"{n['tenantName']}:{n['networkName']}")
+        networks.append(snap.Network(n["tenantName"], n["networkName"], n["encap"], m.get("pktTag", 0),
+                                     str(ipam.parse_subnet(n["subnet"]).network),
+                                     n["gateway"], m.get("id", 0)))
+    profiles = {f"{p['tenantName']}:{p['profileName']}": p for p in model.objects_of(schema.NETPROFILE)}
+    groups = []
+    for g in model.objects_of(schema.ENDPOINT_GROUP):
+        key = f"{g['tenantName']}:{g['groupName']}"
+        prof = profiles.get(f"{g['tenantName']}:{g['netProfile']}") if g["netProfile"] else None
+        groups.append(snap.Group(g["tenantName"], g["groupName"], g["networkName"],
+                                 model.meta("endpointGroup", key).get("id", 0), tuple(g["policies"]),
+                                 prof["DSCP"] if prof else 0))
+    rules = []
+    for r in model.objects_of(schema.RULE):
+        key = f"{r['tenantName']}:{r['policyName']}:{r['ruleId']}"
+        rules.append(snap.Rule(r["tenantName"], r["policyName"], r["ruleId"], r["direction"], r["priority"],
+                               r["action"], model.meta("rule", key).get("id", 0), r["protocol"], r["port"],
+                               r["fromEndpointGroup"], r["toEndpointGroup"], r["fromNetwork"], r["toNetwork"],
+                               r["fromIpAddress"], r["toIpAddress"]))
+    hosts = tuple(snap.Host(h["hostLabel"], h["vtepIP"], int(h["dpid"], 16), h.get("uplink", ""))
+                  for h in st.list("host/").values())
+    endpoints = tuple(snap.Endpoint(e["endpointID"], e["tenantName"], e["networkName"], e["groupName"],
+                                    e["ipAddress"][0], e["macAddress"], e["homingHost"], e["intfName"])
+                      for e in st.list("ep/").values())
+    return snap.Snapshot(tuple(sorted(tenants, key=lambda t: t.name)),
+                         tuple(sorted(networks, key=lambda n: (n.tenant, n.name))),
+                         tuple(sorted(endpoints, key=lambda e: e.endpoint_id)),
+                         tuple(sorted(hosts, key=lambda h: h.label)),
+                         tuple(sorted(groups, key=lambda g: (g.tenant, g.name))),
+                         tuple(sorted(rules, key=lambda r: (r.tenant, r.policy, r.rule_id))),
+                         {h: dict(p) for h, p in ofports.items()})
+
+
+def _relevant(ev: Event) -> bool:
+    """Heartbeats rewrite host records every few seconds; only what a switch
+    could care about counts (the snapshot comparison catches the rest)."""
+    return not ev.key.startswith("id/") and not ev.key.startswith("tag/")
+
+
+class Fabric:
+    """Implements controller.ofapp.Fabric over the model."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.ofports: dict[str, dict[str, int]] = {}     # host label -> port name -> ofport
+        self.connected: dict[int, str] = {}             # dpid -> host label
+        self._snapshot: Optional[snap.Snapshot] = None
+        self._compiled: dict[str, tuple] = {}            # host label -> (flows, groups) for _snapshot
+        self._compiler: Optional[Compiler] = None
+        self.request_reconcile: Callable[[Optional[int]], None] = lambda dpid=None: None
+        model.store.watch(self._on_events)
+
+    # -- the model side ---------------------------------------------------
+    def snapshot(self) -> snap.Snapshot:
+        if self._snapshot is None:
+            self._snapshot = build_snapshot(self.model, self.ofports)
+        return self._snapshot
+
+    def _invalidate(self) -> bool:
+        """Rebuild the snapshot; True when it differs from the last one."""
+        old = self._snapshot
+        self._snapshot = build_snapshot(self.model, self.ofports)
+        if self._snapshot == old:
+            return False
+        self._compiled.clear()
+        self._compiler = None
+        return True
+
+    def _on_events(self, events: list[Event]) -> None:
+        if any(_relevant(e) for e in events) and self._invalidate():
+            self.request_reconcile(None)
+
+    def host_of(self, dpid: int) -> Optional[str]:
+        for h in self.snapshot().hosts:
+            if h.dpid == dpid:
+                return h.label
+        return None
+
+    def compiled(self, label: str) -> tuple[set[FlowEntry], set[GroupEntry]]:
+        if label not in self._compiled:
+            t0 = time.perf_counter()
+            if self._compiler is None:
+                self._compiler = Compiler(self.snapshot())
+            flows, groups = self._compiler.switch(label)
+            self._compiled[label] = (set(flows), set(groups))
+            log.debug("event=compiled host=%s flows=%d groups=%d ms=%.1f", label, len(flows),
+                      len(groups), (time.perf_counter() - t0) * 1000)
+        return self._compiled[label]
+
+    # -- the OpenFlow app's interface -------------------------------------
+    def desired(self, dpid: int):
+        label = self.host_of(dpid)
+        if label is None:
+            log.warning("event=unknown_switch dpid=%016x action=left_untouched", dpid)
+            return None
+        return self.compiled(label)
+
+    def switch_up(self, dpid: int, ports: dict[str, int]) -> None:
+        label = self.host_of(dpid)
+        log.info("event=switch_connected dpid=%016x host=%s ports=%d", dpid, label or "-", len(ports))
+        if label is None:
+            return
+        self.connected[dpid] = label
+        if self.ofports.get(label) != ports:
+            self.ofports[label] = dict(ports)
+            if self._invalidate():
+                self.request_reconcile(None)
+
+    def port_changed(self, dpid: int, name: str, ofport: Optional[int]) -> None:
+        label = self.connected.get(dpid) or self.host_of(dpid)
+        if label is None:
+            return
+        ports = self.ofports.setdefault(label, {})
+        if ofport is None:
+            if ports.pop(name, None) is None:
+                return
+        elif ports.get(name) == ofport:
+            return
+        else:
+            ports[name] = ofport
+        log.info("event=port_%s host=%s port=%s ofport=%s", "gone" if ofport is None else "up",
+                 label, name, ofport)
+        if self._invalidate():
+            self.request_reconcile(None)
+
+    def switch_down(self, dpid: int) -> None:
+        label = self.connected.pop(dpid, None)
+        log.info("event=switch_disconnected dpid=%016x host=%s", dpid, label or "-")

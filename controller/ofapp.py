@@ -1,0 +1,433 @@
+"""The OpenFlow side of netweave: one os-ken app that keeps switches equal to
+what the fabric (netmaster core) wants.
+
+Runs in the eventlet hub: the process entry point must do
+    os.environ['OSKEN_HUB_TYPE'] = 'eventlet'; import eventlet; eventlet.monkey_patch()
+before any other import.  `start(fabric, host, port)` brings up os-ken's
+OpenFlow listener plus `SwitchManager` in-process and returns a `Handle`.
+
+Event handlers are thin: they update a dict, call the fabric and mark a switch
+dirty.  The work happens in `reconcile()`, run by one worker greenthread per
+switch, which diffs the fabric's desired entries against the switch's own
+(cookie-marked) flows and its groups, and applies the difference in one atomic
+OpenFlow bundle.  Conversions live in controller/ofmsg.py.
+"""
+from __future__ import annotations
+
+import gc
+import itertools
+import logging
+import socket
+from dataclasses import dataclass, field
+from typing import Optional, Protocol
+
+from os_ken.app.ofctl import api as ofctl_api
+from os_ken.app.ofctl import exception as ofctl_exc
+from os_ken.base import app_manager
+from os_ken.controller import event as osken_event
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER,
+                                       HANDSHAKE_DISPATCHER, MAIN_DISPATCHER,
+                                       set_ev_cls)
+from os_ken.lib import hub
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as parser
+
+from controller import ofmsg
+from flows.entry import COOKIE_MARK, COOKIE_MARK_MASK, FlowEntry, GroupEntry
+
+LOG = logging.getLogger(__name__)
+
+BUNDLE_FLAGS = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
+REQUEST_TIMEOUT = 30.0     # seconds for one request/reply with the switch
+RETRY_DELAY = 5.0          # seconds before retrying a reconcile that failed to talk
+
+
+class Fabric(Protocol):
+    """What netmaster's core gives the OpenFlow app."""
+
+    def desired(self, dpid: int) -> Optional[tuple[set[FlowEntry], set[GroupEntry]]]:
+        """Flows and groups the switch should hold; None = unknown switch, touch nothing."""
+
+    def switch_up(self, dpid: int, ports: dict[str, int]) -> None: ...
+
+    def port_changed(self, dpid: int, name: str, ofport: Optional[int]) -> None:
+        """ofport None = the port is gone."""
+
+    def switch_down(self, dpid: int) -> None: ...
+
+
+@dataclass
+class ReconcileResult:
+    dpid: int
+    outcome: str = "noop"          # noop | committed | discarded | failed | skipped
+    added: int = 0                 # flows added (new key, or same key with another cookie)
+    modified: int = 0              # same key and cookie, other actions: MODIFY_STRICT keeps counters
+    deleted: int = 0
+    unchanged: int = 0
+    groups_added: int = 0
+    groups_modified: int = 0
+    groups_deleted: int = 0
+    rejected: list = field(default_factory=list)   # (entry text, err type, err code)
+
+    @property
+    def changes(self) -> int:
+        return (self.added + self.modified + self.deleted + self.groups_added
+                + self.groups_modified + self.groups_deleted)
+
+
+class _Flush(osken_event.EventBase):
+    """Posted to our own queue: once handled, every earlier event was too."""
+
+    def __init__(self):
+        super().__init__()
+        self.done = hub.Event()
+
+
+def _dpid(dpid) -> str:
+    return f"{dpid:016x}" if isinstance(dpid, int) else str(dpid)
+
+
+def _port_name(name) -> str:
+    return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+
+
+class SwitchManager(app_manager.OSKenApp):
+    OFP_VERSIONS = [ofp.OFP_VERSION]
+
+    def __init__(self, *args, fabric: Optional[Fabric] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fabric = fabric
+        # Groups carry no cookie in OF1.3: this predicate says which group ids
+        # netweave owns (and may delete when not desired).  Default: all of them.
+        self.group_owned = lambda group_id: True
+        self.datapaths: dict[int, object] = {}     # dpid -> Datapath in MAIN state
+        self.last_result: dict[int, ReconcileResult] = {}
+        self._conns: set = set()                    # every live connection, for stop()
+        self._dirty: dict[int, bool] = {}
+        self._workers: dict[int, object] = {}
+        self._retries: dict[int, object] = {}       # dpid -> pending retry timer
+        self._collect: dict[int, dict] = {}         # dpid -> {xid: OFPErrorMsg} during a bundle
+        self._bundle_ids = itertools.count(1)
+        self._stopping = False
+
+    # ------------------------------------------------------------ handlers
+
+    @set_ev_cls(ofp_event.EventOFPStateChange,
+                [HANDSHAKE_DISPATCHER, CONFIG_DISPATCHER, MAIN_DISPATCHER, DEAD_DISPATCHER])
+    def _state_change(self, ev):
+        dp = ev.datapath
+        if ev.state != DEAD_DISPATCHER:
+            self._conns.add(dp)
+        if ev.state == MAIN_DISPATCHER:
+            # ofp_handler enters MAIN after the port-desc reply: dp.ports is filled.
+            self.datapaths[dp.id] = dp
+            ports = {_port_name(p.name): p.port_no for p in dp.ports.values()}
+            LOG.info("event=switch_up dpid=%s addr=%s ports=%d", _dpid(dp.id),
+                     dp.address, len(ports))
+            self._tell("switch_up", dp.id, ports)
+            self.request_reconcile(dp.id)
+        elif ev.state == DEAD_DISPATCHER:
+            self._conns.discard(dp)
+            if dp.id is not None and self.datapaths.get(dp.id) is dp:
+                del self.datapaths[dp.id]
+                LOG.info("event=switch_down dpid=%s", _dpid(dp.id))
+                self._tell("switch_down", dp.id)
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def _port_status(self, ev):
+        msg = ev.msg
+        name = _port_name(msg.desc.name)
+        ofport = None if msg.reason == ofp.OFPPR_DELETE else msg.desc.port_no
+        LOG.info("event=port_status dpid=%s port=%s ofport=%s reason=%d",
+                 _dpid(msg.datapath.id), name, ofport, msg.reason)
+        self._tell("port_changed", msg.datapath.id, name, ofport)
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg,
+                [HANDSHAKE_DISPATCHER, CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def _error(self, ev):
+        msg = ev.msg
+        dpid = msg.datapath.id
+        LOG.warning("event=of_error dpid=%s xid=%s type=%s code=%s",
+                    _dpid(dpid), msg.xid, msg.type, _err_code(msg))
+        collecting = self._collect.get(dpid)
+        if collecting is not None:
+            collecting[msg.xid] = msg
+
+    @set_ev_cls(_Flush)
+    def _flush(self, ev):
+        ev.done.set()
+
+    def _tell(self, method: str, *args) -> None:
+        if self.fabric is None or self._stopping:
+            return
+        try:
+            getattr(self.fabric, method)(*args)
+        except Exception:
+            LOG.exception("event=fabric_error call=%s dpid=%s", method, _dpid(args[0]))
+
+    # ------------------------------------------------------------ reconcile scheduling
+
+    def request_reconcile(self, dpid: Optional[int] = None) -> None:
+        """Mark one switch (or all connected) dirty; bursts coalesce into one
+        reconcile per switch because one worker drains the flag."""
+        for d in (list(self.datapaths) if dpid is None else [dpid]):
+            if d not in self.datapaths or self._stopping:
+                continue
+            self._dirty[d] = True
+            if d not in self._workers:
+                self._workers[d] = hub.spawn(self._worker, d)
+
+    def _worker(self, dpid: int) -> None:
+        try:
+            while self._dirty.pop(dpid, False) and dpid in self.datapaths:
+                try:
+                    self.reconcile(dpid)
+                except Exception:
+                    LOG.exception("event=reconcile_error dpid=%s", _dpid(dpid))
+        finally:
+            self._workers.pop(dpid, None)
+
+    def idle(self) -> bool:
+        """No reconcile running or pending (for tests and shutdown)."""
+        return not self._workers and not any(self._dirty.values())
+
+    # ------------------------------------------------------------ reconcile
+
+    def reconcile(self, dpid: int) -> Optional[ReconcileResult]:
+        dp = self.datapaths.get(dpid)
+        if dp is None:
+            return None
+        res = ReconcileResult(dpid)
+        desired = self.fabric.desired(dpid) if self.fabric is not None else None
+        if desired is None:
+            res.outcome = "skipped"
+            LOG.info("event=reconcile dpid=%s outcome=skipped reason=unknown_switch", _dpid(dpid))
+            return self._done(res)
+        try:
+            msgs = self._diff(dp, desired, res)
+            if msgs:
+                self._apply_bundle(dp, msgs, res)
+        except (ofctl_exc.OFError, ofctl_exc.InvalidDatapath, hub.Timeout,
+                ofctl_exc.InvalidMessage) as e:
+            res.outcome = "failed"
+            LOG.error("event=reconcile dpid=%s outcome=failed error=%s retry_in=%.0fs",
+                      _dpid(dpid), type(e).__name__, RETRY_DELAY)
+            self._schedule_retry(dpid)
+            return self._done(res)
+        LOG.info("event=reconcile dpid=%s outcome=%s added=%d modified=%d deleted=%d "
+                 "unchanged=%d groups_added=%d groups_modified=%d groups_deleted=%d "
+                 "rejected=%d", _dpid(dpid), res.outcome, res.added, res.modified,
+                 res.deleted, res.unchanged,
+                 res.groups_added, res.groups_modified, res.groups_deleted, len(res.rejected))
+        return self._done(res)
+
+    def _schedule_retry(self, dpid: int) -> None:
+        """Talking to the switch failed (timeout, lost connection): try again later.
+        A discarded bundle is not retried: the same desired set would fail again."""
+        def fire():
+            self._retries.pop(dpid, None)
+            self.request_reconcile(dpid)
+        if dpid not in self._retries and not self._stopping:
+            self._retries[dpid] = hub.spawn_after(RETRY_DELAY, fire)
+
+    def _done(self, res: ReconcileResult) -> ReconcileResult:
+        self.last_result[res.dpid] = res
+        return res
+
+    def _request(self, msg, reply_cls=None, reply_multi=False):
+        with hub.Timeout(REQUEST_TIMEOUT):
+            return ofctl_api.send_msg(self, msg, reply_cls=reply_cls, reply_multi=reply_multi)
+
+    def _diff(self, dp, desired, res: ReconcileResult) -> list:
+        """Messages that turn what the switch holds into `desired`, in bundle order."""
+        want_flows, want_groups = desired
+        want: dict[tuple, FlowEntry] = {}
+        for e in sorted(ofmsg.normalize(f) for f in want_flows):
+            if e.cookie & COOKIE_MARK_MASK != COOKIE_MARK:
+                LOG.error("event=bad_entry dpid=%s reason=cookie_unmarked entry=%s",
+                          _dpid(dp.id), e.to_ofctl())
+            elif e.key in want:
+                LOG.error("event=bad_entry dpid=%s reason=duplicate_key entry=%s",
+                          _dpid(dp.id), e.to_ofctl())
+            else:
+                want[e.key] = e
+
+        held: dict[tuple, FlowEntry] = {}
+        stale_raw = []                               # our flows we cannot even parse
+        req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                         COOKIE_MARK, COOKIE_MARK_MASK, parser.OFPMatch())
+        for rep in self._request(req, parser.OFPFlowStatsReply, True) or []:
+            for st in rep.body:
+                try:
+                    e = ofmsg.entry_from_stats(st)
+                    held[e.key] = e
+                except ofmsg.ConversionError:
+                    stale_raw.append(st)
+
+        groups_want = {g.group_id: ofmsg.normalize_group(g) for g in want_groups}
+        groups_held = {}
+        req = parser.OFPGroupDescStatsRequest(dp, 0)
+        for rep in self._request(req, parser.OFPGroupDescStatsReply, True) or []:
+            for d in rep.body:
+                try:
+                    groups_held[d.group_id] = ofmsg.group_from_desc(d)
+                except ofmsg.ConversionError:
+                    groups_held[d.group_id] = None      # unreadable: replace it
+
+        first, flows, last = [], [], []              # (description, message)
+        for gid, g in sorted(groups_want.items()):
+            if gid not in groups_held:
+                first.append((g.to_ofctl(), ofmsg.group_mod(dp, g, ofp.OFPGC_ADD)))
+                res.groups_added += 1
+            elif groups_held[gid] != g:
+                first.append((g.to_ofctl(), ofmsg.group_mod(dp, g, ofp.OFPGC_MODIFY)))
+                res.groups_modified += 1
+        for key, e in want.items():
+            h = held.get(key)
+            if h == e:
+                res.unchanged += 1
+            elif h is not None and h.cookie == e.cookie:
+                flows.append((e.to_ofctl(), ofmsg.flow_mod(dp, e, ofp.OFPFC_MODIFY_STRICT)))
+                res.modified += 1
+            else:                 # ADD also replaces a flow whose cookie differs
+                flows.append((e.to_ofctl(), ofmsg.flow_mod(dp, e, ofp.OFPFC_ADD)))
+                res.added += 1
+        for key, e in sorted(held.items()):
+            if key not in want:
+                flows.append(("delete " + e.to_ofctl(),
+                              ofmsg.flow_mod(dp, e, ofp.OFPFC_DELETE_STRICT)))
+                res.deleted += 1
+        for st in stale_raw:
+            flows.append((f"delete unparsed table={st.table_id} priority={st.priority}",
+                          parser.OFPFlowMod(dp, table_id=st.table_id,
+                                            command=ofp.OFPFC_DELETE_STRICT,
+                                            priority=st.priority, out_port=ofp.OFPP_ANY,
+                                            out_group=ofp.OFPG_ANY, match=st.match)))
+            res.deleted += 1
+        for gid, g in sorted(groups_held.items()):
+            if gid not in groups_want and self.group_owned(gid):
+                last.append((f"delete group_id={gid}", parser.OFPGroupMod(
+                    dp, ofp.OFPGC_DELETE, ofp.OFPGT_ALL, gid, [])))
+                res.groups_deleted += 1
+        return first + flows + last
+
+    def _apply_bundle(self, dp, msgs: list, res: ReconcileResult) -> None:
+        """All of msgs or none.  OVS rejects a bad message when it is added yet
+        would commit the rest, so errors are collected (barrier + own-queue
+        flush) before choosing COMMIT or DISCARD; some checks (e.g. a missing
+        group) only fail the COMMIT itself, which OVS then rolls back."""
+        bid = next(self._bundle_ids) & 0xFFFFFFFF
+        ctrl = lambda kind: self._request(
+            parser.ONFBundleCtrlMsg(dp, bid, kind, BUNDLE_FLAGS, []),
+            reply_cls=parser.ONFBundleCtrlMsg)
+        rep = ctrl(ofp.ONF_BCT_OPEN_REQUEST)
+        if rep is None or rep.type != ofp.ONF_BCT_OPEN_REPLY:
+            raise ofctl_exc.InvalidMessage(result=rep)
+        errors = self._collect[dp.id] = {}
+        sent = {}
+        try:
+            for desc, m in msgs:
+                add = parser.ONFBundleAddMsg(dp, bid, BUNDLE_FLAGS, m, [])
+                if not dp.send_msg(add):
+                    raise ofctl_exc.InvalidDatapath(result=dp.id)
+                sent[add.xid] = desc
+            self._request(parser.OFPBarrierRequest(dp))
+            self._flush_events()
+            if any(x in sent for x in errors):
+                ctrl(ofp.ONF_BCT_DISCARD_REQUEST)
+                self._rejected(dp, bid, sent, errors, res)
+                return
+            try:
+                rep = ctrl(ofp.ONF_BCT_COMMIT_REQUEST)
+            except ofctl_exc.OFError as e:
+                self._flush_events()
+                if not any(x in sent for x in errors):   # no message named: blame the commit
+                    for err in e.result or []:
+                        errors[err.xid], sent[err.xid] = err, "commit"
+                self._rejected(dp, bid, sent, errors, res)
+                return
+        finally:
+            self._collect.pop(dp.id, None)
+        if rep is None or rep.type != ofp.ONF_BCT_COMMIT_REPLY:
+            raise ofctl_exc.InvalidMessage(result=rep)
+        res.outcome = "committed"
+
+    def _flush_events(self) -> None:
+        """Wait until our event loop has handled every event queued so far
+        (error messages the switch sent before a barrier reply)."""
+        flush = _Flush()
+        self.send_event(self.name, flush)
+        with hub.Timeout(REQUEST_TIMEOUT):
+            flush.done.wait()
+
+    @staticmethod
+    def _rejected(dp, bid, sent, errors, res: ReconcileResult) -> None:
+        res.outcome = "discarded"
+        for xid, err in sorted(errors.items()):
+            if xid not in sent:
+                continue
+            res.rejected.append((sent[xid], err.type, _err_code(err)))
+            LOG.error("event=bundle_rejected dpid=%s bundle=%d xid=%d type=%d code=%s entry=%s",
+                      _dpid(dp.id), bid, xid, err.type, _err_code(err), sent[xid])
+
+
+def _err_code(err) -> int | None:
+    """OFPErrorMsg code; experimenter errors (bundle failures) carry exp_type."""
+    return err.code if err.code is not None else getattr(err, "exp_type", None)
+
+
+# ---------------------------------------------------------------- process embedding
+
+_conf_parsed = False
+
+
+@dataclass
+class Handle:
+    app: SwitchManager
+    _mgr: app_manager.AppManager
+    _threads: list
+
+    def stop(self) -> None:
+        """Stop listening, drop every switch connection, forget the apps.
+        Returns promptly in the eventlet hub; start() may be called again."""
+        app = self.app
+        app._stopping = True
+        for t in list(app._workers.values()) + list(app._retries.values()):
+            hub.kill(t)
+        self._mgr.close()                      # stops event loops, kills the listener
+        for t in self._threads:
+            hub.kill(t)
+        hub.joinall(self._threads)
+        for dp in list(app._conns):            # switches see EOF and reconnect elsewhere
+            dp.close()
+        app._conns.clear()
+        app.datapaths.clear()
+        app_manager.AppManager._instance = None
+        gc.collect()                           # closes the listening socket of the killed loop
+        LOG.info("event=controller_stopped")
+
+
+def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653) -> Handle:
+    """Run os-ken's OpenFlow listener and SwitchManager in this process's hub."""
+    global _conf_parsed
+    if hub.HUB_TYPE != "eventlet":
+        raise RuntimeError("set OSKEN_HUB_TYPE=eventlet and monkey-patch before importing os_ken")
+    from os_ken import cfg
+    import os_ken.controller.controller  # noqa: F401  registers the ofp_* options
+    if not _conf_parsed:
+        cfg.CONF(args=[], project="os_ken")
+        _conf_parsed = True
+    cfg.CONF.set_override("ofp_listen_host", host)
+    cfg.CONF.set_override("ofp_tcp_listen_port", port)
+    # os-ken's listener dies silently in its greenthread: fail here instead.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+    mgr = app_manager.AppManager.get_instance()
+    mgr.load_apps(["os_ken.controller.ofp_handler", __name__])
+    contexts = mgr.create_contexts()
+    threads = mgr.instantiate_apps(fabric=fabric, **contexts)
+    app = next(a for a in mgr.applications.values() if isinstance(a, SwitchManager))
+    LOG.info("event=controller_started host=%s port=%d", host, port)
+    return Handle(app, mgr, threads)

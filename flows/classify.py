@@ -1,0 +1,58 @@
+"""Table INGRESS: which VRF and network a packet belongs to, and the spoof guard."""
+from __future__ import annotations
+
+from typing import Iterable, List
+
+from flows.entry import FlowEntry
+from flows.index import Index
+from flows.pipeline import (ETH_ARP, ETH_IP, MD_ALL, MULTICAST_BIT, OFPVID_PRESENT, TUNNEL_PORT,
+                            Owner, T, cookie, endpoint_cookie, md)
+from flows.snapshot import Endpoint, Network
+
+F = FlowEntry.make
+
+
+def base_flows() -> List[FlowEntry]:
+    """Fixed flows: table misses, so each table's default is explicit."""
+    c = cookie(Owner.BASE)
+    goto = lambda t: (("goto", int(t)),)
+    return [
+        F(T.INGRESS, 0, {}, (), c),                       # unknown port: drop
+        F(T.INGRESS, 200, {"eth_src": MULTICAST_BIT}, (), c),  # multicast source: drop
+        F(T.ARP, 0, {}, goto(T.SRC_GROUP), c),
+        F(T.SRC_GROUP, 0, {}, goto(T.DST_GROUP), c),
+        F(T.DST_GROUP, 0, {}, goto(T.EGRESS_CT), c),
+        F(T.EGRESS_CT, 0, {}, goto(T.ROUTING), c),        # non-IP, or IP from the fabric
+        F(T.EGRESS_POLICY, 0, {}, (), c),                 # ct_state neither new/est/rel: drop
+        F(T.ROUTING, 0, {}, goto(T.L2), c),
+        F(T.L2, 0, {}, (), c),                            # unknown unicast: drop (we know every MAC)
+        F(T.INGRESS_CT, 0, {}, goto(T.DELIVER), c),       # non-IP
+        F(T.INGRESS_POLICY, 0, {}, (), c),
+        F(T.DELIVER, 0, {}, (), c),
+    ]
+
+
+def endpoint_port_flows(e: Endpoint, port: int, vrf: int, net: Network, dscp: int) -> List[FlowEntry]:
+    """A local endpoint port may send IPv4 and ARP with its own MAC and IP only."""
+    c = endpoint_cookie(e.endpoint_id)
+    meta = ("write_metadata", md(vrf, net.net_id), MD_ALL)
+    ip_actions = ((("set_field", "ip_dscp", dscp),) if dscp else ()) + (meta, ("goto", int(T.ARP)))
+    return [
+        F(T.INGRESS, 100, {"in_port": port, "eth_src": e.mac, "eth_type": ETH_IP, "ip_src": e.ip},
+          ip_actions, c),
+        F(T.INGRESS, 100, {"in_port": port, "eth_src": e.mac, "eth_type": ETH_ARP,
+                           "arp_sha": e.mac, "arp_spa": e.ip}, (meta, ("goto", int(T.ARP))), c),
+        F(T.INGRESS, 50, {"in_port": port}, (), c),       # anything else from the port: spoofed
+    ]
+
+
+def fabric_flows(net: Network, vrf: int, uplink: int | None) -> Iterable[FlowEntry]:
+    """Packets of a network arriving from other hosts, marked FROM_FABRIC."""
+    c = cookie(Owner.NETWORK, net.net_id)
+    meta = ("write_metadata", md(vrf, net.net_id, fabric=True), MD_ALL)
+    if net.encap == "vxlan":
+        yield F(T.INGRESS, 100, {"in_port": TUNNEL_PORT, "tun_id": net.pkt_tag},
+                (meta, ("goto", int(T.ARP))), c)
+    elif uplink is not None:
+        yield F(T.INGRESS, 100, {"in_port": uplink, "vlan_vid": OFPVID_PRESENT | net.pkt_tag},
+                (("pop_vlan",), meta, ("goto", int(T.ARP))), c)

@@ -1,0 +1,423 @@
+"""netctl: the command line over netmaster's REST API, with Contiv's command
+tree and flags (long flags work with one dash or two, as Contiv's did).
+
+Exit codes follow Contiv's: 1 usage, 2 the request failed, 3 the server
+refused (its message is printed as it wrote it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+
+EXIT_USAGE, EXIT_REQUEST, EXIT_REFUSED = 1, 2, 3
+
+
+class Refused(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class RequestFailed(Exception):
+    pass
+
+
+class Client:
+    def __init__(self, base: str, timeout: float = 30):
+        self.base = base.rstrip("/")
+        self.timeout = timeout
+
+    def call(self, method: str, path: str, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                msg = json.loads(raw).get("error") or raw.decode()
+            except (ValueError, AttributeError):
+                msg = raw.decode(errors="replace").strip() or exc.reason
+            raise Refused(exc.code, msg)
+        except (urllib.error.URLError, OSError) as exc:
+            raise RequestFailed(f"cannot reach netmaster at {self.base}: {getattr(exc, 'reason', exc)}")
+        return json.loads(raw) if raw.strip() else None
+
+    def get(self, path):
+        return self.call("GET", path)
+
+    def post(self, path, body):
+        return self.call("POST", path, body)
+
+    def delete(self, path):
+        return self.call("DELETE", path)
+
+
+# ---------------------------------------------------------------- output
+def table(rows: list[list], headers: list[str]) -> str:
+    cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def emit(args, data, rows=None, headers=None, quiet_field=None):
+    if getattr(args, "json", False) or rows is None:
+        print(json.dumps(data, indent=2, sort_keys=True))
+    elif getattr(args, "quiet", False) and quiet_field:
+        for item in data:
+            print(item.get(quiet_field, ""))
+    else:
+        print(table(rows, headers))
+
+
+# ---------------------------------------------------------------- parser
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def flag(p, short, long, **kw):
+    """Add --long and -long (Contiv's CLI took both), and -short if given."""
+    names = ([short] if short else []) + [f"--{long}", f"-{long}"]
+    p.add_argument(*names, **kw)
+
+
+def _common(p, tenant=True, ls=False):
+    if tenant:
+        flag(p, "-t", "tenant", default="default", help="tenant (default: default)")
+    if ls:
+        flag(p, "-a", "all", action="store_true", help="all tenants")
+        flag(p, "-j", "json", action="store_true", help="JSON output")
+        flag(p, "-q", "quiet", action="store_true", help="names only")
+
+
+def build_parser() -> Parser:
+    top = Parser(prog="netctl", description="command line for netweave's netmaster (Contiv's netctl commands)",
+                 allow_abbrev=False)
+    top.add_argument("--netmaster", default=os.environ.get("NETMASTER", "http://127.0.0.1:9999"),
+                     help="netmaster URL (default $NETMASTER or http://127.0.0.1:9999)")
+    sub = top.add_subparsers(dest="cmd", parser_class=Parser)
+    sub.required = True
+
+    sub.add_parser("version", help="netmaster's version")
+
+    def group(name, aliases, help_text):
+        p = sub.add_parser(name, aliases=aliases, help=help_text, allow_abbrev=False)
+        s = p.add_subparsers(dest="sub", parser_class=Parser)
+        s.required = True
+        return s
+
+    def sp(s, name, aliases=(), **kw):
+        return s.add_parser(name, aliases=list(aliases), allow_abbrev=False, **kw)
+
+    # tenant
+    s = group("tenant", [], "tenants")
+    sp(s, "create").add_argument("name")
+    sp(s, "rm", ["delete"]).add_argument("name")
+    sp(s, "inspect").add_argument("name")
+    p = sp(s, "ls", ["list"]); _common(p, tenant=False, ls=True)
+
+    # network
+    s = group("network", ["net"], "networks")
+    p = sp(s, "create"); _common(p); p.add_argument("name")
+    flag(p, "-n", "nw-type", default="data"); flag(p, "-e", "encap", default="vxlan")
+    flag(p, "-p", "pkt-tag", type=int, default=0); flag(p, "-s", "subnet")
+    flag(p, "-g", "gateway", default=""); flag(p, None, "subnetv6", default="")
+    p.add_argument("--s6", dest="subnetv6"); flag(p, None, "gatewayv6", default="")
+    p.add_argument("--g6", dest="gatewayv6"); flag(p, None, "nw-tag", default=""); p.add_argument("--tag", dest="nw_tag")
+    for n, a in (("rm", ["delete"]), ("inspect", [])):
+        p = sp(s, n, a); _common(p); p.add_argument("name")
+    p = sp(s, "ls", ["list"]); _common(p, ls=True)
+
+    # endpoint group
+    s = group("group", ["endpointGroup"], "endpoint groups")
+    p = sp(s, "create"); _common(p); p.add_argument("network"); p.add_argument("name")
+    flag(p, "-p", "policy", action="append", default=[]); flag(p, "-n", "networkprofile", default="")
+    flag(p, "-e", "external-contract", action="append", default=[]); flag(p, "-r", "ip-pool", default="")
+    flag(p, None, "epg-tag", default=""); p.add_argument("--tag", dest="epg_tag")
+    for n, a in (("rm", ["delete"]), ("inspect", [])):
+        p = sp(s, n, a); _common(p); p.add_argument("name")
+    p = sp(s, "ls", ["list"]); _common(p, ls=True)
+
+    # policy and rules
+    s = group("policy", [], "policies and their rules")
+    for n, a in (("create", []), ("rm", ["delete"]), ("inspect", [])):
+        p = sp(s, n, a); _common(p); p.add_argument("name")
+    p = sp(s, "ls", ["list"]); _common(p, ls=True)
+    p = sp(s, "rule-add"); _common(p); p.add_argument("policy"); p.add_argument("ruleid")
+    flag(p, "-p", "priority", type=int, default=1); flag(p, "-d", "direction", default="in")
+    flag(p, "-g", "from-group", default=""); flag(p, "-e", "to-group", default="")
+    flag(p, "-n", "from-network", default=""); flag(p, "-o", "to-network", default="")
+    flag(p, "-i", "from-ip-address", default=""); flag(p, "-s", "to-ip-address", default="")
+    flag(p, "-l", "protocol", default=""); flag(p, "-P", "port", type=int, default=0)
+    flag(p, "-j", "action", default="allow")
+    p = sp(s, "rule-rm", ["rule-delete"]); _common(p); p.add_argument("policy"); p.add_argument("ruleid")
+    p = sp(s, "rule-ls", ["rule-list"]); _common(p); p.add_argument("policy")
+    flag(p, "-j", "json", action="store_true"); flag(p, "-q", "quiet", action="store_true")
+    flag(p, None, "stats", action="store_true", help="packets and bytes per rule per host")
+
+    # netprofile
+    s = group("netprofile", [], "network profiles (bandwidth, DSCP)")
+    p = sp(s, "create"); _common(p); p.add_argument("name")
+    flag(p, "-b", "bandwidth", default=""); flag(p, "-d", "dscp", type=int, default=0)
+    flag(p, "-s", "burst", type=int, default=0)
+    for n, a in (("rm", ["delete"]), ("inspect", [])):
+        p = sp(s, n, a); _common(p); p.add_argument("name")
+    p = sp(s, "ls", ["list"]); _common(p, ls=True)
+
+    # app-profile
+    s = group("app-profile", [], "application profiles")
+    for n in ("create", "update"):
+        p = sp(s, n); _common(p); p.add_argument("name"); flag(p, "-g", "group", default="")
+    for n, a in (("rm", ["delete"]), ("group-ls", [])):
+        p = sp(s, n, a); _common(p); p.add_argument("name")
+    p = sp(s, "ls", ["list"]); _common(p, ls=True)
+
+    # global
+    s = group("global", [], "global settings")
+    p = sp(s, "info"); flag(p, "-j", "json", action="store_true")
+    sp(s, "inspect")
+    p = sp(s, "set")
+    flag(p, "-f", "fabric-mode", default=None); flag(p, "-v", "vlan-range", default=None)
+    flag(p, "-x", "vxlan-range", default=None); flag(p, "-b", "fwd-mode", default=None)
+    flag(p, "-a", "arp-mode", default=None); flag(p, "-s", "private-subnet", default="172.19.0.0/16")
+
+    # endpoint
+    s = group("endpoint", ["ep"], "endpoints")
+    sp(s, "inspect").add_argument("id")
+    p = sp(s, "ls", ["list"]); _common(p, ls=True)
+
+    # host
+    s = group("host", [], "registered hosts")
+    p = sp(s, "ls", ["list"]); flag(p, "-j", "json", action="store_true"); flag(p, "-q", "quiet", action="store_true")
+    sp(s, "inspect").add_argument("name")
+    return top
+
+
+# ---------------------------------------------------------------- commands
+def _check_tenant(c, args):
+    if not getattr(args, "all", False):
+        c.get(f"/api/v1/tenants/{args.tenant}/")
+
+
+def _ls(c, args, coll, name_field, headers, row):
+    _check_tenant(c, args)
+    items = [o for o in c.get(f"/api/v1/{coll}/") or []
+             if getattr(args, "all", False) or o.get("tenantName") == args.tenant]
+    items.sort(key=lambda o: (o.get("tenantName", ""), o.get(name_field, "")))
+    emit(args, items, [row(o) for o in items], headers, name_field)
+
+
+def _inspect(c, coll, key):
+    print(json.dumps(c.get(f"/api/v1/inspect/{coll}/{key}/"), indent=2, sort_keys=True))
+
+
+def _done(verb, what):
+    print(f"{what} {verb}")
+
+
+def run(args, c: Client):
+    cmd, sub = args.cmd, getattr(args, "sub", None)
+    cmd = {"net": "network", "endpointGroup": "group", "ep": "endpoint"}.get(cmd, cmd)
+    sub = {"delete": "rm", "list": "ls", "rule-delete": "rule-rm", "rule-list": "rule-ls"}.get(sub, sub)
+    t = getattr(args, "tenant", "default")
+    if cmd == "version":
+        print(json.dumps(c.get("/version"), indent=2))
+    elif cmd == "tenant":
+        if sub == "create":
+            c.post(f"/api/v1/tenants/{args.name}/", {"tenantName": args.name}); _done("created", f"tenant {args.name}")
+        elif sub == "rm":
+            c.delete(f"/api/v1/tenants/{args.name}/"); _done("deleted", f"tenant {args.name}")
+        elif sub == "inspect":
+            _inspect(c, "tenants", args.name)
+        else:
+            items = sorted(c.get("/api/v1/tenants/") or [], key=lambda o: o["tenantName"])
+            emit(args, items, [[o["tenantName"], o.get("defaultNetwork", "")] for o in items],
+                 ["Name", "Default-Network"], "tenantName")
+    elif cmd == "network":
+        key = f"{t}:{args.name}" if sub != "ls" else None
+        if sub == "create":
+            if not args.subnet:
+                print("netctl: error: network create needs --subnet", file=sys.stderr)
+                return EXIT_USAGE
+            body = {"tenantName": t, "networkName": args.name, "nwType": args.nw_type, "encap": args.encap,
+                    "subnet": args.subnet, "gateway": args.gateway, "pktTag": args.pkt_tag,
+                    "ipv6Subnet": args.subnetv6 or "", "ipv6Gateway": args.gatewayv6 or "",
+                    "cfgdTag": args.nw_tag or ""}
+            c.post(f"/api/v1/networks/{key}/", body); _done("created", f"network {key}")
+        elif sub == "rm":
+            c.delete(f"/api/v1/networks/{key}/"); _done("deleted", f"network {key}")
+        elif sub == "inspect":
+            _inspect(c, "networks", key)
+        else:
+            _ls(c, args, "networks", "networkName", ["Tenant", "Network", "Nw-Type", "Encap", "Pkt-Tag", "Subnet", "Gateway"],
+                lambda o: [o["tenantName"], o["networkName"], o.get("nwType", ""), o.get("encap", ""),
+                           o.get("pktTag", ""), o.get("subnet", ""), o.get("gateway", "")])
+    elif cmd == "group":
+        key = f"{t}:{args.name}" if sub != "ls" else None
+        if sub == "create":
+            body = {"tenantName": t, "groupName": args.name, "networkName": args.network,
+                    "policies": args.policy, "netProfile": args.networkprofile,
+                    "extContractsGrps": args.external_contract, "ipPool": args.ip_pool,
+                    "cfgdTag": args.epg_tag or ""}
+            c.post(f"/api/v1/endpointGroups/{key}/", body); _done("created", f"group {key}")
+        elif sub == "rm":
+            c.delete(f"/api/v1/endpointGroups/{key}/"); _done("deleted", f"group {key}")
+        elif sub == "inspect":
+            _inspect(c, "endpointGroups", key)
+        else:
+            _ls(c, args, "endpointGroups", "groupName", ["Tenant", "Group", "Network", "IP Pool", "Policies", "Network profile"],
+                lambda o: [o["tenantName"], o["groupName"], o["networkName"], o.get("ipPool", ""),
+                           ",".join(o.get("policies", [])), o.get("netProfile", "")])
+    elif cmd == "policy":
+        return run_policy(args, c, sub, t)
+    elif cmd == "netprofile":
+        key = f"{t}:{args.name}" if sub != "ls" else None
+        if sub == "create":
+            body = {"tenantName": t, "profileName": args.name, "bandwidth": args.bandwidth,
+                    "DSCP": args.dscp, "burst": args.burst}
+            c.post(f"/api/v1/netprofiles/{key}/", body); _done("created", f"netprofile {key}")
+        elif sub == "rm":
+            c.delete(f"/api/v1/netprofiles/{key}/"); _done("deleted", f"netprofile {key}")
+        elif sub == "inspect":
+            _inspect(c, "netprofiles", key)
+        else:
+            _ls(c, args, "netprofiles", "profileName", ["Tenant", "Name", "Bandwidth", "DSCP", "Burst"],
+                lambda o: [o["tenantName"], o["profileName"], o.get("bandwidth", ""), o.get("DSCP", 0), o.get("burst", 0)])
+    elif cmd == "app-profile":
+        key = f"{t}:{args.name}" if sub != "ls" else None
+        if sub in ("create", "update"):
+            groups = [g for g in args.group.split(",") if g]
+            c.post(f"/api/v1/appProfiles/{key}/", {"tenantName": t, "appProfileName": args.name,
+                                                   "endpointGroups": groups})
+            _done("updated" if sub == "update" else "created", f"app-profile {key}")
+        elif sub == "rm":
+            c.delete(f"/api/v1/appProfiles/{key}/"); _done("deleted", f"app-profile {key}")
+        elif sub == "group-ls":
+            ap = c.get(f"/api/v1/appProfiles/{key}/")
+            print(table([[g] for g in ap.get("endpointGroups", [])], ["Group"]))
+        else:
+            _ls(c, args, "appProfiles", "appProfileName", ["Tenant", "Name", "Groups"],
+                lambda o: [o["tenantName"], o["appProfileName"], ",".join(o.get("endpointGroups", []))])
+    elif cmd == "global":
+        if sub == "inspect":
+            _inspect(c, "globals", "global")
+        elif sub == "info":
+            g = c.get("/api/v1/globals/")
+            emit(args, g, None if args.json else [[o.get("fwdMode", ""), o.get("arpMode", ""), o.get("vlans", ""),
+                                                 o.get("vxlans", ""), o.get("pvtSubnet", "")] for o in g],
+                 ["Fwd-Mode", "ARP-Mode", "Vlans", "Vxlans", "Private-Subnet"])
+        else:
+            g = c.get("/api/v1/globals/global/")
+            for field, val in (("networkInfraType", args.fabric_mode), ("vlans", args.vlan_range),
+                               ("vxlans", args.vxlan_range), ("fwdMode", args.fwd_mode),
+                               ("arpMode", args.arp_mode), ("pvtSubnet", args.private_subnet)):
+                if val is not None:
+                    g[field] = val
+            c.post(f"/api/v1/globals/{g.get('name', 'global')}/", g); _done("updated", "global")
+    elif cmd == "endpoint":
+        if sub == "inspect":
+            _inspect(c, "endpoints", args.id)
+        else:
+            items = [e for e in c.get("/api/v1/endpoints/") or [] if args.all or e["tenantName"] == t]
+            items.sort(key=lambda e: e["endpointID"])
+            emit(args, items, [[e["endpointID"], e["tenantName"], e["networkName"], e.get("groupName", ""),
+                                e["ipAddress"][0], e["macAddress"], e["homingHost"], e.get("containerID", "")[:12]]
+                               for e in items],
+                 ["ID", "Tenant", "Network", "Group", "IP", "MAC", "Host", "Container"], "endpointID")
+    elif cmd == "host":
+        if sub == "inspect":
+            _inspect(c, "hosts", args.name)
+        else:
+            items = sorted(c.get("/api/v1/hosts/") or [], key=lambda h: h["hostLabel"])
+            emit(args, items, [[h["hostLabel"], h["state"], h["vtepIP"], h["dpid"], h.get("uplink", ""),
+                                h.get("numEndpoints", 0)] for h in items],
+                 ["Host", "State", "VTEP-IP", "Datapath-ID", "Uplink", "Endpoints"], "hostLabel")
+    return 0
+
+
+def run_policy(args, c, sub, t):
+    if sub in ("create", "rm", "inspect"):
+        key = f"{t}:{args.name}"
+        if sub == "create":
+            c.post(f"/api/v1/policys/{key}/", {"tenantName": t, "policyName": args.name}); _done("created", f"policy {key}")
+        elif sub == "rm":
+            c.delete(f"/api/v1/policys/{key}/"); _done("deleted", f"policy {key}")
+        else:
+            _inspect(c, "policys", key)
+    elif sub == "ls":
+        _ls(c, args, "policys", "policyName", ["Tenant", "Policy"], lambda o: [o["tenantName"], o["policyName"]])
+    elif sub == "rule-add":
+        key = f"{t}:{args.policy}:{args.ruleid}"
+        body = {"tenantName": t, "policyName": args.policy, "ruleId": args.ruleid, "priority": args.priority,
+                "direction": args.direction, "fromEndpointGroup": args.from_group, "toEndpointGroup": args.to_group,
+                "fromNetwork": args.from_network, "toNetwork": args.to_network,
+                "fromIpAddress": args.from_ip_address, "toIpAddress": args.to_ip_address,
+                "protocol": args.protocol, "port": args.port, "action": args.action}
+        c.post(f"/api/v1/rules/{key}/", body); _done("added", f"rule {key}")
+    elif sub == "rule-rm":
+        key = f"{t}:{args.policy}:{args.ruleid}"
+        c.delete(f"/api/v1/rules/{key}/"); _done("deleted", f"rule {key}")
+    else:
+        c.get(f"/api/v1/tenants/{t}/")
+        c.get(f"/api/v1/policys/{t}:{args.policy}/")
+        rules = [r for r in c.get("/api/v1/rules/") or []
+                 if r["tenantName"] == t and r["policyName"] == args.policy]
+        rules.sort(key=lambda r: (-r.get("priority", 1), r["ruleId"]))
+        stats = {}
+        if args.stats:
+            for r in rules:
+                ins = c.get(f"/api/v1/inspect/rules/{t}:{args.policy}:{r['ruleId']}/")
+                stats[r["ruleId"]] = (ins.get("Oper") or {})
+        if args.json:
+            print(json.dumps([dict(r, stats=stats.get(r["ruleId"])) if args.stats else r for r in rules],
+                             indent=2, sort_keys=True))
+            return 0
+        if args.quiet:
+            for r in rules:
+                print(r["ruleId"])
+            return 0
+        for title, direction, peer in (("Incoming Rules:", "in", "from"), ("Outgoing Rules:", "out", "to")):
+            rows = []
+            for r in (r for r in rules if r["direction"] == direction):
+                row = [r["ruleId"], r.get("priority", 1), r.get(f"{peer}EndpointGroup", ""),
+                       r.get(f"{peer}Network", ""), r.get(f"{peer}IpAddress", ""), r.get("protocol", ""),
+                       r.get("port", ""), r["action"]]
+                if args.stats:
+                    s = stats.get(r["ruleId"], {})
+                    row += [s.get("packets", 0), s.get("bytes", 0)]
+                rows.append(row)
+            headers = ["Rule", "Priority", f"{peer.capitalize()} EndpointGroup", f"{peer.capitalize()} Network",
+                       f"{peer.capitalize()} IpAddress", "Protocol", "Port", "Action"]
+            if args.stats:
+                headers += ["Packets", "Bytes"]
+            print(title)
+            print(table(rows, headers))
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    c = Client(args.netmaster)
+    try:
+        return run(args, c) or 0
+    except Refused as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except RequestFailed as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_REQUEST
+
+
+if __name__ == "__main__":
+    sys.exit(main())

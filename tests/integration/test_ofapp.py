@@ -1,0 +1,373 @@
+"""controller.ofmsg round trips (offline) and controller.ofapp against a real,
+private Open vSwitch (ovs-vswitchd + ovsdb-server with their own files).
+
+Run:  /tmp/probe-venv/bin/python -m pytest tests/integration/test_ofapp.py -v
+"""
+import os
+
+os.environ.setdefault("OSKEN_HUB_TYPE", "eventlet")
+import eventlet  # noqa: E402
+
+eventlet.monkey_patch()
+
+import logging  # noqa: E402
+import shutil  # noqa: E402
+import time  # noqa: E402
+
+import pytest  # noqa: E402
+from os_ken.ofproto import ofproto_parser, ofproto_protocol  # noqa: E402
+from os_ken.ofproto import ofproto_v1_3 as ofp  # noqa: E402
+from os_ken.ofproto import ofproto_v1_3_parser as parser  # noqa: E402
+
+from controller import ofapp, ofmsg  # noqa: E402
+from flows.entry import COOKIE_MARK as M, FlowEntry, GroupEntry  # noqa: E402
+from tests.ovs_fixture import OvsInstance, free_tcp_port, wait_until  # noqa: E402
+
+DPID = 0x4E0000000000AB
+F = FlowEntry.make
+
+# Every match field and action of flows/entry.py, in flows OVS accepts.
+ALL_FLOWS = [
+    F(0, 200, {"in_port": 5, "eth_src": "02:00:00:00:00:01",
+               "eth_dst": ("02:00:00:00:00:00", "ff:ff:ff:00:00:00"), "vlan_vid": 0x1005,
+               "eth_type": 0x806, "arp_op": 1, "arp_spa": "10.0.0.1", "arp_tpa": "10.0.0.2",
+               "arp_sha": "02:00:00:00:00:01", "arp_tha": "02:00:00:00:00:02"},
+      [("pop_vlan",), ("output", 6)], M | 1),
+    F(0, 190, {"eth_type": 0x800, "ip_src": ("10.1.0.0", "255.255.0.0"),
+               "ip_dst": ("10.2.3.0", "255.255.255.0"), "ip_proto": 6, "nw_ttl": 64,
+               "tcp_src": 1234, "tcp_dst": 80, "metadata": (0x10, 0xFF0),
+               "reg0": (1, 0xFF), "reg1": 5},
+      [("set_field", "eth_dst", "02:00:00:00:00:09"), ("move", "reg0", "reg1"), ("dec_ttl",),
+       ("write_metadata", 0x5, 0xF), ("goto", 10)], M | 2),
+    F(10, 100, {"eth_type": 0x800, "ip_proto": 17, "udp_src": 53, "udp_dst": 5353,
+                "reg2": (0x20, 0xF0), "reg3": 7, "reg4": 8, "reg5": (1, 1), "reg6": 9,
+                "reg7": 10, "ct_state": "+trk+est", "ct_zone": 5},
+      [("push_vlan", 0x8100), ("set_field", "vlan_vid", 0x1064), ("output", 7)], M | 3),
+    F(10, 90, {"tun_id": 5000, "tun_src": "192.0.2.1", "tun_dst": "192.0.2.2",
+               "eth_type": 0x800, "ip_proto": 1, "icmp_type": 8},
+      [("ct", (("commit", True), ("table", 20), ("zone", 7)))], M | 4),
+    F(10, 80, {"eth_type": 0x800, "ip_src": "10.9.9.9"}, [("conjunction", 10, 1, 2)], M | 5),
+    F(10, 80, {"eth_type": 0x800, "ip_dst": "10.8.8.8"}, [("conjunction", 10, 2, 2)], M | 5),
+    F(10, 70, {"eth_type": 0x800, "conj_id": 10},
+      [("ct", (("table", 20), ("zone_reg", "reg6")))], M | 6),
+    F(20, 60, {"reg0": 3}, [("set_field", "tun_id", 5000), ("set_field", "tun_dst", "192.0.2.9"),
+                            ("output", 8)], M | 7),
+    F(20, 50, {"in_port": 6}, [("group", 1), ("controller", 128), ("in_port",)], M | 8),
+    F(20, 40, {"eth_type": 0x800}, [("set_field", "reg5", 3), ("set_field", "ip_dst", "10.0.0.5"),
+                                    ("goto", 30)], M | 9),
+    F(20, 0, {}, [], M | 10),
+]
+ALL_GROUPS = [
+    GroupEntry(1, ((("output", 5),), (("set_field", "eth_dst", "02:00:00:00:00:07"), ("output", 6)))),
+    GroupEntry(2, ((("output", 7),),), "indirect"),
+]
+
+DP = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
+
+
+def _wire(msg):
+    """Serialize with os-ken and parse the bytes back, as a switch would read them."""
+    msg.xid = 7
+    msg.serialize()
+    return ofproto_parser.msg(DP, ofp.OFP_VERSION, msg.msg_type, len(msg.buf), 7, bytes(msg.buf))
+
+
+# ---------------------------------------------------------------- offline
+
+@pytest.mark.parametrize("entry", ALL_FLOWS, ids=lambda e: e.to_ofctl()[:60])
+def test_flow_roundtrip_offline(entry):
+    assert ofmsg.normalize(entry) == entry          # written in canonical form
+    back = ofmsg.entry_from_stats(_wire(ofmsg.flow_mod(DP, entry)))
+    assert back == entry
+
+
+def test_delete_is_strict_and_any():
+    m = _wire(ofmsg.flow_mod(DP, ALL_FLOWS[1], ofp.OFPFC_DELETE_STRICT))
+    assert m.command == ofp.OFPFC_DELETE_STRICT
+    assert (m.out_port, m.out_group) == (ofp.OFPP_ANY, ofp.OFPG_ANY)
+    assert (m.table_id, m.priority) == (0, 190) and m.instructions == []
+    assert ofmsg.from_ofpmatch(m.match) == ALL_FLOWS[1].match
+
+
+@pytest.mark.parametrize("group", ALL_GROUPS, ids=lambda g: g.to_ofctl())
+def test_group_roundtrip_offline(group):
+    gm = ofmsg.group_mod(DP, group)
+    gm.serialize()
+    off = ofp.OFP_GROUP_MOD_SIZE
+    buckets = []
+    while off < len(gm.buf):                  # the desc reply carries the same buckets
+        b = parser.OFPBucket.parser(bytes(gm.buf), off)
+        buckets.append(b)
+        off += b.len
+
+    class Desc:
+        type, group_id = gm.type, gm.group_id
+    Desc.buckets = buckets
+    assert ofmsg.group_from_desc(Desc) == ofmsg.normalize_group(group) == group
+
+
+def test_normalize_canonical_forms():
+    e = F(0, 1, {"ct_state": "+new+trk", "eth_dst": ("02:00:00:00:00:05", "ff:ff:ff:ff:ff:ff"),
+                 "reg0": (0x1234, 0xFF00), "ip_src": ("10.1.2.3", "255.255.0.0"),
+                 "tun_id": (5, 0xFFFFFFFFFFFFFFFF)},
+          [("goto", 3), ("ct", (("zone", 0), ("commit", False), ("table", 4))), ("output", 1)], M)
+    n = ofmsg.normalize(e)
+    assert n.match_dict() == {"ct_state": "+trk+new", "eth_dst": "02:00:00:00:00:05",
+                              "reg0": (0x1200, 0xFF00), "ip_src": ("10.1.0.0", "255.255.0.0"),
+                              "tun_id": 5}
+    assert n.actions == (("ct", (("table", 4),)), ("output", 1), ("goto", 3))
+    assert ofmsg.entry_from_stats(_wire(ofmsg.flow_mod(DP, e))) == n
+
+
+@pytest.mark.parametrize("text,value,mask", [
+    ("+trk", 0x20, 0x20), ("+trk+new", 0x21, 0x21), ("+trk+est", 0x22, 0x22),
+    ("+trk-new+est", 0x22, 0x23), ("-trk", 0, 0x20), ("+trk+inv+dnat", 0xB0, 0xB0)])
+def test_ct_state_both_ways(text, value, mask):
+    assert ofmsg.ct_state_to_int(text) == (value, mask)
+    assert ofmsg.ct_state_to_str(value, mask) == text
+
+
+def test_ct_state_rejects_garbage():
+    for bad in ("", "trk", "+trk+bogus", "+trk,+new"):
+        with pytest.raises(ofmsg.ConversionError):
+            ofmsg.ct_state_to_int(bad)
+
+
+# ---------------------------------------------------------------- real switch
+
+class FakeFreeFabric:
+    """The netmaster side, hand-written: a desired set and a record of events."""
+
+    def __init__(self, dpid):
+        self.dpid = dpid
+        self.flows = set()
+        self.groups = set()
+        self.events = []
+        self.desired_calls = 0
+
+    def desired(self, dpid):
+        self.desired_calls += 1
+        return (set(self.flows), set(self.groups)) if dpid == self.dpid else None
+
+    def switch_up(self, dpid, ports):
+        self.events.append(("up", dpid, dict(ports)))
+
+    def port_changed(self, dpid, name, ofport):
+        self.events.append(("port", dpid, name, ofport))
+
+    def switch_down(self, dpid):
+        self.events.append(("down", dpid))
+
+
+class Env:
+    def __init__(self, ovs, fabric, port):
+        self.ovs, self.fabric, self.port = ovs, fabric, port
+        self.handle = None
+
+    @property
+    def app(self):
+        return self.handle.app
+
+    def start_controller(self):
+        self.handle = ofapp.start(self.fabric, "127.0.0.1", self.port)
+
+    def stop_controller(self):
+        if self.handle is not None:
+            self.handle.stop()
+            self.handle = None
+
+    def reconcile(self):
+        """Ask for a reconcile and wait for it; returns its ReconcileResult."""
+        self.app.last_result.pop(DPID, None)
+        self.app.request_reconcile(DPID)
+        wait_until(lambda: self.app.idle() and DPID in self.app.last_result, 30, what="reconcile")
+        return self.app.last_result[DPID]
+
+    def ours(self):
+        """The switch's marked flows as {(table, priority, match text): flow dict}."""
+        return {(f["table"], f["priority"], f["match"]): f for f in self.ovs.dump_flows()
+                if f["cookie"] >> 56 == M >> 56}
+
+
+needs_ovs = pytest.mark.skipif(shutil.which("ovs-vswitchd") is None or os.geteuid() != 0,
+                               reason="needs Open vSwitch and root")
+
+
+@pytest.fixture
+def env(caplog):
+    caplog.set_level(logging.INFO, logger="controller.ofapp")
+    ovs = OvsInstance(f"nwof{os.getpid() % 100000}")
+    e = Env(ovs, FakeFreeFabric(DPID), free_tcp_port())
+    try:
+        ovs.start()
+        e.start_controller()
+        ovs.add_bridge(DPID, e.port)
+        ovs.add_internal_port(ovs.bridge[:13] + "p5", 5)
+        wait_until(lambda: DPID in e.app.datapaths, 30, what="switch connect")
+        yield e
+    finally:
+        try:
+            e.stop_controller()
+        finally:
+            ovs.stop()
+
+
+def _install(env, flows, groups=()):
+    env.fabric.flows = set(flows)
+    env.fabric.groups = set(groups)
+    return env.reconcile()
+
+
+@needs_ovs
+def test_connect_installs_exactly_desired(env):
+    r = _install(env, ALL_FLOWS, ALL_GROUPS)
+    assert r.outcome == "committed" and r.rejected == []
+    assert (r.added, r.deleted, r.groups_added) == (len(ALL_FLOWS), 0, len(ALL_GROUPS))
+    assert len(env.ours()) == len(ALL_FLOWS)
+    assert len(env.ovs.dump_groups()) == len(ALL_GROUPS)
+    # read back through flow stats: every entry equal to what was sent, so nothing to do
+    r = env.reconcile()
+    assert (r.outcome, r.changes, r.unchanged) == ("noop", 0, len(ALL_FLOWS))
+    # the switch's ports reached the fabric
+    ups = [ev for ev in env.fabric.events if ev[0] == "up"]
+    assert ups and ups[0][2].get(env.ovs.bridge) == ofp.OFPP_LOCAL
+
+
+@needs_ovs
+def test_port_status_reaches_fabric(env):
+    name = env.ovs.bridge[:13] + "p9"
+    env.ovs.add_internal_port(name, 9)
+    wait_until(lambda: ("port", DPID, name, 9) in env.fabric.events, what="port add")
+    env.ovs.vsctl("del-port", env.ovs.bridge, name)
+    wait_until(lambda: ("port", DPID, name, None) in env.fabric.events, what="port delete")
+
+
+@needs_ovs
+def test_change_touches_only_the_difference(env):
+    base = [F(0, 100, {"in_port": 5}, [("output", 6)], M | 1),
+            F(0, 90, {"in_port": 6}, [("output", 5)], M | 1),
+            F(0, 80, {"in_port": 7}, [("output", 5)], M | 1)]
+    _install(env, base)
+    key = lambda e: (e.table, e.priority, f"in_port={e.match_dict()['in_port']}")
+    untouched = key(base[0])
+    d0 = wait_until(lambda: env.ours()[untouched]["duration"] >= 1.0 and env.ours(),
+                    what="flows to age")
+    new = F(1, 10, {"reg0": 1}, [("output", 8)], M | 2)
+    modified = F(0, 90, {"in_port": 6}, [("output", 7)], M | 1)
+    r = _install(env, [base[0], modified, new])          # base[2] removed
+    assert (r.outcome, r.added, r.modified, r.deleted, r.unchanged) == ("committed", 1, 1, 1, 1)
+    now = env.ours()
+    assert set(now) == {untouched, key(modified), (1, 10, "reg0=0x1")}
+    assert now[untouched]["duration"] >= d0[untouched]["duration"]   # not re-added
+    assert now[key(modified)]["actions"] == "output:7"
+    # MODIFY_STRICT kept the modified flow's own counters and age too
+    assert now[key(modified)]["duration"] >= d0[key(modified)]["duration"]
+    # a new cookie on the same key is an ADD (OF1.3 MODIFY cannot change a cookie)
+    recookied = F(1, 10, {"reg0": 1}, [("output", 8)], M | 3)
+    r = _install(env, [base[0], modified, recookied])
+    assert (r.added, r.modified, r.deleted, r.unchanged) == (1, 0, 0, 2)
+    assert env.ours()[(1, 10, "reg0=0x1")]["cookie"] == M | 3
+
+
+@needs_ovs
+def test_foreign_flows_left_alone(env):
+    _install(env, ALL_FLOWS[:3])
+    env.ovs.ofctl("add-flow", "cookie=0x1234,table=0,priority=5,in_port=5,actions=drop")
+    env.ovs.ofctl("add-flow", "table=3,priority=7,actions=drop")        # cookie 0
+    r = _install(env, ALL_FLOWS[:1])
+    assert (r.outcome, r.deleted) == ("committed", 2)
+    foreign = [f for f in env.ovs.dump_flows() if f["cookie"] >> 56 != M >> 56]
+    assert sorted((f["cookie"], f["table"]) for f in foreign) == [(0, 3), (0x1234, 0)]
+    assert len(env.ours()) == 1
+
+
+@needs_ovs
+def test_invalid_entry_discards_whole_bundle(env, caplog):
+    _install(env, ALL_FLOWS[:2])
+    before = env.ours()
+    bad = F(5, 10, {"reg1": 1}, [("goto", 2)], M | 3)           # goto to a lower table
+    good = F(5, 20, {"reg1": 2}, [("output", 5)], M | 3)
+    r = _install(env, ALL_FLOWS[:1] + [good, bad])              # also drops ALL_FLOWS[1]
+    assert r.outcome == "discarded"
+    assert [x[0] for x in r.rejected] == [bad.to_ofctl()]
+    assert set(env.ours()) == set(before)                        # nothing applied
+    assert "event=bundle_rejected" in caplog.text and "goto_table:2" in caplog.text
+
+
+@needs_ovs
+def test_unknown_switch_untouched(env):
+    _install(env, ALL_FLOWS[:2])
+    env.fabric.dpid = DPID + 1                # netmaster no longer knows this switch
+    r = env.reconcile()
+    assert r.outcome == "skipped"
+    assert len(env.ours()) == 2
+
+
+@needs_ovs
+def test_burst_of_requests_coalesces(env):
+    _install(env, ALL_FLOWS[:2])
+    calls = env.fabric.desired_calls
+    for _ in range(50):
+        env.app.request_reconcile(DPID)
+        env.app.request_reconcile()
+    wait_until(env.app.idle, what="idle")
+    assert 1 <= env.fabric.desired_calls - calls <= 2
+
+
+@needs_ovs
+def test_groups_round_trip_and_change(env):
+    flow = F(0, 10, {"in_port": 5}, [("group", 1)], M | 1)
+    r = _install(env, [flow], ALL_GROUPS)
+    assert (r.outcome, r.groups_added) == ("committed", 2)
+    assert env.reconcile().changes == 0
+    g1 = GroupEntry(1, ((("output", 6),), (("output", 7),), (("pop_vlan",), ("output", 8))))
+    r = _install(env, [flow], [g1, ALL_GROUPS[1]])
+    assert (r.groups_added, r.groups_modified, r.groups_deleted, r.added, r.modified) == \
+        (0, 1, 0, 0, 0)
+    assert any("output:8" in g for g in env.ovs.dump_groups())
+    r = _install(env, [], [])
+    assert (r.outcome, r.deleted, r.groups_deleted) == ("committed", 1, 2)
+    assert env.ovs.dump_groups() == [] and env.ours() == {}
+
+
+@needs_ovs
+def test_controller_restart_sends_nothing(env):
+    _install(env, ALL_FLOWS, ALL_GROUPS)
+    d0 = wait_until(lambda: min(f["duration"] for f in env.ours().values()) >= 1.0
+                    and env.ours(), what="flows to age")
+    t = time.monotonic()
+    env.stop_controller()
+    assert time.monotonic() - t < 5
+    env.start_controller()
+    wait_until(lambda: env.app.idle() and DPID in env.app.last_result, 60, what="reconnect")
+    r = env.app.last_result[DPID]
+    assert (r.outcome, r.changes, r.unchanged) == ("noop", 0, len(ALL_FLOWS))
+    now = env.ours()
+    assert set(now) == set(d0)
+    assert all(now[k]["duration"] >= d0[k]["duration"] for k in d0)
+
+
+@needs_ovs
+def test_switch_restart_gets_flows_back(env):
+    _install(env, ALL_FLOWS, ALL_GROUPS)
+    env.ovs.kill_switch()
+    wait_until(lambda: ("down", DPID) in env.fabric.events, 30, what="switch down")
+    env.app.last_result.pop(DPID, None)
+    env.ovs.start_switch()
+    wait_until(lambda: env.app.idle() and DPID in env.app.last_result, 60, what="resync")
+    r = env.app.last_result[DPID]
+    assert (r.outcome, r.added, r.groups_added) == ("committed", len(ALL_FLOWS), len(ALL_GROUPS))
+    assert len(env.ours()) == len(ALL_FLOWS)
+    assert sum(1 for ev in env.fabric.events if ev[0] == "up") == 2
+
+
+@needs_ovs
+def test_flow_to_missing_group_discards(env):
+    _install(env, ALL_FLOWS[:1])
+    before = env.ours()
+    bad = F(0, 3, {"in_port": 9}, [("group", 99)], M | 4)
+    r = _install(env, ALL_FLOWS[:1] + [bad, F(0, 4, {"in_port": 8}, [("output", 5)], M | 4)])
+    assert r.outcome == "discarded"          # OVS checks groups only at COMMIT, then rolls back
+    assert [x[:3] for x in r.rejected] == [(bad.to_ofctl(), ofp.OFPET_BAD_ACTION,
+                                            ofp.OFPBAC_BAD_OUT_GROUP)]
+    assert set(env.ours()) == set(before)

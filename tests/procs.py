@@ -1,0 +1,140 @@
+"""Processes the tests start for real (netmaster, etcd), and cleanup that
+runs even when a test fails."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout=20.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+            if last:
+                return last
+        except Exception as exc:       # noqa: BLE001 - keep polling until the deadline
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+class Netmaster:
+    """A real netmaster process on free ports."""
+
+    def __init__(self, store: str | None = None, of_port: int | None = None, extra=(), workdir=None,
+                 netns: str | None = None, listen_host="127.0.0.1"):
+        self.workdir = workdir or tempfile.mkdtemp(prefix="nwtest-nm-")
+        self.store = store or f"sqlite://{self.workdir}/state.db"
+        self.port = free_port()
+        self.of_port = of_port or free_port()
+        self.extra = list(extra)
+        self.listen_host = listen_host
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+        self.log_path = os.path.join(self.workdir, "netmaster.log")
+
+    def start(self):
+        cmd = [sys.executable, "-m", "controller.main", "--listen", f"{self.listen_host}:{self.port}",
+               "--of-port", str(self.of_port), "--store", self.store, *self.extra]
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        wait_until(lambda: requests.get(self.url + "/version", timeout=1).ok, 30, what="netmaster up")
+        return self
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def kill9(self):
+        self.stop(signal.SIGKILL)
+
+    def log(self) -> str:
+        try:
+            return open(self.log_path).read()
+        except OSError:
+            return ""
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # HTTP helpers
+    def get(self, path, **kw):
+        return requests.get(self.url + path, timeout=10, **kw)
+
+    def post(self, path, body=None, data=None, **kw):
+        if data is None:
+            return requests.post(self.url + path, json=body, timeout=10, **kw)
+        return requests.post(self.url + path, data=data, timeout=10, **kw)
+
+    def put(self, path, body=None, **kw):
+        return requests.put(self.url + path, json=body, timeout=10, **kw)
+
+    def delete(self, path, **kw):
+        return requests.delete(self.url + path, timeout=10, **kw)
+
+
+class Etcd:
+    """A real single-member etcd-server on loopback ports."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="nwtest-etcd-")
+        self.port = free_port()
+        self.peer = free_port()
+        self.proc = None
+
+    def start(self):
+        exe = shutil.which("etcd") or "/usr/bin/etcd"
+        self._log = open(os.path.join(self.dir, "etcd.log"), "ab")
+        self.proc = subprocess.Popen(
+            [exe, "--name", "nwtest", "--data-dir", os.path.join(self.dir, "data"),
+             "--listen-client-urls", f"http://127.0.0.1:{self.port}",
+             "--advertise-client-urls", f"http://127.0.0.1:{self.port}",
+             "--listen-peer-urls", f"http://127.0.0.1:{self.peer}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer}",
+             "--initial-cluster", f"nwtest=http://127.0.0.1:{self.peer}"],
+            stdout=self._log, stderr=subprocess.STDOUT)
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{self.port}/health", timeout=1).ok, 30, what="etcd up")
+        return self
+
+    @property
+    def url(self):
+        return f"etcd://127.0.0.1:{self.port}"
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

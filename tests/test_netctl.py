@@ -1,0 +1,72 @@
+"""netctl end to end against a real netmaster, with Contiv's exit codes."""
+import json
+import subprocess
+import sys
+
+from tests.procs import ROOT
+
+
+def netctl(nm, *args, url=None):
+    p = subprocess.run([sys.executable, "-m", "netctl.cli", "--netmaster", url or nm.url, *args],
+                       cwd=ROOT, capture_output=True, text=True, timeout=30)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_tutorial_commands(netmaster):
+    nm = netmaster
+    assert netctl(nm, "net", "create", "--subnet=10.1.2.0/24", "--gateway=10.1.2.1", "contiv-net")[0] == 0
+    assert netctl(nm, "tenant", "create", "blue")[0] == 0
+    assert netctl(nm, "net", "create", "-t", "blue", "--subnet=10.1.2.0/24", "-g", "10.1.2.1", "contiv-net")[0] == 0
+    rc, out, _ = netctl(nm, "net", "ls", "-a")
+    lines = out.splitlines()
+    assert rc == 0 and lines[0].split() == ["Tenant", "Network", "Nw-Type", "Encap", "Pkt-Tag", "Subnet", "Gateway"]
+    assert [l.split()[:2] for l in lines[2:]] == [["blue", "contiv-net"], ["default", "contiv-net"]]
+    assert netctl(nm, "policy", "create", "db-policy")[0] == 0
+    # Contiv's single-dash long flags
+    assert netctl(nm, "policy", "rule-add", "db-policy", "1", "-direction=in", "-protocol=tcp", "-action=deny")[0] == 0
+    assert netctl(nm, "policy", "rule-add", "db-policy", "2", "-direction=in", "-protocol=tcp", "-port=8888",
+                  "-action=allow", "-priority=10")[0] == 0
+    assert netctl(nm, "group", "create", "-policy=db-policy", "contiv-net", "db-group")[0] == 0
+    rc, out, _ = netctl(nm, "policy", "rule-ls", "db-policy")
+    rows = [l.split() for l in out.splitlines()]
+    assert rc == 0 and rows[0] == ["Incoming", "Rules:"]
+    assert rows[3] == ["2", "10", "tcp", "8888", "allow"] and rows[4] == ["1", "1", "tcp", "deny"]
+    rc, out, _ = netctl(nm, "net", "inspect", "contiv-net")
+    assert rc == 0 and json.loads(out)["Oper"]["pktTag"] == 1
+    rc, out, _ = netctl(nm, "group", "ls", "-j")
+    assert rc == 0 and json.loads(out)[0]["policies"] == ["db-policy"]
+    assert netctl(nm, "netprofile", "create", "-b", "10mbps", "-d", "6", "-t", "default", "prof1")[0] == 0
+    assert netctl(nm, "app-profile", "create", "-t", "default", "-g", "db-group", "ap1")[0] == 0
+    assert netctl(nm, "global", "set", "--arp-mode", "flood")[0] == 0
+    rc, out, _ = netctl(nm, "global", "inspect")
+    assert json.loads(out)["Config"]["arpMode"] == "flood"
+    assert netctl(nm, "policy", "rule-rm", "db-policy", "1")[0] == 0
+    assert netctl(nm, "app-profile", "rm", "ap1")[0] == 0
+    assert netctl(nm, "group", "rm", "db-group")[0] == 0
+    assert netctl(nm, "net", "rm", "contiv-net")[0] == 0
+    rc, out, _ = netctl(nm, "net", "ls", "-q")
+    assert rc == 0 and out == ""
+
+
+def test_exit_codes_and_server_messages(netmaster):
+    nm = netmaster
+    rc, out, err = netctl(nm, "net", "create", "--subnet=10.1.2.0/33", "x")
+    assert rc == 3 and err.strip() == \
+        "Error: subnet: 10.1.2.0/33 is not a valid CIDR (a.b.c.d/len or a.b.c.d-e.f.g.h/len, len 1-31)"
+    rc, _, err = netctl(nm, "net", "ls", "-t", "nosuch")
+    assert rc == 3 and err.strip() == "Error: tenant nosuch not found"
+    rc, _, err = netctl(nm, "net", "ls", url="http://127.0.0.1:1")
+    assert rc == 2 and "cannot reach netmaster" in err
+    rc, _, err = netctl(nm, "net", "frobnicate")
+    assert rc == 1 and "invalid choice" in err
+    rc, _, err = netctl(nm, "net", "create", "nosubnet")
+    assert rc == 1 and "--subnet" in err
+
+
+def test_host_ls(netmaster):
+    nm = netmaster
+    nm.post("/api/v1/hosts/node1/", {"vtepIP": "10.99.0.1", "dpid": "00000000000000a1"})
+    rc, out, _ = netctl(nm, "host", "ls")
+    rows = [l.split() for l in out.splitlines()]
+    assert rc == 0 and rows[0] == ["Host", "State", "VTEP-IP", "Datapath-ID", "Uplink", "Endpoints"]
+    assert rows[2] == ["node1", "up", "10.99.0.1", "00000000000000a1", "0"]

@@ -1,0 +1,266 @@
+"""The REST API over real HTTP against a real netmaster process: CRUD of every
+object, Contiv's semantic rules, and bad input with exact status and message."""
+import pytest
+
+NET = {"encap": "vxlan", "gateway": "10.1.2.1", "networkName": "contiv-net", "nwType": "data",
+       "subnet": "10.1.2.0/24", "tenantName": "default", "link-sets": {}, "links": {"Tenant": {}}}
+
+
+def ok(r):
+    assert r.status_code == 200, (r.status_code, r.text)
+    return r.json()
+
+
+def refused(r, status, message):
+    assert r.status_code == status, (r.status_code, r.text)
+    body = r.json()
+    assert body == {"error": message}, body
+    assert r.reason == message[:400]          # Contiv's client shows only the status line
+    return body
+
+
+def test_defaults_exist_from_first_start(netmaster):
+    assert ok(netmaster.get("/api/v1/tenants/default/"))["tenantName"] == "default"
+    g = ok(netmaster.get("/api/v1/globals/global/"))
+    assert (g["fwdMode"], g["arpMode"], g["vlans"], g["vxlans"], g["pvtSubnet"]) == \
+        ("bridge", "proxy", "1-4094", "1-10000", "172.19.0.0/16")
+
+
+def test_network_lifecycle_and_overlap_rules(netmaster):
+    nm = netmaster
+    created = ok(nm.post("/api/v1/networks/default:contiv-net/", NET))
+    assert created["key"] == "default:contiv-net"
+    assert created["links"] == {"Tenant": {"type": "tenant", "key": "default"}}
+    assert [n["key"] for n in ok(nm.get("/api/v1/networks/"))] == ["default:contiv-net"]
+    # without the trailing slash too
+    assert ok(nm.get("/api/v1/networks/default:contiv-net"))["subnet"] == "10.1.2.0/24"
+    ins = ok(nm.get("/api/v1/inspect/networks/default:contiv-net/"))
+    assert ins["Config"]["networkName"] == "contiv-net"
+    assert ins["Oper"]["pktTag"] == 1 and ins["Oper"]["externalPktTag"] == 1
+    assert ins["Oper"]["numEndpoints"] == 0
+    assert ins["Oper"]["allocatedIPAddresses"] == "10.1.2.1"
+    assert ins["Oper"]["availableIPAddresses"] == "10.1.2.2-10.1.2.254"
+    # same name and subnet in another tenant: accepted
+    ok(nm.post("/api/v1/tenants/blue/", {"tenantName": "blue", "link-sets": {}}))
+    ok(nm.post("/api/v1/networks/blue:contiv-net/", dict(NET, tenantName="blue")))
+    assert ok(nm.get("/api/v1/inspect/networks/blue:contiv-net/"))["Oper"]["pktTag"] == 2
+    # an overlapping subnet in the same tenant: refused, nothing stored
+    refused(nm.post("/api/v1/networks/default:other/", dict(NET, networkName="other", subnet="10.1.0.0/16")),
+            409, "subnet: 10.1.0.0/16 overlaps network contiv-net (10.1.2.0/24) in tenant default")
+    refused(nm.get("/api/v1/networks/default:other/"), 404, "network default:other not found")
+    # identical re-POST succeeds and changes nothing; a changed immutable field is a 409
+    assert ok(nm.post("/api/v1/networks/default:contiv-net/", NET)) == created
+    refused(nm.post("/api/v1/networks/default:contiv-net/", dict(NET, gateway="10.1.2.254")),
+            409, "gateway: cannot change after the network is created (is '10.1.2.1', asked '10.1.2.254')")
+    # tenant in use
+    refused(nm.delete("/api/v1/tenants/blue/"), 409, "tenant blue: cannot delete, it has 1 networks")
+    assert ok(nm.delete("/api/v1/networks/blue:contiv-net/")) == "blue:contiv-net"
+    assert ok(nm.delete("/api/v1/tenants/blue/")) == "blue"
+    refused(nm.delete("/api/v1/tenants/blue/"), 404, "tenant blue not found")
+
+
+def test_pkt_tags_allocated_without_collision_and_released(netmaster):
+    nm = netmaster
+    ok(nm.post("/api/v1/networks/default:a/", dict(NET, networkName="a", subnet="10.2.0.0/24", gateway="",
+                                                     pktTag=7)))
+    refused(nm.post("/api/v1/networks/default:b/", dict(NET, networkName="b", subnet="10.3.0.0/24", gateway="",
+                                                          pktTag=7)),
+            409, "pktTag: vxlan 7 is already in use by network default:a")
+    refused(nm.post("/api/v1/networks/default:b/", dict(NET, networkName="b", subnet="10.3.0.0/24", gateway="",
+                                                          pktTag=20000)),
+            400, "pktTag: 20000 is outside the global vxlans range 1-10000")
+    ok(nm.post("/api/v1/networks/default:v/", dict(NET, networkName="v", subnet="10.4.0.0/24", gateway="",
+                                                     encap="vlan", pktTag=7)))   # vlan 7 is another space
+    ok(nm.delete("/api/v1/networks/default:a/"))
+    ok(nm.post("/api/v1/networks/default:b/", dict(NET, networkName="b", subnet="10.3.0.0/24", gateway="",
+                                                     pktTag=7)))
+    g = ok(nm.get("/api/v1/inspect/globals/global/"))["Oper"]
+    assert g["vxlansInUse"] == "7" and g["vlansInUse"] == "7" and g["numNetworks"] == 2
+
+
+@pytest.mark.parametrize("body,status,message", [
+    (dict(NET, subnet="10.1.2.0/33"), 400,
+     "subnet: 10.1.2.0/33 is not a valid CIDR (a.b.c.d/len or a.b.c.d-e.f.g.h/len, len 1-31)"),
+    (dict(NET, gateway="10.9.9.1"), 400, "gateway: 10.9.9.1 is not a host address inside 10.1.2.0/24"),
+    (dict(NET, encap="gre"), 400, "encap: gre is not vlan or vxlan"),
+    (dict(NET, pktTag="5"), 400, "pktTag: expected an integer, got '5'"),
+    (dict(NET, pktTag=16777217), 400, "pktTag: 16777217 is above the maximum 16777216"),
+    ({k: v for k, v in NET.items() if k != "subnet"}, 400, "subnet: is required"),
+    (dict(NET, networkName="other"), 400, "networkName: the body says 'other' but the path says 'contiv-net'"),
+    (dict(NET, tenantName="nosuch"), 400, "tenantName: the body says 'nosuch' but the path says 'default'"),
+    (dict(NET, cfgdTag="x" * 129), 400, "cfgdTag: longer than 128 characters"),
+    (dict(NET, subnet="10.0.0.0/7"), 400, "subnet: /7 is too large (8 to 31)"),
+])
+def test_network_bad_input(shared_netmaster, body, status, message):
+    refused(shared_netmaster.post("/api/v1/networks/default:contiv-net/", body), status, message)
+    refused(shared_netmaster.get("/api/v1/networks/default:contiv-net/"), 404, "network default:contiv-net not found")
+
+
+@pytest.mark.parametrize("path,data,status,message", [
+    ("/api/v1/networks/default:n1/", b"{not json", 400,
+     "body: malformed JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"),
+    ("/api/v1/networks/default:n1/", b"[1,2]", 400, "body: expected a JSON object, got list"),
+    ("/api/v1/nosuch/x/", b"{}", 404,
+     "collection nosuch: unknown (known: appProfiles, endpointGroups, endpoints, globals, hosts, netprofiles, "
+     "networks, policys, rules, tenants)"),
+    ("/api/v1/networks/just-one-part/", b"{}", 400, "key: 'just-one-part' must be tenantName:networkName (2 parts)"),
+    ("/api/v1/networks/default:n1/", b"{\"subnet\": \"" + b"1" * (1 << 20) + b"\"}", 413,
+     "body: larger than 1048576 bytes"),
+    ("/api/v1/tenants/bad_name/", b"{}", 400,
+     "tenantName: bad_name is not a valid name (letters, digits, '-' and '.', not starting or ending with '-')"),
+    ("/api/v1/networks/nosuch:n1/", b'{"subnet": "10.1.0.0/24"}', 404, "tenantName: tenant nosuch does not exist"),
+    ("/api/v1/rules/default:nopol:1/", b'{"direction": "in", "action": "allow"}', 404,
+     "policyName: policy default:nopol does not exist"),
+    ("/api/v1/globals/global/", b'{"vlans": "10-5000"}', 400,
+     "vlans: 10-5000 must be MIN-MAX with 1 <= MIN <= MAX <= 4094"),
+    ("/api/v1/endpoints/e1/", b'{"tenantName": "default", "networkName": "x", "host": "h", "intfName": "i"}', 404,
+     "networkName: neither a network nor an endpoint group default:x exists"),
+])
+def test_bad_requests(shared_netmaster, path, data, status, message):
+    refused(shared_netmaster.post(path, data=data), status, message)
+
+
+def test_groups_policies_rules(netmaster):
+    nm = netmaster
+    ok(nm.post("/api/v1/networks/default:contiv-net/", NET))
+    refused(nm.post("/api/v1/endpointGroups/default:g/", {"networkName": "contiv-net", "policies": ["nope"]}),
+            404, "policies: policy default:nope does not exist")
+    refused(nm.post("/api/v1/endpointGroups/default:g/", {"networkName": "nonet"}),
+            404, "networkName: network default:nonet does not exist")
+    ok(nm.post("/api/v1/policys/default:db-policy/", {"policyName": "db-policy", "tenantName": "default",
+                                                      "link-sets": {}, "links": {"Tenant": {}}}))
+    r1 = ok(nm.post("/api/v1/rules/default:db-policy:1/", {
+        "action": "deny", "direction": "in", "policyName": "db-policy", "priority": 1, "protocol": "tcp",
+        "ruleId": "1", "tenantName": "default", "link-sets": {}, "links": {"MatchEndpointGroup": {}}}))
+    assert r1["link-sets"] == {"Policies": {"default:db-policy": {"type": "policy", "key": "default:db-policy"}}}
+    ok(nm.post("/api/v1/rules/default:db-policy:2/", {
+        "action": "allow", "direction": "in", "policyName": "db-policy", "port": 8888, "priority": 10,
+        "protocol": "tcp", "ruleId": "2", "tenantName": "default"}))
+    refused(nm.post("/api/v1/rules/default:db-policy:2/", {
+        "action": "deny", "direction": "in", "port": 8888, "priority": 10, "protocol": "tcp"}),
+        409, "action: cannot change after the rule is created (is 'allow', asked 'deny')")
+    refused(nm.post("/api/v1/rules/default:db-policy:3/", {"action": "allow", "direction": "in",
+                                                           "toEndpointGroup": "x"}),
+            400, "toEndpointGroup: not allowed in an 'in' rule (use from* fields)")
+    refused(nm.post("/api/v1/rules/default:db-policy:3/", {"action": "allow", "direction": "in",
+                                                           "fromEndpointGroup": "app-group"}),
+            404, "fromEndpointGroup: endpointGroup default:app-group does not exist")
+    refused(nm.post("/api/v1/rules/default:db-policy:3/", {"action": "allow", "direction": "in", "port": 80}),
+            400, "port: needs protocol tcp or udp (protocol is 'any')")
+    refused(nm.post("/api/v1/rules/default:db-policy:3/", {"action": "allow", "direction": "in", "priority": 101}),
+            400, "priority: 101 is above the maximum 100")
+    # priority 0 means 1 (Contiv)
+    assert ok(nm.post("/api/v1/rules/default:db-policy:4/", {"action": "allow", "direction": "out",
+                                                              "priority": 0}))["priority"] == 1
+    g = ok(nm.post("/api/v1/endpointGroups/default:db-group/", {
+        "groupName": "db-group", "networkName": "contiv-net", "policies": ["db-policy"], "tenantName": "default",
+        "link-sets": {}, "links": {"AppProfile": {}, "NetProfile": {}, "Network": {}, "Tenant": {}}}))
+    assert g["links"]["Network"] == {"type": "network", "key": "default:contiv-net"}
+    refused(nm.post("/api/v1/networks/default:db-group/", dict(NET, networkName="db-group", subnet="10.9.0.0/24",
+                                                                gateway="")),
+            409, "networkName: an endpoint group default:db-group already has this name")
+    refused(nm.delete("/api/v1/policys/default:db-policy/"), 409,
+            "policy default:db-policy: cannot delete, it is attached to endpoint groups db-group")
+    refused(nm.delete("/api/v1/networks/default:contiv-net/"), 409,
+            "network default:contiv-net: cannot delete, it has 1 endpoint groups (db-group)")
+    refused(nm.post("/api/v1/endpointGroups/default:db-group/", {"networkName": "contiv-net", "ipPool": "10.1.2.5"}),
+            409, "ipPool: cannot change after the endpointGroup is created (is '', asked '10.1.2.5')")
+    # detaching the policy is an allowed update; then the policy and its rules can go
+    ok(nm.post("/api/v1/endpointGroups/default:db-group/", {"networkName": "contiv-net", "policies": []}))
+    ok(nm.delete("/api/v1/policys/default:db-policy/"))
+    assert ok(nm.get("/api/v1/rules/")) == []
+    ok(nm.delete("/api/v1/endpointGroups/default:db-group/"))
+    ok(nm.delete("/api/v1/networks/default:contiv-net/"))
+
+
+def test_netprofile_appprofile_global(netmaster):
+    nm = netmaster
+    ok(nm.post("/api/v1/networks/default:contiv-net/", NET))
+    p = ok(nm.post("/api/v1/netprofiles/default:prof1/", {"DSCP": 6, "bandwidth": "10mbps", "profileName": "prof1",
+                                                           "tenantName": "default", "link-sets": {},
+                                                           "links": {"Tenant": {}}}))
+    assert p["DSCP"] == 6
+    refused(nm.post("/api/v1/netprofiles/default:prof2/", {"DSCP": 64}), 400, "DSCP: 64 is above the maximum 63")
+    refused(nm.post("/api/v1/netprofiles/default:prof2/", {"bandwidth": "fast"}), 400,
+            "bandwidth: fast is not a rate such as 10mbps, 100 kbps or 1gbps")
+    refused(nm.post("/api/v1/netprofiles/default:prof2/", {"burst": 1}), 400, "burst: must be 0 or at least 2")
+    ok(nm.post("/api/v1/endpointGroups/default:web/", {"networkName": "contiv-net", "netProfile": "prof1"}))
+    ok(nm.post("/api/v1/endpointGroups/default:db-group/", {"networkName": "contiv-net"}))
+    ap = ok(nm.post("/api/v1/appProfiles/default:ap1/", {"appProfileName": "ap1", "endpointGroups": ["db-group", "web"],
+                                                          "tenantName": "default", "link-sets": {},
+                                                          "links": {"Tenant": {}}}))
+    assert sorted(ap["link-sets"]["EndpointGroups"]) == ["default:db-group", "default:web"]
+    refused(nm.delete("/api/v1/netprofiles/default:prof1/"), 409,
+            "netprofile default:prof1: cannot delete, endpoint groups web use it")
+    refused(nm.delete("/api/v1/endpointGroups/default:web/"), 409,
+            "endpointGroup default:web: cannot delete, app profile ap1 uses it")
+    ok(nm.post("/api/v1/appProfiles/default:ap1/", {"endpointGroups": ["db-group"]}))
+    ok(nm.delete("/api/v1/endpointGroups/default:web/"))
+    ok(nm.delete("/api/v1/appProfiles/default:ap1/"))
+    ok(nm.delete("/api/v1/netprofiles/default:prof1/"))
+    # global: netctl's GET-modify-POST
+    g = ok(nm.get("/api/v1/globals/global/"))
+    refused(nm.post("/api/v1/globals/global/", dict(g, fwdMode="routing")), 409,
+            "fwdMode: cannot change while 0 vlans and 1 vxlans are in use")
+    refused(nm.post("/api/v1/globals/global/", dict(g, vxlans="5-10")), 409,
+            "vxlans: the new range 5-10 leaves out vxlan tags in use 1")
+    assert ok(nm.post("/api/v1/globals/global/", dict(g, arpMode="flood")))["arpMode"] == "flood"
+    refused(nm.delete("/api/v1/globals/global/"), 409, "global: cannot be deleted; POST it to change its settings")
+
+
+def test_endpoint_allocation_and_oper(netmaster):
+    nm = netmaster
+    ok(nm.post("/api/v1/networks/default:small/", dict(NET, networkName="small", subnet="10.5.0.0/29",
+                                                         gateway="10.5.0.1")))
+    ok(nm.post("/api/v1/endpointGroups/default:db-group/", {"networkName": "small"}))
+    ok(nm.post("/api/v1/hosts/h1/", {"vtepIP": "10.99.0.1", "dpid": "00000000000000a1"}))
+    body = {"tenantName": "default", "networkName": "db-group", "host": "h1", "intfName": "nwep1",
+            "containerID": "c0ffee"}
+    ep = ok(nm.post("/api/v1/endpoints/ep1/", body))
+    assert ep["ipAddress"] == ["10.5.0.2", ""] and ep["macAddress"] == "02:4e:0a:05:00:02"
+    assert (ep["networkName"], ep["groupName"], ep["gateway"], ep["prefixLen"], ep["mtu"]) == \
+        ("small", "db-group", "10.5.0.1", 29, 1450)
+    assert ok(nm.post("/api/v1/endpoints/ep1/", body)) == ep          # CNI ADD retried: same allocation
+    for i in range(2, 6):
+        ok(nm.post(f"/api/v1/endpoints/ep{i}/", dict(body, networkName="small", groupName="")))
+    refused(nm.post("/api/v1/endpoints/ep6/", dict(body, networkName="small")), 409,
+            "ipAddress: no free address left in the subnet 10.5.0.0/29 of network default:small")
+    oper = ok(nm.get("/api/v1/inspect/networks/default:small/"))["Oper"]
+    assert oper["numEndpoints"] == 5 and oper["allocatedIPAddresses"] == "10.5.0.1-10.5.0.6"
+    assert oper["availableIPAddresses"] == ""
+    gop = ok(nm.get("/api/v1/inspect/endpointGroups/default:db-group/"))["Oper"]
+    assert gop["numEndpoints"] == 1 and gop["endpoints"][0]["endpointID"] == "ep1"
+    top = ok(nm.get("/api/v1/inspect/tenants/default/"))["Oper"]
+    assert (top["totalNetworks"], top["totalEPGs"], top["totalEndpoints"]) == (1, 1, 5)
+    ins = ok(nm.get("/api/v1/inspect/endpoints/c0ff/"))                # Contiv: a substring of the container id
+    assert ins["Oper"]["endpointID"] == "ep1" and ins["Oper"]["homingHost"] == "h1"
+    assert ins["Oper"]["vtepIP"] == "10.99.0.1"
+    refused(nm.delete("/api/v1/endpointGroups/default:db-group/"), 409,
+            "endpointGroup default:db-group: cannot delete, it has 1 active endpoints")
+    refused(nm.delete("/api/v1/networks/default:small/"), 409,
+            "network default:small: cannot delete, it has 1 endpoint groups (db-group)")
+    ok(nm.delete("/api/v1/endpoints/ep3/"))
+    refused(nm.delete("/api/v1/endpoints/ep3/"), 404, "endpoint ep3 not found")
+    assert ok(nm.post("/api/v1/endpoints/ep7/", dict(body, groupName="")))["ipAddress"][0] == "10.5.0.4"
+    hosts = ok(nm.get("/api/v1/hosts/"))
+    assert hosts[0]["hostLabel"] == "h1" and hosts[0]["state"] == "up" and hosts[0]["numEndpoints"] == 5
+
+
+def test_openapi_is_the_validation_schema(shared_netmaster):
+    spec = ok(shared_netmaster.get("/api/v1/openapi.json"))
+    assert spec["openapi"].startswith("3.")
+    net = spec["components"]["schemas"]["Network"]["properties"]
+    assert net["pktTag"]["maximum"] == 16777216 and "pattern" in net["subnet"]
+    assert "/api/v1/policys/{key}/" in spec["paths"]
+    assert spec["components"]["schemas"]["Rule"]["properties"]["priority"] == {
+        "type": "integer", "minimum": 1, "maximum": 100, "default": 1,
+        "description": "1-100, higher wins; 0 is taken as 1", "x-immutable": True}
+
+
+def test_version_info_and_unknown_paths(shared_netmaster):
+    nm = shared_netmaster
+    assert "Version" in ok(nm.get("/version"))
+    assert {"local-ip", "leader-ip", "current-state", "netplugin-nodes", "netmaster-nodes"} <= set(ok(nm.get("/info")))
+    refused(nm.get("/nothing/here"), 404, "no such path /nothing/here")
+    r = nm.put("/api/v1/inspect/networks/default:x/", {})
+    refused(r, 405, "method PUT is not allowed on /api/v1/inspect/networks/default:x/")

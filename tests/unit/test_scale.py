@@ -1,0 +1,49 @@
+"""Flow counts grow with endpoints + rules, never their product; compile is fast."""
+import os
+import time
+
+import pytest
+
+from flows.compiler import compile_all
+from tests.unit.scale import scale_snapshot
+
+C = 8          # flows per (endpoint or rule) per host
+BASE = 64      # fixed flows and per-network flows
+
+
+def test_sweep_flow_counts_linear_in_endpoints_plus_rules():
+    rows = []
+    for e in (40, 200, 800):
+        for g in (4, 16):
+            for r in (8, 80, 400):
+                snap = scale_snapshot(e, g, r, n_hosts=4)
+                per_host = max(len(f) for f, _ in compile_all(snap).values())
+                rows.append((e, g, r, per_host, per_host / (e + r)))
+                assert per_host <= C * (e + r) + BASE * g, (e, g, r, per_host)
+    print("\n   E    G    R  flows/host  flows/(E+R)")
+    for e, g, r, n, ratio in rows:
+        print(f"{e:4d} {g:4d} {r:4d} {n:11d} {ratio:12.2f}")
+    # doubling the rules must not scale with the endpoints
+    small = {k[:3]: k[3] for k in rows}
+    assert small[(800, 16, 400)] - small[(800, 16, 80)] < C * 320
+    assert small[(800, 16, 400)] - small[(200, 16, 400)] < C * 600
+
+
+def test_compile_2k_endpoints_200_rules_10_hosts_fast():
+    snap = scale_snapshot(2000, 40, 200, n_hosts=10)
+    t = time.perf_counter()
+    compile_all(snap)
+    dt = time.perf_counter() - t
+    print(f"\ncompile_all 2k endpoints / 200 rules / 10 hosts: {dt * 1000:.0f} ms")
+    assert dt < 1.5
+
+
+@pytest.mark.skipif(not os.environ.get("NETWEAVE_BENCH"), reason="set NETWEAVE_BENCH=1 (takes ~1 s)")
+def test_compile_10k_endpoints_1k_rules_10_hosts():
+    snap = scale_snapshot(10000, 100, 1000, n_hosts=10)
+    t = time.perf_counter()
+    out = compile_all(snap)
+    dt = time.perf_counter() - t
+    print(f"\ncompile_all 10k endpoints / 1k rules / 10 hosts: {dt:.2f} s, "
+          f"{len(out['h0'][0])} flows on h0")
+    assert dt < 3.0

@@ -1,0 +1,471 @@
+"""A simulated multi-host cluster on one machine.
+
+Each host is a network namespace with its own ovsdb-server, ovs-vswitchd
+(userspace datapath) and netplugin.  The hosts share an underlay: a Linux
+bridge in the root namespace, with each host's VTEP address on its OVS
+bridge `br-phy` (whose port is the host's end of a veth into the underlay
+bridge).  netmaster runs in the root namespace and listens on 127.0.0.1
+(for curl and netctl) and on the underlay (for the hosts).  Endpoints are
+namespaces attached through the CNI plugin, run inside their host's namespace.
+
+Every name starts with the cluster's name, so two clusters never collide, and
+`down` finds what a crashed run left behind by that prefix alone.
+
+    python -m topologies.cluster up --hosts 3
+    python -m topologies.cluster run h1 web1 --net contiv-net
+    python -m topologies.cluster exec web1 -- ping -c1 10.1.2.3
+    python -m topologies.cluster ls [--json]
+    python -m topologies.cluster netmaster stop|start|restart
+    python -m topologies.cluster down
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import requests
+
+from topologies.ovs import OvsInstance, kill_pidfile, pid_alive, sh
+
+log = logging.getLogger(__name__)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASE_DIR = "/var/run/netweave/clusters"
+
+
+class ClusterError(Exception):
+    pass
+
+
+class Cluster:
+    def __init__(self, name: str = "nw", hosts: int = 3, underlay: str = "10.99.0.0/24",
+                 rest_port: int = 9999, of_port: int = 6653, netmaster: str | None = None,
+                 workdir: str | None = None, python: str | None = None):
+        if not name.isalnum() or len(name) > 5:
+            raise ClusterError("name: 1 to 5 letters or digits (it prefixes interface names)")
+        self.name = name
+        self.workdir = workdir or os.path.join(BASE_DIR, name)
+        self.python = python or sys.executable
+        self.state = {"name": name, "hosts": {}, "endpoints": {}, "underlay": underlay,
+                      "rest_port": rest_port, "of_port": of_port, "netmaster": netmaster, "own_netmaster": False}
+        self._load()
+
+    # ------------------------------------------------------------ state file
+    @property
+    def state_path(self) -> str:
+        return os.path.join(self.workdir, "cluster.json")
+
+    def _load(self):
+        try:
+            with open(self.state_path) as f:
+                self.state.update(json.load(f))
+        except (OSError, ValueError):
+            pass
+
+    def _save(self):
+        os.makedirs(self.workdir, exist_ok=True)
+        tmp = self.state_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.state, f, indent=1)
+        os.replace(tmp, self.state_path)
+
+    # ------------------------------------------------------------ names
+    @property
+    def net(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.state["underlay"])
+
+    @property
+    def root_ip(self) -> str:
+        return str(self.net.network_address + 254)
+
+    def host_ip(self, i: int) -> str:
+        return str(self.net.network_address + i)
+
+    @property
+    def bridge(self) -> str:
+        return f"{self.name}-ul"
+
+    def host_ns(self, label: str) -> str:
+        return f"{self.name}-{label}"
+
+    def ep_ns(self, ep: str) -> str:
+        return f"{self.name}-e-{ep}"
+
+    @property
+    def url(self) -> str:
+        return self.state["netmaster"] or f"http://127.0.0.1:{self.state['rest_port']}"
+
+    @property
+    def hosts_url(self) -> str:
+        """The address hosts use to reach netmaster (over the underlay)."""
+        if self.state["netmaster"]:
+            return self.state["netmaster"]
+        return f"http://{self.root_ip}:{self.state['rest_port']}"
+
+    def ovs(self, label: str) -> OvsInstance:
+        return OvsInstance(os.path.join(self.workdir, label), netns=self.host_ns(label))
+
+    # ------------------------------------------------------------ up
+    def up(self, hosts: int = 3, wait: float = 60.0) -> None:
+        os.makedirs(self.workdir, exist_ok=True)
+        self._save()
+        if not _link_exists(self.bridge):
+            sh("ip", "link", "add", self.bridge, "type", "bridge")
+            sh("ip", "addr", "add", f"{self.root_ip}/{self.net.prefixlen}", "dev", self.bridge)
+            sh("ip", "link", "set", self.bridge, "up")
+            # The userspace datapath forwards partially checksummed packets as they
+            # are: TCP (REST, OpenFlow) over the underlay needs TX offload off.
+            sh("ethtool", "-K", self.bridge, "tx", "off", check=False)
+        if not self.state["netmaster"] and not self._netmaster_alive():
+            self.netmaster_start()
+        for i in range(1, hosts + 1):
+            label = f"h{i}"
+            if label not in self.state["hosts"]:
+                self._host_up(label, i)
+        self.wait_ready(wait)
+
+    def _host_up(self, label: str, i: int) -> None:
+        ns, veth = self.host_ns(label), f"{self.name}-{label}u"
+        self.state["hosts"][label] = {"ns": ns, "vtep": self.host_ip(i), "index": i}
+        self._save()
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "set", "lo", "up", netns=ns)
+        sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth1", "netns", ns)
+        sh("ip", "link", "set", veth, "master", self.bridge, "up")
+        sh("ethtool", "-K", veth, "tx", "off", check=False)
+        sh("ip", "link", "set", "eth1", "up", netns=ns)
+        sh("ethtool", "-K", "eth1", "tx", "off", check=False, netns=ns)
+        ovs = self.ovs(label).start()
+        # the underlay side: br-phy carries eth1 and the VTEP address
+        ovs.vsctl("--may-exist", "add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev",
+                  "fail_mode=standalone", "--", "--may-exist", "add-port", "br-phy", "eth1")
+        sh("ip", "addr", "add", f"{self.host_ip(i)}/{self.net.prefixlen}", "dev", "br-phy", netns=ns)
+        sh("ip", "link", "set", "br-phy", "up", netns=ns)
+        sh("ethtool", "-K", "br-phy", "tx", "off", check=False, netns=ns)
+        self._agent_start(label)
+
+    def _agent_start(self, label: str) -> None:
+        h = self.state["hosts"][label]
+        ovs = self.ovs(label)
+        of_host = self.root_ip if not self.state["netmaster"] else _url_host(self.state["netmaster"])
+        cmd = ["ip", "netns", "exec", h["ns"], self.python, "-m", "agent.main",
+               "--netmaster", self.hosts_url, "--host-label", label, "--vtep-ip", h["vtep"],
+               "--ovsdb", ovs.remote, "--controller", f"tcp:{of_host}:{self.state['of_port']}",
+               "--datapath", "netdev", "--heartbeat-interval", "1"]
+        logf = open(os.path.join(self.workdir, f"{label}-netplugin.log"), "ab")
+        p = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        h["agent_pid"] = p.pid
+        self._save()
+
+    def agent_stop(self, label: str, sig=signal.SIGTERM) -> None:
+        pid = self.state["hosts"][label].get("agent_pid")
+        if pid and pid_alive(pid):
+            os.kill(pid, sig)
+            _wait_gone(pid)
+
+    def agent_restart(self, label: str) -> None:
+        self.agent_stop(label)
+        self._agent_start(label)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Every host registered and up, and every host's br-int connected to netmaster."""
+        deadline = time.monotonic() + timeout
+        pending = set(self.state["hosts"])
+        while pending and time.monotonic() < deadline:
+            try:
+                up = {h["hostLabel"] for h in requests.get(self.url + "/api/v1/hosts/", timeout=2).json()
+                      if h["state"] == "up"}
+            except (requests.RequestException, ValueError):
+                up = set()
+            for label in list(pending):
+                if label in up and self.switch_connected(label):
+                    pending.discard(label)
+            if pending:
+                time.sleep(0.2)
+        if pending:
+            raise ClusterError(f"hosts not ready after {timeout:.0f}s: {', '.join(sorted(pending))} "
+                               f"(see {self.workdir}/*-netplugin.log and netmaster.log)")
+
+    def switch_connected(self, label: str) -> bool:
+        out = self.ovs(label).vsctl("--columns=is_connected", "find", "Controller", check=False)
+        return "true" in out
+
+    # ------------------------------------------------------------ netmaster
+    def _netmaster_alive(self) -> bool:
+        pid = self.state.get("netmaster_pid")
+        return bool(pid) and pid_alive(pid)
+
+    def netmaster_start(self) -> None:
+        if self.state["netmaster"]:
+            raise ClusterError("this cluster uses an external netmaster")
+        port = self.state["rest_port"]
+        cmd = [self.python, "-m", "controller.main", "--listen", f"127.0.0.1:{port}",
+               "--listen", f"{self.root_ip}:{port}", "--of-port", str(self.state["of_port"]),
+               "--store", f"sqlite://{self.workdir}/state.db", "--host-timeout", "5"]
+        logf = open(os.path.join(self.workdir, "netmaster.log"), "ab")
+        p = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        self.state["netmaster_pid"] = p.pid
+        self.state["own_netmaster"] = True
+        self._save()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if p.poll() is not None:
+                raise ClusterError(f"netmaster exited (code {p.returncode}); see {self.workdir}/netmaster.log")
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/version", timeout=1).ok:
+                    return
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise ClusterError("netmaster did not answer within 30 s")
+
+    def netmaster_stop(self, sig=signal.SIGTERM) -> None:
+        pid = self.state.get("netmaster_pid")
+        if pid and pid_alive(pid):
+            os.kill(pid, sig)
+            _wait_gone(pid, 20)
+        self.state["netmaster_pid"] = None
+        self._save()
+
+    # ------------------------------------------------------------ endpoints
+    def cni(self, host: str, command: str, ep: str, conf: dict) -> dict:
+        h = self.state["hosts"][host]
+        env = dict(os.environ, CNI_COMMAND=command, CNI_CONTAINERID=ep, CNI_NETNS=f"/var/run/netns/{self.ep_ns(ep)}",
+                   CNI_IFNAME="eth0", CNI_PATH=ROOT, PYTHONPATH=ROOT)
+        p = subprocess.run(["ip", "netns", "exec", h["ns"], self.python, "-m", "agent.cni"], input=json.dumps(conf),
+                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+        out = json.loads(p.stdout) if p.stdout.strip() else {}
+        if p.returncode != 0:
+            raise ClusterError(f"CNI {command} failed: {out.get('msg') or p.stderr.strip()} "
+                               f"(code {out.get('code')})")
+        return out
+
+    def net_conf(self, host: str, net: str, tenant: str, group: str) -> dict:
+        return {"cniVersion": "1.0.0", "name": "netweave", "type": "netweave", "netmaster": self.hosts_url,
+                "tenant": tenant, "network": net, "group": group, "ovsdb": self.ovs(host).remote,
+                "bridge": "br-int", "hostLabel": host}
+
+    def run(self, host: str, ep: str, net: str, tenant: str = "default", group: str = "") -> dict:
+        if host not in self.state["hosts"]:
+            raise ClusterError(f"host {host} is not in cluster {self.name} ({', '.join(sorted(self.state['hosts']))})")
+        if ep in self.state["endpoints"]:
+            raise ClusterError(f"endpoint {ep} already exists")
+        ns = self.ep_ns(ep)
+        sh("ip", "netns", "add", ns)
+        self.state["endpoints"][ep] = {"host": host, "ns": ns, "net": net, "tenant": tenant, "group": group}
+        self._save()
+        try:
+            res = self.cni(host, "ADD", ep, self.net_conf(host, net, tenant, group))
+        except Exception:
+            self.state["endpoints"].pop(ep, None)
+            self._save()
+            sh("ip", "netns", "del", ns, check=False)
+            raise
+        sh("ip", "link", "set", "lo", "up", netns=ns)
+        ip = res["ips"][0]["address"].split("/")[0]
+        self.state["endpoints"][ep].update(ip=ip, mac=res["interfaces"][0].get("mac", ""))
+        self._save()
+        return self.state["endpoints"][ep]
+
+    def rm(self, ep: str) -> None:
+        e = self.state["endpoints"].get(ep)
+        if e is None:
+            raise ClusterError(f"no endpoint {ep}")
+        self.cni(e["host"], "DEL", ep, self.net_conf(e["host"], e["net"], e["tenant"], e["group"]))
+        sh("ip", "netns", "del", e["ns"], check=False)
+        del self.state["endpoints"][ep]
+        self._save()
+
+    def exec(self, name: str, *cmd, check=False, timeout=60) -> subprocess.CompletedProcess:
+        ns = (self.state["endpoints"].get(name) or {}).get("ns") or (self.state["hosts"].get(name) or {}).get("ns")
+        if ns is None:
+            raise ClusterError(f"no endpoint or host named {name}")
+        return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True,
+                              timeout=timeout, check=check)
+
+    def ip(self, ep: str) -> str:
+        return self.state["endpoints"][ep]["ip"]
+
+    def ls(self) -> dict:
+        hosts = {}
+        try:
+            hosts = {h["hostLabel"]: h for h in requests.get(self.url + "/api/v1/hosts/", timeout=2).json()}
+        except (requests.RequestException, ValueError):
+            pass
+        return {
+            "netmaster": self.url,
+            "hosts": [{"name": k, "vtep": v["vtep"], "namespace": v["ns"],
+                       "state": hosts.get(k, {}).get("state", "unknown")}
+                      for k, v in sorted(self.state["hosts"].items())],
+            "endpoints": [{"name": k, "host": v["host"], "tenant": v["tenant"], "network": v["net"],
+                           "group": v["group"], "ip": v.get("ip", ""), "namespace": v["ns"]}
+                          for k, v in sorted(self.state["endpoints"].items())],
+        }
+
+    # ------------------------------------------------------------ down
+    def down(self) -> None:
+        """Remove everything of this cluster, whether it is healthy, half made or crashed."""
+        for h in self.state["hosts"].values():
+            pid = h.get("agent_pid")
+            if pid and pid_alive(pid):
+                os.kill(pid, signal.SIGTERM)
+        if self.state.get("own_netmaster"):
+            self.netmaster_stop()
+        # anything else still running from our folder (agents, daemons of a crashed run)
+        _kill_matching(self.workdir)
+        if os.path.isdir(self.workdir):
+            for label in os.listdir(self.workdir):
+                d = os.path.join(self.workdir, label)
+                if os.path.isdir(d):
+                    for name in ("ovs-vswitchd", "ovsdb-server"):
+                        kill_pidfile(os.path.join(d, f"{name}.pid"))
+        prefix = f"{self.name}-"
+        for ns in _netns_list():
+            if ns.startswith(prefix):
+                _kill_netns_pids(ns)
+                sh("ip", "netns", "del", ns, check=False)
+        for link in _links():
+            if link.startswith(prefix):
+                sh("ip", "link", "del", link, check=False)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.state.update(hosts={}, endpoints={}, netmaster_pid=None, own_netmaster=False)
+
+
+# ---------------------------------------------------------------- helpers
+def _url_host(url: str) -> str:
+    from urllib.parse import urlparse
+    return urlparse(url).hostname or "127.0.0.1"
+
+
+def _link_exists(name: str) -> bool:
+    return subprocess.run(["ip", "link", "show", name], capture_output=True).returncode == 0
+
+
+def _links() -> list[str]:
+    out = sh("ip", "-o", "link", "show", check=False)
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line]
+
+
+def _netns_list() -> list[str]:
+    out = sh("ip", "netns", "list", check=False)
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def _kill_netns_pids(ns: str) -> None:
+    out = sh("ip", "netns", "pids", ns, check=False)
+    for pid in out.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
+
+def _kill_matching(text: str) -> None:
+    me = os.getpid()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == me:
+            continue
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmd:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _wait_gone(pid: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        try:                              # reap our own child if it is one
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.05)
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------- CLI
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m topologies.cluster", description="simulated netweave cluster")
+    p.add_argument("--name", default=os.environ.get("NETWEAVE_CLUSTER", "nw"), help="cluster name (prefix)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    u = sub.add_parser("up")
+    u.add_argument("--hosts", type=int, default=3)
+    u.add_argument("--netmaster", default=None, help="use this netmaster instead of starting one")
+    u.add_argument("--underlay", default="10.99.0.0/24")
+    u.add_argument("--rest-port", type=int, default=9999)
+    u.add_argument("--of-port", type=int, default=6653)
+    sub.add_parser("down")
+    r = sub.add_parser("run")
+    r.add_argument("host"); r.add_argument("ep")
+    r.add_argument("--net", required=True); r.add_argument("--tenant", default="default")
+    r.add_argument("--group", default="")
+    sub.add_parser("rm").add_argument("ep")
+    e = sub.add_parser("exec")
+    e.add_argument("target"); e.add_argument("command", nargs=argparse.REMAINDER)
+    ls = sub.add_parser("ls")
+    ls.add_argument("--json", action="store_true")
+    n = sub.add_parser("netmaster")
+    n.add_argument("action", choices=["stop", "start", "restart"])
+    args = p.parse_args(argv)
+    logging.basicConfig(level="INFO", format="%(message)s")
+    try:
+        if args.cmd == "up":
+            c = Cluster(args.name, underlay=args.underlay, rest_port=args.rest_port, of_port=args.of_port,
+                        netmaster=args.netmaster)
+            c.up(args.hosts)
+            print(f"cluster {c.name}: {len(c.state['hosts'])} hosts up and connected; netmaster {c.url}")
+            return 0
+        c = Cluster(args.name)
+        if args.cmd == "down":
+            c.down()
+            print(f"cluster {c.name}: removed")
+        elif args.cmd == "run":
+            ep = c.run(args.host, args.ep, args.net, args.tenant, args.group)
+            print(ep["ip"])
+        elif args.cmd == "rm":
+            c.rm(args.ep)
+        elif args.cmd == "exec":
+            cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
+            ns = (c.state["endpoints"].get(args.target) or c.state["hosts"].get(args.target) or {}).get("ns")
+            if not ns:
+                raise ClusterError(f"no endpoint or host named {args.target}")
+            return subprocess.call(["ip", "netns", "exec", ns, *cmd])
+        elif args.cmd == "ls":
+            data = c.ls()
+            if args.json:
+                print(json.dumps(data, indent=1))
+            else:
+                print(f"netmaster: {data['netmaster']}")
+                print("hosts:")
+                for h in data["hosts"]:
+                    print(f"  {h['name']:<6} {h['vtep']:<15} {h['state']}")
+                print("endpoints:")
+                for e in data["endpoints"]:
+                    print(f"  {e['name']:<12} {e['host']:<6} {e['tenant']:<10} {e['network']:<14} "
+                          f"{e['group'] or '-':<12} {e['ip']}")
+        elif args.cmd == "netmaster":
+            if args.action in ("stop", "restart"):
+                c.netmaster_stop()
+            if args.action in ("start", "restart"):
+                c.netmaster_start()
+            print(f"netmaster {args.action}: done")
+        return 0
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
