@@ -9,7 +9,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from tests.agent_fixtures import (PY, agent_factory, cni, cni_conf, containers, host,  # noqa: E402,F401
+from tests.agent_fixtures import (PY, agent_factory, cni, cni_conf, containers, host, host2,  # noqa: E402,F401
                                   netmaster, wait_for)
 from tests.agent_ovs import run  # noqa: E402
 
@@ -68,5 +68,57 @@ def test_two_endpoints_ping_and_tcp(netmaster, host, agent_factory, containers):
         server.wait(5)
     for i, c in enumerate((c1, c2)):
         rc, out, err = cni(host, "DEL", cni_conf(host, netmaster), "dp%d" % i,
+                           "/var/run/netns/" + c)
+        assert rc == 0, (out, err)
+
+
+def test_two_hosts_over_vxlan(netmaster, host, host2, agent_factory, containers):
+    """Two simulated hosts joined by an underlay veth; each host's tunnel IP sits on a
+    netdev bridge br-phy (test topology, built with ovs-vsctl). netplugin's flow-based vxlan0
+    carries the endpoints' traffic with the endpoint MTU (1450) intact."""
+    hosts = [host, host2]
+    a, b = hosts
+    ul_a, ul_b = "nwul%da" % (os.getpid() % 100000), "nwul%db" % (os.getpid() % 100000)
+    run(["ip", "link", "add", ul_a, "netns", a.name, "type", "veth", "peer", "name", ul_b,
+         "netns", b.name])
+    netmaster.create_network()
+    ips = []
+    for i, (h, ul, vtep) in enumerate(((a, ul_a, "10.98.0.1"), (b, ul_b, "10.98.0.2"))):
+        h.vsctl("add-br", "br-phy", "--", "set", "Bridge", "br-phy", "datapath_type=netdev")
+        h.vsctl("add-port", "br-phy", ul)
+        h.ns("ip", "link", "set", ul, "up")
+        h.ns("ip", "addr", "add", vtep + "/24", "dev", "br-phy")
+        h.ns("ip", "link", "set", "br-phy", "up")
+        agent = agent_factory(h, netmaster.url_for(h), label="vx%d" % i,
+                              controller=netmaster.controller_for(h))
+        agent.args[agent.args.index("--vtep-ip") + 1] = vtep
+        agent.start()
+    wait_for(lambda: all(netmaster.hosts().get(l, {}).get("state") == "up"
+                         for l in ("vx0", "vx1")), 15, "both hosts up")
+    ctrs = [containers(), containers()]
+    for i, (h, c) in enumerate(zip(hosts, ctrs)):
+        rc, res, err = cni(h, "ADD", cni_conf(h, netmaster), "vx%d" % i,
+                           "/var/run/netns/" + c)
+        assert rc == 0, (res, err)
+        ips.append(res["ips"][0]["address"].split("/")[0])
+    c1, c2 = ctrs
+    wait_for(lambda: run(["ip", "netns", "exec", c1, "ping", "-c1", "-W1", ips[1]],
+                         check=False).returncode == 0, 30, "ping across the tunnel")
+    res = run(["ip", "netns", "exec", c1, "ping", "-c1", "-W2", "-M", "do", "-s", "1422",
+               ips[1]], check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    server = subprocess.Popen(["ip", "netns", "exec", c2, PY, "-c", SERVER],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "listening"
+        res = run(["ip", "netns", "exec", c1, PY, "-c", CLIENT, ips[1]], check=False,
+                  timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip() == str(4 * 1024 * 1024)
+    finally:
+        server.kill()
+        server.wait(5)
+    for i, (h, c) in enumerate(zip(hosts, ctrs)):
+        rc, out, err = cni(h, "DEL", cni_conf(h, netmaster), "vx%d" % i,
                            "/var/run/netns/" + c)
         assert rc == 0, (out, err)
