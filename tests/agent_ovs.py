@@ -59,16 +59,23 @@ class OvsHost:
         self.started = True
         ns = ["ip", "netns", "exec", self.name]
         run(["ovsdb-tool", "create", self.db, SCHEMA])
-        run(ns + ["ovsdb-server", self.db, "--remote=punix:" + self.sock,
-                  "--pidfile=" + os.path.join(self.dir, "ovsdb-server.pid"), "--detach",
-                  "--log-file=" + os.path.join(self.dir, "ovsdb-server.log"),
-                  "--unixctl=" + os.path.join(self.dir, "ovsdb-server.ctl")], env=self.env)
+        self.start_ovsdb_server()
         self.vsctl("--no-wait", "init")
         run(ns + ["ovs-vswitchd", self.remote,
                   "--pidfile=" + os.path.join(self.dir, "ovs-vswitchd.pid"), "--detach",
                   "--log-file=" + os.path.join(self.dir, "ovs-vswitchd.log"),
                   "--unixctl=" + os.path.join(self.dir, "ovs-vswitchd.ctl")], env=self.env)
         return self
+
+    def start_ovsdb_server(self):
+        run(["ip", "netns", "exec", self.name, "ovsdb-server", self.db,
+             "--remote=punix:" + self.sock,
+             "--pidfile=" + os.path.join(self.dir, "ovsdb-server.pid"), "--detach",
+             "--log-file=" + os.path.join(self.dir, "ovsdb-server.log"),
+             "--unixctl=" + os.path.join(self.dir, "ovsdb-server.ctl")], env=self.env)
+
+    def stop_ovsdb_server(self):
+        self._kill_pidfile("ovsdb-server.pid")
 
     def _kill_pidfile(self, name):
         path = os.path.join(self.dir, name)

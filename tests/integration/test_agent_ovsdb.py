@@ -4,6 +4,7 @@ No netmaster needed: netplugin keeps retrying its heartbeat and still owns br-in
 """
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -184,3 +185,28 @@ def test_netplugin_self_repair(host, agent_factory):
     assert "event=endpoint_port_replugged port=nwrep0" in log
     assert agent.stop() == 0
     assert "event=agent_stop" in agent.log_text()
+
+
+def test_netplugin_survives_ovsdb_restart(host, agent_factory):
+    agent = agent_factory(host, "http://%s:1" % host.root_ip, label="dbrestart").start()
+    uuid = host.vsctl("get", "Bridge", "br-int", "_uuid")
+    host.stop_ovsdb_server()
+    time.sleep(1)
+    host.start_ovsdb_server()
+    # while it was away someone removed the tunnel port: the agent reconnects and repairs
+    host.vsctl("del-port", "br-int", "vxlan0")
+    wait_for(lambda: "vxlan0" in host.vsctl("list-ports", "br-int").split(), 20,
+             "vxlan0 back after ovsdb-server restart", agent)
+    assert host.vsctl("get", "Bridge", "br-int", "_uuid") == uuid
+    assert agent.proc.poll() is None
+
+
+def test_netplugin_waits_for_ovsdb(host, agent_factory):
+    host.stop_ovsdb_server()
+    agent = agent_factory(host, "http://%s:1" % host.root_ip, label="early")
+    agent.start(wait_bridge=False)
+    wait_for(lambda: "event=ovsdb_unreachable" in agent.log_text(), 10, "retry log", agent)
+    host.start_ovsdb_server()
+    wait_for(lambda: "vxlan0" in host.vsctl("list-ports", "br-int", check=False).split(), 20,
+             "br-int once ovsdb-server is up", agent)
+    assert agent.stop() == 0
