@@ -190,6 +190,8 @@ class Agent:
         while not self.stop_event.is_set():
             self.db.wait(0.25)
             seqno = self.db.run()
+            if not self.db.ready():
+                continue        # reconnecting: the IDL is empty until it is in sync again
             try:
                 if seqno != last_seqno:
                     self.reconcile("ovsdb_change")

@@ -11,6 +11,7 @@ and then the call waits until ovs-vswitchd has applied it (``cur_cfg >= next_cfg
 """
 import logging
 import os
+import subprocess
 import time
 import warnings
 
@@ -81,16 +82,12 @@ class Ovsdb:
     def __init__(self, remote, timeout=10.0):
         self.remote = remote
         self.timeout = timeout
-        helper = None
-        try:
-            helper = ovs.db.idl.SchemaHelper(schema_json=fetch_schema(remote, timeout))
-        except OvsdbError:
-            raise
+        helper = ovs.db.idl.SchemaHelper(schema_json=fetch_schema(remote, timeout))
         for table, cols in COLUMNS.items():
             helper.register_columns(table, list(cols))
         self.idl = ovs.db.idl.Idl(remote, helper)
         self.last_status = None
-        self._wait_for(self.idl.has_ever_connected, "connect to OVSDB at %s" % remote)
+        self._wait_for(self.ready, "connect to OVSDB at %s" % remote)
         LOG.debug("event=ovsdb_connected remote=%s", remote)
 
     # -- IDL plumbing --------------------------------------------------------------------------
@@ -101,6 +98,13 @@ class Ovsdb:
         """Process what the server sent. Returns the IDL change sequence number."""
         self.idl.run()
         return self.idl.change_seqno
+
+    def ready(self):
+        """Connected and holding the server's current contents. After a reconnect the IDL
+        is empty until the monitor reply arrives: deciding anything then (e.g. "br-int is
+        missing") would be wrong, so every transaction waits for this first."""
+        return (self.idl._session.is_connected()
+                and self.idl.state == self.idl.IDL_S_MONITORING)
 
     @property
     def change_seqno(self):
@@ -151,7 +155,7 @@ class Ovsdb:
         """
         deadline = time.monotonic() + self.timeout
         while True:
-            self.idl.run()
+            self._wait_for(self.ready, "OVSDB connection to be in sync before %s" % comment)
             seqno = self.idl.change_seqno
             txn = ovs.db.idl.Transaction(self.idl)
             txn.add_comment("netweave: " + comment)
@@ -444,7 +448,6 @@ def kernel_datapath_available():
     """True when the openvswitch kernel module is loaded or could be loaded."""
     if os.path.exists("/sys/module/openvswitch"):
         return True
-    import subprocess
     try:
         res = subprocess.run(["modprobe", "-n", "openvswitch"], capture_output=True,
                              timeout=5)
