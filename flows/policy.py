@@ -64,9 +64,10 @@ def tenant_flows(t: Tenant) -> List[FlowEntry]:
     ]
     for table, nxt in ((T.EGRESS_POLICY, T.ROUTING), (T.INGRESS_POLICY, T.DELIVER)):
         for st in ("+est+trk", "+rel+trk"):
-            out.append(F(table, PRIO_CT_PASS, {"ct_state": st, "metadata": vrf}, (("goto", int(nxt)),), c))
+            out.append(F(table, PRIO_CT_PASS, {"eth_type": ETH_IP, "ct_state": st, "metadata": vrf},
+                         (("goto", int(nxt)),), c))
         # no rule matched a new connection: allowed (Contiv semantics), and remembered
-        out.append(F(table, 10, {"ct_state": "+new+trk", "metadata": vrf},
+        out.append(F(table, 10, {"eth_type": ETH_IP, "ct_state": "+new+trk", "metadata": vrf},
                      (_ct(commit=True, zone=z), ("goto", int(nxt))), c))
     return out
 
@@ -150,7 +151,8 @@ def rule_flows(ix: Index, t: Tenant, r: Rule) -> List[FlowEntry]:
             flows.append(F(table, prio, {"eth_type": ETH_IP, **m}, (("conjunction", r.rule_uid, k, n),), c))
     verdict = ((("ct", (("commit", True), ("zone", t.vrf_id))), ("goto", int(nxt)))
                if r.action == "allow" else ())
-    flows.append(F(table, prio, {"conj_id": r.rule_uid}, verdict, c))
+    # ct(commit) needs the IPv4 prerequisite on the flow that runs it
+    flows.append(F(table, prio, {"conj_id": r.rule_uid, "eth_type": ETH_IP}, verdict, c))
     return flows
 
 
