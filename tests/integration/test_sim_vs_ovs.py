@@ -8,6 +8,7 @@ Skipped where ovs-vswitchd is missing or we are not root.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -42,8 +43,9 @@ def _run(*cmd, env=None, ns=None, check=True):
     return subprocess.run(cmd, env=env, check=check, capture_output=True, text=True, timeout=30)
 
 
-@pytest.fixture(scope="module")
-def ovs():
+@contextlib.contextmanager
+def private_ovs(snap=SNAP, host=HOST):
+    """A bridge holding host's compiled flows, in its own namespace; always torn down."""
     ns = f"nwsim-{os.getpid()}"
     rundir = tempfile.mkdtemp(prefix="nwsim-")
     env = dict(os.environ, OVS_RUNDIR=rundir, OVS_LOGDIR=rundir, OVS_DBDIR=rundir)
@@ -60,19 +62,20 @@ def ovs():
              f"--log-file={rundir}/vswitchd.log", f"--unixctl={ctl['vswitchd']}", env=env, ns=ns)
         _run(*vsctl, "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
              "protocols=OpenFlow13", "fail_mode=secure", env=env)
-        for name, port in sorted(SNAP.ofports[HOST].items(), key=lambda kv: kv[1]):
+        for name, port in sorted(snap.ofports[host].items(), key=lambda kv: kv[1]):
             kind = (["type=vxlan", "options:remote_ip=flow", "options:key=flow"]
                     if port == TUNNEL_PORT else ["type=internal"])
             _run(*vsctl, "add-port", "br-int", name, "--", "set", "interface", name,
                  f"ofport_request={port}", *kind, env=env)
-        flows, groups = compile_all(SNAP)[HOST]
+        flows, groups = compile_all(snap)[host]
         for kind, items in (("add-groups", groups), ("add-flows", flows)):
             path = f"{rundir}/{kind}.txt"
             with open(path, "w") as fh:
                 fh.write("\n".join(x.to_ofctl() for x in sorted(items)) + "\n")
             _run("ovs-ofctl", "-O", "OpenFlow13", "--bundle", kind, f"unix:{rundir}/br-int.mgmt", path,
                  env=env)
-        yield {"env": env, "ctl": ctl["vswitchd"], "switch": Switch(flows, groups)}
+        yield {"env": env, "ctl": ctl["vswitchd"], "switch": Switch(flows, groups),
+               "mgmt": f"unix:{rundir}/br-int.mgmt", "flows": flows, "groups": groups}
     finally:
         for d in ("vswitchd", "ovsdb"):
             _run("ovs-appctl", "-t", ctl[d], "exit", env=env, check=False)
@@ -86,6 +89,12 @@ def ovs():
                     pass
         _run("ip", "netns", "del", ns, check=False)
         shutil.rmtree(rundir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ovs():
+    with private_ovs() as o:
+        yield o
 
 
 HIT = re.compile(r"^\s*(\d+)\.\s+(?:.*?,\s*)?priority (\d+)(?:, cookie (0x[0-9a-f]+))?\s*$")
@@ -141,3 +150,11 @@ def test_simulator_agrees_with_ovs(ovs, case, ct_state):
     sim_path = [(h.table, h.priority, h.cookie) for h in sim.path]
     assert sim_path == path, f"simulator:\n{sim}\nOVS:\n{text}"
     assert sorted(sim.ports()) == outputs, f"simulator:\n{sim}\nOVS:\n{text}"
+
+
+def test_dump_flows_parses_back_to_compiled_entries(ovs):
+    from flows.ofctl_parse import parse_dump_flows, parse_dump_groups
+    flows = _run("ovs-ofctl", "-O", "OpenFlow13", "dump-flows", ovs["mgmt"], env=ovs["env"]).stdout
+    groups = _run("ovs-ofctl", "-O", "OpenFlow13", "dump-groups", ovs["mgmt"], env=ovs["env"]).stdout
+    assert set(parse_dump_flows(flows)) == ovs["flows"]
+    assert set(parse_dump_groups(groups)) == ovs["groups"]
