@@ -106,9 +106,10 @@ def _subnet(ix: Index, tenant: str, name: str) -> Tuple[str, str] | None:
 
 
 def rule_flows(ix: Index, t: Tenant, r: Rule) -> List[FlowEntry]:
-    if r.direction not in ("in", "out") or r.action not in ("allow", "deny"):
-        log.warning("rule %s/%s/%s: direction %r / action %r unsupported, rule inert",
-                    r.tenant, r.policy, r.rule_id, r.direction, r.action)
+    if (r.direction not in ("in", "out") or r.action not in ("allow", "deny")
+            or not 0 < r.rule_uid <= 0xFFFFFFFF):
+        log.warning("rule %s/%s/%s: direction %r, action %r or rule_uid %r unusable, rule inert",
+                    r.tenant, r.policy, r.rule_id, r.direction, r.action, r.rule_uid)
         return []
     out_dir = r.direction == "out"
     table = T.EGRESS_POLICY if out_dir else T.INGRESS_POLICY

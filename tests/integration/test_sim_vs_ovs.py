@@ -31,9 +31,9 @@ pytestmark = pytest.mark.skipif(
 
 HOST = "h1"
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
-RULES = [Rule("blue", "p", "r1", "in", 10, "deny", 1, protocol="tcp", port=5432, from_group="gweb"),
-         Rule("blue", "q", "r2", "out", 20, "allow", 2, to_network="db"),
-         Rule("blue", "q", "r3", "out", 5, "deny", 3, to_ip="10.1.2.1-9", protocol="udp")]
+RULES = [Rule("blue", "p", "r1", "in", 10, "deny", rule_uid=1, protocol="tcp", port=5432, from_group="gweb"),
+         Rule("blue", "q", "r2", "out", 20, "allow", rule_uid=2, to_network="db"),
+         Rule("blue", "q", "r3", "out", 5, "deny", rule_uid=3, to_ip="10.1.2.1-9", protocol="udp")]
 SNAP = with_policies(RULES, {"gdb": ["p"], "gweb": ["q"]})
 
 

@@ -84,8 +84,8 @@ def test_adding_endpoint_to_group_with_policies_adds_only_its_flows():
     from flows.snapshot import Rule
     from tests.unit.topo import with_policies
     from dataclasses import replace
-    rules = [Rule("blue", "p", "r1", "in", 10, "deny", 1, protocol="tcp", port=22, from_group="gweb"),
-             Rule("blue", "q", "r2", "out", 20, "allow", 2, to_network="db")]
+    rules = [Rule("blue", "p", "r1", "in", 10, "deny", rule_uid=1, protocol="tcp", port=22, from_group="gweb"),
+             Rule("blue", "q", "r2", "out", 20, "allow", rule_uid=2, to_network="db")]
     before_snap = with_policies(rules, {"gdb": ["p"], "gweb": ["q"]})
     new = ep("b5", "blue", "web", 5, "h3", "gweb")
     after_snap = replace(before_snap, endpoints=before_snap.endpoints + (new,),

@@ -55,3 +55,14 @@ def test_shorthand_and_ports():
     assert f.actions == (("conjunction", 9, 3, 3),) and (f.table, f.priority, f.cookie) == (51, 7, 1)
     f = parse_flow(" cookie=0x2, table=0, priority=1,in_port=10,dl_vlan=100 actions=pop_vlan,goto_table:1")
     assert f.match_dict() == {"in_port": 10, "vlan_vid": 0x1064}
+
+
+def test_switch_from_dump_traces_real_text():
+    sw = Switch.from_dump(DUMP, DUMP)
+    pkt = {"in_port": 1, "eth_type": 0x806, "eth_src": "02:02:0a:01:01:01", "arp_op": 1,
+           "eth_dst": "ff:ff:ff:ff:ff:ff", "arp_sha": "02:02:0a:01:01:01", "arp_spa": "10.1.1.1",
+           "arp_tha": "00:00:00:00:00:00", "arp_tpa": "10.1.1.2"}
+    tr = sw.trace(pkt)
+    # the dump excerpt holds table 0 and the proxy ARP flow for 10.1.1.2
+    (port, reply), = tr.outputs
+    assert port == 1 and reply["arp_op"] == 2 and reply["arp_sha"] == "02:02:0a:01:01:02"
