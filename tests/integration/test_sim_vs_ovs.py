@@ -22,8 +22,7 @@ import pytest
 from flows.compiler import compile_all
 from flows.pipeline import ROUTER_MAC, TUNNEL_PORT
 from flows.simulator import Switch
-from flows.snapshot import Rule
-from tests.unit.topo import EP, arp_req, ip_pkt, with_policies
+from tests.unit.topo import EP, arp_req, ip_pkt, policy_snapshot
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("ovs-vswitchd") or not shutil.which("ip") or os.geteuid() != 0,
@@ -31,10 +30,7 @@ pytestmark = pytest.mark.skipif(
 
 HOST = "h1"
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
-RULES = [Rule("blue", "p", "r1", "in", 10, "deny", rule_uid=1, protocol="tcp", port=5432, from_group="gweb"),
-         Rule("blue", "q", "r2", "out", 20, "allow", rule_uid=2, to_network="db"),
-         Rule("blue", "q", "r3", "out", 5, "deny", rule_uid=3, to_ip="10.1.2.1-9", protocol="udp")]
-SNAP = with_policies(RULES, {"gdb": ["p"], "gweb": ["q"]})
+SNAP = policy_snapshot()
 
 
 def _run(*cmd, env=None, ns=None, check=True):

@@ -3,7 +3,9 @@ with tests/integration's bridge) back into the exact compiled entries."""
 from flows.compiler import compile_all
 from flows.ofctl_parse import parse_dump_flows, parse_dump_groups, parse_flow
 from flows.simulator import Switch
-from tests.integration.test_sim_vs_ovs import SNAP
+from tests.unit.topo import policy_snapshot
+
+SNAP = policy_snapshot()
 
 DUMP = """OFPST_FLOW reply (OF1.3) (xid=0x2):
  cookie=0x4e05f3698b2943cd, duration=0.006s, table=1, n_packets=0, n_bytes=0, priority=100,arp,metadata=0x1/0x80000000ffffffff,arp_tpa=10.1.1.2,arp_op=1 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:02:02:0a:01:01:02->eth_src,set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],set_field:02:02:0a:01:01:02->arp_sha,set_field:10.1.1.2->arp_spa,IN_PORT
