@@ -133,8 +133,12 @@ CASES = {
     "vlan": ip_pkt(EP["v1"], "10.1.3.2"),
     "from-tunnel": ip_pkt(EP["b2"], "10.1.1.1", tun_id=5001),
     "red": ip_pkt(EP["r1"], "10.1.1.2"),
+    "from-uplink": ip_pkt(EP["v2"], "10.1.3.1", vlan_vid=0x1064),
+    "from-tunnel-bcast": arp_req(EP["b2"], "10.1.1.77", tun_id=5001),
+    "ttl-expiry": ip_pkt(B1, "10.1.2.1", dst_mac=ROUTER_MAC, ttl=1),
 }
-PORT = {"vlan": 5, "from-tunnel": TUNNEL_PORT, "red": 4}
+PORT = {"vlan": 5, "from-tunnel": TUNNEL_PORT, "red": 4, "from-uplink": 10,
+        "from-tunnel-bcast": TUNNEL_PORT}
 
 
 @pytest.mark.parametrize("ct_state", ["+trk+new", "+trk+est"])
