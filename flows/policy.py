@@ -29,12 +29,13 @@ from typing import Dict, List, Tuple
 from flows.entry import FlowEntry
 from flows.index import Index
 from flows.iprange import as_match, prefixes
+from flows.mk import flow
 from flows.pipeline import (ETH_IP, MD_FROM_FABRIC, MD_VRF_MASK, PRIO_CT_PASS, PRIO_POLICY_BASE,
                             PRIO_POLICY_SLOTS, REG_DST_GROUP, REG_SRC_GROUP, Owner, T, cookie, md)
 from flows.snapshot import Rule, Tenant
 
 log = logging.getLogger(__name__)
-F = FlowEntry.make
+F = flow
 PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
 
 

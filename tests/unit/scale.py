@@ -19,7 +19,7 @@ def scale_snapshot(n_eps: int, n_groups: int, n_rules: int, n_hosts: int = 10,
     for j in range(n_eps):
         g = groups[j % n_groups]
         net = int(g.network[1:])
-        k = j // n_groups
+        k = (j // n_groups) * per_net_groups + (j % n_groups) % per_net_groups   # unique in its network
         ip = f"10.{net}.{k // 250 % 250}.{k % 250 + 1}"
         mac = "02:02:" + ":".join(f"{int(o):02x}" for o in ip.split("."))
         host = hosts[j % n_hosts].label

@@ -94,3 +94,11 @@ def test_adding_endpoint_to_group_with_policies_adds_only_its_flows():
     for host in ("h1", "h2", "h3"):
         flows, _ = _diff(before[host], after[host])
         assert flows and {f.cookie for f in flows} == {endpoint_cookie("b5")}, host
+
+
+def test_duplicate_ip_in_a_tenant_keeps_one_endpoint_and_unique_keys():
+    dup = ep("zz", "blue", "web", 2, "h3", "gweb")          # same IP/MAC as b2
+    for host, (flows, _) in compile_all(snapshot(ENDPOINTS + (dup,))).items():
+        keys = [f.key for f in flows]
+        assert len(keys) == len(set(keys)), host
+        assert all(f.cookie != endpoint_cookie("zz") for f in flows)

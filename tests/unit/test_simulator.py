@@ -90,3 +90,10 @@ def test_delete_by_cookie_mask():
     sw = Switch([F(0, 1, {"reg1": i}, [], cookie=(0xA0 if i % 2 else 0xB0) | i) for i in range(6)])
     assert sw.delete(0xA0, 0xF0) == 3
     assert sorted(f.cookie for f in sw.flows()) == [0xB0, 0xB2, 0xB4]
+
+
+def test_fast_builder_equals_flowentry_make():
+    from flows.mk import flow
+    m = {"ip_dst": ("10.0.0.0", "255.0.0.0"), "eth_type": 0x800, "reg5": 3, "metadata": (1, 3),
+         "arp_op": 1, "ct_state": "+new+trk"}
+    assert flow(4, 9, m, [("output", 1)], 7) == FlowEntry.make(4, 9, m, [("output", 1)], 7)
