@@ -239,19 +239,47 @@ class SwitchManager(app_manager.OSKenApp):
         with hub.Timeout(REQUEST_TIMEOUT):
             return ofctl_api.send_msg(self, msg, reply_cls=reply_cls, reply_multi=reply_multi)
 
-    def _diff(self, dp, desired, res: ReconcileResult) -> list:
-        """Messages that turn what the switch holds into `desired`, in bundle order."""
+    def _desired(self, dp, desired, res: ReconcileResult):
+        """Canonical desired flows by key and groups by id, or None when any
+        entry is unusable: like a rejected bundle, a bad desired set changes nothing."""
         want_flows, want_groups = desired
         want: dict[tuple, FlowEntry] = {}
-        for e in sorted(ofmsg.normalize(f) for f in want_flows):
+        groups: dict[int, GroupEntry] = {}
+        bad = []
+        for f in sorted(want_flows, key=repr):      # entries may not be orderable
+            try:
+                e = ofmsg.normalize(f)
+            except ofmsg.ConversionError as x:
+                bad.append((f, str(x)))
+                continue
             if e.cookie & COOKIE_MARK_MASK != COOKIE_MARK:
-                LOG.error("event=bad_entry dpid=%s reason=cookie_unmarked entry=%s",
-                          _dpid(dp.id), e.to_ofctl())
-            elif e.key in want:
-                LOG.error("event=bad_entry dpid=%s reason=duplicate_key entry=%s",
-                          _dpid(dp.id), e.to_ofctl())
+                bad.append((f, "cookie lacks COOKIE_MARK"))
+            elif e.key in want and want[e.key] != e:
+                bad.append((f, "two entries with one table/priority/match"))
             else:
                 want[e.key] = e
+        for g in sorted(want_groups, key=repr):
+            try:
+                n = ofmsg.normalize_group(g)
+            except ofmsg.ConversionError as x:
+                bad.append((g, str(x)))
+                continue
+            if g.group_id in groups and groups[g.group_id] != n:
+                bad.append((g, "two groups with one id"))
+            groups[g.group_id] = n
+        for entry, reason in bad:
+            text = _entry_text(entry)
+            res.rejected.append((text, None, reason))
+            LOG.error("event=bad_entry dpid=%s reason=%r entry=%s", _dpid(dp.id), reason, text)
+        return None if bad else (want, groups)
+
+    def _diff(self, dp, desired, res: ReconcileResult) -> list:
+        """Messages that turn what the switch holds into `desired`, in bundle order."""
+        checked = self._desired(dp, desired, res)
+        if checked is None:
+            res.outcome = "discarded"
+            return []
+        want, groups_want = checked
 
         held: dict[tuple, FlowEntry] = {}
         stale_raw = []                               # our flows we cannot even parse
@@ -265,7 +293,6 @@ class SwitchManager(app_manager.OSKenApp):
                 except ofmsg.ConversionError:
                     stale_raw.append(st)
 
-        groups_want = {g.group_id: ofmsg.normalize_group(g) for g in want_groups}
         groups_held = {}
         req = parser.OFPGroupDescStatsRequest(dp, 0)
         for rep in self._request(req, parser.OFPGroupDescStatsReply, True) or []:
@@ -293,7 +320,7 @@ class SwitchManager(app_manager.OSKenApp):
             else:                 # ADD also replaces a flow whose cookie differs
                 flows.append((e.to_ofctl(), ofmsg.flow_mod(dp, e, ofp.OFPFC_ADD)))
                 res.added += 1
-        for key, e in sorted(held.items()):
+        for key, e in sorted(held.items(), key=repr):
             if key not in want:
                 flows.append(("delete " + e.to_ofctl(),
                               ofmsg.flow_mod(dp, e, ofp.OFPFC_DELETE_STRICT)))
@@ -370,6 +397,13 @@ class SwitchManager(app_manager.OSKenApp):
             res.rejected.append((sent[xid], err.type, _err_code(err)))
             LOG.error("event=bundle_rejected dpid=%s bundle=%d xid=%d type=%d code=%s entry=%s",
                       _dpid(dp.id), bid, xid, err.type, _err_code(err), sent[xid])
+
+
+def _entry_text(entry) -> str:
+    try:
+        return entry.to_ofctl()
+    except Exception:           # the entry is bad enough not to print: show it raw
+        return repr(entry)
 
 
 def _err_code(err) -> int | None:
