@@ -7,7 +7,9 @@ before any other import.  `start(fabric, host, port)` brings up os-ken's
 OpenFlow listener plus `SwitchManager` in-process and returns a `Handle`.
 
 Event handlers are thin: they update a dict, call the fabric and mark a switch
-dirty.  The work happens in `reconcile()`, run by one worker greenthread per
+dirty.  Fabric callbacks (switch_up, port_changed, switch_down) run in the
+app's event loop and must return quickly (hand slow work to a greenthread);
+fabric.desired() runs in the reconcile worker.  The work happens in `reconcile()`, run by one worker greenthread per
 switch, which diffs the fabric's desired entries against the switch's own
 (cookie-marked) flows and its groups, and applies the difference in one atomic
 OpenFlow bundle.  Conversions live in controller/ofmsg.py.
@@ -414,6 +416,7 @@ def _err_code(err) -> int | None:
 # ---------------------------------------------------------------- process embedding
 
 _conf_parsed = False
+_running: Optional["Handle"] = None    # os-ken's AppManager is a process singleton
 
 
 @dataclass
@@ -426,6 +429,8 @@ class Handle:
         """Stop listening, drop every switch connection, forget the apps.
         Returns promptly in the eventlet hub; start() may be called again."""
         app = self.app
+        if app._stopping:
+            return
         app._stopping = True
         for t in list(app._workers.values()) + list(app._retries.values()):
             hub.kill(t)
@@ -439,12 +444,16 @@ class Handle:
         app.datapaths.clear()
         app_manager.AppManager._instance = None
         gc.collect()                           # closes the listening socket of the killed loop
+        global _running
+        _running = None
         LOG.info("event=controller_stopped")
 
 
 def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653) -> Handle:
     """Run os-ken's OpenFlow listener and SwitchManager in this process's hub."""
-    global _conf_parsed
+    global _conf_parsed, _running
+    if _running is not None:
+        raise RuntimeError("an OpenFlow controller already runs in this process; stop() it first")
     if hub.HUB_TYPE != "eventlet":
         raise RuntimeError("set OSKEN_HUB_TYPE=eventlet and monkey-patch before importing os_ken")
     from os_ken import cfg
@@ -455,7 +464,8 @@ def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653) -> Handle:
     cfg.CONF.set_override("ofp_listen_host", host)
     cfg.CONF.set_override("ofp_tcp_listen_port", port)
     # os-ken's listener dies silently in its greenthread: fail here instead.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((host, port))
     mgr = app_manager.AppManager.get_instance()
@@ -464,4 +474,5 @@ def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653) -> Handle:
     threads = mgr.instantiate_apps(fabric=fabric, **contexts)
     app = next(a for a in mgr.applications.values() if isinstance(a, SwitchManager))
     LOG.info("event=controller_started host=%s port=%d", host, port)
-    return Handle(app, mgr, threads)
+    _running = Handle(app, mgr, threads)
+    return _running

@@ -335,8 +335,12 @@ def test_controller_restart_sends_nothing(env):
     _install(env, ALL_FLOWS, ALL_GROUPS)
     d0 = wait_until(lambda: min(f["duration"] for f in env.ours().values()) >= 1.0
                     and env.ours(), what="flows to age")
+    with pytest.raises(RuntimeError):                  # one controller per process
+        ofapp.start(env.fabric, "127.0.0.1", free_tcp_port())
     t = time.monotonic()
+    handle = env.handle
     env.stop_controller()
+    handle.stop()                                      # idempotent
     assert time.monotonic() - t < 5
     env.start_controller()
     wait_until(lambda: env.app.idle() and DPID in env.app.last_result, 60, what="reconnect")
