@@ -122,6 +122,10 @@ class Agent:
 
     def resync(self):
         """Stateless resync: OVSDB endpoint ports vs netmaster's endpoints for this host."""
+        # OVSDB first, netmaster second: netweave-cni allocates in netmaster before it plugs
+        # the port, so every port read here has its endpoint in the list read after it,
+        # and a concurrent ADD is never mistaken for a stale port.
+        ports = self.db.list_endpoint_ports(self.bridge)
         try:
             all_eps = self.nm.list_endpoints()
         except (nmc.NetmasterError, nmc.NetmasterUnreachable) as e:
@@ -129,7 +133,6 @@ class Agent:
             return False
         known_ids = {e.get("endpointID") for e in all_eps}
         mine = [e for e in all_eps if e.get("homingHost") == self.host_label]
-        ports = self.db.list_endpoint_ports(self.bridge)
         removed = 0
         for name, ext in sorted(ports.items()):
             ep_id = ext.get(ovsdb_mod.ENDPOINT_KEY)

@@ -137,6 +137,9 @@ class Netmaster:
     def url_for(self, host):
         return "http://%s:%d" % (host.root_ip, self.port)
 
+    def controller_for(self, host):
+        return "tcp:%s:%d" % (host.root_ip, self.of_port)
+
     @property
     def url(self):
         return "http://127.0.0.1:%d" % self.port
@@ -205,6 +208,7 @@ class AgentProc:
 
     def start(self, wait_bridge=True):
         self.log = open(self.log_path, "a")
+        self.log_offset = self.log.tell()
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.host.name] + self.args,
                                      cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
                                      env=dict(os.environ, PYTHONPATH=REPO))
@@ -230,6 +234,10 @@ class AgentProc:
             return open(self.log_path).read()
         except OSError:
             return ""
+
+    def log_since_start(self):
+        """What the current run (the last start()) logged."""
+        return self.log_text()[getattr(self, "log_offset", 0):]
 
 
 def wait_for(cond, timeout, what, agent=None):
@@ -277,13 +285,20 @@ def containers():
             netns_del(name)
 
 
-def cni(host, command, conf, container_id="", netns="", ifname="eth0", extra_env=None):
-    """Run netweave-cni inside ``host``'s namespace; returns (exit code, parsed stdout)."""
+def cni(host, command, conf, container_id="", netns="", ifname="eth0", extra_env=None,
+        inject=None):
+    """Run netweave-cni inside ``host``'s namespace; returns (exit code, parsed stdout,
+    stderr). ``inject`` is Python run after importing agent.cni as ``cni`` and before
+    main(): tests use it to make one step fail, without any hook in product code."""
     env = {"CNI_COMMAND": command, "CNI_CONTAINERID": container_id, "CNI_NETNS": netns,
            "CNI_IFNAME": ifname, "CNI_PATH": "/opt/cni/bin", "PYTHONPATH": REPO,
            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
     env.update(extra_env or {})
-    res = subprocess.run(["ip", "netns", "exec", host.name, PY, "-m", "agent.cni"],
+    argv = [PY, "-m", "agent.cni"]
+    if inject:
+        argv = [PY, "-c", "import sys\nimport agent.cni as cni\n%s\nsys.exit(cni.main())"
+                % inject]
+    res = subprocess.run(["ip", "netns", "exec", host.name] + argv,
                          input=json.dumps(conf) if isinstance(conf, dict) else conf,
                          capture_output=True, text=True, env=env, timeout=60)
     out = res.stdout.strip()

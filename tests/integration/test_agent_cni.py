@@ -1,0 +1,413 @@
+"""netweave-cni and netplugin against a real netmaster and real OVS (one namespace per host).
+
+Skipped, with the reason, when controller/main.py (netmaster) is not in the tree.
+"""
+import json
+import os
+import re
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import pytest  # noqa: E402
+
+from agent.netmaster_client import endpoint_id, host_port_name  # noqa: E402
+from tests.agent_fixtures import (agent_factory, cni, cni_conf, containers, host,  # noqa: E402,F401
+                                  host2, netmaster, wait_for)
+
+
+@pytest.fixture
+def site(netmaster, host, agent_factory):
+    """netmaster with network contiv-net (10.1.2.0/24), one host running netplugin."""
+    netmaster.create_network()
+    agent = agent_factory(host, netmaster.url_for(host), label="hostA",
+                          controller=netmaster.controller_for(host)).start()
+    wait_for(lambda: netmaster.hosts().get("hostA", {}).get("state") == "up", 15,
+             "hostA registered", agent)
+    return netmaster, host, agent
+
+
+def nw_links(host):
+    out = host.ns("ip", "-o", "link", "show").stdout
+    return sorted(re.findall(r"^\d+: (nw[0-9a-f]+)[@:]", out, re.M))
+
+
+def ovs_ports(host):
+    return sorted(p for p in host.vsctl("list-ports", "br-int").split() if p.startswith("nw"))
+
+
+def assert_nothing_left(nm, host, ctr=None, ifname="eth0", keep_endpoints=()):
+    assert nw_links(host) == [], "veth left behind"
+    assert ovs_ports(host) == [], "OVS port left behind"
+    eps = [e["endpointID"] for e in nm.endpoints() if e["endpointID"] not in keep_endpoints]
+    assert eps == [], "address left allocated: %s" % eps
+    if ctr:
+        links = netns_links(ctr)
+        assert ifname not in links
+
+
+def netns_links(ctr):
+    from tests.agent_ovs import run
+    out = run(["ip", "netns", "exec", ctr, "ip", "-o", "link", "show"]).stdout
+    return re.findall(r"^\d+: ([^@:]+)[@:]", out, re.M)
+
+
+def in_ctr(ctr, *cmd):
+    from tests.agent_ovs import run
+    return run(["ip", "netns", "exec", ctr] + list(cmd)).stdout
+
+
+def test_version(host):
+    rc, out, _ = cni(host, "VERSION", "")
+    assert rc == 0
+    assert out["cniVersion"] == "1.0.0" and "1.0.0" in out["supportedVersions"]
+
+
+def test_add_check_del(site, containers):
+    nm, host, agent = site
+    ctr = containers()
+    netns = "/var/run/netns/" + ctr
+    conf = cni_conf(host, nm)
+    rc, res, err = cni(host, "ADD", conf, "ctr-one", netns, "eth0")
+    assert rc == 0, (res, err)
+    ep_id = endpoint_id("ctr-one", "eth0")
+    port = host_port_name(ep_id)
+    assert len(port) <= 15
+
+    # the CNI 1.0.0 result
+    assert res["cniVersion"] == "1.0.0"
+    assert res["interfaces"][0]["name"] == "eth0"
+    assert res["interfaces"][0]["sandbox"] == netns
+    assert res["interfaces"][1]["name"] == port
+    ip = res["ips"][0]
+    assert ip["address"].startswith("10.1.2.") and ip["address"].endswith("/24")
+    assert ip["gateway"] == "10.1.2.1" and ip["interface"] == 0
+    assert res["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.1.2.1"}]
+
+    # netmaster's view
+    ep = [e for e in nm.endpoints() if e["endpointID"] == ep_id][0]
+    assert ep["homingHost"] == "hostA" and ep["intfName"] == port
+    assert ep["ipAddress"][0] + "/24" == ip["address"]
+
+    # the container's side
+    link = json.loads(in_ctr(ctr, "ip", "-j", "link", "show", "eth0"))[0]
+    assert link["mtu"] == ep["mtu"] == 1450
+    assert link["address"] == ep["macAddress"].lower() == res["interfaces"][0]["mac"]
+    assert "UP" in link["flags"]
+    assert ip["address"] in in_ctr(ctr, "ip", "-o", "-4", "addr", "show", "eth0")
+    assert "default via 10.1.2.1 dev eth0" in in_ctr(ctr, "ip", "route")
+    assert re.search(r"tx-checksumming: off", in_ctr(ctr, "ethtool", "-k", "eth0"))
+
+    # the host's side and OVS
+    assert port in nw_links(host)
+    assert json.loads(host.ns("ip", "-j", "link", "show", port).stdout)[0]["mtu"] == 1450
+    assert port in ovs_ports(host)
+    ext = host.vsctl("get", "Interface", port, "external_ids")
+    assert 'netweave-endpoint="%s"' % ep_id in ext.replace(" ", "") or \
+        "netweave-endpoint=%s" % ep_id in ext.replace('"', "")
+    assert "container-id=ctr-one" in ext.replace('"', "")
+    assert "iface-id=%s" % ep_id in ext.replace('"', "")
+    assert int(host.vsctl("get", "Interface", port, "ofport")) > 0
+
+    # CHECK: fine, then says exactly what is wrong
+    conf_check = dict(conf, prevResult=res)
+    rc, out, err = cni(host, "CHECK", conf_check, "ctr-one", netns, "eth0")
+    assert rc == 0 and out is None, (out, err)
+    in_ctr(ctr, "ip", "link", "set", "eth0", "mtu", "1400")
+    host.vsctl("del-port", "br-int", port)
+    rc, out, _ = cni(host, "CHECK", conf_check, "ctr-one", netns, "eth0")
+    assert rc == 1 and out["code"] == 105
+    assert "MTU 1400, expected 1450" in out["msg"]
+    assert "OVS port %s is missing" % port in out["msg"]
+
+    # DEL, and DEL again
+    rc, out, err = cni(host, "DEL", conf, "ctr-one", netns, "eth0")
+    assert rc == 0 and out is None, (out, err)
+    assert_nothing_left(nm, host, ctr)
+    rc, out, err = cni(host, "DEL", conf, "ctr-one", netns, "eth0")
+    assert rc == 0 and out is None, (out, err)
+    # DEL with the netns already gone (container died) also succeeds
+    rc, out, err = cni(host, "DEL", conf, "ctr-one", "/var/run/netns/nwag-gone", "eth0")
+    assert rc == 0, (out, err)
+
+
+def test_add_uses_host_label_recorded_by_netplugin(site, containers):
+    nm, host, agent = site
+    ctr = containers()
+    conf = cni_conf(host, nm)
+    conf.pop("netmaster")          # both come from OVSDB external_ids written by netplugin
+    assert "hostLabel" not in conf
+    rc, res, err = cni(host, "ADD", conf, "ctr-label", "/var/run/netns/" + ctr, "eth1")
+    assert rc == 0, (res, err)
+    ep = [e for e in nm.endpoints() if e["endpointID"] == endpoint_id("ctr-label", "eth1")][0]
+    assert ep["homingHost"] == "hostA"
+    rc, out, err = cni(host, "DEL", conf, "ctr-label", "/var/run/netns/" + ctr, "eth1")
+    assert rc == 0, (out, err)
+    assert_nothing_left(nm, host, ctr, "eth1")
+
+
+def test_add_unknown_network(site, containers):
+    nm, host, _ = site
+    ctr = containers()
+    rc, out, _ = cni(host, "ADD", cni_conf(host, nm, network="no-such-net"), "ctr-x",
+                     "/var/run/netns/" + ctr)
+    assert rc == 1
+    assert out["code"] == 101 and "no-such-net" in out["msg"], out
+    assert out["cniVersion"] == "1.0.0"
+    assert_nothing_left(nm, host, ctr)
+    rc, out, _ = cni(host, "ADD", cni_conf(host, nm, tenant="no-such-tenant"), "ctr-x",
+                     "/var/run/netns/" + ctr)
+    assert rc == 1 and out["code"] == 101, out
+    assert_nothing_left(nm, host, ctr)
+
+
+def test_add_missing_netns(site):
+    nm, host, _ = site
+    rc, out, _ = cni(host, "ADD", cni_conf(host, nm), "ctr-y", "/var/run/netns/nwag-nothere")
+    assert rc == 1 and out["code"] == 3, out
+    assert "/var/run/netns/nwag-nothere" in out["msg"]
+    assert_nothing_left(nm, host)
+
+
+def test_add_exhausted_subnet(site, containers):
+    nm, host, _ = site
+    nm.create_network("tiny", subnet="10.3.0.0/30", gateway="10.3.0.1")
+    conf = cni_conf(host, nm, network="tiny")
+    ok = []
+    last = None
+    for i in range(5):
+        ctr = containers()
+        rc, out, err = cni(host, "ADD", conf, "ctr-t%d" % i, "/var/run/netns/" + ctr)
+        if rc != 0:
+            last = (ctr, out)
+            break
+        ok.append((ctr, "ctr-t%d" % i, out))
+    assert ok, "a /30 must hold at least one endpoint"
+    assert last is not None, "the /30 never ran out"
+    ctr, out = last
+    assert out["code"] == 102, out
+    assert "10.3.0.0/30" in out["msg"] or "free" in out["msg"]
+    # nothing of the failed ADD is left; the successful ones are untouched
+    kept = {endpoint_id(cid, "eth0") for _, cid, _ in ok}
+    assert {e["endpointID"] for e in nm.endpoints()} == kept
+    assert ovs_ports(host) == sorted(host_port_name(e) for e in kept)
+    assert "eth0" not in netns_links(ctr)
+    for c, cid, _ in ok:
+        rc, out, err = cni(host, "DEL", conf, cid, "/var/run/netns/" + c)
+        assert rc == 0, (out, err)
+    assert_nothing_left(nm, host)
+
+
+def test_add_netmaster_unreachable(host, agent_factory, containers):
+    # OVS and br-int are there (netplugin ran), netmaster is not
+    agent = agent_factory(host, "http://%s:1" % host.root_ip, label="lonely").start()
+    ctr = containers()
+    conf = {"cniVersion": "1.0.0", "name": "netweave", "type": "netweave",
+            "netmaster": "http://%s:1" % host.root_ip, "network": "contiv-net",
+            "ovsdb": host.remote}
+    rc, out, _ = cni(host, "ADD", conf, "ctr-z", "/var/run/netns/" + ctr)
+    assert rc == 1 and out["code"] == 11, out
+    assert "unreachable" in out["msg"]
+    assert nw_links(host) == [] and ovs_ports(host) == []
+    assert "eth0" not in netns_links(ctr)
+    agent.stop()
+
+
+def test_add_refuses_taken_ifname(site, containers):
+    nm, host, _ = site
+    ctr = containers()
+    in_ctr(ctr, "ip", "link", "add", "dummy0", "type", "veth", "peer", "name", "dummy0p")
+    rc, out, _ = cni(host, "ADD", cni_conf(host, nm), "ctr-r", "/var/run/netns/" + ctr,
+                     "dummy0")
+    assert rc == 1 and out["code"] == 104 and "dummy0" in out["msg"], out
+    assert_nothing_left(nm, host)
+    rc, out, _ = cni(host, "ADD", cni_conf(host, nm, bridge="br-missing"), "ctr-r",
+                     "/var/run/netns/" + ctr)
+    assert rc == 1 and out["code"] == 11 and "br-missing" in out["msg"], out
+    assert_nothing_left(nm, host)
+
+
+FAIL_OVS = """
+from agent import ovsdb
+def boom(self, *a, **k):
+    raise ovsdb.OvsdbError("injected: vswitchd refused the port")
+ovsdb.Ovsdb.ensure_endpoint_port = boom
+"""
+
+FAIL_ETHTOOL = """
+real_sh = cni.sh
+def sh(cmd, netns=None, check=True):
+    if cmd[0] == "ethtool":
+        raise cni.CniError(cni.E_LINK, "injected: ethtool failed")
+    return real_sh(cmd, netns, check)
+cni.sh = sh
+"""
+
+FAIL_PLUGGED = """
+from agent import ovsdb
+real = ovsdb.Ovsdb.ensure_endpoint_port
+def plugged_then_boom(self, *a, **k):
+    real(self, *a, **k)
+    raise RuntimeError("injected: crash after the port was plugged")
+ovsdb.Ovsdb.ensure_endpoint_port = plugged_then_boom
+"""
+
+
+@pytest.mark.parametrize("inject,code", [(FAIL_OVS, 103), (FAIL_ETHTOOL, 104),
+                                         (FAIL_PLUGGED, 999)],
+                         ids=["ovs-port-fails", "ethtool-fails", "crash-after-plug"])
+def test_add_late_failure_rolls_back_everything(site, containers, inject, code):
+    """Failures after the address was allocated, the veth made and moved, the port
+    plugged: the veth, the OVS port and the address must all go."""
+    nm, host, _ = site
+    ctr = containers()
+    rc, out, err = cni(host, "ADD", cni_conf(host, nm), "ctr-late", "/var/run/netns/" + ctr,
+                       inject=inject)
+    assert rc == 1 and out["code"] == code, (out, err)
+    assert "injected" in out["msg"] + out.get("details", ""), out
+    assert_nothing_left(nm, host, ctr)
+
+
+def test_bad_input(site, containers):
+    nm, host, _ = site
+    ctr = containers()
+    netns = "/var/run/netns/" + ctr
+    rc, out, _ = cni(host, "ADD", "{not json", "c", netns)
+    assert rc == 1 and out["code"] == 6, out
+    conf = cni_conf(host, nm)
+    del conf["network"]
+    rc, out, _ = cni(host, "ADD", conf, "c", netns)
+    assert rc == 1 and out["code"] == 7, out
+    rc, out, _ = cni(host, "ADD", cni_conf(host, nm, cniVersion="0.1.0"), "c", netns)
+    assert rc == 1 and out["code"] == 1, out
+    rc, out, _ = cni(host, "ADD", cni_conf(host, nm), "", netns)
+    assert rc == 1 and out["code"] == 4 and "CNI_CONTAINERID" in out["msg"], out
+    rc, out, _ = cni(host, "ADD", cni_conf(host, nm), "c", netns, "x" * 16)
+    assert rc == 1 and out["code"] == 4, out
+    rc, out, _ = cni(host, "FROB", cni_conf(host, nm), "c", netns)
+    assert rc == 1 and out["code"] == 4, out
+    assert_nothing_left(nm, host, ctr)
+
+
+def flows(host):
+    """dump-flows without the counters that move by themselves."""
+    out = host.ofctl("dump-flows", check=False)
+    lines = []
+    for line in out.splitlines():
+        if "reply" in line:
+            continue
+        line = re.sub(r"(duration|n_packets|n_bytes|idle_age|hard_age)=[^,]*, ?", "", line)
+        lines.append(line.strip())
+    return sorted(lines)
+
+
+def ports_state(host):
+    return host.vsctl("--columns=_uuid,name,ofport,external_ids", "list", "Interface"), \
+        host.vsctl("get", "Bridge", "br-int", "_uuid"), \
+        host.vsctl("get", "Bridge", "br-int", "controller")
+
+
+def test_netplugin_restart_leaves_ports_and_flows(site, containers):
+    nm, host, agent = site
+    ctrs = [containers() for _ in range(2)]
+    conf = cni_conf(host, nm)
+    for i, c in enumerate(ctrs):
+        rc, out, err = cni(host, "ADD", conf, "ctr-rs%d" % i, "/var/run/netns/" + c)
+        assert rc == 0, (out, err)
+    wait_for(lambda: host.vsctl("--bare", "--columns=is_connected", "list", "Controller")
+             == "true", 20, "br-int connected to netmaster's controller")
+    time.sleep(2)     # let the controller settle its flows
+    # a flow of our own too, so that the comparison never compares two empty tables
+    host.ofctl("add-flow", "table=200,cookie=0x7e57,priority=5,ip,nw_dst=192.0.2.9,"
+               "actions=drop")
+    before_flows, before_ports = flows(host), ports_state(host)
+    connects = host.log().count(": connected")
+    assert any("cookie=0x7e57" in f for f in before_flows), before_flows
+    assert agent.stop() == 0
+    agent.start()
+    wait_for(lambda: "event=resync_done" in agent.log_since_start(),
+             15, "resync after restart", agent)
+    time.sleep(1)
+    assert ports_state(host) == before_ports
+    assert host.log().count(": connected") == connects, "the OpenFlow connection was reset"
+    assert flows(host) == before_flows
+    restarted = agent.log_since_start()
+    assert "event=bridge_ensured" not in restarted
+    assert "event=tunnel_port_ensured" not in restarted
+    assert "removed=0 missing=0" in restarted
+    for i, c in enumerate(ctrs):
+        rc, out, err = cni(host, "DEL", conf, "ctr-rs%d" % i, "/var/run/netns/" + c)
+        assert rc == 0, (out, err)
+
+
+def test_resync_removes_unknown_ports_and_reports_missing(site, containers):
+    nm, host, agent = site
+    ctr = containers()
+    conf = cni_conf(host, nm)
+    rc, out, err = cni(host, "ADD", conf, "ctr-gone", "/var/run/netns/" + ctr)
+    assert rc == 0, (out, err)
+    known_port = host_port_name(endpoint_id("ctr-gone", "eth0"))
+    agent.stop()
+    # a stale port whose endpoint netmaster never heard of
+    host.ns("ip", "link", "add", "nwstale0", "type", "veth", "peer", "name", "nwstale0p")
+    host.vsctl("add-port", "br-int", "nwstale0", "--", "set", "Interface", "nwstale0",
+               "external_ids:netweave-endpoint=deadbeef0000")
+    # and a known endpoint whose port vanished
+    host.vsctl("del-port", "br-int", known_port)
+    agent.start()
+    wait_for(lambda: "event=resync_done" in agent.log_since_start(),
+             15, "resync", agent)
+    log = agent.log_since_start()
+    assert "event=stale_endpoint_port_removed port=nwstale0 endpoint=deadbeef0000" in log
+    assert "event=endpoint_port_missing endpoint=%s port=%s" % (
+        endpoint_id("ctr-gone", "eth0"), known_port) in log
+    assert "nwstale0" not in host.vsctl("list-ports", "br-int").split()
+    assert "nwstale0" not in nw_links(host)
+    rc, out, err = cni(host, "DEL", conf, "ctr-gone", "/var/run/netns/" + ctr)
+    assert rc == 0, (out, err)
+
+
+def test_heartbeat_up_down(netmaster, host, agent_factory):
+    agent = agent_factory(host, netmaster.url_for(host), label="beater", interval=0.5)
+    agent.start()
+    wait_for(lambda: netmaster.hosts().get("beater", {}).get("state") == "up", 10,
+             "host up", agent)
+    h = netmaster.hosts()["beater"]
+    assert h["vtepIP"] == host.ip
+    assert re.fullmatch(r"[0-9a-f]{16}", h["dpid"])
+    first = h["lastHeartbeat"]
+    time.sleep(1.2)
+    assert netmaster.hosts()["beater"]["lastHeartbeat"] != first, "heartbeats do not move"
+    agent.stop()
+    wait_for(lambda: netmaster.hosts()["beater"]["state"] == "down", 10, "host down")
+    agent.start()
+    wait_for(lambda: netmaster.hosts()["beater"]["state"] == "up", 10, "host up again",
+             agent)
+
+
+def test_two_hosts_cni_runs_inside_each_host_namespace(netmaster, host, host2,
+                                                      agent_factory, containers):
+    netmaster.create_network()
+    for h, label in ((host, "hA"), (host2, "hB")):
+        agent_factory(h, netmaster.url_for(h), label=label,
+                      controller=netmaster.controller_for(h)).start()
+    wait_for(lambda: {k for k, v in netmaster.hosts().items() if v["state"] == "up"}
+             >= {"hA", "hB"}, 15, "both hosts up")
+    c1, c2 = containers(), containers()
+    rc, r1, err = cni(host, "ADD", cni_conf(host, netmaster, hostLabel="hA"), "m1",
+                      "/var/run/netns/" + c1)
+    assert rc == 0, (r1, err)
+    rc, r2, err = cni(host2, "ADD", cni_conf(host2, netmaster, hostLabel="hB"), "m2",
+                      "/var/run/netns/" + c2)
+    assert rc == 0, (r2, err)
+    p1, p2 = host_port_name(endpoint_id("m1", "eth0")), host_port_name(endpoint_id("m2", "eth0"))
+    assert ovs_ports(host) == [p1] and ovs_ports(host2) == [p2]
+    assert nw_links(host) == [p1] and nw_links(host2) == [p2]
+    homes = {e["endpointID"]: e["homingHost"] for e in netmaster.endpoints()}
+    assert homes == {endpoint_id("m1", "eth0"): "hA", endpoint_id("m2", "eth0"): "hB"}
+    assert r1["ips"][0]["address"] != r2["ips"][0]["address"]
+    for h, c, cid in ((host, c1, "m1"), (host2, c2, "m2")):
+        rc, out, err = cni(h, "DEL", cni_conf(h, netmaster), cid, "/var/run/netns/" + c)
+        assert rc == 0, (out, err)
+    assert netmaster.endpoints() == []
