@@ -71,8 +71,10 @@ class Fabric:
 
     def __init__(self, model: Model):
         self.model = model
-        self.ofports: dict[str, dict[str, int]] = {}     # host label -> port name -> ofport
-        self.connected: dict[int, str] = {}             # dpid -> host label
+        # Ports are kept by datapath id: a switch may connect before its host
+        # registers, and its ports must not be lost meanwhile.
+        self.ports: dict[int, dict[str, int]] = {}      # dpid -> port name -> ofport
+        self.connected: dict[int, str] = {}             # dpid -> host label ('' = not registered)
         self._snapshot: Optional[snap.Snapshot] = None
         self._compiled: dict[str, tuple] = {}            # host label -> (flows, groups) for _snapshot
         self._compiler: Optional[Compiler] = None
@@ -80,15 +82,20 @@ class Fabric:
         model.store.watch(self._on_events)
 
     # -- the model side ---------------------------------------------------
+    def _build(self) -> snap.Snapshot:
+        by_dpid = {int(h["dpid"], 16): h["hostLabel"] for h in self.model.store.list("host/").values()}
+        ofports = {by_dpid[d]: p for d, p in self.ports.items() if d in by_dpid}
+        return build_snapshot(self.model, ofports)
+
     def snapshot(self) -> snap.Snapshot:
         if self._snapshot is None:
-            self._snapshot = build_snapshot(self.model, self.ofports)
+            self._snapshot = self._build()
         return self._snapshot
 
     def _invalidate(self) -> bool:
         """Rebuild the snapshot; True when it differs from the last one."""
         old = self._snapshot
-        self._snapshot = build_snapshot(self.model, self.ofports)
+        self._snapshot = self._build()
         if self._snapshot == old:
             return False
         self._compiled.clear()
@@ -97,6 +104,8 @@ class Fabric:
 
     def _on_events(self, events: list[Event]) -> None:
         if any(_relevant(e) for e in events) and self._invalidate():
+            for dpid in self.connected:
+                self.connected[dpid] = self.host_of(dpid) or ""
             self.request_reconcile(None)
 
     def host_of(self, dpid: int) -> Optional[str]:
@@ -127,19 +136,14 @@ class Fabric:
     def switch_up(self, dpid: int, ports: dict[str, int]) -> None:
         label = self.host_of(dpid)
         log.info("event=switch_connected dpid=%016x host=%s ports=%d", dpid, label or "-", len(ports))
-        if label is None:
-            return
-        self.connected[dpid] = label
-        if self.ofports.get(label) != ports:
-            self.ofports[label] = dict(ports)
+        self.connected[dpid] = label or ""
+        if self.ports.get(dpid) != ports:
+            self.ports[dpid] = dict(ports)
             if self._invalidate():
                 self.request_reconcile(None)
 
     def port_changed(self, dpid: int, name: str, ofport: Optional[int]) -> None:
-        label = self.connected.get(dpid) or self.host_of(dpid)
-        if label is None:
-            return
-        ports = self.ofports.setdefault(label, {})
+        ports = self.ports.setdefault(dpid, {})
         if ofport is None:
             if ports.pop(name, None) is None:
                 return
@@ -147,8 +151,8 @@ class Fabric:
             return
         else:
             ports[name] = ofport
-        log.info("event=port_%s host=%s port=%s ofport=%s", "gone" if ofport is None else "up",
-                 label, name, ofport)
+        log.info("event=port_%s dpid=%016x host=%s port=%s ofport=%s", "gone" if ofport is None else "up",
+                 dpid, self.connected.get(dpid) or "-", name, ofport)
         if self._invalidate():
             self.request_reconcile(None)
 

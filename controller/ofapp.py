@@ -7,7 +7,9 @@ before any other import.  `start(fabric, host, port)` brings up os-ken's
 OpenFlow listener plus `SwitchManager` in-process and returns a `Handle`.
 
 Event handlers are thin: they update a dict, call the fabric and mark a switch
-dirty.  The work happens in `reconcile()`, run by one worker greenthread per
+dirty.  Fabric callbacks (switch_up, port_changed, switch_down) run in the
+app's event loop and must return quickly (hand slow work to a greenthread);
+fabric.desired() runs in the reconcile worker.  The work happens in `reconcile()`, run by one worker greenthread per
 switch, which diffs the fabric's desired entries against the switch's own
 (cookie-marked) flows and its groups, and applies the difference in one atomic
 OpenFlow bundle.  Conversions live in controller/ofmsg.py.
@@ -239,19 +241,47 @@ class SwitchManager(app_manager.OSKenApp):
         with hub.Timeout(REQUEST_TIMEOUT):
             return ofctl_api.send_msg(self, msg, reply_cls=reply_cls, reply_multi=reply_multi)
 
-    def _diff(self, dp, desired, res: ReconcileResult) -> list:
-        """Messages that turn what the switch holds into `desired`, in bundle order."""
+    def _desired(self, dp, desired, res: ReconcileResult):
+        """Canonical desired flows by key and groups by id, or None when any
+        entry is unusable: like a rejected bundle, a bad desired set changes nothing."""
         want_flows, want_groups = desired
         want: dict[tuple, FlowEntry] = {}
-        for e in sorted(ofmsg.normalize(f) for f in want_flows):
+        groups: dict[int, GroupEntry] = {}
+        bad = []
+        for f in sorted(want_flows, key=repr):      # entries may not be orderable
+            try:
+                e = ofmsg.normalize(f)
+            except ofmsg.ConversionError as x:
+                bad.append((f, str(x)))
+                continue
             if e.cookie & COOKIE_MARK_MASK != COOKIE_MARK:
-                LOG.error("event=bad_entry dpid=%s reason=cookie_unmarked entry=%s",
-                          _dpid(dp.id), e.to_ofctl())
-            elif e.key in want:
-                LOG.error("event=bad_entry dpid=%s reason=duplicate_key entry=%s",
-                          _dpid(dp.id), e.to_ofctl())
+                bad.append((f, "cookie lacks COOKIE_MARK"))
+            elif e.key in want and want[e.key] != e:
+                bad.append((f, "two entries with one table/priority/match"))
             else:
                 want[e.key] = e
+        for g in sorted(want_groups, key=repr):
+            try:
+                n = ofmsg.normalize_group(g)
+            except ofmsg.ConversionError as x:
+                bad.append((g, str(x)))
+                continue
+            if g.group_id in groups and groups[g.group_id] != n:
+                bad.append((g, "two groups with one id"))
+            groups[g.group_id] = n
+        for entry, reason in bad:
+            text = _entry_text(entry)
+            res.rejected.append((text, None, reason))
+            LOG.error("event=bad_entry dpid=%s reason=%r entry=%s", _dpid(dp.id), reason, text)
+        return None if bad else (want, groups)
+
+    def _diff(self, dp, desired, res: ReconcileResult) -> list:
+        """Messages that turn what the switch holds into `desired`, in bundle order."""
+        checked = self._desired(dp, desired, res)
+        if checked is None:
+            res.outcome = "discarded"
+            return []
+        want, groups_want = checked
 
         held: dict[tuple, FlowEntry] = {}
         stale_raw = []                               # our flows we cannot even parse
@@ -265,7 +295,6 @@ class SwitchManager(app_manager.OSKenApp):
                 except ofmsg.ConversionError:
                     stale_raw.append(st)
 
-        groups_want = {g.group_id: ofmsg.normalize_group(g) for g in want_groups}
         groups_held = {}
         req = parser.OFPGroupDescStatsRequest(dp, 0)
         for rep in self._request(req, parser.OFPGroupDescStatsReply, True) or []:
@@ -293,7 +322,7 @@ class SwitchManager(app_manager.OSKenApp):
             else:                 # ADD also replaces a flow whose cookie differs
                 flows.append((e.to_ofctl(), ofmsg.flow_mod(dp, e, ofp.OFPFC_ADD)))
                 res.added += 1
-        for key, e in sorted(held.items()):
+        for key, e in sorted(held.items(), key=repr):
             if key not in want:
                 flows.append(("delete " + e.to_ofctl(),
                               ofmsg.flow_mod(dp, e, ofp.OFPFC_DELETE_STRICT)))
@@ -372,6 +401,13 @@ class SwitchManager(app_manager.OSKenApp):
                       _dpid(dp.id), bid, xid, err.type, _err_code(err), sent[xid])
 
 
+def _entry_text(entry) -> str:
+    try:
+        return entry.to_ofctl()
+    except Exception:           # the entry is bad enough not to print: show it raw
+        return repr(entry)
+
+
 def _err_code(err) -> int | None:
     """OFPErrorMsg code; experimenter errors (bundle failures) carry exp_type."""
     return err.code if err.code is not None else getattr(err, "exp_type", None)
@@ -380,6 +416,7 @@ def _err_code(err) -> int | None:
 # ---------------------------------------------------------------- process embedding
 
 _conf_parsed = False
+_running: Optional["Handle"] = None    # os-ken's AppManager is a process singleton
 
 
 @dataclass
@@ -392,6 +429,8 @@ class Handle:
         """Stop listening, drop every switch connection, forget the apps.
         Returns promptly in the eventlet hub; start() may be called again."""
         app = self.app
+        if app._stopping:
+            return
         app._stopping = True
         for t in list(app._workers.values()) + list(app._retries.values()):
             hub.kill(t)
@@ -405,12 +444,16 @@ class Handle:
         app.datapaths.clear()
         app_manager.AppManager._instance = None
         gc.collect()                           # closes the listening socket of the killed loop
+        global _running
+        _running = None
         LOG.info("event=controller_stopped")
 
 
 def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653) -> Handle:
     """Run os-ken's OpenFlow listener and SwitchManager in this process's hub."""
-    global _conf_parsed
+    global _conf_parsed, _running
+    if _running is not None:
+        raise RuntimeError("an OpenFlow controller already runs in this process; stop() it first")
     if hub.HUB_TYPE != "eventlet":
         raise RuntimeError("set OSKEN_HUB_TYPE=eventlet and monkey-patch before importing os_ken")
     from os_ken import cfg
@@ -421,7 +464,8 @@ def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653) -> Handle:
     cfg.CONF.set_override("ofp_listen_host", host)
     cfg.CONF.set_override("ofp_tcp_listen_port", port)
     # os-ken's listener dies silently in its greenthread: fail here instead.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((host, port))
     mgr = app_manager.AppManager.get_instance()
@@ -430,4 +474,5 @@ def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653) -> Handle:
     threads = mgr.instantiate_apps(fabric=fabric, **contexts)
     app = next(a for a in mgr.applications.values() if isinstance(a, SwitchManager))
     LOG.info("event=controller_started host=%s port=%d", host, port)
-    return Handle(app, mgr, threads)
+    _running = Handle(app, mgr, threads)
+    return _running

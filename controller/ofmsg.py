@@ -36,7 +36,7 @@ from os_ken.ofproto import nicira_ext
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from flows.entry import FlowEntry, GroupEntry
+from flows.entry import ACTIONS, FlowEntry, GroupEntry
 
 # entry (OVS) field name -> os-ken OXM/NXM field name
 _TO_OSKEN = {
@@ -201,6 +201,10 @@ def _ct_opts(opts: Iterable[tuple]) -> tuple:
 
 def _norm_action(a: tuple) -> tuple:
     kind = a[0]
+    if kind not in ACTIONS:
+        raise ConversionError(f"unknown action {a!r}")
+    if kind == "move" and not all(osken_field(f) in _WIDTH for f in a[1:3]):
+        raise ConversionError(f"unknown field in {a!r}")
     if kind == "ct":
         return ("ct", _ct_opts(a[1]))
     if kind == "set_field":

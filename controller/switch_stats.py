@@ -29,7 +29,7 @@ def read_flows(app, dpid: int, cookie: int = COOKIE_MARK, cookie_mask: int = COO
 
 def diff(desired: set, held: list) -> dict:
     """What to show in `netctl flows`: flows wanted and held, missing, extra, changed."""
-    want = {e.key: ofmsg.normalize(e) for e in desired}
+    want = {n.key: n for n in map(ofmsg.normalize, desired)}
     have = {e.key: e for e, _, _ in held}
     return {
         "missing": sorted(want[k].to_ofctl() for k in want if k not in have),

@@ -6,12 +6,13 @@ Only requests from local ports are answered (FROM_FABRIC clear): a reply sent
 from __future__ import annotations
 
 from flows.entry import FlowEntry
+from flows.mk import flow
 from flows.pipeline import ETH_ARP, MD_FROM_FABRIC, MD_NET_MASK, T, md
 
 
 def proxy_arp(net_id: int, ip: str, mac: str, cookie: int) -> FlowEntry:
     """Answer 'who has ip' inside network net_id with mac, out of the input port."""
-    return FlowEntry.make(
+    return flow(
         T.ARP, 100,
         {"eth_type": ETH_ARP, "arp_op": 1, "arp_tpa": ip,
          "metadata": (md(net=net_id), MD_NET_MASK | MD_FROM_FABRIC)},

@@ -86,7 +86,9 @@ class FlowEntry:
         parts = [f"cookie={self.cookie:#x}", f"table={self.table}",
                  f"priority={self.priority}"]
         for n, v, m in self.match:
-            parts.append(f"{n}={_fmt(v)}" + ("" if m is None else f"/{_fmt(m)}"))
+            # ovs-ofctl reads port numbers in decimal only ("in_port=0x1" is rejected)
+            val = str(v) if n == "in_port" else _fmt(v)
+            parts.append(f"{n}={val}" + ("" if m is None else f"/{_fmt(m)}"))
         return ",".join(parts) + ",actions=" + (",".join(_action_ofctl(a) for a in self.actions) or "drop")
 
 

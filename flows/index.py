@@ -48,11 +48,23 @@ class Index:
                 ix.groups_by_policy[(g.tenant, p)].append(g)
         for h in snap.hosts:
             ix.hosts[h.label] = h
-        for e in snap.endpoints:
+        # An address or port claimed twice would give two flows with one OpenFlow key and
+        # different actions; keep the smallest endpoint_id so the choice is deterministic.
+        seen: Dict[tuple, str] = {}
+        for e in sorted(snap.endpoints, key=lambda e: e.endpoint_id):
             if (e.tenant, e.network) not in ix.networks or e.tenant not in ix.tenants:
                 log.warning("endpoint %s: unknown tenant/network %s/%s, skipped",
                             e.endpoint_id, e.tenant, e.network)
                 continue
+            claims = [("ip", e.tenant, e.ip), ("mac", e.tenant, e.network, e.mac.lower())]
+            if e.port_name:
+                claims.append(("port", e.host, e.port_name))
+            clash = next((c for c in claims if c in seen), None)
+            if clash is not None:
+                log.warning("endpoint %s: %s already used by %s, skipped", e.endpoint_id, clash, seen[clash])
+                continue
+            for c in claims:
+                seen[c] = e.endpoint_id
             ix.eps_by_host[e.host].append(e)
             ix.eps_by_tenant[e.tenant].append(e)
             ix.net_hosts[(e.tenant, e.network)].add(e.host)

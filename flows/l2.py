@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import List, Sequence, Tuple
 
 from flows.entry import FlowEntry, GroupEntry
+from flows.mk import flow
 from flows.pipeline import (ETH_8021Q, GROUP_FLOOD_ALL, GROUP_FLOOD_LOCAL, MD_FROM_FABRIC,
                             MD_NET_MASK, MULTICAST_BIT, OFPVID_PRESENT, TUNNEL_PORT, Owner, T,
                             cookie, flood_group_id, md)
 from flows.snapshot import Network
 
-F = FlowEntry.make
+F = flow
 
 
 def to_fabric(net: Network, vtep_ip: str | None, uplink: int | None) -> Tuple[tuple, ...] | None:

@@ -96,6 +96,8 @@ def endpoint_cookie(endpoint_id: str) -> int:
 # --- ports
 TUNNEL_PORT = 100                 # ofport requested for the flow-based VXLAN port
 TUNNEL_PORT_NAME = "vxlan0"       # type=vxlan options:remote_ip=flow options:key=flow
+# The uplink of 'vlan' networks has no fixed number: it is the ofport that
+# Snapshot.ofports gives for Host.uplink_port (see index.Index.uplink).
 OFPVID_PRESENT = 0x1000
 ETH_8021Q = 0x8100
 ETH_IP = 0x0800

@@ -29,12 +29,13 @@ from typing import Dict, List, Tuple
 from flows.entry import FlowEntry
 from flows.index import Index
 from flows.iprange import as_match, prefixes
+from flows.mk import flow
 from flows.pipeline import (ETH_IP, MD_FROM_FABRIC, MD_VRF_MASK, PRIO_CT_PASS, PRIO_POLICY_BASE,
                             PRIO_POLICY_SLOTS, REG_DST_GROUP, REG_SRC_GROUP, Owner, T, cookie, md)
 from flows.snapshot import Rule, Tenant
 
 log = logging.getLogger(__name__)
-F = FlowEntry.make
+F = flow
 PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
 
 
@@ -64,9 +65,9 @@ def tenant_flows(t: Tenant) -> List[FlowEntry]:
     ]
     for table, nxt in ((T.EGRESS_POLICY, T.ROUTING), (T.INGRESS_POLICY, T.DELIVER)):
         for st in ("+est+trk", "+rel+trk"):
-            out.append(F(table, PRIO_CT_PASS, {"ct_state": st, "metadata": vrf}, (("goto", int(nxt)),), c))
+            out.append(F(table, PRIO_CT_PASS, {"eth_type": ETH_IP, "ct_state": st, "metadata": vrf},
+                         (("goto", int(nxt)),), c))
         # no rule matched a new connection: allowed (Contiv semantics), and remembered
-        # (ct() needs an IP match as its prerequisite, or OVS refuses the flow)
         out.append(F(table, 10, {"eth_type": ETH_IP, "ct_state": "+new+trk", "metadata": vrf},
                      (_ct(commit=True, zone=z), ("goto", int(nxt))), c))
     return out
@@ -106,6 +107,11 @@ def _subnet(ix: Index, tenant: str, name: str) -> Tuple[str, str] | None:
 
 
 def rule_flows(ix: Index, t: Tenant, r: Rule) -> List[FlowEntry]:
+    if (r.direction not in ("in", "out") or r.action not in ("allow", "deny")
+            or not 0 < r.rule_uid <= 0xFFFFFFFF):
+        log.warning("rule %s/%s/%s: direction %r, action %r or rule_uid %r unusable, rule inert",
+                    r.tenant, r.policy, r.rule_id, r.direction, r.action, r.rule_uid)
+        return []
     out_dir = r.direction == "out"
     table = T.EGRESS_POLICY if out_dir else T.INGRESS_POLICY
     nxt = T.ROUTING if out_dir else T.DELIVER
@@ -151,7 +157,8 @@ def rule_flows(ix: Index, t: Tenant, r: Rule) -> List[FlowEntry]:
             flows.append(F(table, prio, {"eth_type": ETH_IP, **m}, (("conjunction", r.rule_uid, k, n),), c))
     verdict = ((("ct", (("commit", True), ("zone", t.vrf_id))), ("goto", int(nxt)))
                if r.action == "allow" else ())
-    flows.append(F(table, prio, {"eth_type": ETH_IP, "conj_id": r.rule_uid}, verdict, c))
+    # ct(commit) needs the IPv4 prerequisite on the flow that runs it
+    flows.append(F(table, prio, {"conj_id": r.rule_uid, "eth_type": ETH_IP}, verdict, c))
     return flows
 
 

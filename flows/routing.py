@@ -8,11 +8,12 @@ locally or tunnels it with the destination network's VNI.
 from __future__ import annotations
 
 from flows.entry import FlowEntry
+from flows.mk import flow
 from flows.pipeline import (ETH_IP, MD_FROM_FABRIC, MD_NET_MASK, MD_VRF_MASK, ROUTER_MAC, T, md)
 
 
 def route(vrf: int, dst_net_id: int, ip: str, mac: str, cookie: int) -> FlowEntry:
-    return FlowEntry.make(
+    return flow(
         T.ROUTING, 100,
         {"eth_type": ETH_IP, "eth_dst": ROUTER_MAC, "ip_dst": ip,
          "metadata": (md(vrf), MD_VRF_MASK | MD_FROM_FABRIC)},

@@ -110,6 +110,11 @@ class Trace:
     def dropped(self) -> bool:
         return not self.outputs
 
+    @property
+    def drop_reason(self) -> str:
+        """Why nothing (or not everything) went out: the last recorded reason."""
+        return self.drops[-1] if self.drops else ""
+
     def ports(self) -> List[int]:
         return [p for p, _ in self.outputs]
 
@@ -167,6 +172,12 @@ class Switch:
         self.conntrack = conntrack or Conntrack()
         self.add_flows(flows)
         self.add_groups(groups)
+
+    @classmethod
+    def from_dump(cls, flows_text: str, groups_text: str = "") -> "Switch":
+        """A switch holding what `ovs-ofctl -O OpenFlow13 dump-flows/dump-groups` printed."""
+        from flows.ofctl_parse import parse_dump_flows, parse_dump_groups
+        return cls(parse_dump_flows(flows_text), parse_dump_groups(groups_text))
 
     # --- table store
     def add_flows(self, flows: Iterable[FlowEntry]) -> None:

@@ -136,7 +136,8 @@ class Rule:
     from_ip, to_ip:           '' or 'a.b.c.d', 'a.b.c.d/len' or 'a.b.c.d-e'
                               (last-octet range, inclusive).
     rule_uid:  netmaster-allocated unique id, 1..0xFFFFFFFF: the conjunction id
-               and the cookie owner id, so per-rule counters are readable.
+               and the cookie owner id, so per-rule counters are readable.  The
+               default 0 means "not allocated yet": such a rule compiles to nothing.
     """
     tenant: str
     policy: str
@@ -144,7 +145,6 @@ class Rule:
     direction: str
     priority: int
     action: str
-    rule_uid: int
     protocol: str = ""
     port: int = 0
     from_group: str = ""
@@ -153,6 +153,7 @@ class Rule:
     to_network: str = ""
     from_ip: str = ""
     to_ip: str = ""
+    rule_uid: int = 0
 
 
 @dataclass(frozen=True)

@@ -48,14 +48,15 @@ class ClusterError(Exception):
 class Cluster:
     def __init__(self, name: str = "nw", hosts: int = 3, underlay: str = "10.99.0.0/24",
                  rest_port: int = 9999, of_port: int = 6653, netmaster: str | None = None,
-                 workdir: str | None = None, python: str | None = None):
+                 workdir: str | None = None, python: str | None = None, uplinks: bool = True):
         if not name.isalnum() or len(name) > 5:
             raise ClusterError("name: 1 to 5 letters or digits (it prefixes interface names)")
         self.name = name
         self.workdir = workdir or os.path.join(BASE_DIR, name)
         self.python = python or sys.executable
         self.state = {"name": name, "hosts": {}, "endpoints": {}, "underlay": underlay,
-                      "rest_port": rest_port, "of_port": of_port, "netmaster": netmaster, "own_netmaster": False}
+                      "rest_port": rest_port, "of_port": of_port, "netmaster": netmaster, "own_netmaster": False,
+                      "uplinks": uplinks}
         self._load()
 
     # ------------------------------------------------------------ state file
@@ -93,6 +94,11 @@ class Cluster:
     def bridge(self) -> str:
         return f"{self.name}-ul"
 
+    @property
+    def vlan_bridge(self) -> str:
+        """The VLAN trunk between hosts' uplinks (for networks with encap vlan)."""
+        return f"{self.name}-vl"
+
     def host_ns(self, label: str) -> str:
         return f"{self.name}-{label}"
 
@@ -124,6 +130,9 @@ class Cluster:
             # The userspace datapath forwards partially checksummed packets as they
             # are: TCP (REST, OpenFlow) over the underlay needs TX offload off.
             sh("ethtool", "-K", self.bridge, "tx", "off", check=False)
+        if self.state["uplinks"] and not _link_exists(self.vlan_bridge):
+            sh("ip", "link", "add", self.vlan_bridge, "type", "bridge")
+            sh("ip", "link", "set", self.vlan_bridge, "up")
         if not self.state["netmaster"] and not self._netmaster_alive():
             self.netmaster_start()
         for i in range(1, hosts + 1):
@@ -143,6 +152,13 @@ class Cluster:
         sh("ethtool", "-K", veth, "tx", "off", check=False)
         sh("ip", "link", "set", "eth1", "up", netns=ns)
         sh("ethtool", "-K", "eth1", "tx", "off", check=False, netns=ns)
+        if self.state["uplinks"]:
+            vl = f"{self.name}-{label}v"
+            sh("ip", "link", "add", vl, "type", "veth", "peer", "name", "eth2", "netns", ns)
+            sh("ip", "link", "set", vl, "master", self.vlan_bridge, "up")
+            sh("ip", "link", "set", "eth2", "up", netns=ns)
+            for dev, where in ((vl, None), ("eth2", ns)):
+                sh("ethtool", "-K", dev, "tx", "off", check=False, netns=where)
         ovs = self.ovs(label).start()
         # the underlay side: br-phy carries eth1 and the VTEP address
         ovs.vsctl("--may-exist", "add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev",
@@ -160,6 +176,8 @@ class Cluster:
                "--netmaster", self.hosts_url, "--host-label", label, "--vtep-ip", h["vtep"],
                "--ovsdb", ovs.remote, "--controller", f"tcp:{of_host}:{self.state['of_port']}",
                "--datapath", "netdev", "--heartbeat-interval", "1"]
+        if self.state["uplinks"]:
+            cmd += ["--uplink", "eth2"]
         logf = open(os.path.join(self.workdir, f"{label}-netplugin.log"), "ab")
         p = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         h["agent_pid"] = p.pid

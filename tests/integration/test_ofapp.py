@@ -335,8 +335,12 @@ def test_controller_restart_sends_nothing(env):
     _install(env, ALL_FLOWS, ALL_GROUPS)
     d0 = wait_until(lambda: min(f["duration"] for f in env.ours().values()) >= 1.0
                     and env.ours(), what="flows to age")
+    with pytest.raises(RuntimeError):                  # one controller per process
+        ofapp.start(env.fabric, "127.0.0.1", free_tcp_port())
     t = time.monotonic()
+    handle = env.handle
     env.stop_controller()
+    handle.stop()                                      # idempotent
     assert time.monotonic() - t < 5
     env.start_controller()
     wait_until(lambda: env.app.idle() and DPID in env.app.last_result, 60, what="reconnect")
@@ -371,3 +375,20 @@ def test_flow_to_missing_group_discards(env):
     assert [x[:3] for x in r.rejected] == [(bad.to_ofctl(), ofp.OFPET_BAD_ACTION,
                                             ofp.OFPBAC_BAD_OUT_GROUP)]
     assert set(env.ours()) == set(before)
+
+
+@needs_ovs
+def test_bad_desired_set_changes_nothing(env):
+    _install(env, ALL_FLOWS[:2])
+    before = env.ours()
+    for bad in (F(0, 3, {"in_port": 9}, [("output", 5)], 0x1),                 # unmarked cookie
+                F(0, 3, {"in_port": 9}, [("teleport", 5)], M),                 # unknown action
+                F(0, 3, {"no_such_field": 9}, [("output", 5)], M)):            # unknown field
+        r = _install(env, ALL_FLOWS[:1] + [bad])
+        assert r.outcome == "discarded" and len(r.rejected) == 1
+        try:
+            text = bad.to_ofctl()
+        except ValueError:             # not even printable as ovs-ofctl syntax
+            text = repr(bad)
+        assert r.rejected[0][0] == text
+        assert set(env.ours()) == set(before)

@@ -19,7 +19,7 @@ def scale_snapshot(n_eps: int, n_groups: int, n_rules: int, n_hosts: int = 10,
     for j in range(n_eps):
         g = groups[j % n_groups]
         net = int(g.network[1:])
-        k = j // n_groups
+        k = (j // n_groups) * per_net_groups + (j % n_groups) % per_net_groups   # unique in its network
         ip = f"10.{net}.{k // 250 % 250}.{k % 250 + 1}"
         mac = "02:02:" + ":".join(f"{int(o):02x}" for o in ip.split("."))
         host = hosts[j % n_hosts].label
@@ -34,5 +34,5 @@ def scale_snapshot(n_eps: int, n_groups: int, n_rules: int, n_hosts: int = 10,
               dict(to_group=peer, protocol="tcp"),
               dict(to_ip=f"10.{r % n_nets}.0.1-50", protocol="icmp")][kind]
         rules.append(Rule("t", f"p{r % n_groups}", f"r{r}", "in" if kind < 2 else "out",
-                          1 + r % 100, "deny" if r % 3 == 0 else "allow", r + 1, **kw))
+                          1 + r % 100, "deny" if r % 3 == 0 else "allow", rule_uid=r + 1, **kw))
     return Snapshot((Tenant("t", 7),), nets, tuple(eps), hosts, groups, tuple(rules), ports)

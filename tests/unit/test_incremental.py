@@ -84,8 +84,8 @@ def test_adding_endpoint_to_group_with_policies_adds_only_its_flows():
     from flows.snapshot import Rule
     from tests.unit.topo import with_policies
     from dataclasses import replace
-    rules = [Rule("blue", "p", "r1", "in", 10, "deny", 1, protocol="tcp", port=22, from_group="gweb"),
-             Rule("blue", "q", "r2", "out", 20, "allow", 2, to_network="db")]
+    rules = [Rule("blue", "p", "r1", "in", 10, "deny", rule_uid=1, protocol="tcp", port=22, from_group="gweb"),
+             Rule("blue", "q", "r2", "out", 20, "allow", rule_uid=2, to_network="db")]
     before_snap = with_policies(rules, {"gdb": ["p"], "gweb": ["q"]})
     new = ep("b5", "blue", "web", 5, "h3", "gweb")
     after_snap = replace(before_snap, endpoints=before_snap.endpoints + (new,),
@@ -94,3 +94,11 @@ def test_adding_endpoint_to_group_with_policies_adds_only_its_flows():
     for host in ("h1", "h2", "h3"):
         flows, _ = _diff(before[host], after[host])
         assert flows and {f.cookie for f in flows} == {endpoint_cookie("b5")}, host
+
+
+def test_duplicate_ip_in_a_tenant_keeps_one_endpoint_and_unique_keys():
+    dup = ep("zz", "blue", "web", 2, "h3", "gweb")          # same IP/MAC as b2
+    for host, (flows, _) in compile_all(snapshot(ENDPOINTS + (dup,))).items():
+        keys = [f.key for f in flows]
+        assert len(keys) == len(set(keys)), host
+        assert all(f.cookie != endpoint_cookie("zz") for f in flows)

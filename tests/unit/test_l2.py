@@ -46,3 +46,15 @@ def test_frame_from_tunnel_for_a_remote_mac_is_not_sent_back():
     pkt = ip_pkt(EP["b1"], "10.1.1.4", in_port=TUNNEL_PORT, tun_id=5001)  # b4 lives on h3
     tr = sw.trace(pkt)
     assert tr.outputs == []
+    assert tr.path[-1].priority == 0 and tr.path[-1].table == 40   # L2 miss, not a tunnel flow
+    assert not any("in_port" in d for d in tr.drops)
+
+
+def test_split_horizon_is_explicit_not_just_in_port_suppression():
+    # A flood arriving from the tunnel must use the local-only group: relying on
+    # "never output to in_port" would break as soon as a second fabric port exists.
+    sw = FAB.switches["h2"]
+    pkt = dict(arp_req(EP["b1"], "10.1.1.77"), in_port=TUNNEL_PORT, tun_id=5001)
+    tr = sw.trace(pkt)
+    assert tr.ports() == [1]                                   # p-b2 only
+    assert not any("in_port" in d for d in tr.drops), tr.drops

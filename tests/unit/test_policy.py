@@ -10,7 +10,7 @@ from tests.unit.topo import EP, at, fabric, ip_pkt, send, with_policies
 
 
 def R(policy, uid, direction, prio, action, **kw):
-    return Rule("blue", policy, f"r{uid}", direction, prio, action, uid, **kw)
+    return Rule("blue", policy, f"r{uid}", direction, prio, action, rule_uid=uid, **kw)
 
 
 def fab(rules, attach):

@@ -11,6 +11,11 @@ C = 8          # flows per (endpoint or rule) per host
 BASE = 64      # fixed flows and per-network flows
 
 
+def test_scale_snapshot_has_unique_addresses():
+    snap = scale_snapshot(2000, 40, 10)
+    assert len({(e.tenant, e.ip) for e in snap.endpoints}) == 2000
+
+
 def test_sweep_flow_counts_linear_in_endpoints_plus_rules():
     rows = []
     for e in (40, 200, 800):

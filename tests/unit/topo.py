@@ -104,3 +104,15 @@ def send(fab: Fabric, eid: str, pkt: dict, **kw):
 
 def at(eid: str) -> tuple:
     return (EP[eid].host, EP[eid].port_name)
+
+
+# A policy set exercised by the OVS cross-check and the dump parser tests.
+POLICY_RULES = (
+    Rule("blue", "p", "r1", "in", 10, "deny", protocol="tcp", port=5432, from_group="gweb", rule_uid=1),
+    Rule("blue", "q", "r2", "out", 20, "allow", to_network="db", rule_uid=2),
+    Rule("blue", "q", "r3", "out", 5, "deny", to_ip="10.1.2.1-9", protocol="udp", rule_uid=3),
+)
+
+
+def policy_snapshot() -> Snapshot:
+    return with_policies(POLICY_RULES, {"gdb": ["p"], "gweb": ["q"]})

@@ -1,0 +1,46 @@
+"""A tiny TCP echo server and client for tests, run inside endpoint namespaces.
+
+    python tcp.py serve PORT            echo every connection until killed
+    python tcp.py connect IP PORT [TIMEOUT]   exit 0 when the echo came back
+"""
+import socket
+import sys
+import threading
+
+
+def serve(port: int) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(64)
+    print("listening", flush=True)
+
+    def echo(c):
+        with c:
+            while True:
+                data = c.recv(65536)
+                if not data:
+                    return
+                c.sendall(data)
+
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=echo, args=(c,), daemon=True).start()
+
+
+def connect(ip: str, port: int, timeout: float) -> int:
+    try:
+        with socket.create_connection((ip, port), timeout=timeout) as c:
+            c.settimeout(timeout)
+            c.sendall(b"netweave")
+            return 0 if c.recv(64) == b"netweave" else 1
+    except OSError as exc:
+        print(f"connect {ip}:{port}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "serve":
+        serve(int(sys.argv[2]))
+    else:
+        sys.exit(connect(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]) if len(sys.argv) > 4 else 3.0))
