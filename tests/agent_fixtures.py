@@ -2,8 +2,9 @@
 
 Topology: netmaster runs in the root namespace listening on 0.0.0.0:<port>. Each simulated
 host is a namespace ``nwag-<pid>-hN`` with private OVS daemons and a veth ``eth0`` to the
-root namespace (10.<x>.<N>.2/24, root side .1), so the agent and CNI inside reach netmaster
-at http://10.<x>.<N>.1:<port> for REST and tcp:10.<x>.<N>.1:<of-port> for OpenFlow.
+root namespace (100.<x>.<N>.2/24, root side .1;
+100.64.0.0/10 is shared-address space, unlikely to clash with other test rigs' 10/8 nets), so the agent and CNI inside reach netmaster
+at http://100.<x>.<N>.1:<port> for REST and tcp:100.<x>.<N>.1:<of-port> for OpenFlow.
 Containers are namespaces ``nwag-<pid>-cN``. Every fixture cleans up in its finalizer.
 """
 import json
@@ -26,7 +27,7 @@ from tests.agent_ovs import OvsHost, netns_add, netns_del, run, unique_name  # n
 
 PY = "/tmp/probe-venv/bin/python"
 NETMASTER_MAIN = os.path.join(REPO, "controller", "main.py")
-SUBNET_X = 200 + os.getpid() % 50
+SUBNET_X = 64 + os.getpid() % 60      # 100.64.0.0/10
 
 
 def free_port():
@@ -53,8 +54,8 @@ class Host(OvsHost):
         super().start()
         Host._n += 1
         self.idx = Host._n
-        self.root_ip = "10.%d.%d.1" % (SUBNET_X, self.idx)
-        self.ip = "10.%d.%d.2" % (SUBNET_X, self.idx)
+        self.root_ip = "100.%d.%d.1" % (SUBNET_X, self.idx % 250)
+        self.ip = "100.%d.%d.2" % (SUBNET_X, self.idx % 250)
         self.root_if = "nwr%d%s" % (os.getpid() % 100000, self.idx)
         run(["ip", "link", "add", self.root_if, "type", "veth", "peer", "name", "eth0",
              "netns", self.name])

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import sys
+import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -40,11 +41,20 @@ class FakeNetmaster(BaseHTTPRequestHandler):
         pass
 
 
+class LocalHTTPServer(HTTPServer):
+    """HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can hang
+    for minutes where DNS is unreachable: bind without it."""
+
+    def server_bind(self):
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
 @pytest.fixture
 def fake():
     FakeNetmaster.calls = []
     FakeNetmaster.answers = {}
-    srv = HTTPServer(("127.0.0.1", 0), FakeNetmaster)
+    srv = LocalHTTPServer(("127.0.0.1", 0), FakeNetmaster)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     try:
