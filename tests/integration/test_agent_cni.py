@@ -411,3 +411,28 @@ def test_two_hosts_cni_runs_inside_each_host_namespace(netmaster, host, host2,
         rc, out, err = cni(h, "DEL", cni_conf(h, netmaster), cid, "/var/run/netns/" + c)
         assert rc == 0, (out, err)
     assert netmaster.endpoints() == []
+
+
+def test_parallel_adds_and_dels(site, containers):
+    """Several CNI processes at once on one host: each plugs its own port (OVSDB mutations
+    do not clash), gets its own address, and DEL removes exactly its own."""
+    from concurrent.futures import ThreadPoolExecutor
+    nm, host, _ = site
+    conf = cni_conf(host, nm)
+    ctrs = [containers() for _ in range(6)]
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda ic: cni(host, "ADD", conf, "par%d" % ic[0],
+                                               "/var/run/netns/" + ic[1]),
+                                enumerate(ctrs)))
+    assert all(rc == 0 for rc, _, _ in results), results
+    addrs = {res["ips"][0]["address"] for _, res, _ in results}
+    assert len(addrs) == 6
+    ids = sorted(endpoint_id("par%d" % i, "eth0") for i in range(6))
+    assert ovs_ports(host) == sorted(host_port_name(i) for i in ids)
+    assert sorted(e["endpointID"] for e in nm.endpoints()) == ids
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda ic: cni(host, "DEL", conf, "par%d" % ic[0],
+                                               "/var/run/netns/" + ic[1]),
+                                enumerate(ctrs)))
+    assert all(rc == 0 for rc, _, _ in results), results
+    assert_nothing_left(nm, host)

@@ -210,3 +210,17 @@ def test_netplugin_waits_for_ovsdb(host, agent_factory):
     wait_for(lambda: "vxlan0" in host.vsctl("list-ports", "br-int", check=False).split(), 20,
              "br-int once ovsdb-server is up", agent)
     assert agent.stop() == 0
+
+
+def test_netplugin_uplink(host, agent_factory):
+    host.ns("ip", "link", "add", "upl0", "type", "veth", "peer", "name", "upl0p")
+    host.ns("ip", "link", "set", "upl0", "up")
+    agent = agent_factory(host, "http://%s:1" % host.root_ip, label="upl",
+                          extra=("--uplink", "upl0")).start()
+    wait_for(lambda: get(host, "Interface", "upl0", "ofport") == "101", 10, "uplink", agent)
+    assert get(host, "Interface", "upl0", "type") == ""
+    host.vsctl("del-port", "br-int", "upl0")
+    wait_for(lambda: get(host, "Interface", "upl0", "ofport") == "101", 10,
+             "uplink put back", agent)
+    assert "event=uplink_port_ensured bridge=br-int port=upl0 reason=ovsdb_change" in \
+        agent.log_text()
