@@ -75,6 +75,7 @@ class Agent:
         self.db = None
         self.known_ports = {}        # endpoint port name -> external_ids, as last seen
         self._hb_thread = None
+        self._uplink_error = None
 
     # -- OVSDB side (main thread only) ----------------------------------------------------------
     def connect_ovsdb(self):
@@ -88,28 +89,37 @@ class Agent:
                 self.stop_event.wait(1.0)
         return False
 
+    @staticmethod
+    def _repaired(reason, fmt, *args):
+        """Creating things at start is routine; having to put them back later is news."""
+        LOG.log(logging.INFO if reason == "start" else logging.WARNING, fmt, *args)
+
     def reconcile(self, reason):
         """Put br-int, vxlan0 and the uplink back to what they must be. No-op when right."""
         db = self.db
         bridge_was_there = db.has_bridge(self.bridge)
         if db.ensure_bridge(self.bridge, self.datapath_type, self.dpid, self.controller):
-            LOG.log(logging.WARNING if reason != "start" else logging.INFO,
-                    "event=bridge_ensured bridge=%s reason=%s created=%s datapath=%s dpid=%016x "
-                    "controller=%s", self.bridge, reason, not bridge_was_there,
-                    self.datapath_type, self.dpid, self.controller)
+            self._repaired(reason, "event=bridge_ensured bridge=%s reason=%s created=%s "
+                           "datapath=%s dpid=%016x controller=%s", self.bridge, reason,
+                           not bridge_was_there, self.datapath_type, self.dpid, self.controller)
         db.ensure_tunnel_port(self.bridge, "vxlan0", 100)
         if db.last_status != "unchanged":
-            LOG.log(logging.WARNING if reason != "start" else logging.INFO,
-                    "event=tunnel_port_ensured bridge=%s port=vxlan0 reason=%s",
-                    self.bridge, reason)
-        if self.args.uplink:
-            db.ensure_uplink_port(self.bridge, self.args.uplink, 101)
-            if db.last_status != "unchanged":
-                LOG.log(logging.WARNING if reason != "start" else logging.INFO,
-                        "event=uplink_port_ensured bridge=%s port=%s reason=%s",
-                        self.bridge, self.args.uplink, reason)
+            self._repaired(reason, "event=tunnel_port_ensured bridge=%s port=vxlan0 reason=%s",
+                           self.bridge, reason)
         db.set_host_info({HOST_LABEL_KEY: self.host_label, NETMASTER_KEY: self.args.netmaster,
                           BRIDGE_KEY: self.bridge})
+        if self.args.uplink:
+            try:
+                db.ensure_uplink_port(self.bridge, self.args.uplink, 101)
+                if db.last_status != "unchanged":
+                    self._repaired(reason, "event=uplink_port_ensured bridge=%s port=%s "
+                                   "reason=%s", self.bridge, self.args.uplink, reason)
+                self._uplink_error = None
+            except ovsdb_mod.OvsdbError as e:
+                if str(e) != self._uplink_error:      # once per distinct error, not per change
+                    LOG.error("event=uplink_port_failed port=%s error=%r", self.args.uplink,
+                              str(e))
+                self._uplink_error = str(e)
         if not bridge_was_there and reason != "start":
             # the bridge was deleted under us with its ports: plug back the endpoint veths
             # that still exist (their containers still run)
