@@ -1,9 +1,10 @@
-"""Real packets through two OVS hosts joined by VXLAN, with compiled flows.
+"""Real packets through two OVS hosts joined by VXLAN (and a VLAN uplink wire).
 
 h1 and h2 are namespaces each running a private OVS (userspace datapath);
 an underlay veth joins their br-phy bridges (192.168.0.1/.2, the VTEPs of
 topo.py).  Endpoints b1 (h1), b2 and d1 (h2) are namespaces on veths into
-br-int.  Pings test proxy ARP + tunnel, routing, and stateful policy.
+br-int, v1/v2 (network 'vl', VLAN 100) talk through the hosts' eth1 uplinks,
+joined by a veth.  Pings test proxy ARP + tunnel, routing, VLAN and stateful policy.
 """
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ pytestmark = pytest.mark.skipif(
     not shutil.which("ovs-vswitchd") or not shutil.which("ping") or os.geteuid() != 0,
     reason="needs Open vSwitch, ping and root")
 
-EPS = tuple(EP[e] for e in ("b1", "b2", "d1"))
-GW = {"web": "10.1.1.254", "db": "10.1.2.254"}
+EPS = tuple(EP[e] for e in ("b1", "b2", "d1", "v1", "v2"))
+GW = {"web": "10.1.1.254", "db": "10.1.2.254", "vl": "10.1.3.254"}
 
 
 def _load(lab: Lab, snap) -> None:
@@ -64,6 +65,12 @@ def vxlan_lab():
             h.sh("ip", "addr", "add", f"{VTEP[h.label]}/24", "dev", "br-phy")
             h.sh("ip", "link", "set", "br-phy", "up")
             h.sh("ip", "link", "set", "lo", "up")
+        # the VLAN wire: both hosts' uplink (Host.uplink_port 'eth1') on one veth
+        h1.sh("ip", "link", "add", "eth1", "type", "veth", "peer", "name", "eth1", "netns", h2.ns)
+        for h in (h1, h2):
+            h.sh("ip", "link", "set", "eth1", "up")
+            h.vsctl("add-port", "br-int", "eth1", "--", "set", "interface", "eth1",
+                    f"ofport_request={snap.ofports[h.label]['eth1']}")
         for e in EPS:
             h = lab.hosts[e.host]
             ns = lab.netns_add(f"{lab.prefix}-{e.endpoint_id}")
@@ -104,6 +111,15 @@ def test_ping_across_hosts_same_network(lab):
 
 def test_ping_routed_across_hosts(lab):
     assert ping(lab, "b1", EP["d1"].ip)
+
+
+def test_ping_vlan_network_over_uplink(lab):
+    assert ping(lab, "v1", EP["v2"].ip)
+
+
+def test_ping_routed_from_vxlan_into_vlan_network(lab):
+    assert ping(lab, "b1", EP["v2"].ip)
+    assert ping(lab, "v2", EP["b1"].ip)
 
 
 def test_stateful_policy(lab):
