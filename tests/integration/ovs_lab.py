@@ -31,7 +31,10 @@ class OvsHost:
         self.rundir = tempfile.mkdtemp(prefix=f"{lab.prefix}-{label}-")
         self.env = dict(os.environ, OVS_RUNDIR=self.rundir, OVS_LOGDIR=self.rundir, OVS_DBDIR=self.rundir)
         self.sock = f"unix:{self.rundir}/db.sock"
-        lab.netns_add(self.ns)
+        self.lab = lab
+
+    def start(self) -> None:
+        self.lab.netns_add(self.ns)
         r = self.rundir
         run("ovsdb-tool", "create", f"{r}/conf.db", SCHEMA, env=self.env)
         run("ovsdb-server", f"{r}/conf.db", f"--remote=punix:{r}/db.sock", f"--pidfile={r}/ovsdb.pid",
@@ -87,7 +90,8 @@ class Lab:
         return name
 
     def host(self, label: str) -> OvsHost:
-        h = self.hosts[label] = OvsHost(self, label)
+        h = self.hosts[label] = OvsHost(self, label)   # registered first: close() stops a half-started host
+        h.start()
         return h
 
     def close(self) -> None:
