@@ -42,10 +42,12 @@ def build_snapshot(model: Model, ofports: dict[str, dict[str, int]]) -> snap.Sna
     rules = []
     for r in model.objects_of(schema.RULE):
         key = f"{r['tenantName']}:{r['policyName']}:{r['ruleId']}"
-        rules.append(snap.Rule(r["tenantName"], r["policyName"], r["ruleId"], r["direction"], r["priority"],
-                               r["action"], model.meta("rule", key).get("id", 0), r["protocol"], r["port"],
-                               r["fromEndpointGroup"], r["toEndpointGroup"], r["fromNetwork"], r["toNetwork"],
-                               r["fromIpAddress"], r["toIpAddress"]))
+        rules.append(snap.Rule(
+            tenant=r["tenantName"], policy=r["policyName"], rule_id=r["ruleId"], direction=r["direction"],
+            priority=r["priority"], action=r["action"], protocol=r["protocol"], port=r["port"],
+            from_group=r["fromEndpointGroup"], to_group=r["toEndpointGroup"], from_network=r["fromNetwork"],
+            to_network=r["toNetwork"], from_ip=r["fromIpAddress"], to_ip=r["toIpAddress"],
+            rule_uid=model.meta("rule", key).get("id", 0)))
     hosts = tuple(snap.Host(h["hostLabel"], h["vtepIP"], int(h["dpid"], 16), h.get("uplink", ""))
                   for h in st.list("host/").values())
     endpoints = tuple(snap.Endpoint(e["endpointID"], e["tenantName"], e["networkName"], e["groupName"],

@@ -8,6 +8,7 @@ import logging
 import eventlet
 
 from controller.fabric import Fabric
+from model import schema
 from model.service import Model
 from rest.app import HTTPError, RestApp
 from store.base import open_store
@@ -23,7 +24,9 @@ class Netmaster:
         self.openflow = openflow
         self.fabric = Fabric(self.model)
         self.of = None
-        self.rest = RestApp(self.model, extensions={"switches": self._switches, "flows": self._flows})
+        self.rest = RestApp(self.model, extensions={"switches": self._switches, "flows": self._flows,
+                                                    "trace": self._trace},
+                            extra_oper=self._extra_oper)
         self._threads = []
         self._host_states: dict[str, str] = {}
 
@@ -78,6 +81,38 @@ class Netmaster:
             out["held"] = sorted(e.to_ofctl() + f"  # n_packets={p}" for e, p, _ in held)
             out["diff"] = switch_stats.diff(want_flows, held)
         return out
+
+    def _trace(self, req, parts):
+        """GET /api/v1/trace/?from=EP&to=IP|EP&protocol=tcp&port=N"""
+        from controller import trace
+        q = req.GET
+        if not q.get("from") or not q.get("to"):
+            raise HTTPError(400, "from, to: both are required (an endpoint id, and an address or endpoint id)")
+        try:
+            port = int(q.get("port", "0") or 0)
+        except ValueError:
+            raise HTTPError(400, f"port: {q.get('port')!r} is not a number")
+        return trace.trace(self.fabric, self.model, q["from"], q["to"], q.get("protocol", "tcp") or "tcp", port)
+
+    def _extra_oper(self, kind, key):
+        """Per-rule packet and byte counters, read from each switch's flow stats."""
+        if kind is not schema.RULE or self.of is None:
+            return None
+        from controller import switch_stats
+        from flows.pipeline import COOKIE_OWNER_MASK, Owner, cookie
+        uid = self.model.meta("rule", key).get("id")
+        if not uid:
+            return None
+        c = cookie(Owner.RULE, uid)
+        hosts, total_p, total_b = [], 0, 0
+        for dpid, label in sorted(self.fabric.connected.items(), key=lambda x: x[1]):
+            held = switch_stats.read_flows(self.of.app, dpid, c, COOKIE_OWNER_MASK) or []
+            # member flows of a conjunction keep no useful counts: the conj_id flow does
+            p = sum(n for e, n, _ in held if any(f[0] == "conj_id" for f in e.match))
+            b = sum(n for e, _, n in held if any(f[0] == "conj_id" for f in e.match))
+            hosts.append({"host": label, "packets": p, "bytes": b})
+            total_p, total_b = total_p + p, total_b + b
+        return {"packets": total_p, "bytes": total_b, "hosts": hosts}
 
     # ------------------------------------------------------------ hosts
     def _monitor_hosts(self):
