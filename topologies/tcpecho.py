@@ -1,8 +1,8 @@
 """A tiny TCP echo server and client for tests, run inside endpoint namespaces.
 
-    python tcp.py serve PORT            echo every connection until killed
-    python tcp.py connect IP PORT [TIMEOUT]   exit 0 when the echo came back
-    python tcp.py hold IP PORT SECONDS        one connection, an echo every 0.1 s; exit 0 if none failed
+    python -m topologies.tcpecho serve PORT            echo every connection until killed
+    python -m topologies.tcpecho connect IP PORT [TIMEOUT]   exit 0 when the echo came back
+    python -m topologies.tcpecho hold IP PORT SECONDS        one connection, an echo every 0.1 s; exit 0 if none failed
 """
 import socket
 import sys
