@@ -92,7 +92,18 @@ class Netmaster:
             port = int(q.get("port", "0") or 0)
         except ValueError:
             raise HTTPError(400, f"port: {q.get('port')!r} is not a number")
-        return trace.trace(self.fabric, self.model, q["from"], q["to"], q.get("protocol", "tcp") or "tcp", port)
+        t = trace.trace(self.fabric, self.model, q["from"], q["to"], q.get("protocol", "tcp") or "tcp", port)
+        if q.get("live") in ("1", "true", "yes"):
+            from controller import livetrace
+            snap = self.fabric.snapshot()
+            in_port = snap.ofports[t["from"]["host"]][next(
+                e.port_name for e in snap.endpoints if e.endpoint_id == t["from"]["endpoint"])]
+            t["live"] = livetrace.trace(self.model, t["from"], t["packet"], in_port)
+            # the simulator's verdict at the same place: did the source switch send it anywhere?
+            first = t["hops"][0] if t["hops"] else {"outputs": []}
+            t["live"]["simulated"] = "forwarded" if first["outputs"] else "dropped"
+            t["live"]["agrees"] = t["live"]["simulated"] == t["live"]["verdict"]
+        return t
 
     def _extra_oper(self, kind, key):
         """Per-rule packet and byte counters, read from each switch's flow stats."""

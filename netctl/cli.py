@@ -452,8 +452,8 @@ def run_trace(args, c) -> int:
         print()
     live = t.get("live")
     if live:
-        print(f"live ({live['host']}, ofproto/trace): {live['verdict'].upper()}"
-              f"{'  AGREES' if live['verdict'] == t['verdict'] else '  DISAGREES'}")
+        print(f"source switch {live['host']}: simulated {live['simulated'].upper()}, "
+              f"ofproto/trace {live['verdict'].upper()}: {'AGREE' if live['agrees'] else 'DISAGREE'}")
         for line in live.get("summary", []):
             print(f"  {line}")
     return 0
