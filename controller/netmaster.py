@@ -36,6 +36,7 @@ class Netmaster:
             host, port = self.openflow
             self.of = ofapp.start(self.fabric, host, port)
             self.fabric.request_reconcile = self.of.app.request_reconcile
+            self.fabric.watch()
         self._threads.append(eventlet.spawn(self._monitor_hosts))
 
     def stop(self):
