@@ -411,5 +411,23 @@ def test_ofctl_text_and_openflow_encoding_agree(env, tmp_path):
     assert len(env.ours()) == len(ALL_FLOWS)
     env.fabric.dpid = DPID
     env.fabric.flows, env.fabric.groups = set(ALL_FLOWS), set(ALL_GROUPS)
+    env.app.audit(DPID)                                 # the flows came behind its back: read them
     r = env.reconcile()
-    assert (r.outcome, r.changes, r.unchanged) == ("noop", 0, len(ALL_FLOWS))
+    assert (r.outcome, r.changes, r.unchanged, r.read) == ("noop", 0, len(ALL_FLOWS), "switch")
+
+
+def test_changes_are_diffed_against_what_was_committed_and_audits_repair(env):
+    """After a commit the switch is not read again for the next change; an
+    audit reads it and repairs a flow deleted behind the controller's back."""
+    env.fabric.flows, env.fabric.groups = set(ALL_FLOWS), set(ALL_GROUPS)
+    r = env.reconcile()
+    assert r.outcome == "committed"
+    r = env.reconcile()
+    assert (r.outcome, r.read) == ("noop", "cache")
+    env.ovs.ofctl("del-flows", "--strict", "table=20,priority=0")   # behind its back
+    r = env.reconcile()
+    assert (r.outcome, r.read) == ("noop", "cache")     # not seen until audited
+    env.app.audit(DPID)
+    r = env.reconcile()
+    assert (r.outcome, r.read, r.added) == ("committed", "switch", 1)
+
