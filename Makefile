@@ -17,3 +17,7 @@ unit: setup
 
 clean:
 	rm -rf .venv build *.egg-info
+
+demo: setup
+	@bash scripts/ovs.sh >/dev/null
+	.venv/bin/python -m topologies.demo

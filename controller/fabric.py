@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+
+import eventlet
 from typing import Callable, Optional
 
 from flows import snapshot as snap
@@ -42,10 +44,12 @@ def build_snapshot(model: Model, ofports: dict[str, dict[str, int]]) -> snap.Sna
     rules = []
     for r in model.objects_of(schema.RULE):
         key = f"{r['tenantName']}:{r['policyName']}:{r['ruleId']}"
-        rules.append(snap.Rule(r["tenantName"], r["policyName"], r["ruleId"], r["direction"], r["priority"],
-                               r["action"], model.meta("rule", key).get("id", 0), r["protocol"], r["port"],
-                               r["fromEndpointGroup"], r["toEndpointGroup"], r["fromNetwork"], r["toNetwork"],
-                               r["fromIpAddress"], r["toIpAddress"]))
+        rules.append(snap.Rule(
+            tenant=r["tenantName"], policy=r["policyName"], rule_id=r["ruleId"], direction=r["direction"],
+            priority=r["priority"], action=r["action"], protocol=r["protocol"], port=r["port"],
+            from_group=r["fromEndpointGroup"], to_group=r["toEndpointGroup"], from_network=r["fromNetwork"],
+            to_network=r["toNetwork"], from_ip=r["fromIpAddress"], to_ip=r["toIpAddress"],
+            rule_uid=model.meta("rule", key).get("id", 0)))
     hosts = tuple(snap.Host(h["hostLabel"], h["vtepIP"], int(h["dpid"], 16), h.get("uplink", ""))
                   for h in st.list("host/").values())
     endpoints = tuple(snap.Endpoint(e["endpointID"], e["tenantName"], e["networkName"], e["groupName"],
@@ -60,10 +64,19 @@ def build_snapshot(model: Model, ofports: dict[str, dict[str, int]]) -> snap.Sna
                          {h: dict(p) for h, p in ofports.items()})
 
 
-def _relevant(ev: Event) -> bool:
-    """Heartbeats rewrite host records every few seconds; only what a switch
-    could care about counts (the snapshot comparison catches the rest)."""
-    return not ev.key.startswith("id/") and not ev.key.startswith("tag/")
+HOST_FIELDS = ("vtepIP", "dpid", "uplink")
+REFRESH_DELAY = 0.02      # seconds: a burst of writes becomes one rebuild
+
+
+def _relevant(ev: Event, hosts: dict) -> bool:
+    """Allocation records never matter to a switch, and heartbeats rewrite host
+    records every second or two: only a change of what a switch sees counts."""
+    if ev.key.startswith(("id/", "tag/", "ip/")):
+        return False
+    if ev.key.startswith("host/"):
+        sig = None if ev.value is None else tuple(ev.value.get(f) for f in HOST_FIELDS)
+        return hosts.get(ev.key) != sig
+    return True
 
 
 class Fabric:
@@ -79,17 +92,26 @@ class Fabric:
         self._compiled: dict[str, tuple] = {}            # host label -> (flows, groups) for _snapshot
         self._compiler: Optional[Compiler] = None
         self.request_reconcile: Callable[[Optional[int]], None] = lambda dpid=None: None
-        model.store.watch(self._on_events)
+        self._host_sigs: dict[str, tuple] = {}
+        self._refresh_pending = False
+        self._watching = False
+
+    def watch(self) -> None:
+        """Follow the store: from now on every relevant change reaches the switches."""
+        self._watching = True
+        self.model.store.watch(self._on_events)
 
     # -- the model side ---------------------------------------------------
     def _build(self) -> snap.Snapshot:
-        by_dpid = {int(h["dpid"], 16): h["hostLabel"] for h in self.model.store.list("host/").values()}
+        hosts = self.model.store.list("host/")
+        self._host_sigs = {k: tuple(h.get(f) for f in HOST_FIELDS) for k, h in hosts.items()}
+        by_dpid = {int(h["dpid"], 16): h["hostLabel"] for h in hosts.values()}
         ofports = {by_dpid[d]: p for d, p in self.ports.items() if d in by_dpid}
         return build_snapshot(self.model, ofports)
 
     def snapshot(self) -> snap.Snapshot:
-        if self._snapshot is None:
-            self._snapshot = self._build()
+        if self._snapshot is None or not self._watching:      # unwatched: always fresh
+            self._invalidate()
         return self._snapshot
 
     def _invalidate(self) -> bool:
@@ -103,7 +125,16 @@ class Fabric:
         return True
 
     def _on_events(self, events: list[Event]) -> None:
-        if any(_relevant(e) for e in events) and self._invalidate():
+        """Called in the writer's green thread: defer the work, so that a burst
+        of commits (a script creating many objects) costs one rebuild."""
+        if self._refresh_pending or not any(_relevant(e, self._host_sigs) for e in events):
+            return
+        self._refresh_pending = True
+        eventlet.spawn_after(REFRESH_DELAY, self._refresh)
+
+    def _refresh(self) -> None:
+        self._refresh_pending = False
+        if self._invalidate():
             for dpid in self.connected:
                 self.connected[dpid] = self.host_of(dpid) or ""
             self.request_reconcile(None)

@@ -8,6 +8,7 @@ import logging
 import eventlet
 
 from controller.fabric import Fabric
+from model import schema
 from model.service import Model
 from rest.app import HTTPError, RestApp
 from store.base import open_store
@@ -23,7 +24,9 @@ class Netmaster:
         self.openflow = openflow
         self.fabric = Fabric(self.model)
         self.of = None
-        self.rest = RestApp(self.model, extensions={"switches": self._switches, "flows": self._flows})
+        self.rest = RestApp(self.model, extensions={"switches": self._switches, "flows": self._flows,
+                                                    "trace": self._trace},
+                            extra_oper=self._extra_oper)
         self._threads = []
         self._host_states: dict[str, str] = {}
 
@@ -33,6 +36,7 @@ class Netmaster:
             host, port = self.openflow
             self.of = ofapp.start(self.fabric, host, port)
             self.fabric.request_reconcile = self.of.app.request_reconcile
+            self.fabric.watch()
         self._threads.append(eventlet.spawn(self._monitor_hosts))
 
     def stop(self):
@@ -78,6 +82,49 @@ class Netmaster:
             out["held"] = sorted(e.to_ofctl() + f"  # n_packets={p}" for e, p, _ in held)
             out["diff"] = switch_stats.diff(want_flows, held)
         return out
+
+    def _trace(self, req, parts):
+        """GET /api/v1/trace/?from=EP&to=IP|EP&protocol=tcp&port=N"""
+        from controller import trace
+        q = req.GET
+        if not q.get("from") or not q.get("to"):
+            raise HTTPError(400, "from, to: both are required (an endpoint id, and an address or endpoint id)")
+        try:
+            port = int(q.get("port", "0") or 0)
+        except ValueError:
+            raise HTTPError(400, f"port: {q.get('port')!r} is not a number")
+        t = trace.trace(self.fabric, self.model, q["from"], q["to"], q.get("protocol", "tcp") or "tcp", port)
+        if q.get("live") in ("1", "true", "yes"):
+            from controller import livetrace
+            snap = self.fabric.snapshot()
+            in_port = snap.ofports[t["from"]["host"]][next(
+                e.port_name for e in snap.endpoints if e.endpoint_id == t["from"]["endpoint"])]
+            t["live"] = livetrace.trace(self.model, t["from"], t["packet"], in_port)
+            # the simulator's verdict at the same place: did the source switch send it anywhere?
+            first = t["hops"][0] if t["hops"] else {"outputs": []}
+            t["live"]["simulated"] = "forwarded" if first["outputs"] else "dropped"
+            t["live"]["agrees"] = t["live"]["simulated"] == t["live"]["verdict"]
+        return t
+
+    def _extra_oper(self, kind, key):
+        """Per-rule packet and byte counters, read from each switch's flow stats."""
+        if kind is not schema.RULE or self.of is None:
+            return None
+        from controller import switch_stats
+        from flows.pipeline import COOKIE_OWNER_MASK, Owner, cookie
+        uid = self.model.meta("rule", key).get("id")
+        if not uid:
+            return None
+        c = cookie(Owner.RULE, uid)
+        hosts, total_p, total_b = [], 0, 0
+        for dpid, label in sorted(self.fabric.connected.items(), key=lambda x: x[1]):
+            held = switch_stats.read_flows(self.of.app, dpid, c, COOKIE_OWNER_MASK) or []
+            # member flows of a conjunction keep no useful counts: the conj_id flow does
+            p = sum(n for e, n, _ in held if any(f[0] == "conj_id" for f in e.match))
+            b = sum(n for e, _, n in held if any(f[0] == "conj_id" for f in e.match))
+            hosts.append({"host": label, "packets": p, "bytes": b})
+            total_p, total_b = total_p + p, total_b + b
+        return {"packets": total_p, "bytes": total_b, "hosts": hosts}
 
     # ------------------------------------------------------------ hosts
     def _monitor_hosts(self):

@@ -43,6 +43,7 @@ LOG = logging.getLogger(__name__)
 BUNDLE_FLAGS = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
 REQUEST_TIMEOUT = 30.0     # seconds for one request/reply with the switch
 RETRY_DELAY = 5.0          # seconds before retrying a reconcile that failed to talk
+AUDIT_INTERVAL = 60.0      # seconds between full reads of every switch's flows
 
 
 class Fabric(Protocol):
@@ -71,6 +72,7 @@ class ReconcileResult:
     groups_modified: int = 0
     groups_deleted: int = 0
     rejected: list = field(default_factory=list)   # (entry text, err type, err code)
+    read: str = ""                 # where the held state came from: switch | cache
 
     @property
     def changes(self) -> int:
@@ -111,6 +113,14 @@ class SwitchManager(app_manager.OSKenApp):
         self._retries: dict[int, object] = {}       # dpid -> pending retry timer
         self._collect: dict[int, dict] = {}         # dpid -> {xid: OFPErrorMsg} during a bundle
         self._bundle_ids = itertools.count(1)
+        # What each switch holds after our last successful reconcile. A model
+        # change is diffed against it, so the switch is not read each time;
+        # it is read on connect, after any failure, and by the periodic audit
+        # (which also catches flows changed behind our back).
+        self._held: dict[int, tuple[dict, dict]] = {}
+        self._pending: dict[int, tuple[dict, dict]] = {}
+        self.audit_interval = AUDIT_INTERVAL
+        self._auditor = hub.spawn(self._audit_loop)
         self._stopping = False
 
     # ------------------------------------------------------------ handlers
@@ -121,6 +131,8 @@ class SwitchManager(app_manager.OSKenApp):
         dp = ev.datapath
         if ev.state != DEAD_DISPATCHER:
             self._conns.add(dp)
+        if ev.state in (MAIN_DISPATCHER, DEAD_DISPATCHER) and dp.id is not None:
+            self._held.pop(dp.id, None)
         if ev.state == MAIN_DISPATCHER:
             # ofp_handler enters MAIN after the port-desc reply: dp.ports is filled.
             self.datapaths[dp.id] = dp
@@ -210,8 +222,14 @@ class SwitchManager(app_manager.OSKenApp):
             msgs = self._diff(dp, desired, res)
             if msgs:
                 self._apply_bundle(dp, msgs, res)
+            if res.outcome in ("noop", "committed") and dpid in self._pending:
+                self._held[dpid] = self._pending.pop(dpid)
+            else:
+                self._held.pop(dpid, None)
+                self._pending.pop(dpid, None)
         except (ofctl_exc.OFError, ofctl_exc.InvalidDatapath, hub.Timeout,
                 ofctl_exc.InvalidMessage) as e:
+            self._held.pop(dpid, None)
             res.outcome = "failed"
             LOG.error("event=reconcile dpid=%s outcome=failed error=%s retry_in=%.0fs",
                       _dpid(dpid), type(e).__name__, RETRY_DELAY)
@@ -219,9 +237,9 @@ class SwitchManager(app_manager.OSKenApp):
             return self._done(res)
         LOG.info("event=reconcile dpid=%s outcome=%s added=%d modified=%d deleted=%d "
                  "unchanged=%d groups_added=%d groups_modified=%d groups_deleted=%d "
-                 "rejected=%d", _dpid(dpid), res.outcome, res.added, res.modified,
+                 "rejected=%d read=%s", _dpid(dpid), res.outcome, res.added, res.modified,
                  res.deleted, res.unchanged,
-                 res.groups_added, res.groups_modified, res.groups_deleted, len(res.rejected))
+                 res.groups_added, res.groups_modified, res.groups_deleted, len(res.rejected), res.read)
         return self._done(res)
 
     def _schedule_retry(self, dpid: int) -> None:
@@ -282,27 +300,14 @@ class SwitchManager(app_manager.OSKenApp):
             res.outcome = "discarded"
             return []
         want, groups_want = checked
-
-        held: dict[tuple, FlowEntry] = {}
+        self._pending[dp.id] = (want, groups_want)
         stale_raw = []                               # our flows we cannot even parse
-        req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
-                                         COOKIE_MARK, COOKIE_MARK_MASK, parser.OFPMatch())
-        for rep in self._request(req, parser.OFPFlowStatsReply, True) or []:
-            for st in rep.body:
-                try:
-                    e = ofmsg.entry_from_stats(st)
-                    held[e.key] = e
-                except ofmsg.ConversionError:
-                    stale_raw.append(st)
-
-        groups_held = {}
-        req = parser.OFPGroupDescStatsRequest(dp, 0)
-        for rep in self._request(req, parser.OFPGroupDescStatsReply, True) or []:
-            for d in rep.body:
-                try:
-                    groups_held[d.group_id] = ofmsg.group_from_desc(d)
-                except ofmsg.ConversionError:
-                    groups_held[d.group_id] = None      # unreadable: replace it
+        if dp.id in self._held:
+            held, groups_held = self._held[dp.id]
+            res.read = "cache"
+        else:
+            held, groups_held, stale_raw = self._read_switch(dp)
+            res.read = "switch"
 
         first, flows, last = [], [], []              # (description, message)
         for gid, g in sorted(groups_want.items()):
@@ -340,6 +345,41 @@ class SwitchManager(app_manager.OSKenApp):
                     dp, ofp.OFPGC_DELETE, ofp.OFPGT_ALL, gid, [])))
                 res.groups_deleted += 1
         return first + flows + last
+
+    def _read_switch(self, dp):
+        """Our flows (by the cookie mark) and all groups, as the switch holds them."""
+        held: dict[tuple, FlowEntry] = {}
+        stale_raw = []
+        req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                         COOKIE_MARK, COOKIE_MARK_MASK, parser.OFPMatch())
+        for rep in self._request(req, parser.OFPFlowStatsReply, True) or []:
+            for st in rep.body:
+                try:
+                    e = ofmsg.entry_from_stats(st)
+                    held[e.key] = e
+                except ofmsg.ConversionError:
+                    stale_raw.append(st)
+        groups_held = {}
+        req = parser.OFPGroupDescStatsRequest(dp, 0)
+        for rep in self._request(req, parser.OFPGroupDescStatsReply, True) or []:
+            for d in rep.body:
+                try:
+                    groups_held[d.group_id] = ofmsg.group_from_desc(d)
+                except ofmsg.ConversionError:
+                    groups_held[d.group_id] = None      # unreadable: replace it
+        return held, groups_held, stale_raw
+
+    def audit(self, dpid: Optional[int] = None) -> None:
+        """Read the switch (or every switch) again at the next reconcile, and reconcile."""
+        for d in list(self.datapaths) if dpid is None else [dpid]:
+            self._held.pop(d, None)
+        self.request_reconcile(dpid)
+
+    def _audit_loop(self) -> None:
+        while not self._stopping:
+            hub.sleep(self.audit_interval)
+            if not self._stopping:
+                self.audit()
 
     def _apply_bundle(self, dp, msgs: list, res: ReconcileResult) -> None:
         """All of msgs or none.  OVS rejects a bad message when it is added yet
@@ -432,7 +472,7 @@ class Handle:
         if app._stopping:
             return
         app._stopping = True
-        for t in list(app._workers.values()) + list(app._retries.values()):
+        for t in list(app._workers.values()) + list(app._retries.values()) + [app._auditor]:
             hub.kill(t)
         self._mgr.close()                      # stops event loops, kills the listener
         for t in self._threads:

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Iterable, List
 
 from flows.entry import FlowEntry
-from flows.index import Index
 from flows.mk import flow
 from flows.pipeline import (ETH_ARP, ETH_IP, MD_ALL, MULTICAST_BIT, OFPVID_PRESENT, TUNNEL_PORT,
                             Owner, T, cookie, endpoint_cookie, md)

@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Tuple
 
-from flows.entry import FlowEntry, GroupEntry
 from flows.pipeline import TUNNEL_PORT
 from flows.simulator import PIPELINE_ONLY, Switch, Trace
 from flows.snapshot import Snapshot

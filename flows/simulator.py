@@ -13,7 +13,6 @@ absent L3/L4 fields never match.
 """
 from __future__ import annotations
 
-import copy
 import ipaddress
 import logging
 from dataclasses import dataclass, field

@@ -64,20 +64,20 @@ def lowest_free(lo: int, hi: int, used: set[int], excluded=()) -> int | None:
     return None
 
 
+def runs(nums) -> list[tuple[int, int]]:
+    """Consecutive integers grouped: [1, 2, 3, 9] -> [(1, 3), (9, 9)]."""
+    out: list[list[int]] = []
+    for n in sorted(nums):
+        if out and n == out[-1][1] + 1:
+            out[-1][1] = n
+        else:
+            out.append([n, n])
+    return [(a, b) for a, b in out]
+
+
 def ranges_text(addrs) -> str:
     """Contiv's format: runs joined by ', ', e.g. '10.1.1.1-10.1.1.3, 10.1.1.9'."""
-    out = []
-    run = None
-    for n in sorted(addrs):
-        if run and n == run[1] + 1:
-            run[1] = n
-        else:
-            if run:
-                out.append(run)
-            run = [n, n]
-    if run:
-        out.append(run)
-    return ", ".join(ip_str(a) if a == b else f"{ip_str(a)}-{ip_str(b)}" for a, b in out)
+    return ", ".join(ip_str(a) if a == b else f"{ip_str(a)}-{ip_str(b)}" for a, b in runs(addrs))
 
 
 def mac_for(ip: str) -> str:
@@ -85,7 +85,3 @@ def mac_for(ip: str) -> str:
     since subnets never overlap inside a tenant)."""
     o = ipaddress.IPv4Address(ip).packed
     return "02:4e:" + ":".join(f"{b:02x}" for b in o)
-
-
-def range_text(lo: int, hi: int) -> str:
-    return f"{lo}-{hi}"

@@ -193,17 +193,7 @@ def global_oper(model: Model, obj: dict) -> dict:
 
 
 def _int_ranges(nums: list[int]) -> str:
-    out, run = [], None
-    for n in nums:
-        if run and n == run[1] + 1:
-            run[1] = n
-        else:
-            if run:
-                out.append(run)
-            run = [n, n]
-    if run:
-        out.append(run)
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in out)
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ipam.runs(nums))
 
 
 OPER = {

@@ -147,6 +147,8 @@ GLOBAL = Kind("global", "globals", ("name",), (
 
 # A registered host (netweave's own object; Contiv kept hosts in its service registry).
 HOST = Kind("host", "hosts", ("hostLabel",), (
+    Field("agentPort", type="int", min=0, max=65535, default=0,
+          description="port of the agent's local API (live trace), 0 for none"),
     Field("dpid", format=r"^[0-9a-fA-F]{16}$", required=True, description="br-int datapath id, 16 hex digits"),
     _key("hostLabel", "host label", length=256),
     Field("uplink", length=15, description="uplink interface for VLAN networks"),

@@ -30,6 +30,15 @@ ID_LIMITS = {"vrf": 0xFFFF, "net": 0xFFFF, "group": 0x7FFF, "rule": 0xFFFFF}
 VXLAN_OVERHEAD = 50
 
 
+def bandwidth_kbps(text: str) -> int:
+    """Contiv's bandwidth strings ('10mbps', '100 kbps', '1g', '18Mb') in kbit/s."""
+    import re
+    m = re.fullmatch(r"\s*([0-9]+)\s*([kmgKMG])(bps|b)?\s*", text or "")
+    if not m:
+        return 0
+    return int(m.group(1)) * {"k": 1, "m": 1000, "g": 1000000}[m.group(2).lower()]
+
+
 def okey(kind: str, key: str) -> str:
     return f"obj/{kind}/{key}"
 
@@ -405,6 +414,7 @@ class Model:
         v = dict(rec)
         v["key"] = rec["hostLabel"]
         v["state"] = self.host_state(rec)
+        v["endpointsVersion"] = self.endpoints_version(rec["hostLabel"])
         v["numEndpoints"] = sum(1 for e in self.store.list("ep/").values() if e["homingHost"] == rec["hostLabel"])
         return v
 
@@ -513,8 +523,26 @@ class Model:
             raise NotFound(f"endpoint {ident} not found")
         return self._ep_view(rec)
 
+    def qos(self, group_key: str) -> dict:
+        """The netprofile of an endpoint's group, as the agent applies it."""
+        g = self.store.get(okey("endpointGroup", group_key)) if group_key else None
+        prof = self.store.get(okey("netprofile", f"{g['tenantName']}:{g['netProfile']}")) \
+            if g and g["netProfile"] else None
+        if prof is None:
+            return {"ingressPolicingRate": 0, "ingressPolicingBurst": 0, "dscp": 0}
+        return {"ingressPolicingRate": bandwidth_kbps(prof["bandwidth"]),
+                "ingressPolicingBurst": prof["burst"], "dscp": prof["DSCP"]}
+
+    def endpoints_version(self, host: str) -> str:
+        """Changes whenever something the agent applies to this host's endpoints changes."""
+        import hashlib
+        items = sorted((e["endpointID"], tuple(sorted(self.qos(e["groupKey"]).items())))
+                       for e in self.store.list("ep/").values() if e["homingHost"] == host)
+        return hashlib.sha1(repr(items).encode()).hexdigest()[:16]
+
     def _ep_view(self, rec: dict) -> dict:
         v = dict(rec)
+        v.update(self.qos(rec["groupKey"]))
         v["key"] = rec["endpointID"]
         v["endpointGroupKey"] = rec["groupKey"]
         v["endpointGroupId"] = self.meta("endpointGroup", rec["groupKey"]).get("id", 0) if rec["groupKey"] else 0

@@ -197,6 +197,22 @@ def build_parser() -> Parser:
     sp(s, "inspect").add_argument("id")
     p = sp(s, "ls", ["list"]); _common(p, ls=True)
 
+    # trace
+    p = sub.add_parser("trace", help="why a packet from an endpoint is delivered or dropped", allow_abbrev=False)
+    p.add_argument("src", help="source endpoint id (or its address)")
+    p.add_argument("dst", help="destination address or endpoint id")
+    flag(p, "-l", "protocol", default="tcp", help="tcp, udp or icmp (default tcp)")
+    flag(p, "-P", "port", type=int, default=0, help="destination port for tcp/udp")
+    flag(p, None, "live", action="store_true", help="also trace on the real source switch (ofproto/trace)")
+    flag(p, "-j", "json", action="store_true")
+
+    # flows
+    p = sub.add_parser("flows", help="the flows netmaster wants on a host next to what it holds",
+                       allow_abbrev=False)
+    p.add_argument("host")
+    flag(p, None, "all", action="store_true", help="list every flow, not only the differences")
+    flag(p, "-j", "json", action="store_true")
+
     # host
     s = group("host", [], "registered hosts")
     p = sp(s, "ls", ["list"]); flag(p, "-j", "json", action="store_true"); flag(p, "-q", "quiet", action="store_true")
@@ -335,6 +351,10 @@ def run(args, c: Client):
                                 e["ipAddress"][0], e["macAddress"], e["homingHost"], e.get("containerID", "")[:12]]
                                for e in items],
                  ["ID", "Tenant", "Network", "Group", "IP", "MAC", "Host", "Container"], "endpointID")
+    elif cmd == "trace":
+        return run_trace(args, c)
+    elif cmd == "flows":
+        return run_flows(args, c)
     elif cmd == "host":
         if sub == "inspect":
             _inspect(c, "hosts", args.name)
@@ -403,6 +423,66 @@ def run_policy(args, c, sub, t):
                 headers += ["Packets", "Bytes"]
             print(title)
             print(table(rows, headers))
+    return 0
+
+
+def run_trace(args, c) -> int:
+    from urllib.parse import urlencode
+    q = {"from": args.src, "to": args.dst, "protocol": args.protocol, "port": args.port}
+    if args.live:
+        q["live"] = "1"
+    t = c.get("/api/v1/trace/?" + urlencode(q))
+    if args.json:
+        print(json.dumps(t, indent=2, sort_keys=True))
+        return 0
+    pkt = t["packet"]
+    what = f"{args.protocol} {pkt['ip_src']} -> {pkt['ip_dst']}" + (f":{args.port}" if args.port else "")
+    print(f"trace {what} from {t['from']['endpoint']} on {t['from']['host']} (a new connection)")
+    for hop in t["hops"]:
+        print(f"\n{hop['host']}:")
+        for st in hop["steps"]:
+            print(f"  {st['table']:>3} {st['tableName']:<15} {st['owner']}")
+        for d in hop["drops"]:
+            print(f"      x {d}")
+    d = t.get("decidedBy") or {}
+    print(f"\nverdict: {t['verdict'].upper()}", end="")
+    if d:
+        print(f"  (by {d.get('by')} on {d.get('host')}: {d.get('why')})")
+    else:
+        print()
+    live = t.get("live")
+    if live:
+        print(f"source switch {live['host']}: simulated {live['simulated'].upper()}, "
+              f"ofproto/trace {live['verdict'].upper()}: {'AGREE' if live['agrees'] else 'DISAGREE'}")
+        for line in live.get("summary", []):
+            print(f"  {line}")
+    return 0
+
+
+def run_flows(args, c) -> int:
+    d = c.get(f"/api/v1/flows/{args.host}/")
+    if args.json:
+        print(json.dumps(d, indent=2, sort_keys=True))
+        return 0
+    if not d["connected"]:
+        print(f"{args.host}: switch not connected; netmaster wants {len(d['desired'])} flows")
+        for f in d["desired"] if args.all else []:
+            print(f"  {f}")
+        return 0
+    diff = d["diff"]
+    print(f"{args.host}: {len(d['desired'])} flows wanted, {len(d['held'])} held; "
+          f"{diff['same']} identical, {len(diff['missing'])} missing, {len(diff['extra'])} extra, "
+          f"{len(diff['changed'])} changed")
+    for title, key, mark in (("missing on the switch", "missing", "+"), ("extra on the switch", "extra", "-"),
+                             ("different on the switch", "changed", "~")):
+        if diff[key]:
+            print(f"{title}:")
+            for f in diff[key]:
+                print(f"  {mark} {f}")
+    if args.all:
+        print("held:")
+        for f in d["held"]:
+            print(f"  {f}")
     return 0
 
 

@@ -1,6 +1,13 @@
 """A private Open vSwitch instance for tests: own DB, sockets, pid and log files
-under a temp dir, daemons in the root network namespace (so the bridge reaches a
-controller on 127.0.0.1), unique bridge/port names, everything removed on stop().
+under a temp dir, daemons in their own network namespace `nwof-<pid>`,
+everything removed on stop().
+
+Why a namespace: every userspace (netdev) datapath makes a tap device named
+`ovs-netdev`; two ovs-vswitchd in one namespace fight over it and the second
+cannot create bridges.  The switch reaches a controller in the root namespace
+through a veth pair: `controller_ip` (root side) / `switch_ip` (namespace side),
+a /30 derived from the pid.  ovs-vsctl and ovs-ofctl talk over unix sockets in
+the temp dir, so they run from the root namespace.
 """
 from __future__ import annotations
 
@@ -36,14 +43,20 @@ def wait_until(pred, timeout: float = 30.0, interval: float = 0.1, what: str = "
 
 class OvsInstance:
     def __init__(self, tag: str | None = None):
-        self.tag = tag or f"nwof{os.getpid() % 100000}"
+        pid = os.getpid()
+        self.tag = tag or f"nwof{pid % 100000}"
+        self.ns = f"nwof-{pid}"
+        self.veth = (f"{self.tag}r"[:15], f"{self.tag}n"[:15])      # root side, ns side
+        n = pid % 16384                                             # 169.254.0.0/16 in /30s
+        base = f"169.254.{n >> 6}.{(n & 0x3F) << 2}"
+        self.controller_ip = base.rsplit(".", 1)[0] + f".{((n & 0x3F) << 2) + 1}"
+        self.switch_ip = base.rsplit(".", 1)[0] + f".{((n & 0x3F) << 2) + 2}"
         self.dir = tempfile.mkdtemp(prefix=f"{self.tag}-")
         self.db = os.path.join(self.dir, "conf.db")
         self.sock = os.path.join(self.dir, "db.sock")
         self.env = dict(os.environ, OVS_RUNDIR=self.dir, OVS_LOGDIR=self.dir,
                         OVS_DBDIR=self.dir, OVS_SYSCONFDIR=self.dir)
         self.bridge = self.tag[:15]
-        self.links = {self.bridge}     # tap devices the netdev datapath makes (persistent)
 
     # -- processes
     def _run(self, *cmd, check=True) -> str:
@@ -52,9 +65,20 @@ class OvsInstance:
             raise RuntimeError(f"{' '.join(cmd)} failed: {p.stderr.strip()}")
         return p.stdout
 
+    def _netns(self, *cmd, check=True) -> str:
+        return self._run("ip", "netns", "exec", self.ns, *cmd, check=check)
+
     def start(self) -> "OvsInstance":
+        self._run("ip", "netns", "add", self.ns)
+        vr, vn = self.veth
+        self._run("ip", "link", "add", vr, "type", "veth", "peer", "name", vn, "netns", self.ns)
+        self._run("ip", "addr", "add", f"{self.controller_ip}/30", "dev", vr)
+        self._run("ip", "link", "set", vr, "up")
+        self._netns("ip", "addr", "add", f"{self.switch_ip}/30", "dev", vn)
+        self._netns("ip", "link", "set", vn, "up")
+        self._netns("ip", "link", "set", "lo", "up")
         self._run("ovsdb-tool", "create", self.db, SCHEMA)
-        self._run("ovsdb-server", self.db, f"--remote=punix:{self.sock}",
+        self._netns("ovsdb-server", self.db, f"--remote=punix:{self.sock}",
                   f"--pidfile={self.dir}/ovsdb-server.pid", "--detach",
                   f"--log-file={self.dir}/ovsdb-server.log",
                   f"--unixctl={self.dir}/ovsdb-server.ctl")
@@ -63,7 +87,7 @@ class OvsInstance:
         return self
 
     def start_switch(self) -> None:
-        self._run("ovs-vswitchd", f"unix:{self.sock}",
+        self._netns("ovs-vswitchd", f"unix:{self.sock}",
                   f"--pidfile={self.dir}/ovs-vswitchd.pid", "--detach",
                   f"--log-file={self.dir}/ovs-vswitchd.log",
                   f"--unixctl={self.dir}/ovs-vswitchd.ctl")
@@ -96,8 +120,9 @@ class OvsInstance:
             pid = self._pid(name)
             if pid:
                 _kill_wait(pid, signal.SIGTERM)
-        for link in self.links:         # whatever a crash or kill left behind
-            subprocess.run(["ip", "link", "del", link], capture_output=True)
+        # the namespace takes its taps and the veth pair with it
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.veth[0]], capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- tools
@@ -116,12 +141,11 @@ class OvsInstance:
                    "fail_mode=secure", f"other_config:datapath-id={dpid:016x}",
                    "other_config:disable-in-band=true",
                    "--", "--id=@c", "create", "Controller",
-                   f"target=\"tcp:127.0.0.1:{controller_port}\"",
+                   f"target=\"tcp:{self.controller_ip}:{controller_port}\"",
                    "connection_mode=out-of-band", "max_backoff=1000", "inactivity_probe=5000",
                    "--", "set", "bridge", b, "controller=@c")
 
     def add_internal_port(self, name: str, ofport: int) -> None:
-        self.links.add(name)
         self.vsctl("add-port", self.bridge, name, "--", "set", "interface", name,
                    "type=internal", f"ofport_request={ofport}")
 

@@ -11,7 +11,7 @@ import requests
 from tests.procs import free_port, wait_until
 from topologies.cluster import Cluster
 
-TCP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tcp.py")
+TCP = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "topologies", "tcpecho.py")
 
 needs_ovs = pytest.mark.skipif(shutil.which("ovs-vswitchd") is None, reason="Open vSwitch is not installed")
 

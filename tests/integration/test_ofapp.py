@@ -11,6 +11,7 @@ import eventlet  # noqa: E402
 eventlet.monkey_patch()
 
 import logging  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
 
@@ -169,7 +170,7 @@ class Env:
         return self.handle.app
 
     def start_controller(self):
-        self.handle = ofapp.start(self.fabric, "127.0.0.1", self.port)
+        self.handle = ofapp.start(self.fabric, self.ovs.controller_ip, self.port)
 
     def stop_controller(self):
         if self.handle is not None:
@@ -392,3 +393,41 @@ def test_bad_desired_set_changes_nothing(env):
             text = repr(bad)
         assert r.rejected[0][0] == text
         assert set(env.ours()) == set(before)
+
+
+@needs_ovs
+def test_ofctl_text_and_openflow_encoding_agree(env, tmp_path):
+    """Flows added by ovs-ofctl from FlowEntry.to_ofctl() read back equal to the
+    entries: entry.py's text form and ofmsg's OpenFlow form mean the same."""
+    env.fabric.dpid = DPID + 1                          # keep the controller's hands off
+    flows = tmp_path / "flows.txt"
+    # ovs-ofctl takes no hex port numbers; to_ofctl() prints every int in hex
+    text = lambda e: re.sub(r"in_port=0x([0-9a-f]+)", lambda m: f"in_port={int(m[1], 16)}",
+                            e.to_ofctl())
+    flows.write_text("".join(text(e) + "\n" for e in ALL_FLOWS))
+    for g in ALL_GROUPS:
+        env.ovs.ofctl("add-group", g.to_ofctl())
+    env.ovs.ofctl("add-flows", str(flows))
+    assert len(env.ours()) == len(ALL_FLOWS)
+    env.fabric.dpid = DPID
+    env.fabric.flows, env.fabric.groups = set(ALL_FLOWS), set(ALL_GROUPS)
+    env.app.audit(DPID)                                 # the flows came behind its back: read them
+    r = env.reconcile()
+    assert (r.outcome, r.changes, r.unchanged, r.read) == ("noop", 0, len(ALL_FLOWS), "switch")
+
+
+def test_changes_are_diffed_against_what_was_committed_and_audits_repair(env):
+    """After a commit the switch is not read again for the next change; an
+    audit reads it and repairs a flow deleted behind the controller's back."""
+    env.fabric.flows, env.fabric.groups = set(ALL_FLOWS), set(ALL_GROUPS)
+    r = env.reconcile()
+    assert r.outcome == "committed"
+    r = env.reconcile()
+    assert (r.outcome, r.read) == ("noop", "cache")
+    env.ovs.ofctl("del-flows", "--strict", "table=20,priority=0")   # behind its back
+    r = env.reconcile()
+    assert (r.outcome, r.read) == ("noop", "cache")     # not seen until audited
+    env.app.audit(DPID)
+    r = env.reconcile()
+    assert (r.outcome, r.read, r.added) == ("committed", "switch", 1)
+

@@ -12,16 +12,13 @@ import contextlib
 import os
 import re
 import shutil
-import signal
-import subprocess
-import tempfile
-import time
 
 import pytest
 
 from flows.compiler import compile_all
 from flows.pipeline import ROUTER_MAC, TUNNEL_PORT
 from flows.simulator import Switch
+from tests.integration.ovs_lab import Lab, run
 from tests.unit.topo import EP, arp_req, ip_pkt, policy_snapshot
 
 pytestmark = pytest.mark.skipif(
@@ -29,62 +26,29 @@ pytestmark = pytest.mark.skipif(
     reason="needs Open vSwitch and root")
 
 HOST = "h1"
-SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 SNAP = policy_snapshot()
-
-
-def _run(*cmd, env=None, ns=None, check=True):
-    if ns:
-        cmd = ("ip", "netns", "exec", ns) + cmd
-    return subprocess.run(cmd, env=env, check=check, capture_output=True, text=True, timeout=30)
 
 
 @contextlib.contextmanager
 def private_ovs(snap=SNAP, host=HOST):
     """A bridge holding host's compiled flows, in its own namespace; always torn down."""
-    ns = f"nwsim-{os.getpid()}"
-    rundir = tempfile.mkdtemp(prefix="nwsim-")
-    env = dict(os.environ, OVS_RUNDIR=rundir, OVS_LOGDIR=rundir, OVS_DBDIR=rundir)
-    db, sock = f"{rundir}/conf.db", f"unix:{rundir}/db.sock"
-    ctl = {d: f"{rundir}/{d}.ctl" for d in ("ovsdb", "vswitchd")}
-    try:
-        _run("ip", "netns", "add", ns)
-        _run("ovsdb-tool", "create", db, SCHEMA, env=env)
-        _run("ovsdb-server", db, f"--remote=punix:{rundir}/db.sock", f"--pidfile={rundir}/ovsdb.pid",
-             "--detach", f"--log-file={rundir}/ovsdb.log", f"--unixctl={ctl['ovsdb']}", env=env, ns=ns)
-        vsctl = ("ovs-vsctl", f"--db={sock}", "--timeout=10")
-        _run(*vsctl, "--no-wait", "init", env=env)
-        _run("ovs-vswitchd", sock, f"--pidfile={rundir}/vswitchd.pid", "--detach",
-             f"--log-file={rundir}/vswitchd.log", f"--unixctl={ctl['vswitchd']}", env=env, ns=ns)
-        _run(*vsctl, "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
-             "protocols=OpenFlow13", "fail_mode=secure", env=env)
+    with Lab() as lab:
+        h = lab.host(host)
+        h.vsctl("add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
+                "protocols=OpenFlow13", "fail_mode=secure")
         for name, port in sorted(snap.ofports[host].items(), key=lambda kv: kv[1]):
             kind = (["type=vxlan", "options:remote_ip=flow", "options:key=flow"]
                     if port == TUNNEL_PORT else ["type=internal"])
-            _run(*vsctl, "add-port", "br-int", name, "--", "set", "interface", name,
-                 f"ofport_request={port}", *kind, env=env)
+            h.vsctl("add-port", "br-int", name, "--", "set", "interface", name,
+                    f"ofport_request={port}", *kind)
         flows, groups = compile_all(snap)[host]
         for kind, items in (("add-groups", groups), ("add-flows", flows)):
-            path = f"{rundir}/{kind}.txt"
+            path = f"{h.rundir}/{kind}.txt"
             with open(path, "w") as fh:
                 fh.write("\n".join(x.to_ofctl() for x in sorted(items)) + "\n")
-            _run("ovs-ofctl", "-O", "OpenFlow13", "--bundle", kind, f"unix:{rundir}/br-int.mgmt", path,
-                 env=env)
-        yield {"env": env, "ctl": ctl["vswitchd"], "switch": Switch(flows, groups),
-               "mgmt": f"unix:{rundir}/br-int.mgmt", "flows": flows, "groups": groups}
-    finally:
-        for d in ("vswitchd", "ovsdb"):
-            _run("ovs-appctl", "-t", ctl[d], "exit", env=env, check=False)
-            pidfile = f"{rundir}/{d}.pid"
-            if os.path.exists(pidfile):
-                try:
-                    pid = int(open(pidfile).read().strip())
-                    time.sleep(0.2)
-                    os.kill(pid, signal.SIGTERM)
-                except (ValueError, ProcessLookupError):
-                    pass
-        _run("ip", "netns", "del", ns, check=False)
-        shutil.rmtree(rundir, ignore_errors=True)
+            h.ofctl(kind, path, opts=("--bundle",))
+        yield {"env": h.env, "ctl": f"{h.rundir}/vswitchd.ctl", "switch": Switch(flows, groups),
+               "mgmt": f"unix:{h.rundir}/br-int.mgmt", "flows": flows, "groups": groups, "host": h}
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +66,7 @@ def ovs_trace(ovs, pkt: dict, ct_state: str):
     args = ["ovs-appctl", "-t", ovs["ctl"], "ofproto/trace", "br-int", spec]
     for _ in range(4):
         args += ["--ct-next", ct]
-    out = _run(*args, env=ovs["env"]).stdout
+    out = run(*args, env=ovs["env"]).stdout
     path, outputs = [], []
     lines = out.splitlines()
     for i, line in enumerate(lines):
@@ -154,7 +118,6 @@ def test_simulator_agrees_with_ovs(ovs, case, ct_state):
 
 def test_dump_flows_parses_back_to_compiled_entries(ovs):
     from flows.ofctl_parse import parse_dump_flows, parse_dump_groups
-    flows = _run("ovs-ofctl", "-O", "OpenFlow13", "dump-flows", ovs["mgmt"], env=ovs["env"]).stdout
-    groups = _run("ovs-ofctl", "-O", "OpenFlow13", "dump-groups", ovs["mgmt"], env=ovs["env"]).stdout
+    flows, groups = ovs["host"].ofctl("dump-flows"), ovs["host"].ofctl("dump-groups")
     assert set(parse_dump_flows(flows)) == ovs["flows"]
     assert set(parse_dump_groups(groups)) == ovs["groups"]

@@ -3,7 +3,7 @@ from flows.compiler import compile_all, compile_switch
 from flows.entry import COOKIE_MARK, COOKIE_MARK_MASK
 from flows.pipeline import COOKIE_OWNER_MASK, Owner, endpoint_cookie, parse_cookie
 from flows.simulator import Switch
-from tests.unit.topo import ENDPOINTS, EP, at, ep, fabric, ip_pkt, send, snapshot
+from tests.unit.topo import ENDPOINTS, EP, ep, ip_pkt, snapshot
 
 BASE = snapshot()
 

@@ -1,5 +1,5 @@
 from flows.pipeline import GROUP_FLOOD_ALL, TUNNEL_PORT, flood_group_id
-from tests.unit.topo import EP, at, arp_req, fabric, ip_pkt, send, mac_of
+from tests.unit.topo import EP, at, arp_req, fabric, ip_pkt, send
 
 FAB = fabric()
 

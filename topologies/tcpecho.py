@@ -1,7 +1,8 @@
 """A tiny TCP echo server and client for tests, run inside endpoint namespaces.
 
-    python tcp.py serve PORT            echo every connection until killed
-    python tcp.py connect IP PORT [TIMEOUT]   exit 0 when the echo came back
+    python -m topologies.tcpecho serve PORT            echo every connection until killed
+    python -m topologies.tcpecho connect IP PORT [TIMEOUT]   exit 0 when the echo came back
+    python -m topologies.tcpecho hold IP PORT SECONDS        one connection, an echo every 0.1 s; exit 0 if none failed
 """
 import socket
 import sys
@@ -39,7 +40,30 @@ def connect(ip: str, port: int, timeout: float) -> int:
         return 1
 
 
+def hold(ip: str, port: int, seconds: float) -> int:
+    import time
+    try:
+        with socket.create_connection((ip, port), timeout=2) as c:
+            c.settimeout(2)
+            print("connected", flush=True)
+            end = time.monotonic() + seconds
+            n = 0
+            while time.monotonic() < end:
+                c.sendall(b"x%d" % n)
+                if c.recv(64) != b"x%d" % n:
+                    return 1
+                n += 1
+                time.sleep(0.1)
+            print(f"echoes {n}", flush=True)
+            return 0
+    except OSError as exc:
+        print(f"hold {ip}:{port}: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "hold":
+        sys.exit(hold(sys.argv[2], int(sys.argv[3]), float(sys.argv[4])))
     if sys.argv[1] == "serve":
         serve(int(sys.argv[2]))
     else:
