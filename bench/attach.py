@@ -46,7 +46,31 @@ def post(c: Cluster, path: str, body: dict) -> dict:
     return r.json()
 
 
-def run(n: int = 100) -> dict:
+def profile_cni(c: Cluster, host: str, ep: str) -> str:
+    """One more CNI ADD, run under cProfile (wall-clock, so subprocess waits show)."""
+    import io
+    import pstats
+    import tempfile
+    d = tempfile.mkdtemp(prefix="nwb-cni-")
+    wrapper = os.path.join(d, "python")
+    with open(wrapper, "w") as f:
+        f.write(f"#!/bin/sh\nexec {sys.executable} -m cProfile -o {d}/cni.prof \"$@\"\n")
+    os.chmod(wrapper, 0o755)
+    real, c.python = c.python, wrapper
+    try:
+        t = time.monotonic()
+        c.run(host, ep, "nwbnet")
+        total = time.monotonic() - t
+    finally:
+        c.python = real
+    s = io.StringIO()
+    st = pstats.Stats(f"{d}/cni.prof", stream=s)
+    st.sort_stats("cumulative").print_stats("agent|subprocess.py:.*\\(run\\)|select|poll", 25)
+    subprocess.run(["rm", "-rf", d])
+    return f"cluster.run() under the profiler: {total * 1000:.0f} ms\n" + s.getvalue()
+
+
+def run(n: int = 100, with_profile: bool = False) -> dict:
     c = new_cluster()
     prober = None
     cni_times = []
@@ -94,6 +118,7 @@ def run(n: int = 100) -> dict:
             if (i + 1) % 10 == 0:
                 log.info("%d endpoints: last first-packet %.0f ms, run() %.0f ms, CNI ADD %.0f ms", i + 1,
                          1000 * samples[-1], 1000 * t_run, 1000 * cni_times[-1])
+        prof = profile_cni(c, "h1", "nwbprof") if with_profile else ""
     finally:
         if prober is not None:
             prober.kill()
@@ -105,6 +130,8 @@ def run(n: int = 100) -> dict:
            "cni_p99_ms": 1000 * common.percentile(cni_times, 99),
            "after_cni_p50_ms": 1000 * common.percentile([s - r for s, r in zip(samples, cni_times)], 50),
            "timeouts": sum(1 for s in samples if s == float("inf"))}
+    if prof:
+        out["profile_cni"] = prof
     out["rows"] = rows(out)
     return out
 
@@ -121,11 +148,14 @@ def rows(o) -> list:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.attach")
     p.add_argument("-n", type=int, default=100, help="endpoints to attach (default 100)")
+    p.add_argument("--profile", action="store_true", help="then cProfile one more CNI ADD")
     a = p.parse_args(argv)
     common.setup_logging()
-    out = run(a.n)
+    out = run(a.n, a.profile)
     common.save("attach", out)
     print(common.rows_table(out["rows"]))
+    if a.profile:
+        print(out["profile_cni"])
     return 0
 
 
