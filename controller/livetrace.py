@@ -34,7 +34,7 @@ def trace(model, src: dict, pkt: dict, in_port: int, ct_lookups: int = 2, timeou
     if not host.get("agentPort"):
         raise ModelError(f"live: the agent on {src['host']} offers no local API (agentPort is 0)", 409)
     url = f"http://{host['vtepIP']}:{host['agentPort']}/trace"
-    params = {"flow": flow_text(pkt, in_port), "ct": ",".join(["trk,new"] * ct_lookups)}
+    params = {"flow": flow_text(pkt, in_port), "ct": ";".join(["trk,new"] * ct_lookups)}
     try:
         r = requests.get(url, params=params, timeout=timeout)
     except requests.RequestException as exc:
