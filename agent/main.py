@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 
 from agent import netmaster_client as nmc
