@@ -384,6 +384,12 @@ def cmd_check(ctx):
             if not routes:
                 problems.append("no default route via %s dev %s in %s" %
                                 (gateway, ctx.ifname, ctx.netns))
+    prev = ctx.conf.get("prevResult")
+    if isinstance(prev, dict) and want_addr:
+        prev_addrs = [i.get("address") for i in prev.get("ips", []) if isinstance(i, dict)]
+        if prev_addrs and want_addr not in prev_addrs:
+            problems.append("prevResult has addresses %s but netmaster holds %s" %
+                            (prev_addrs, want_addr))
     h_link = link_info(ctx.host_port)
     if h_link is None:
         problems.append("host interface %s is missing" % ctx.host_port)

@@ -114,6 +114,9 @@ def test_add_check_del(site, containers):
     conf_check = dict(conf, prevResult=res)
     rc, out, err = cni(host, "CHECK", conf_check, "ctr-one", netns, "eth0")
     assert rc == 0 and out is None, (out, err)
+    stale = dict(res, ips=[dict(ip, address="10.1.2.250/24")])
+    rc, out, _ = cni(host, "CHECK", dict(conf, prevResult=stale), "ctr-one", netns, "eth0")
+    assert rc == 1 and out["code"] == 105 and "prevResult" in out["msg"], out
     in_ctr(ctr, "ip", "link", "set", "eth0", "mtu", "1400")
     host.vsctl("del-port", "br-int", port)
     rc, out, _ = cni(host, "CHECK", conf_check, "ctr-one", netns, "eth0")
