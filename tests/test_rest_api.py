@@ -264,3 +264,19 @@ def test_version_info_and_unknown_paths(shared_netmaster):
     refused(nm.get("/nothing/here"), 404, "no such path /nothing/here")
     r = nm.put("/api/v1/inspect/networks/default:x/", {})
     refused(r, 405, "method PUT is not allowed on /api/v1/inspect/networks/default:x/")
+
+
+def test_netprofile_reaches_endpoint_records_and_host_version(netmaster):
+    nm = netmaster
+    ok(nm.post("/api/v1/networks/default:n/", {"subnet": "10.6.0.0/24"}))
+    ok(nm.post("/api/v1/netprofiles/default:slow/", {"bandwidth": "10mbps", "burst": 64, "DSCP": 10}))
+    ok(nm.post("/api/v1/endpointGroups/default:g/", {"networkName": "n", "netProfile": "slow"}))
+    v0 = ok(nm.post("/api/v1/hosts/h1/", {"vtepIP": "10.99.0.1", "dpid": "00000000000000a1"}))["endpointsVersion"]
+    ep = ok(nm.post("/api/v1/endpoints/e1/", {"tenantName": "default", "networkName": "g", "host": "h1",
+                                              "intfName": "nwe1"}))
+    assert (ep["ingressPolicingRate"], ep["ingressPolicingBurst"], ep["dscp"]) == (10000, 64, 10)
+    v1 = ok(nm.get("/api/v1/hosts/h1/"))["endpointsVersion"]
+    assert v1 != v0
+    ok(nm.post("/api/v1/netprofiles/default:slow/", {"bandwidth": "1gbps", "burst": 64, "DSCP": 10}))
+    assert ok(nm.get("/api/v1/endpoints/e1/"))["ingressPolicingRate"] == 1000000
+    assert ok(nm.get("/api/v1/hosts/h1/"))["endpointsVersion"] not in (v0, v1)
