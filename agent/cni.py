@@ -288,6 +288,9 @@ def cmd_add(ctx):
         from agent.ovsdb import OvsdbError
         try:
             ofport = db.ensure_endpoint_port(ctx.bridge, ctx.host_port, ext)
+            if "ingressPolicingRate" in ep:     # the group's netprofile (0 = unlimited)
+                db.set_ingress_policing(ctx.host_port, int(ep.get("ingressPolicingRate") or 0),
+                                        int(ep.get("ingressPolicingBurst") or 0))
         except OvsdbError as e:
             raise CniError(E_OVS, "Open vSwitch could not plug %s into %s" %
                            (ctx.host_port, ctx.bridge), str(e))
