@@ -15,6 +15,9 @@ test: setup
 unit: setup
 	.venv/bin/python -m pytest tests/unit -q -p no:cacheprovider
 
+bench: setup
+	.venv/bin/python -m bench
+
 clean:
 	rm -rf .venv build *.egg-info
 

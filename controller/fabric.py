@@ -91,6 +91,7 @@ class Fabric:
         self._snapshot: Optional[snap.Snapshot] = None
         self._compiled: dict[str, tuple] = {}            # host label -> (flows, groups) for _snapshot
         self._compiler: Optional[Compiler] = None
+        self._last: dict[str, tuple] = {}                # host label -> last compile, across snapshots
         self.request_reconcile: Callable[[Optional[int]], None] = lambda dpid=None: None
         self._host_sigs: dict[str, tuple] = {}
         self._refresh_pending = False
@@ -151,7 +152,11 @@ class Fabric:
             if self._compiler is None:
                 self._compiler = Compiler(self.snapshot())
             flows, groups = self._compiler.switch(label)
-            self._compiled[label] = (set(flows), set(groups))
+            new = (set(flows), set(groups))
+            old = self._last.get(label)
+            # An unchanged result keeps its identity: the OpenFlow app has its
+            # canonical form already and need not recompute it.
+            self._compiled[label] = self._last[label] = old if old == new else new
             log.debug("event=compiled host=%s flows=%d groups=%d ms=%.1f", label, len(flows),
                       len(groups), (time.perf_counter() - t0) * 1000)
         return self._compiled[label]

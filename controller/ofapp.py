@@ -119,6 +119,7 @@ class SwitchManager(app_manager.OSKenApp):
         # (which also catches flows changed behind our back).
         self._held: dict[int, tuple[dict, dict]] = {}
         self._pending: dict[int, tuple[dict, dict]] = {}
+        self._desired_memo: dict[int, tuple] = {}
         self.audit_interval = AUDIT_INTERVAL
         self._auditor = hub.spawn(self._audit_loop)
         self._stopping = False
@@ -261,7 +262,18 @@ class SwitchManager(app_manager.OSKenApp):
 
     def _desired(self, dp, desired, res: ReconcileResult):
         """Canonical desired flows by key and groups by id, or None when any
-        entry is unusable: like a rejected bundle, a bad desired set changes nothing."""
+        entry is unusable: like a rejected bundle, a bad desired set changes nothing.
+        The fabric hands out the same object until the model changes, so the
+        canonical form is computed once per compile, not once per reconcile."""
+        memo = self._desired_memo.get(dp.id)
+        if memo is not None and memo[0] is desired:
+            return memo[1]
+        checked = self._check_desired(dp, desired, res)
+        if checked is not None:
+            self._desired_memo[dp.id] = (desired, checked)
+        return checked
+
+    def _check_desired(self, dp, desired, res: ReconcileResult):
         want_flows, want_groups = desired
         want: dict[tuple, FlowEntry] = {}
         groups: dict[int, GroupEntry] = {}

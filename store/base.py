@@ -34,6 +34,9 @@ class Store:
 
     def __init__(self):
         self._data: dict[str, dict] = {}
+        # The same values by "directory" (the key up to its last '/'), so that
+        # listing a kind costs what it returns, not a scan of the whole state.
+        self._dirs: dict[str, dict[str, dict]] = {}
         self._watchers: list[Callable[[list[Event]], None]] = []
         self._mirror_lock = threading.RLock()
 
@@ -43,11 +46,32 @@ class Store:
 
     def list(self, prefix: str) -> dict[str, dict]:
         with self._mirror_lock:
+            if prefix in self._dirs:
+                out = dict(self._dirs[prefix])
+                for d, entries in self._dirs.items():        # deeper directories, if any
+                    if d != prefix and d.startswith(prefix):
+                        out.update(entries)
+                return out
+            if prefix.endswith("/"):
+                return {k: v for d, entries in self._dirs.items() if d.startswith(prefix)
+                        for k, v in entries.items()}
             return {k: v for k, v in self._data.items() if k.startswith(prefix)}
 
     def keys(self, prefix: str) -> list[str]:
-        with self._mirror_lock:
-            return [k for k in self._data if k.startswith(prefix)]
+        return list(self.list(prefix))
+
+    def _put(self, key: str, value: dict) -> None:
+        self._data[key] = value
+        self._dirs.setdefault(key[:key.rfind("/") + 1], {})[key] = value
+
+    def _del(self, key: str) -> None:
+        del self._data[key]
+        d = key[:key.rfind("/") + 1]
+        entries = self._dirs.get(d)
+        if entries is not None:
+            entries.pop(key, None)
+            if not entries:
+                del self._dirs[d]
 
     # -- writes -----------------------------------------------------------------
     def commit(self, puts: dict[str, dict] | None = None, deletes: Iterable[str] = ()) -> None:
@@ -90,10 +114,10 @@ class Store:
                 old = self._data.get(ev.key)
                 if ev.value is None:
                     if old is not None:
-                        del self._data[ev.key]
+                        self._del(ev.key)
                         changed.append(ev)
                 elif old != ev.value:
-                    self._data[ev.key] = ev.value
+                    self._put(ev.key, ev.value)
                     changed.append(ev)
         if changed:
             for cb in list(self._watchers):

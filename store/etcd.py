@@ -87,7 +87,7 @@ class EtcdStore(Store):
             self._apply(events)
         else:
             for ev in events:
-                self._data[ev.key] = ev.value
+                self._put(ev.key, ev.value)
 
     def _watch_loop(self, start_rev: int):
         while not self._stopped:

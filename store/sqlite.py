@@ -27,7 +27,7 @@ class SqliteStore(Store):
         self._db.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self._lock = threading.Lock()
         for key, value in self._db.execute("SELECT key, value FROM kv"):
-            self._data[key] = json.loads(value)
+            self._put(key, json.loads(value))
         log.info("event=store_opened backend=sqlite path=%s keys=%d", path, len(self._data))
 
     def _commit(self, puts, deletes):

@@ -1,0 +1,163 @@
+"""Attach to first packet: on a 3-host simulated cluster, the time from the
+start of cluster.run() (CNI ADD) on h1 or h3 until an endpoint on h2 gets
+its first ICMP echo reply from the new endpoint, over N endpoints.
+
+The prober (bench/pinger.py) is one process with a raw socket in the h2
+endpoint's namespace, sending an echo every 5 ms from the moment the attach
+starts.  IPAM gives the lowest free address, so the new endpoint's address
+is known before its CNI ADD; a static neighbour entry (its MAC derives from
+the address) keeps the prober's own ARP retries out of the figure.  The new
+endpoint's reply still resolves the prober by ARP (answered by the proxy-ARP
+flows on its own host).
+
+    python -m bench.attach [-n 100]
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import requests
+
+from bench import common
+from model import ipam
+from topologies.cluster import Cluster
+
+log = logging.getLogger("bench.attach")
+NAME, UNDERLAY = "nwb", "10.95.0.0/24"
+SUBNET, GATEWAY = "10.77.0.0/22", "10.77.0.1"
+
+
+def new_cluster() -> Cluster:
+    Cluster(NAME).down()                      # whatever a crashed earlier run left
+    return Cluster(NAME, underlay=UNDERLAY, rest_port=common.free_port(), of_port=common.free_port(),
+                   uplinks=False)
+
+
+def post(c: Cluster, path: str, body: dict) -> dict:
+    r = requests.post(c.url + path, json=body, timeout=10)
+    if not r.ok:
+        raise RuntimeError(f"POST {path}: {r.status_code} {r.text[:200]}")
+    return r.json()
+
+
+def profile_cni(c: Cluster, host: str, ep: str) -> str:
+    """One more CNI ADD, run under cProfile (wall-clock, so subprocess waits show)."""
+    import io
+    import pstats
+    import tempfile
+    d = tempfile.mkdtemp(prefix="nwb-cni-")
+    wrapper = os.path.join(d, "python")
+    with open(wrapper, "w") as f:
+        f.write(f"#!/bin/sh\nexec {sys.executable} -m cProfile -o {d}/cni.prof \"$@\"\n")
+    os.chmod(wrapper, 0o755)
+    real, c.python = c.python, wrapper
+    try:
+        t = time.monotonic()
+        c.run(host, ep, "nwbnet")
+        total = time.monotonic() - t
+    finally:
+        c.python = real
+    s = io.StringIO()
+    st = pstats.Stats(f"{d}/cni.prof", stream=s)
+    st.sort_stats("cumulative").print_stats("agent|subprocess.py:.*\\(run\\)|select|poll", 25)
+    subprocess.run(["rm", "-rf", d])
+    return f"cluster.run() under the profiler: {total * 1000:.0f} ms\n" + s.getvalue()
+
+
+def run(n: int = 100, with_profile: bool = False) -> dict:
+    c = new_cluster()
+    prober = None
+    cni_times = []
+    real_cni = c.cni
+
+    def timed_cni(*a, **k):
+        t = time.monotonic()
+        try:
+            return real_cni(*a, **k)
+        finally:
+            cni_times.append(time.monotonic() - t)
+
+    c.cni = timed_cni
+    samples, runs = [], []
+    try:
+        c.up(3, wait=90)
+        post(c, "/api/v1/networks/default:nwbnet/", {"tenantName": "default", "networkName": "nwbnet",
+                                                      "subnet": SUBNET, "gateway": GATEWAY})
+        src = c.run("h2", "nwbp", "nwbnet")
+        cni_times.clear()
+        prober = subprocess.Popen(["ip", "netns", "exec", c.ep_ns("nwbp"), sys.executable,
+                                   os.path.join(common.ROOT, "bench", "pinger.py")],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert prober.stdout.readline().strip() == "ready"
+        nxt = ipaddress.IPv4Address(src["ip"]) + 1
+        for i in range(n):
+            host = ("h1", "h3")[i % 2]
+            ip = str(nxt)
+            c.exec("nwbp", "ip", "neigh", "replace", ip, "lladdr", ipam.mac_for(ip), "dev", "eth0", "nud", "permanent")
+            prober.stdin.write(ip + "\n")
+            prober.stdin.flush()
+            t0 = time.monotonic()
+            ep = c.run(host, f"nwb{i}", "nwbnet")
+            t_run = time.monotonic() - t0
+            line = prober.stdout.readline().strip()
+            if ep["ip"] != ip:
+                raise RuntimeError(f"IPAM gave {ep['ip']}, expected {ip}")
+            if line == "timeout":
+                log.warning("endpoint %d (%s on %s): no reply within the prober's timeout", i, ip, host)
+                samples.append(float("inf"))
+            else:
+                samples.append(float(line) - t0)
+            runs.append(t_run)
+            nxt += 1
+            if (i + 1) % 10 == 0:
+                log.info("%d endpoints: last first-packet %.0f ms, run() %.0f ms, CNI ADD %.0f ms", i + 1,
+                         1000 * samples[-1], 1000 * t_run, 1000 * cni_times[-1])
+        prof = profile_cni(c, "h1", "nwbprof") if with_profile else ""
+    finally:
+        if prober is not None:
+            prober.kill()
+            prober.wait()
+        c.down()
+    out = {"endpoints": len(samples), "first_packet_s": samples, "run_s": runs, "cni_add_s": cni_times,
+           "p50_ms": 1000 * common.percentile(samples, 50), "p99_ms": 1000 * common.percentile(samples, 99),
+           "cni_p50_ms": 1000 * common.percentile(cni_times, 50),
+           "cni_p99_ms": 1000 * common.percentile(cni_times, 99),
+           "after_cni_p50_ms": 1000 * common.percentile([s - r for s, r in zip(samples, cni_times)], 50),
+           "timeouts": sum(1 for s in samples if s == float("inf"))}
+    if prof:
+        out["profile_cni"] = prof
+    out["rows"] = rows(out)
+    return out
+
+
+def rows(o) -> list:
+    return [(f"attach -> first remote ping ({o['endpoints']} endpoints), p50",
+             f"{o['p50_ms']:.0f} ms", "< 200 ms", common.verdict(o["p50_ms"] < 200)),
+            ("attach -> first remote ping, p99", f"{o['p99_ms']:.0f} ms", "< 1000 ms",
+             common.verdict(o["p99_ms"] < 1000)),
+            ("CNI ADD alone, p50 / p99", f"{o['cni_p50_ms']:.0f} / {o['cni_p99_ms']:.0f} ms", "", ""),
+            ("first ping after CNI ADD returned, p50", f"{o['after_cni_p50_ms']:.0f} ms", "", "")]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.attach")
+    p.add_argument("-n", type=int, default=100, help="endpoints to attach (default 100)")
+    p.add_argument("--profile", action="store_true", help="then cProfile one more CNI ADD")
+    a = p.parse_args(argv)
+    common.setup_logging()
+    out = run(a.n, a.profile)
+    common.save("attach", out)
+    print(common.rows_table(out["rows"]))
+    if a.profile:
+        print(out["profile_cni"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""REST: creates per second and p99 latency for 1,000 networks and 10,000
+endpoints, on the embedded SQLite store and on a real etcd.
+
+netmaster runs as a subprocess (`python -m controller.main --no-openflow`),
+driven through one keep-alive requests.Session, one request at a time (the
+CNI plugin and netctl are sequential clients too).  A phase that runs past
+its time budget stops early; the table then says how many were measured and
+extrapolates the rest linearly (an underestimate if the cost per create grows).
+
+    python -m bench.rest [--quick] [--stores sqlite,etcd] [--profile]
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import pstats
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import requests
+
+from bench import common
+
+log = logging.getLogger("bench.rest")
+NETS, EPS = 1000, 10000
+
+
+class Server:
+    """netmaster and, for etcd, an etcd-server: both on free loopback ports, in a temp dir."""
+
+    def __init__(self, store: str, profile: bool = False):
+        self.kind = store
+        self.dir = tempfile.mkdtemp(prefix="nwb-rest-")
+        self.port = common.free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.profile = os.path.join(self.dir, "netmaster.prof") if profile else None
+        self.etcd = self.nm = None
+
+    def start(self) -> "Server":
+        if self.kind == "etcd":
+            cp, pp = common.free_port(), common.free_port()
+            self.etcd = subprocess.Popen(
+                [shutil.which("etcd") or "/usr/bin/etcd", "--name", "nwb", "--data-dir", f"{self.dir}/etcd",
+                 "--listen-client-urls", f"http://127.0.0.1:{cp}", "--advertise-client-urls", f"http://127.0.0.1:{cp}",
+                 "--listen-peer-urls", f"http://127.0.0.1:{pp}", "--initial-advertise-peer-urls",
+                 f"http://127.0.0.1:{pp}", "--initial-cluster", f"nwb=http://127.0.0.1:{pp}"],
+                stdout=open(f"{self.dir}/etcd.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+            _wait(lambda: requests.get(f"http://127.0.0.1:{cp}/health", timeout=1).ok, 30, "etcd")
+            store = f"etcd://127.0.0.1:{cp}/nwb"
+        else:
+            store = f"sqlite://{self.dir}/state.db"
+        pre = [sys.executable, "-m", "cProfile", "-o", self.profile] if self.profile else [sys.executable]
+        self.nm = subprocess.Popen(pre + ["-m", "controller.main", "--listen", f"127.0.0.1:{self.port}",
+                                          "--no-openflow", "--store", store, "--log-level", "WARNING",
+                                          "--host-timeout", "3600"],
+                                   cwd=common.ROOT, stdout=open(f"{self.dir}/netmaster.log", "ab"),
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        _wait(lambda: requests.get(self.url + "/version", timeout=1).ok, 30, "netmaster")
+        return self
+
+    def stop(self) -> str:
+        """Stop both; returns the netmaster profile's top functions when profiling."""
+        for p in (self.nm, self.etcd):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(5)
+        text = ""
+        if self.profile and os.path.exists(self.profile):
+            s = io.StringIO()
+            st = pstats.Stats(self.profile, stream=s)
+            st.sort_stats("cumulative").print_stats("wt-bench|netweave", 25)   # our code, by inclusive time
+            st.sort_stats("tottime").print_stats(15)
+            text = s.getvalue()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return text
+
+
+def _wait(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if pred():
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not start within {timeout}s")
+
+
+def _phase(s: requests.Session, reqs, budget: float) -> dict:
+    """POST each (url, body) in order until done or over budget; latencies in seconds."""
+    lat, t0 = [], time.perf_counter()
+    for url, body in reqs:
+        t = time.perf_counter()
+        r = s.post(url, json=body, timeout=60)
+        lat.append(time.perf_counter() - t)
+        if not r.ok:
+            raise RuntimeError(f"POST {url}: {r.status_code} {r.text[:200]}")
+        if time.perf_counter() - t0 > budget:
+            break
+    wall = time.perf_counter() - t0
+    return {"done": len(lat), "wall_s": wall, "per_s": len(lat) / wall, "p50_ms": 1000 * common.percentile(lat, 50),
+            "p99_ms": 1000 * common.percentile(lat, 99), "max_ms": 1000 * max(lat),
+            # the last tenth: does a create get slower as the store fills?
+            "last10pct_mean_ms": 1000 * sum(lat[-max(1, len(lat) // 10):]) / max(1, len(lat) // 10)}
+
+
+def bench_store(kind: str, nets: int, eps: int, budget: float, profile: bool) -> dict:
+    srv = Server(kind, profile)
+    prof = ""
+    try:
+        srv.start()
+        u = srv.url + "/api/v1"
+        with requests.Session() as s:
+            s.post(f"{u}/hosts/nwbh1/", json={"hostLabel": "nwbh1", "vtepIP": "10.95.1.1",
+                                             "dpid": "00004e0000b00001"}, timeout=10).raise_for_status()
+            net_reqs = ((f"{u}/networks/default:nwb{i}/",
+                         {"tenantName": "default", "networkName": f"nwb{i}",
+                          "subnet": f"10.{100 + i // 250}.{i % 250}.0/24", "gateway": f"10.{100 + i // 250}.{i % 250}.1",
+                          "encap": "vxlan"}) for i in range(nets))
+            n = _phase(s, net_reqs, budget)
+            per_net = max(1, -(-eps // n["done"]))          # endpoints spread over the networks made
+            ep_reqs = ((f"{u}/endpoints/nwbep{j}/",
+                        {"tenantName": "default", "networkName": f"nwb{j // per_net}", "host": "nwbh1",
+                         "intfName": f"nwbv{j}"}) for j in range(eps))
+            e = _phase(s, ep_reqs, budget)
+        for ph, want in ((n, nets), (e, eps)):
+            ph["asked"] = want
+            ph["complete"] = ph["done"] >= want
+            ph["extrapolated_wall_s"] = ph["wall_s"] * want / ph["done"]
+    finally:
+        prof = srv.stop()
+    log.info("%s: networks %.1f/s p99 %.1f ms (%d); endpoints %.1f/s p99 %.1f ms (%d)", kind, n["per_s"],
+             n["p99_ms"], n["done"], e["per_s"], e["p99_ms"], e["done"])
+    out = {"networks": n, "endpoints": e}
+    if prof:
+        out["profile"] = prof
+    return out
+
+
+def run(quick=False, stores=("sqlite", "etcd"), profile=False) -> dict:
+    nets, eps, budget = (200, 1000, 30) if quick else (NETS, EPS, 60)
+    out = {k: bench_store(k, nets, eps, budget, profile) for k in stores}
+    out["rows"] = rows(out)
+    return out
+
+
+def rows(out) -> list:
+    r = []
+    for k in ("sqlite", "etcd"):
+        if k not in out:
+            continue
+        for what in ("networks", "endpoints"):
+            p = out[k][what]
+            note = "" if p["complete"] else (f" (measured {p['done']} of {p['asked']}; all would take "
+                                             f"~{p['extrapolated_wall_s']:.0f} s)")
+            r.append((f"REST {k}: create {p['asked']} {what}",
+                      f"{p['per_s']:.0f}/s, p99 {p['p99_ms']:.1f} ms, last 10% {p['last10pct_mean_ms']:.1f} ms{note}",
+                      "", ""))
+    return r
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.rest")
+    p.add_argument("--quick", action="store_true", help="200 networks, 1,000 endpoints")
+    p.add_argument("--stores", default="sqlite,etcd")
+    p.add_argument("--profile", action="store_true", help="run netmaster under cProfile and print its top functions")
+    a = p.parse_args(argv)
+    common.setup_logging()
+    out = run(a.quick, tuple(a.stores.split(",")), a.profile)
+    common.save("rest", out)
+    print(common.rows_table(out["rows"]))
+    for k in ("sqlite", "etcd"):
+        if "profile" in out.get(k, {}):
+            print(f"--- netmaster profile ({k})\n{out[k]['profile']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
