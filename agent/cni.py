@@ -288,6 +288,9 @@ def cmd_add(ctx):
         from agent.ovsdb import OvsdbError
         try:
             ofport = db.ensure_endpoint_port(ctx.bridge, ctx.host_port, ext)
+            if "ingressPolicingRate" in ep:     # the group's netprofile (0 = unlimited)
+                db.set_ingress_policing(ctx.host_port, int(ep.get("ingressPolicingRate") or 0),
+                                        int(ep.get("ingressPolicingBurst") or 0))
         except OvsdbError as e:
             raise CniError(E_OVS, "Open vSwitch could not plug %s into %s" %
                            (ctx.host_port, ctx.bridge), str(e))
@@ -384,6 +387,12 @@ def cmd_check(ctx):
             if not routes:
                 problems.append("no default route via %s dev %s in %s" %
                                 (gateway, ctx.ifname, ctx.netns))
+    prev = ctx.conf.get("prevResult")
+    if isinstance(prev, dict) and want_addr:
+        prev_addrs = [i.get("address") for i in prev.get("ips", []) if isinstance(i, dict)]
+        if prev_addrs and want_addr not in prev_addrs:
+            problems.append("prevResult has addresses %s but netmaster holds %s" %
+                            (prev_addrs, want_addr))
     h_link = link_info(ctx.host_port)
     if h_link is None:
         problems.append("host interface %s is missing" % ctx.host_port)

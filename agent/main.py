@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 
 from agent import netmaster_client as nmc
@@ -72,6 +71,8 @@ class Agent:
         self.nm = nmc.NetmasterClient(args.netmaster, timeout=max(1.0, args.heartbeat_interval))
         self.stop_event = threading.Event()
         self.resync_wanted = threading.Event()
+        self.qos_wanted = threading.Event()
+        self._endpoints_version = None
         self.db = None
         self.known_ports = {}        # endpoint port name -> external_ids, as last seen
         self._hb_thread = None
@@ -161,9 +162,35 @@ class Agent:
                 LOG.warning("event=endpoint_port_missing endpoint=%s port=%s container=%s "
                             "tenant=%s network=%s", ep.get("endpointID"), ep.get("intfName"),
                             ep.get("containerID"), ep.get("tenantName"), ep.get("networkName"))
+        self.apply_qos(mine)
         self.known_ports = self.db.list_endpoint_ports(self.bridge)
         LOG.info("event=resync_done host=%s ports=%d netmaster_endpoints=%d removed=%d "
                  "missing=%d", self.host_label, len(ports), len(mine), removed, missing)
+        return True
+
+    def apply_qos(self, endpoints):
+        """Ingress policing of each local endpoint port from its netprofile, as netmaster
+        reports it in the endpoint record. Ensure-style: no write when already right."""
+        ports = self.db.list_endpoint_ports(self.bridge)
+        by_id = {ext.get(ovsdb_mod.ENDPOINT_KEY): name for name, ext in ports.items()}
+        for ep in endpoints:
+            port = by_id.get(ep.get("endpointID"))
+            if port is None or "ingressPolicingRate" not in ep:
+                continue
+            rate = int(ep.get("ingressPolicingRate") or 0)
+            burst = int(ep.get("ingressPolicingBurst") or 0)
+            self.db.set_ingress_policing(port, rate, burst)
+            if self.db.last_status != "unchanged":
+                LOG.info("event=qos_applied port=%s endpoint=%s rate_kbps=%d burst_kb=%d",
+                         port, ep.get("endpointID"), rate, burst)
+
+    def refresh_qos(self):
+        try:
+            mine = self.nm.list_endpoints(host=self.host_label)
+        except (nmc.NetmasterError, nmc.NetmasterUnreachable) as e:
+            LOG.warning("event=qos_refresh_deferred error=%r", str(e))
+            return False
+        self.apply_qos(mine)
         return True
 
     # -- heartbeat thread (HTTP only) ---------------------------------------------------------
@@ -171,8 +198,15 @@ class Agent:
         up = None
         while not self.stop_event.is_set():
             try:
-                self.nm.register_host(self.host_label, self.vtep_ip, self.dpid,
-                                      self.args.uplink or "")
+                answer = self.nm.register_host(self.host_label, self.vtep_ip, self.dpid,
+                                               self.args.uplink or "")
+                version = (answer or {}).get("endpointsVersion") \
+                    if isinstance(answer, dict) else None
+                if version is not None and version != self._endpoints_version:
+                    # something applied to this host's endpoints (e.g. a netprofile) changed
+                    if self._endpoints_version is not None:
+                        self.qos_wanted.set()
+                    self._endpoints_version = version
                 if up is not True:
                     LOG.info("event=host_registered host=%s vtep=%s dpid=%016x netmaster=%s",
                              self.host_label, self.vtep_ip, self.dpid, self.args.netmaster)
@@ -210,6 +244,11 @@ class Agent:
                     self.resync_wanted.clear()
                     if not self.resync():
                         self.resync_wanted.set()
+                    last_seqno = self.db.change_seqno
+                if self.qos_wanted.is_set():
+                    self.qos_wanted.clear()
+                    if not self.refresh_qos():
+                        self.qos_wanted.set()
                     last_seqno = self.db.change_seqno
             except ovsdb_mod.OvsdbError as e:
                 LOG.error("event=reconcile_failed error=%r retry=true", str(e))

@@ -114,6 +114,9 @@ def test_add_check_del(site, containers):
     conf_check = dict(conf, prevResult=res)
     rc, out, err = cni(host, "CHECK", conf_check, "ctr-one", netns, "eth0")
     assert rc == 0 and out is None, (out, err)
+    stale = dict(res, ips=[dict(ip, address="10.1.2.250/24")])
+    rc, out, _ = cni(host, "CHECK", dict(conf, prevResult=stale), "ctr-one", netns, "eth0")
+    assert rc == 1 and out["code"] == 105 and "prevResult" in out["msg"], out
     in_ctr(ctr, "ip", "link", "set", "eth0", "mtu", "1400")
     host.vsctl("del-port", "br-int", port)
     rc, out, _ = cni(host, "CHECK", conf_check, "ctr-one", netns, "eth0")
@@ -436,3 +439,31 @@ def test_parallel_adds_and_dels(site, containers):
                                 enumerate(ctrs)))
     assert all(rc == 0 for rc, _, _ in results), results
     assert_nothing_left(nm, host)
+
+
+def test_netprofile_qos_reaches_the_port(site, containers):
+    """A group's netprofile becomes the endpoint port's ingress policing at ADD, and a later
+    netprofile change reaches the port through netplugin (heartbeat endpointsVersion)."""
+    nm, host, agent = site
+    nm.call("POST", "/api/v1/netprofiles/default:slow/",
+            {"tenantName": "default", "profileName": "slow", "bandwidth": "10mbps",
+             "burst": 64, "DSCP": 10})
+    nm.call("POST", "/api/v1/endpointGroups/default:web/",
+            {"tenantName": "default", "groupName": "web", "networkName": "contiv-net",
+             "netProfile": "slow"})
+    ctr = containers()
+    conf = cni_conf(host, nm, network="web")
+    rc, res, err = cni(host, "ADD", conf, "ctr-qos", "/var/run/netns/" + ctr)
+    assert rc == 0, (res, err)
+    port = host_port_name(endpoint_id("ctr-qos", "eth0"))
+    assert host.vsctl("get", "Interface", port, "ingress_policing_rate") == "10000"
+    assert host.vsctl("get", "Interface", port, "ingress_policing_burst") == "64"
+    nm.call("POST", "/api/v1/netprofiles/default:slow/",
+            {"tenantName": "default", "profileName": "slow", "bandwidth": "1gbps",
+             "burst": 128, "DSCP": 10})
+    wait_for(lambda: host.vsctl("get", "Interface", port, "ingress_policing_rate")
+             == "1000000", 15, "netplugin to apply the new netprofile", agent)
+    assert host.vsctl("get", "Interface", port, "ingress_policing_burst") == "128"
+    assert "event=qos_applied port=%s" % port in agent.log_text()
+    rc, out, err = cni(host, "DEL", conf, "ctr-qos", "/var/run/netns/" + ctr)
+    assert rc == 0, (out, err)
