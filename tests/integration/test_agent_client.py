@@ -1,14 +1,12 @@
-"""netmaster_client and netweave-cni's pure parts, against a tiny local HTTP server.
+"""netmaster_client and netweave-cni's pure parts.
 
-No root, no OVS: these pin the client's side of the REST contract and the CNI error codes.
+No OVS: the client's side of the REST contract against a real netmaster, and the CNI
+error codes.
 """
 import io
 import json
 import os
 import sys
-import socketserver
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -16,52 +14,6 @@ import pytest  # noqa: E402
 
 from agent import cni  # noqa: E402
 from agent import netmaster_client as nmc  # noqa: E402
-
-
-class FakeNetmaster(BaseHTTPRequestHandler):
-    calls = []
-    answers = {}
-
-    def _answer(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else None
-        FakeNetmaster.calls.append((self.command, self.path, body))
-        status, payload = FakeNetmaster.answers.get((self.command, self.path), (404, {
-            "error": "no route"}))
-        raw = json.dumps(payload).encode() if not isinstance(payload, bytes) else payload
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    do_GET = do_POST = do_DELETE = _answer
-
-    def log_message(self, *a):
-        pass
-
-
-class LocalHTTPServer(HTTPServer):
-    """HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can hang
-    for minutes where DNS is unreachable: bind without it."""
-
-    def server_bind(self):
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
-
-
-@pytest.fixture
-def fake():
-    FakeNetmaster.calls = []
-    FakeNetmaster.answers = {}
-    srv = LocalHTTPServer(("127.0.0.1", 0), FakeNetmaster)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield srv, nmc.NetmasterClient("http://127.0.0.1:%d" % srv.server_port, timeout=2)
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def test_ids_and_names_are_deterministic():
@@ -74,34 +26,29 @@ def test_ids_and_names_are_deterministic():
     assert 0 < d < 1 << 48
 
 
-def test_register_host_body(fake):
-    srv, client = fake
-    FakeNetmaster.answers[("POST", "/api/v1/hosts/h1/")] = (200, {"hostLabel": "h1"})
-    assert client.register_host("h1", "10.0.0.1", 0xab, "") == {"hostLabel": "h1"}
-    method, path, body = FakeNetmaster.calls[0]
-    assert body == {"hostLabel": "h1", "vtepIP": "10.0.0.1", "dpid": "00000000000000ab",
-                    "uplink": ""}
-
-
-def test_endpoint_calls_and_errors(fake):
-    srv, client = fake
-    ep = {"endpointID": "e1", "homingHost": "h1", "ipAddress": ["10.1.2.2", ""]}
-    FakeNetmaster.answers[("POST", "/api/v1/endpoints/e1/")] = (200, ep)
-    FakeNetmaster.answers[("GET", "/api/v1/endpoints/")] = (200, [ep, dict(
-        ep, endpointID="e2", homingHost="h2")])
-    FakeNetmaster.answers[("DELETE", "/api/v1/endpoints/e1/")] = (200, {})
-    FakeNetmaster.answers[("POST", "/api/v1/endpoints/e9/")] = (409, {"error": "exhausted"})
+def test_client_against_a_real_netmaster(netmaster):
+    """The client's side of the REST contract, spoken to netmaster itself."""
+    client = nmc.NetmasterClient(netmaster.url, timeout=5)
+    h = client.register_host("h1", "10.0.0.1", 0xab, "")
+    assert (h["hostLabel"], h["vtepIP"], h["dpid"], h["state"]) == ("h1", "10.0.0.1", "00000000000000ab", "up")
+    assert [x["hostLabel"] for x in client.list_hosts()] == ["h1"]
+    assert netmaster.post("/api/v1/networks/default:net/", {"subnet": "10.1.2.0/30"}).ok
+    ep = client.create_endpoint("e1", "default", "net", "", "h1", "c", "nwx", "eth0")
+    assert (ep["endpointID"], ep["ipAddress"][0], ep["homingHost"], ep["intfName"], ep["containerID"]) == \
+        ("e1", "10.1.2.1", "h1", "nwx", "c")
     assert client.create_endpoint("e1", "default", "net", "", "h1", "c", "nwx", "eth0") == ep
-    assert FakeNetmaster.calls[-1][2] == {
-        "tenantName": "default", "networkName": "net", "groupName": "", "host": "h1",
-        "containerID": "c", "intfName": "nwx", "ifName": "eth0"}
+    client.register_host("h2", "10.0.0.2", 0xac, "")
+    client.create_endpoint("e2", "default", "net", "", "h2", "c2", "nwy", "eth0")
     assert [e["endpointID"] for e in client.list_endpoints(host="h1")] == ["e1"]
     assert client.get_endpoint("e2")["homingHost"] == "h2"
-    assert client.delete_endpoint("e1") is True
-    assert client.delete_endpoint("nope") is False          # 404 means already released
     with pytest.raises(nmc.NetmasterError) as exc:
-        client.create_endpoint("e9", "default", "net", "", "h1", "c", "nwx", "eth0")
-    assert exc.value.status == 409 and exc.value.message == "exhausted"
+        client.create_endpoint("e9", "default", "net", "", "h1", "c", "nwz", "eth0")
+    assert exc.value.status == 409 and "no free address" in exc.value.message
+    with pytest.raises(nmc.NetmasterError) as exc:
+        client.create_endpoint("e9", "default", "nonet", "", "h1", "c", "nwz", "eth0")
+    assert exc.value.status == 404
+    assert client.delete_endpoint("e1") is True
+    assert client.delete_endpoint("e1") is False          # 404 means already released
 
 
 def test_unreachable():
