@@ -21,6 +21,7 @@ import sys
 import threading
 import urllib.parse
 
+from agent import localapi
 from agent import netmaster_client as nmc
 from agent import ovsdb as ovsdb_mod
 
@@ -72,6 +73,7 @@ class Agent:
         self.stop_event = threading.Event()
         self.resync_wanted = threading.Event()
         self.qos_wanted = threading.Event()
+        self.api_port = 0            # the local API's port once it listens (0: none)
         self._endpoints_version = None
         self.db = None
         self.known_ports = {}        # endpoint port name -> external_ids, as last seen
@@ -193,13 +195,25 @@ class Agent:
         self.apply_qos(mine)
         return True
 
+    def start_local_api(self):
+        """netmaster's way to this host's own switch (ofproto/trace for `netctl trace --live`),
+        on the VTEP address where netmaster reaches the host."""
+        if self.args.api_port < 0:
+            return
+        addr = self.vtep_ip or "127.0.0.1"
+        try:
+            srv = localapi.serve(addr, self.args.api_port, self.args.ovsdb, self.bridge)
+            self.api_port = srv.server_port
+        except OSError as e:
+            LOG.error("event=local_api_failed address=%s port=%d error=%r", addr, self.args.api_port, str(e))
+
     # -- heartbeat thread (HTTP only) ---------------------------------------------------------
     def heartbeat_loop(self):
         up = None
         while not self.stop_event.is_set():
             try:
                 answer = self.nm.register_host(self.host_label, self.vtep_ip, self.dpid,
-                                               self.args.uplink or "")
+                                               self.args.uplink or "", agent_port=self.api_port)
                 version = (answer or {}).get("endpointsVersion") \
                     if isinstance(answer, dict) else None
                 if version is not None and version != self._endpoints_version:
@@ -227,6 +241,7 @@ class Agent:
         if not self.connect_ovsdb():
             return 0
         self.reconcile("start")
+        self.start_local_api()
         self._hb_thread = threading.Thread(target=self.heartbeat_loop, name="heartbeat",
                                            daemon=True)
         self._hb_thread.start()
@@ -275,6 +290,8 @@ def parse_args(argv=None):
     p.add_argument("--uplink", default="", help="interface for VLAN networks (optional)")
     p.add_argument("--bridge", default="br-int")
     p.add_argument("--heartbeat-interval", type=float, default=2.0)
+    p.add_argument("--api-port", type=int, default=9090,
+                   help="port of the local API on the VTEP address (0: any free port, -1: off)")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 

@@ -88,12 +88,12 @@ class NetmasterClient:
         return urllib.parse.quote(name, safe="")
 
     # -- hosts -----------------------------------------------------------------------------
-    def register_host(self, host_label, vtep_ip, dpid, uplink=""):
+    def register_host(self, host_label, vtep_ip, dpid, uplink="", agent_port=0):
         """Register, and heartbeat: netmaster expects this POST every few seconds."""
         if isinstance(dpid, int):
             dpid = "%016x" % dpid
         body = {"hostLabel": host_label, "vtepIP": vtep_ip or "", "dpid": dpid,
-                "uplink": uplink or ""}
+                "uplink": uplink or "", "agentPort": int(agent_port or 0)}
         return self._call("POST", "/api/v1/hosts/%s/" % self._q(host_label), body)
 
     heartbeat = register_host

@@ -3,6 +3,8 @@
 checked against Open vSwitch's own."""
 from __future__ import annotations
 
+import re
+
 import requests
 
 from model.validate import ModelError
@@ -25,7 +27,9 @@ def verdict(output: str) -> tuple[str, list[str]]:
     lines = output.splitlines()
     dp = next((l for l in reversed(lines) if l.startswith("Datapath actions:")), "")
     acts = dp.split(":", 1)[1].strip() if dp else ""
-    v = "dropped" if acts in ("", "drop") else "forwarded"
+    # conntrack and recirculation are bookkeeping, not a destination
+    rest = re.sub(r"(ct|recirc)\((?:[^()]|\([^()]*\))*\)", "", acts).replace(",", "").strip()
+    v = "dropped" if rest in ("", "drop") else "forwarded"
     return v, [l for l in lines if l.startswith("Datapath actions:") or "Final flow:" in l]
 
 

@@ -175,7 +175,7 @@ class Cluster:
         cmd = ["ip", "netns", "exec", h["ns"], self.python, "-m", "agent.main",
                "--netmaster", self.hosts_url, "--host-label", label, "--vtep-ip", h["vtep"],
                "--ovsdb", ovs.remote, "--controller", f"tcp:{of_host}:{self.state['of_port']}",
-               "--datapath", "netdev", "--heartbeat-interval", "1"]
+               "--datapath", "netdev", "--heartbeat-interval", "1", "--api-port", "0"]
         if self.state["uplinks"]:
             cmd += ["--uplink", "eth2"]
         logf = open(os.path.join(self.workdir, f"{label}-netplugin.log"), "ab")

@@ -79,3 +79,12 @@ def test_trace_explains_allowed_and_denied(cluster):
     assert "verdict: DROPPED" in out and "rule default:db-policy:1" in out
     # the real switches agree: a TCP connection to port 22 indeed fails
     assert not e.tcp("app", e.c.ip("db2"), 22, timeout=1.0)
+    # and so does ofproto/trace on the real source switch (db1 shares app's host h1)
+    for port, want in ((8888, "forwarded"), (22, "dropped")):
+        t = requests.get(f"{e.url}/api/v1/trace/", params=dict(q, to=e.c.ip("db1"), port=port, live=1),
+                         timeout=30).json()
+        assert (t["live"]["verdict"], t["live"]["simulated"], t["live"]["agrees"]) == (want, want, True), t["live"]
+    t = requests.get(f"{e.url}/api/v1/trace/", params=dict(q, port=22, live=1), timeout=30).json()
+    assert t["live"]["agrees"] and t["live"]["verdict"] == "forwarded"   # db2 is remote: h1 sends it on
+    out = netctl(e, "trace", app, e.c.ip("db1"), "-port=22", "--live")
+    assert "ofproto/trace DROPPED: AGREE" in out
