@@ -71,12 +71,33 @@ def _spawn(cmd: list[str], log: str, pidfile: str) -> int:
     return p.pid
 
 
-def _stop_pidfile(pidfile: str, wait: float = 10.0) -> None:
-    kill_pidfile(pidfile, signal.SIGTERM, wait)
-    try:
-        os.unlink(pidfile)
-    except OSError:
+def _gone(pid: int) -> bool:
+    try:                                  # reap it if it is our child (else it stays a zombie)
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    except ChildProcessError:
         pass
+    return not pid_alive(pid)
+
+
+def _stop_pidfile(pidfile: str, wait: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after `wait` seconds; reaps our own children."""
+    try:
+        pid = int(open(pidfile).read().strip())
+        os.unlink(pidfile)
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        return
+    deadline = time.monotonic() + wait
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not _gone(pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        time.sleep(0.05)
+        _gone(pid)
 
 
 def offload_off(intf: str, netns: str | None = None) -> None:
@@ -225,9 +246,21 @@ class ComputeHost(Host):
         sh("ip", "netns", "attach", self.name, str(self.pid))
         self.cmd("ip link set lo up")
         offload_off(intf.name, self.name)
+        port = intf.name
+        if nw.get("netem") == "user":
+            # br-phy -- ul1==ul0 -- [mininet_netem: delay, loss] -- nwm1-eth0 -- the Mininet link
+            self.cmd("ip link add ul0 type veth peer name ul1")
+            for dev in ("ul0", "ul1"):
+                self.cmd(f"ip link set {dev} up")
+                offload_off(dev, self.name)
+            self.set_netem(nw.get("user_shaping") or {}, signal_it=False)
+            _spawn(["ip", "netns", "exec", self.name, netweave_python(), "-m", "topologies.mininet_netem",
+                    intf.name, "ul0", "--params", self.netem_params],
+                   os.path.join(self.rundir, "netem.log"), os.path.join(self.rundir, "netem.pid"))
+            port = "ul1"
         ovs = self.ovs.start()
         ovs.vsctl("--may-exist", "add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev",
-                  "fail_mode=standalone", "--", "--may-exist", "add-port", "br-phy", intf.name)
+                  "fail_mode=standalone", "--", "--may-exist", "add-port", "br-phy", port)
         self.cmd(f"ip addr flush dev {intf.name}")
         self.cmd(f"ip addr add {ip}/{plen} dev br-phy")
         self.cmd("ip link set br-phy up")
@@ -246,6 +279,22 @@ class ComputeHost(Host):
     @property
     def ovs(self) -> OvsInstance:
         return OvsInstance(self.rundir, netns=self.name)
+
+    @property
+    def netem_params(self) -> str:
+        return os.path.join(self.rundir, "netem.json")
+
+    def set_netem(self, shaping: dict, signal_it: bool = True) -> None:
+        """Delay/loss of the user-space emulator on this host's underlay link (both directions)."""
+        tmp = self.netem_params + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(shaping, f)
+        os.replace(tmp, self.netem_params)
+        if signal_it:
+            try:
+                os.kill(int(open(os.path.join(self.rundir, "netem.pid")).read()), signal.SIGHUP)
+            except (OSError, ValueError):
+                pass
 
     def agent_start(self) -> None:
         nw = self.nw
@@ -266,11 +315,30 @@ class ComputeHost(Host):
         nw = getattr(self, "nw", None)
         if nw is not None:
             self.agent_stop()
+            _stop_pidfile(os.path.join(self.rundir, "netem.pid"), 2)
             for ep in _endpoints_of(nw.workdir, self.name):
                 _del_netns(ep["ns"])
             self.ovs.stop()
             sh("ip", "netns", "delete", self.name, check=False)
         super().terminate()
+
+
+def kernel_has_netem() -> bool:
+    """Whether tc can make a netem qdisc here (Mininet's TCLink delay and loss need it)."""
+    p = subprocess.run(["unshare", "-n", "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
+                       capture_output=True)
+    return p.returncode == 0
+
+
+def delay_ms(delay) -> float:
+    """Mininet's delay notation ('5ms', '100us', '1s', 5) in milliseconds."""
+    if delay in (None, "", 0):
+        return 0.0
+    d = str(delay).strip()
+    for unit, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if d.endswith(unit):
+            return float(d[:-len(unit)]) * f
+    return float(d)
 
 
 # ------------------------------------------------------------------ leftovers
@@ -330,7 +398,7 @@ def cleanup(prefix: str) -> None:
         for label in os.listdir(wd):
             d = os.path.join(wd, label)
             if os.path.isdir(d):
-                for name in ("ovs-vswitchd", "ovsdb-server", "netplugin"):
+                for name in ("ovs-vswitchd", "ovsdb-server", "netplugin", "netem"):
                     kill_pidfile(os.path.join(d, f"{name}.pid"), signal.SIGKILL)
         kill_pidfile(os.path.join(wd, "netmaster.pid"), signal.SIGKILL)
     ns_re = re.compile(rf"^{prefix}(\d+|e-.+)$")

@@ -63,7 +63,8 @@ from mininet.net import Mininet  # noqa: E402
 from mininet.topo import Topo  # noqa: E402
 
 from topologies.mininet_nodes import (PREFIX_RE, ComputeHost, NetmasterNode, NwConfig, NwSwitch,  # noqa: E402
-                                      cleanup, http_json, netweave_python, workdir_of)
+                                      cleanup, delay_ms, http_json, kernel_has_netem, netweave_python,
+                                      workdir_of)
 from topologies.ovs import sh  # noqa: E402
 
 _PREFIXES_SEEN: set[str] = set()
@@ -85,15 +86,27 @@ class NetweaveTopo(Topo):
     ``switch(i)``, ``ulink(a, b)`` in ``build``."""
 
     def __init__(self, *args, prefix: str = "nwm", subnet: str = "10.213.0.0/24", rest_port: int = 0,
-                 of_port: int = 0, bw=None, delay=None, loss=None, max_queue_size=None, **params):
+                 of_port: int = 0, bw=None, delay=None, loss=None, max_queue_size=None, netem: str = "auto",
+                 **params):
         if not PREFIX_RE.match(prefix):
             raise NetweaveError(f"prefix {prefix!r}: 2 to 5 lower-case letters (it prefixes interface names)")
         self.subnet = ipaddress.IPv4Network(subnet)
         self.nw = NwConfig(prefix=prefix, subnet=str(self.subnet), rest_port=int(rest_port) or free_port(),
                            of_port=int(of_port) or free_port(), python=netweave_python(),
                            netmaster_ip=str(self.subnet.network_address + 254))
-        self.shaping = {k: v for k, v in (("bw", bw), ("delay", delay), ("loss", loss),
-                                          ("max_queue_size", max_queue_size)) if v not in (None, "", 0)}
+        if netem == "auto":
+            netem = "kernel" if kernel_has_netem() else "user"
+        if netem not in ("kernel", "user"):
+            raise NetweaveError(f"netem {netem!r}: auto, kernel or user")
+        self.nw["netem"] = netem
+        shaping = {k: v for k, v in (("bw", bw), ("delay", delay), ("loss", loss),
+                                     ("max_queue_size", max_queue_size)) if v not in (None, "", 0)}
+        if netem == "user":
+            # the kernel cannot delay or drop: compute hosts' links get mininet_netem, tc keeps bw
+            self.nw["user_shaping"] = {"delay_ms": delay_ms(shaping.pop("delay", 0)),
+                                       "loss_pct": float(shaping.pop("loss", 0) or 0),
+                                       "limit": int(shaping.pop("max_queue_size", 0) or 10000)}
+        self.shaping = shaping
         _PREFIXES_SEEN.add(prefix)
         super().__init__(*args, **params)
 
@@ -282,8 +295,15 @@ class NetweaveNet:
     def host(self, name: str):
         return self.net.get(name)
 
-    def set_shaping(self, **shaping) -> None:
-        """Change bw/delay/loss on every shaped underlay link of the running network."""
+    def set_shaping(self, bw=None, delay=None, loss=None, max_queue_size=None) -> None:
+        """Change bw/delay/loss on every shaped underlay link of the running network (with
+        netem=user, delay and loss apply to the compute hosts' links, in both directions)."""
+        shaping = {"bw": bw, "delay": delay, "loss": loss, "max_queue_size": max_queue_size}
+        if self.nw.get("netem") == "user":
+            for h in self.computes:
+                h.set_netem({"delay_ms": delay_ms(delay), "loss_pct": float(loss or 0),
+                             "limit": int(max_queue_size or 10000)})
+            shaping.update(delay=None, loss=None, max_queue_size=None)
         for link in self.net.links:
             n1, n2 = link.intf1.node, link.intf2.node
             if isinstance(n1, NetmasterNode) or isinstance(n2, NetmasterNode):
@@ -293,6 +313,7 @@ class NetweaveNet:
                 params.update({k: v for k, v in shaping.items() if v not in (None, "", 0)})
                 params["txo"] = False
                 intf.params = params
+                intf.cmd("tc qdisc del dev", intf.name, "root")
                 intf.config(**params)
 
 
