@@ -72,8 +72,7 @@ class Shaper:
 
 def run(a: str, b: str, params: str | None) -> None:
     shaper = Shaper(params)
-    reload = [False]
-    signal.signal(signal.SIGHUP, lambda *_: reload.__setitem__(0, True))
+    signal.signal(signal.SIGHUP, lambda *_: shaper.load())        # takes effect for the next frame
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     socks = {a: open_sock(a), b: open_sock(b)}
     peer = {a: b, b: a}
@@ -82,9 +81,6 @@ def run(a: str, b: str, params: str | None) -> None:
     by_fd = {s.fileno(): name for name, s in socks.items()}
     rnd = random.Random()
     while True:
-        if reload[0]:
-            reload[0] = False
-            shaper.load()
         now = time.monotonic()
         # send what is due
         for out, q in queues.items():
