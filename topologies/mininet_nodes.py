@@ -172,14 +172,15 @@ class NwSwitch(OVSSwitch):
                 offload_off(intf.name)
 
     def stp_settled(self) -> bool:
-        """No port of this bridge is still listening or learning."""
+        """Every port of this bridge is forwarding or blocking (none listening or learning)."""
         if not self.stp:
             return True
-        out = self.vsctl("--columns=name,status", "list", "Interface")
-        states = re.findall(r'stp_state="?(\w+)', self.cmd("ovs-appctl stp/show", self.name) or "")
-        if not states:
-            states = re.findall(r"stp_state=(\w+)", out)
-        return bool(states) and not any(s in ("listening", "learning", "disabled") for s in states)
+        ports = sh("ovs-vsctl", "--timeout=5", "list-ports", self.name, check=False).split()
+        if not ports:
+            return False
+        out = sh("ovs-vsctl", "--timeout=5", "--columns=name,status", "list", "Port", *ports, check=False)
+        states = re.findall(r"stp_state=(\w+)", out)
+        return len(states) == len(ports) and all(s in ("forwarding", "blocking") for s in states)
 
 
 # ------------------------------------------------------------------ netmaster
