@@ -225,6 +225,10 @@ class NetmasterNode(Host):
         nw = getattr(self, "nw", None)
         if nw is not None:
             _stop_pidfile(os.path.join(nw.workdir, "netmaster.pid"), 20)
+            try:                          # no longer running (logs stay until cleanup or the next start)
+                os.unlink(os.path.join(nw.workdir, "net.json"))
+            except OSError:
+                pass
         super().terminate()
 
 

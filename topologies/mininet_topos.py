@@ -90,6 +90,10 @@ class NetweaveTopo(Topo):
                  **params):
         if not PREFIX_RE.match(prefix):
             raise NetweaveError(f"prefix {prefix!r}: 2 to 5 lower-case letters (it prefixes interface names)")
+        if run_active(prefix):
+            raise NetweaveError(f"a netweave Mininet network with prefix {prefix} is running "
+                                f"(netmaster pid in {workdir_of(prefix)}): stop it, or choose another prefix=")
+        cleanup(prefix)                   # what a crashed or killed run with this prefix left
         self.subnet = ipaddress.IPv4Network(subnet)
         self.nw = NwConfig(prefix=prefix, subnet=str(self.subnet), rest_port=int(rest_port) or free_port(),
                            of_port=int(of_port) or free_port(), python=netweave_python(),
@@ -401,6 +405,15 @@ def rm_endpoint(nw: NwConfig, name: str) -> None:
     sh("ip", "netns", "delete", e["ns"], check=False)
     del eps[name]
     _save_eps(nw, eps)
+
+
+def run_active(prefix: str) -> bool:
+    try:
+        pid = int(open(os.path.join(workdir_of(prefix), "netmaster.pid")).read())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return os.path.exists(os.path.join(workdir_of(prefix), "net.json"))
 
 
 def load_config(prefix: str) -> NwConfig:
