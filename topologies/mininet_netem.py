@@ -40,8 +40,11 @@ def open_sock(ifname: str) -> socket.socket:
         s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)     # not our own transmissions
     except OSError:
         pass
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+    for force, plain in ((33, socket.SO_RCVBUF), (32, socket.SO_SNDBUF)):   # SO_*BUFFORCE: past rmem_max
+        try:
+            s.setsockopt(socket.SOL_SOCKET, force, 16 << 20)
+        except OSError:
+            s.setsockopt(socket.SOL_SOCKET, plain, 16 << 20)
     s.bind((ifname, 0))
     s.setblocking(False)
     return s
