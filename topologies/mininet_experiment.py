@@ -11,8 +11,8 @@ D ms adds 4*D ms to a round trip (two links, both directions) and a loss of P % 
 times per round trip.  Where the kernel has no sch_netem, delay and loss come from
 ``topologies/mininet_netem.py`` (user space) on both compute hosts' links: see MININET.md.
 
-    python -m topologies.mininet_experiment [--delays 0,5,20,50] [--losses 0,1,2,5]
-                                            [--seconds 5] [--bw MBIT] [--json FILE]
+    python -m topologies.mininet_experiment [--baseline] [--delays 0,5,20,50] [--losses 0,1,2,5]
+                      [--loss-delay 5] [--seconds 10] [--pings 50] [--bw MBIT] [--json FILE]
 """
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ def machine() -> str:
     return f"{platform.node()}: Linux {platform.release()}, {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}"
 
 
-def run(delays, losses, seconds, pings, bw=None, prefix="nwmx", subnet="10.213.2.0/24", netem="auto") -> dict:
+def run(delays, losses, seconds, pings, bw=None, prefix="nwmx", subnet="10.213.2.0/24", netem="auto",
+        loss_delay: float = 5.0) -> dict:
     topo = StarTopo(2, prefix=prefix, subnet=subnet, bw=bw, netem=netem)
     rows = []
     with NetweaveNet(topo) as nw:
@@ -74,7 +75,7 @@ def run(delays, losses, seconds, pings, bw=None, prefix="nwmx", subnet="10.213.2
         while nw.exec("x1", "ping", "-c", "1", "-W", "1", b["ip"]).returncode != 0:
             if time.monotonic() > deadline:
                 raise RuntimeError("the endpoints never reached each other")
-        settings = [("delay", d, 0.0) for d in delays] + [("loss", 0.0, l) for l in losses]
+        settings = [("delay", d, 0.0) for d in delays] + [("loss", loss_delay, l) for l in losses]
         if topo.nw["netem"] == "kernel" and not delays and not losses:
             settings = [("none", 0.0, 0.0)]
         for kind, d, l in settings:
@@ -108,8 +109,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m topologies.mininet_experiment", description=__doc__.split("\n")[0])
     p.add_argument("--delays", default="0,5,20,50", help="ms per link, comma-separated")
     p.add_argument("--losses", default="0,1,2,5", help="percent per link, comma-separated")
-    p.add_argument("--seconds", type=float, default=5.0, help="iperf3 duration per setting")
-    p.add_argument("--pings", type=int, default=20, help="pings per setting (0.2 s apart)")
+    p.add_argument("--loss-delay", type=float, default=5.0,
+                   help="delay (ms per link) during the loss sweep: loss matters to TCP relative to the RTT")
+    p.add_argument("--seconds", type=float, default=10.0, help="iperf3 duration per setting")
+    p.add_argument("--pings", type=int, default=50, help="pings per setting (0.2 s apart)")
     p.add_argument("--bw", type=float, default=None, help="also limit every underlay link to this many Mbit/s (tc htb)")
     p.add_argument("--json", default=None, help="also write the results to this file")
     p.add_argument("--baseline", action="store_true",
@@ -124,7 +127,7 @@ def main(argv=None) -> int:
     t0 = time.monotonic()
     if args.baseline:
         run([], [], args.seconds, args.pings, args.bw, netem="kernel")
-    res = run(delays, losses, args.seconds, args.pings, args.bw)
+    res = run(delays, losses, args.seconds, args.pings, args.bw, loss_delay=args.loss_delay)
     print(f"\ndelay/loss by: {'tc netem (kernel)' if res['netem'] == 'kernel' else 'topologies/mininet_netem.py (user space)'}; "
           f"iperf3 {args.seconds:g} s, one stream; {args.pings} pings; took {time.monotonic() - t0:.0f} s")
     if args.json:
