@@ -10,7 +10,8 @@ on each end of a TCLink), optionally pacing to ``rate`` Mbit/s.
     python -m topologies.mininet_netem A B --params FILE
 
 FILE holds JSON ``{"delay_ms": 5, "loss_pct": 1, "rate_mbit": 0, "limit": 10000}``; the process
-re-reads it on SIGHUP, so a running link can be reshaped.  One thread, one select loop: frames
+re-reads it on SIGHUP, so a running link can be reshaped, and writes its counters (frames received,
+lost, over the limit, sent; by interface) to FILE.stats on SIGUSR1.  One thread, one select loop: frames
 are queued in arrival order with their release time (constant delay keeps the order).
 Limits: VLAN tags the kernel strips into packet metadata are not re-inserted (the overlay here
 is VXLAN on an untagged underlay); it runs at Python speed (tens of thousands of frames/s).
@@ -77,6 +78,13 @@ def run(a: str, b: str, params: str | None) -> None:
     shaper = Shaper(params)
     signal.signal(signal.SIGHUP, lambda *_: shaper.load())        # takes effect for the next frame
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    stats = {f"{x}_{n}": 0 for x in ("rx", "lost", "overflow", "tx") for n in (a, b)}
+
+    def dump(*_):
+        if params:
+            with open(params + ".stats", "w") as f:
+                json.dump(stats, f)
+    signal.signal(signal.SIGUSR1, dump)                             # counters, by receiving interface
     socks = {a: open_sock(a), b: open_sock(b)}
     peer = {a: b, b: a}
     queues = {a: collections.deque(), b: collections.deque()}      # frames to send OUT of this intf
@@ -91,6 +99,7 @@ def run(a: str, b: str, params: str | None) -> None:
             while q and q[0][0] <= now:
                 try:
                     s.send(q[0][1])
+                    stats["tx_" + out] += 1
                 except BlockingIOError:
                     break
                 except OSError:
@@ -114,9 +123,12 @@ def run(a: str, b: str, params: str | None) -> None:
                     break
                 if addr[2] == PACKET_OUTGOING:
                     continue
+                stats["rx_" + src] += 1
                 if shaper.loss and rnd.random() < shaper.loss:
+                    stats["lost_" + src] += 1
                     continue
                 if len(q) >= shaper.limit:
+                    stats["overflow_" + src] += 1
                     continue
                 t = now + shaper.delay
                 if shaper.rate:
