@@ -12,7 +12,7 @@ times per round trip.  Where the kernel has no sch_netem, delay and loss come fr
 ``topologies/mininet_netem.py`` (user space) on both compute hosts' links: see MININET.md.
 
     python -m topologies.mininet_experiment [--baseline] [--delays 0,5,20,50] [--losses 0,1,2,5]
-                      [--loss-delay 5] [--seconds 10] [--pings 50] [--bw MBIT] [--json FILE]
+                      [--loss-delay 5] [--seconds 10] [--pings 50] [--bw MBIT] [--cc cubic] [--json FILE]
 """
 from __future__ import annotations
 
@@ -37,11 +37,12 @@ def ping(nw: NetweaveNet, src: str, ip: str, count: int) -> dict:
             "rtt_max": float(rtt.group(3)) if rtt else None}
 
 
-def iperf(nw: NetweaveNet, src: str, dst: str, ip: str, seconds: float, port: int = 5201) -> dict:
+def iperf(nw: NetweaveNet, src: str, dst: str, ip: str, seconds: float, port: int = 5201, cc: str | None = None) -> dict:
     srv = nw.popen(dst, "iperf3", "-s", "-1", "-p", str(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.5)
-        p = nw.exec(src, "iperf3", "-c", ip, "-p", str(port), "-t", str(seconds), "-J", timeout=seconds + 60)
+        p = nw.exec(src, "iperf3", "-c", ip, "-p", str(port), "-t", str(seconds), "-J", *(["-C", cc] if cc else []),
+                    timeout=seconds + 60)
         try:
             d = json.loads(p.stdout)
             end = d["end"]
@@ -64,7 +65,7 @@ def machine() -> str:
 
 
 def run(delays, losses, seconds, pings, bw=None, prefix="nwmx", subnet="10.213.2.0/24", netem="auto",
-        loss_delay: float = 5.0) -> dict:
+        loss_delay: float = 5.0, cc: str | None = None) -> dict:
     topo = StarTopo(2, prefix=prefix, subnet=subnet, bw=bw, netem=netem)
     rows = []
     with NetweaveNet(topo) as nw:
@@ -82,13 +83,20 @@ def run(delays, losses, seconds, pings, bw=None, prefix="nwmx", subnet="10.213.2
             nw.set_shaping(bw=bw, delay=f"{d:g}ms" if d else None, loss=l or None)
             nw.exec("x1", "ping", "-c", "2", "-i", "0.2", "-W", "2", b["ip"])        # settle
             pr = ping(nw, "x1", b["ip"], pings)
-            tr = iperf(nw, "x1", "x2", b["ip"], seconds)
+            tr = iperf(nw, "x1", "x2", b["ip"], seconds, cc=cc)
             row = {"sweep": kind, "delay_ms_per_link": d, "loss_pct_per_link": l, "added_rtt_ms": 4 * d, **pr, **tr}
             rows.append(row)
             print(_row(row), flush=True)
         netem = nw.nw.get("netem")
     return {"machine": machine(), "netem": netem, "seconds": seconds, "pings": pings, "bw": bw, "rows": rows,
             "endpoints": [a["ip"], b["ip"]]}
+
+
+def _sysctl_cc() -> str:
+    try:
+        return open("/proc/sys/net/ipv4/tcp_congestion_control").read().strip()
+    except OSError:
+        return "?"
 
 
 def _f(v, fmt="{:.1f}"):
@@ -114,6 +122,7 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=10.0, help="iperf3 duration per setting")
     p.add_argument("--pings", type=int, default=50, help="pings per setting (0.2 s apart)")
     p.add_argument("--bw", type=float, default=None, help="also limit every underlay link to this many Mbit/s (tc htb)")
+    p.add_argument("--cc", default=None, help="TCP congestion control for iperf3 (-C); default: the system's")
     p.add_argument("--json", default=None, help="also write the results to this file")
     p.add_argument("--baseline", action="store_true",
                    help="first one row on links without any delay/loss emulation (no mininet_netem in the path)")
@@ -126,10 +135,12 @@ def main(argv=None) -> int:
     print(HEADER, flush=True)
     t0 = time.monotonic()
     if args.baseline:
-        run([], [], args.seconds, args.pings, args.bw, netem="kernel")
-    res = run(delays, losses, args.seconds, args.pings, args.bw, loss_delay=args.loss_delay)
+        run([], [], args.seconds, args.pings, args.bw, netem="kernel", cc=args.cc)
+    res = run(delays, losses, args.seconds, args.pings, args.bw, loss_delay=args.loss_delay, cc=args.cc)
     print(f"\ndelay/loss by: {'tc netem (kernel)' if res['netem'] == 'kernel' else 'topologies/mininet_netem.py (user space)'}; "
-          f"iperf3 {args.seconds:g} s, one stream; {args.pings} pings; took {time.monotonic() - t0:.0f} s")
+          f"iperf3 {args.seconds:g} s, one stream, congestion control {args.cc or _sysctl_cc()}; "
+          f"bw {f'{args.bw:g} Mbit/s per link (htb)' if args.bw else 'not limited'}; {args.pings} pings; "
+          f"took {time.monotonic() - t0:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)
