@@ -51,9 +51,11 @@ import time
 
 try:
     _HERE = os.path.abspath(__file__)
+    _MN_CUSTOM = False
 except NameError:                         # exec'd by `mn --custom`: no __file__
     import inspect
     _HERE = os.path.abspath(inspect.currentframe().f_code.co_filename)
+    _MN_CUSTOM = True
 _ROOT = os.path.dirname(os.path.dirname(_HERE))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
@@ -446,23 +448,11 @@ def nwdemo(net, *args, **kwargs):
 tests = {"nwdemo": nwdemo}
 
 
-def _protect_mn_cleanup() -> None:
-    """`mn` runs Mininet's global cleanup (`mn -c`: deletes EVERY OVS bridge of the machine,
-    kills every Mininet shell) on an exception or Ctrl-C.  On a shared machine that destroys other
-    people's networks: when this file is loaded by `mn --custom`, clean only this run's prefix."""
-    main = sys.modules.get("__main__")
-    if main is None or not hasattr(main, "MininetRunner") or not hasattr(main, "cleanup"):
-        return
-
-    def prefix_cleanup():
-        for prefix in sorted(_PREFIXES_SEEN) or ["nwm"]:
-            print(f"*** netweave: removing leftovers of prefix {prefix} only (not Mininet's global cleanup)")
-            cleanup(prefix)
-
-    main.cleanup = prefix_cleanup
-
-
-_protect_mn_cleanup()
+def prefix_cleanup() -> None:
+    """What `mn` calls instead of Mininet's global cleanup when this file is its --custom file."""
+    for prefix in sorted(_PREFIXES_SEEN) or ["nwm"]:
+        print(f"*** netweave: removing what prefix {prefix} left (not Mininet's global cleanup)", flush=True)
+        cleanup(prefix)
 
 
 # ------------------------------------------------------------------ CLI
@@ -504,5 +494,20 @@ def main(argv=None) -> int:
         return 1
 
 
-if __name__ == "__main__":
+def _as_mn_custom(ns: dict) -> None:
+    """`mn --custom FILE` exec's FILE and copies EVERY top-level name into mn's own globals, so
+    this file's `cleanup`, `main`, `sh`... would replace mn's.  Leave mn only what it should
+    see, taken from the properly imported module: `topos`, `tests`, and `cleanup` (mn calls it
+    on an exception, Ctrl-C or -c: Mininet's global cleanup deletes EVERY OVS bridge of the
+    machine and kills every Mininet shell; this one removes only this run's prefix)."""
+    import importlib
+    mod = importlib.import_module("topologies.mininet_topos")
+    for k in [k for k in ns if not k.startswith("__")]:
+        del ns[k]
+    ns.update(topos=mod.topos, tests=mod.tests, cleanup=mod.prefix_cleanup)
+
+
+if _MN_CUSTOM:
+    _as_mn_custom(globals())
+elif __name__ == "__main__":
     sys.exit(main())
