@@ -459,8 +459,13 @@ def prefix_cleanup() -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m topologies.mininet_topos",
                                 description="endpoints on a running netweave Mininet network")
-    p.add_argument("--prefix", default=os.environ.get("NETWEAVE_MININET_PREFIX", "nwm"))
+    p.add_argument("--prefix", default=os.environ.get("NETWEAVE_MININET_PREFIX", "nwm"),
+                   help="the run's prefix (default nwm, or $NETWEAVE_MININET_PREFIX)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--prefix", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="cmd", required=True)
+    _add = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add(*a, parents=[common], **k)     # --prefix after the command too
     r = sub.add_parser("run", help="attach an endpoint namespace to a compute host")
     r.add_argument("host"); r.add_argument("ep")
     r.add_argument("--net", required=True); r.add_argument("--tenant", default="default")
