@@ -83,6 +83,18 @@ def sh(cmd, netns=None, check=True):
     return res
 
 
+def sh_batch(lines, netns=None):
+    """Several iproute2 commands in one `ip -batch` process; stops at the first failure."""
+    cmd = ["ip", "-batch", "-"]
+    if netns:
+        cmd = ["nsenter", "--net=" + netns] + cmd
+    res = subprocess.run(cmd, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=30)
+    if res.returncode != 0:
+        raise CniError(E_LINK, "command failed: ip -batch (%s)" % "; ".join(lines),
+                       (res.stderr or res.stdout).strip())
+    return res
+
+
 def link_info(name, netns=None):
     res = sh(["ip", "-j", "-d", "link", "show", "dev", name], netns, check=False)
     if res.returncode != 0:
@@ -263,23 +275,25 @@ def cmd_add(ctx):
             if link_info(stale) is not None:
                 LOG.warning("event=stale_link_removed link=%s", stale)
                 sh(["ip", "link", "del", "dev", stale], check=False)
+        # Few processes, since each costs this short-lived plugin a few ms: the peer is
+        # created inside the container's namespace, which then gets one `ip -batch`.
         sh(["ip", "link", "add", ctx.host_port, "mtu", str(mtu), "type", "veth",
-            "peer", "name", tmp, "mtu", str(mtu)])
+            "peer", "name", tmp, "mtu", str(mtu), "netns", ctx.netns])
         undo.append(("delete veth", lambda: sh(["ip", "link", "del", "dev", ctx.host_port],
                                                check=False)))
-        sh(["ip", "link", "set", "dev", tmp, "netns", ctx.netns])
         ns = ctx.netns
-        sh(["ip", "link", "set", "dev", tmp, "name", ctx.ifname], ns)
+        batch = ["link set dev %s name %s" % (tmp, ctx.ifname)]
         if mac:
-            sh(["ip", "link", "set", "dev", ctx.ifname, "address", mac], ns)
-        sh(["ip", "link", "set", "dev", ctx.ifname, "mtu", str(mtu)], ns)
-        sh(["ip", "addr", "add", "%s/%d" % (ip, prefix), "dev", ctx.ifname], ns)
-        sh(["ip", "link", "set", "dev", ctx.ifname, "up"], ns)
+            batch.append("link set dev %s address %s" % (ctx.ifname, mac))
+        batch += ["link set dev %s mtu %d" % (ctx.ifname, mtu),
+                  "addr add %s/%d dev %s" % (ip, prefix, ctx.ifname),
+                  "link set dev %s up" % ctx.ifname]
+        if gateway:
+            batch.append("route replace default via %s dev %s" % (gateway, ctx.ifname))
+        sh_batch(batch, ns)
         if userspace:
             # the userspace datapath forwards partial checksums as they are: TCP breaks
             sh(["ethtool", "-K", ctx.ifname, "tx", "off"], ns)
-        if gateway:
-            sh(["ip", "route", "replace", "default", "via", gateway, "dev", ctx.ifname], ns)
         sh(["ip", "link", "set", "dev", ctx.host_port, "up"])
 
         ext = {"netweave-endpoint": ctx.ep_id, "container-id": ctx.container_id,
