@@ -205,3 +205,20 @@ def test_fast_is_faster():
         ofwire.decode(b)
     t2 = time.perf_counter()
     assert (t2 - t1) * 5 < (t1 - t0), (t1 - t0, t2 - t1)
+
+
+def test_gc_paused_nests_and_restores():
+    import gc
+    assert gc.isenabled()
+    with ofwire.gc_paused():
+        with ofwire.gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with ofwire.gc_paused():
+            pass
+        assert not gc.isenabled()          # was off before: stays off
+    finally:
+        gc.enable()
