@@ -283,7 +283,7 @@ class SwitchManager(app_manager.OSKenApp):
         want: dict[tuple, FlowEntry] = {}
         groups: dict[int, GroupEntry] = {}
         bad = []
-        for f in sorted(want_flows, key=repr):      # entries may not be orderable
+        for f in want_flows:
             try:
                 e = ofmsg.normalize(f)
             except ofmsg.ConversionError as x:
@@ -304,7 +304,7 @@ class SwitchManager(app_manager.OSKenApp):
             if g.group_id in groups and groups[g.group_id] != n:
                 bad.append((g, "two groups with one id"))
             groups[g.group_id] = n
-        for entry, reason in bad:
+        for entry, reason in sorted(bad, key=repr):      # a stable report
             text = _entry_text(entry)
             res.rejected.append((text, None, reason))
             LOG.error("event=bad_entry dpid=%s reason=%r entry=%s", _dpid(dp.id), reason, text)

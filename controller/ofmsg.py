@@ -28,6 +28,7 @@ Conventions where flows/entry.py leaves room (OVS dump-flows meaning chosen):
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Any, Iterable
@@ -117,6 +118,11 @@ def _full_mask(width: int) -> int:
     return (1 << width) - 1
 
 
+_CANON_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_CANON_IP = re.compile(r"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$")
+
+
+@functools.lru_cache(maxsize=1 << 18)      # values repeat across flows (a MAC in ~5 of them)
 def _norm_field(name: str, value: Any, mask: Any) -> tuple:
     """One match field in canonical form (see module doc)."""
     if name == "ct_state":
@@ -129,6 +135,8 @@ def _norm_field(name: str, value: Any, mask: Any) -> tuple:
     if oname not in _WIDTH:
         raise ConversionError(f"unknown match field {name!r}")
     width = _WIDTH[oname]
+    if mask is None and isinstance(value, str) and (_CANON_MAC.match(value) or _CANON_IP.match(value)):
+        return (name, value, None)                       # already canonical: the common case
     if isinstance(value, str) and ":" in value:           # MAC
         v = int(value.replace(":", ""), 16)
         m = None if mask is None else int(mask.replace(":", ""), 16)
@@ -199,6 +207,7 @@ def _ct_opts(opts: Iterable[tuple]) -> tuple:
     return tuple(sorted(out.items()))
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _norm_action(a: tuple) -> tuple:
     kind = a[0]
     if kind not in ACTIONS:
@@ -329,6 +338,7 @@ def from_instructions(instructions: Iterable) -> tuple:
 
 # ---------------------------------------------------------------- entries
 
+@functools.lru_cache(maxsize=1 << 18)      # a recompile yields equal entries again
 def normalize(e: FlowEntry) -> FlowEntry:
     """The entry exactly as entry_from_stats will report it back."""
     return FlowEntry(e.table, e.priority, normalize_match(e.match),
