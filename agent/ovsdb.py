@@ -31,11 +31,15 @@ COLUMNS = {
     "Open_vSwitch": ["bridges", "cur_cfg", "next_cfg", "external_ids"],
     "Bridge": ["name", "datapath_type", "protocols", "fail_mode", "other_config",
                "controller", "ports", "external_ids"],
-    "Controller": ["target", "connection_mode", "is_connected"],
+    "Controller": ["target", "connection_mode", "is_connected", "max_backoff"],
     "Port": ["name", "interfaces", "external_ids"],
     "Interface": ["name", "type", "options", "ofport", "ofport_request", "external_ids",
                   "error", "ingress_policing_rate", "ingress_policing_burst", "mtu_request"],
 }
+
+# OVS backs off up to 8 s between reconnects by default: a restarted netmaster would
+# wait that long for its switches (their flows keep forwarding meanwhile).
+CONTROLLER_MAX_BACKOFF_MS = 1000
 
 ENDPOINT_KEY = "netweave-endpoint"  # Interface external_ids key marking a netweave endpoint
 
@@ -272,10 +276,14 @@ class Ovsdb:
                     if _opt(ctrls[0].connection_mode) != "out-of-band":
                         ctrls[0].connection_mode = "out-of-band"
                         changed = True
+                    if _opt(ctrls[0].max_backoff) != CONTROLLER_MAX_BACKOFF_MS:
+                        ctrls[0].max_backoff = CONTROLLER_MAX_BACKOFF_MS
+                        changed = True
                 else:
                     c = txn.insert(self.idl.tables["Controller"])
                     c.target = controller_target
                     c.connection_mode = "out-of-band"
+                    c.max_backoff = CONTROLLER_MAX_BACKOFF_MS
                     br.controller = [c]
                     changed = True
             changed_any[:] = [changed]
