@@ -33,6 +33,7 @@ import time
 
 import requests
 
+from topologies import launch
 from topologies.ovs import OvsInstance, kill_pidfile, pid_alive, sh
 
 log = logging.getLogger(__name__)
@@ -172,12 +173,9 @@ class Cluster:
         h = self.state["hosts"][label]
         ovs = self.ovs(label)
         of_host = self.root_ip if not self.state["netmaster"] else _url_host(self.state["netmaster"])
-        cmd = ["ip", "netns", "exec", h["ns"], self.python, "-m", "agent.main",
-               "--netmaster", self.hosts_url, "--host-label", label, "--vtep-ip", h["vtep"],
-               "--ovsdb", ovs.remote, "--controller", f"tcp:{of_host}:{self.state['of_port']}",
-               "--datapath", "netdev", "--heartbeat-interval", "1", "--api-port", "0"]
-        if self.state["uplinks"]:
-            cmd += ["--uplink", "eth2"]
+        cmd = launch.netplugin_cmd(self.python, h["ns"], self.hosts_url, label, h["vtep"], ovs.remote,
+                                   f"tcp:{of_host}:{self.state['of_port']}",
+                                   "eth2" if self.state["uplinks"] else "")
         logf = open(os.path.join(self.workdir, f"{label}-netplugin.log"), "ab")
         p = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         h["agent_pid"] = p.pid
@@ -225,9 +223,8 @@ class Cluster:
         if self.state["netmaster"]:
             raise ClusterError("this cluster uses an external netmaster")
         port = self.state["rest_port"]
-        cmd = [self.python, "-m", "controller.main", "--listen", f"127.0.0.1:{port}",
-               "--listen", f"{self.root_ip}:{port}", "--of-port", str(self.state["of_port"]),
-               "--store", f"sqlite://{self.workdir}/state.db", "--host-timeout", "5"]
+        cmd = launch.netmaster_cmd(self.python, [f"127.0.0.1:{port}", f"{self.root_ip}:{port}"],
+                                   self.state["of_port"], f"sqlite://{self.workdir}/state.db")
         logf = open(os.path.join(self.workdir, "netmaster.log"), "ab")
         p = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         self.state["netmaster_pid"] = p.pid
@@ -254,21 +251,13 @@ class Cluster:
 
     # ------------------------------------------------------------ endpoints
     def cni(self, host: str, command: str, ep: str, conf: dict) -> dict:
-        h = self.state["hosts"][host]
-        env = dict(os.environ, CNI_COMMAND=command, CNI_CONTAINERID=ep, CNI_NETNS=f"/var/run/netns/{self.ep_ns(ep)}",
-                   CNI_IFNAME="eth0", CNI_PATH=ROOT, PYTHONPATH=ROOT)
-        p = subprocess.run(["ip", "netns", "exec", h["ns"], self.python, "-m", "agent.cni"], input=json.dumps(conf),
-                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
-        out = json.loads(p.stdout) if p.stdout.strip() else {}
-        if p.returncode != 0:
-            raise ClusterError(f"CNI {command} failed: {out.get('msg') or p.stderr.strip()} "
-                               f"(code {out.get('code')})")
+        rc, out, err = launch.cni(self.python, self.state["hosts"][host]["ns"], command, ep, self.ep_ns(ep), conf)
+        if rc != 0:
+            raise ClusterError(f"CNI {command} failed: {out.get('msg') or err} (code {out.get('code')})")
         return out
 
     def net_conf(self, host: str, net: str, tenant: str, group: str) -> dict:
-        return {"cniVersion": "1.0.0", "name": "netweave", "type": "netweave", "netmaster": self.hosts_url,
-                "tenant": tenant, "network": net, "group": group, "ovsdb": self.ovs(host).remote,
-                "bridge": "br-int", "hostLabel": host}
+        return launch.net_conf(self.hosts_url, tenant, net, group, self.ovs(host).remote, host)
 
     def run(self, host: str, ep: str, net: str, tenant: str = "default", group: str = "") -> dict:
         if host not in self.state["hosts"]:

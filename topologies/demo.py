@@ -48,8 +48,18 @@ class Demo:
         print(f"  endpoint {ep:<6} on {host}: {e['ip']:<10} ({where})")
         return e["ip"]
 
-    def expect(self, what: str, got: bool, want: bool):
+    def expect(self, what: str, check, want: bool):
+        """A reachable peer may need a moment after its endpoint was attached
+        (its flows follow the CNI call): a positive check gets a few seconds."""
+        t0 = time.monotonic()
+        got = check()
+        while got != want and time.monotonic() < t0 + (5.0 if want else 0):
+            time.sleep(0.2)
+            got = check()
         ok = got == want
+        waited = time.monotonic() - t0
+        if want and waited > 2:
+            what += f" (after {waited:.1f} s)"
         self.failed += 0 if ok else 1
         print(f"  {'ok  ' if ok else 'FAIL'} {what}: {'yes' if got else 'no'}")
 
@@ -74,21 +84,20 @@ class Demo:
         self.netctl("tenant", "create", "blue")
         self.netctl("net", "create", "-t", "blue", "--subnet=10.1.2.0/24", "-g", "10.1.2.1", "contiv-net")
         self.netctl("net", "ls", "-a")
-        web1 = self.run("h1", "web1", "contiv-net")
+        self.run("h1", "web1", "contiv-net")
         web2 = self.run("h2", "web2", "contiv-net")
         self.run("h1", "bweb1", "contiv-net", tenant="blue")
         bweb2 = self.run("h2", "bweb2", "contiv-net", tenant="blue")
         bweb3 = self.run("h3", "bweb3", "contiv-net", tenant="blue")
         self.say("Each endpoint reaches its own tenant's peers, across hosts, through VXLAN")
-        self.expect(f"default web1 -> web2 ({web2}) on h2", self.ping("web1", web2), True)
-        self.expect(f"blue bweb1 -> bweb2 ({bweb2}) on h2", self.ping("bweb1", bweb2), True)
-        self.expect(f"blue bweb2 -> bweb3 ({bweb3}) on h3", self.ping("bweb2", bweb3), True)
+        self.expect(f"default web1 -> web2 ({web2}) on h2", lambda: self.ping("web1", web2), True)
+        self.expect(f"blue bweb1 -> bweb2 ({bweb2}) on h2", lambda: self.ping("bweb1", bweb2), True)
+        self.expect(f"blue bweb2 -> bweb3 ({bweb3}) on h3", lambda: self.ping("bweb2", bweb3), True)
         self.say("...and never the other tenant's, though the addresses are the same")
-        self.expect(f"default web1 -> {bweb3} (only blue has it)", self.ping("web1", bweb3), False)
+        self.expect(f"default web1 -> {bweb3} (only blue has it)", lambda: self.ping("web1", bweb3), False)
         self.serve("bweb2", 9000)
-        self.expect(f"blue bweb1 -> {bweb2}:9000 (blue's service)", self.tcp("bweb1", bweb2, 9000), True)
-        self.expect(f"default web1 -> {web2}:9000 (same address, default's web2: no service)",
-                    self.tcp("web1", web2, 9000), False)
+        self.expect(f"blue bweb1 -> {bweb2}:9000 (blue's service)", lambda: self.tcp("bweb1", bweb2, 9000), True)
+        self.expect(f"default web1 -> {web2}:9000 (same address, default's web2: no service)", lambda: self.tcp("web1", web2, 9000), False)
 
         self.say("A policy for the database tier: deny TCP in, allow port 8888")
         self.netctl("policy", "create", "db-policy")
@@ -103,8 +112,8 @@ class Demo:
             self.serve(f"db{i}", 5432)
         self.say("From web1 (no group, on h1) to the three db-group endpoints")
         for i, ip in enumerate(dbs, 1):
-            self.expect(f"web1 -> db{i} {ip}:8888", self.tcp("web1", ip, 8888), True)
-            self.expect(f"web1 -> db{i} {ip}:5432", self.tcp("web1", ip, 5432), False)
+            self.expect(f"web1 -> db{i} {ip}:8888", lambda: self.tcp("web1", ip, 8888), True)
+            self.expect(f"web1 -> db{i} {ip}:5432", lambda: self.tcp("web1", ip, 5432), False)
         self.say("Why was web1 -> db2:5432 dropped?")
         eps = {e["containerID"]: e["endpointID"] for e in requests.get(c.url + "/api/v1/endpoints/", timeout=10).json()}
         self.netctl("trace", eps["web1"], dbs[1], "-protocol=tcp", "-port=5432")

@@ -36,6 +36,7 @@ import urllib.request
 
 from mininet.node import Host, OVSSwitch
 
+from topologies import launch
 from topologies.ovs import OvsInstance, kill_pidfile, pid_alive, sh
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -204,9 +205,8 @@ class NetmasterNode(Host):
         nw["netmaster_ip"] = self.IP()
         nw.save()
         port = nw["rest_port"]
-        cmd = [netweave_python(), "-m", "controller.main", "--listen", f"127.0.0.1:{port}",
-               "--listen", f"{nw['netmaster_ip']}:{port}", "--of-port", str(nw["of_port"]),
-               "--store", f"sqlite://{nw.workdir}/state.db", "--host-timeout", "5"]
+        cmd = launch.netmaster_cmd(netweave_python(), [f"127.0.0.1:{port}", f"{nw['netmaster_ip']}:{port}"],
+                                   nw["of_port"], f"sqlite://{nw.workdir}/state.db")
         pid = _spawn(cmd, os.path.join(nw.workdir, "netmaster.log"), os.path.join(nw.workdir, "netmaster.pid"))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -303,10 +303,8 @@ class ComputeHost(Host):
 
     def agent_start(self) -> None:
         nw = self.nw
-        cmd = ["ip", "netns", "exec", self.name, netweave_python(), "-m", "agent.main",
-               "--netmaster", nw.hosts_url, "--host-label", self.name, "--vtep-ip", self.vtep,
-               "--ovsdb", self.ovs.remote, "--controller", f"tcp:{nw['netmaster_ip']}:{nw['of_port']}",
-               "--datapath", "netdev", "--heartbeat-interval", "1"]
+        cmd = launch.netplugin_cmd(netweave_python(), self.name, nw.hosts_url, self.name, self.vtep,
+                                   self.ovs.remote, f"tcp:{nw['netmaster_ip']}:{nw['of_port']}")
         _spawn(cmd, os.path.join(self.rundir, "netplugin.log"), os.path.join(self.rundir, "netplugin.pid"))
 
     def agent_stop(self) -> None:

@@ -67,6 +67,7 @@ from mininet.topo import Topo  # noqa: E402
 from topologies.mininet_nodes import (PREFIX_RE, ComputeHost, NetmasterNode, NwConfig, NwSwitch,  # noqa: E402
                                       cleanup, delay_ms, http_json, kernel_has_netem, netweave_python,
                                       workdir_of)
+from topologies import launch  # noqa: E402
 from topologies.ovs import sh  # noqa: E402
 
 _PREFIXES_SEEN: set[str] = set()
@@ -353,24 +354,14 @@ def _ns_of(nw: NwConfig, target: str) -> str:
 
 
 def _cni(nw: NwConfig, host: str, command: str, ep: str, ns: str, conf: dict) -> dict:
-    env = dict(os.environ, CNI_COMMAND=command, CNI_CONTAINERID=f"{nw.prefix}-{ep}",
-               CNI_NETNS=f"/var/run/netns/{ns}", CNI_IFNAME="eth0", CNI_PATH=_ROOT, PYTHONPATH=_ROOT)
-    p = subprocess.run(["ip", "netns", "exec", host, nw.get("python") or netweave_python(), "-m", "agent.cni"],
-                       input=json.dumps(conf), capture_output=True, text=True, env=env, cwd=_ROOT, timeout=60)
-    try:
-        out = json.loads(p.stdout) if p.stdout.strip() else {}
-    except ValueError:
-        out = {"msg": p.stdout.strip()}
-    if p.returncode != 0:
-        raise NetweaveError(f"CNI {command} on {host} failed: {out.get('msg') or p.stderr.strip()} "
-                            f"(code {out.get('code')})")
+    rc, out, err = launch.cni(nw.get("python") or netweave_python(), host, command, f"{nw.prefix}-{ep}", ns, conf)
+    if rc != 0:
+        raise NetweaveError(f"CNI {command} on {host} failed: {out.get('msg') or err} (code {out.get('code')})")
     return out
 
 
 def _net_conf(nw: NwConfig, host: str, net: str, tenant: str, group: str) -> dict:
-    return {"cniVersion": "1.0.0", "name": "netweave", "type": "netweave", "netmaster": nw.hosts_url,
-            "tenant": tenant, "network": net, "group": group,
-            "ovsdb": f"unix:{os.path.join(nw.workdir, host, 'db.sock')}", "bridge": "br-int", "hostLabel": host}
+    return launch.net_conf(nw.hosts_url, tenant, net, group, f"unix:{os.path.join(nw.workdir, host, 'db.sock')}", host)
 
 
 def run_endpoint(nw: NwConfig, host: str, name: str, net: str, tenant: str = "default", group: str = "") -> dict:

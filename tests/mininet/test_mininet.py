@@ -23,7 +23,7 @@ mininet = pytest.importorskip("mininet", reason="the mininet Python package is n
 from topologies.mininet_nodes import workdir_of  # noqa: E402
 from topologies.mininet_topos import NetweaveNet, StarTopo  # noqa: E402
 
-TCP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "e2e", "tcp.py")
+TCP = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "topologies", "tcpecho.py")
 
 
 def _eventually(pred, timeout=15.0, what="condition"):

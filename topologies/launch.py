@@ -1,0 +1,47 @@
+"""How a topology starts netweave's processes and calls its CNI plugin: one
+place for the command lines that the simulated cluster and the Mininet
+topologies share."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def netmaster_cmd(python: str, listen: list[str], of_port: int, store: str, host_timeout: float = 5) -> list[str]:
+    cmd = [python, "-m", "controller.main"]
+    for addr in listen:
+        cmd += ["--listen", addr]
+    return cmd + ["--of-port", str(of_port), "--store", store, "--host-timeout", str(host_timeout)]
+
+
+def netplugin_cmd(python: str, netns: str, netmaster: str, label: str, vtep: str, ovsdb: str,
+                  controller: str, uplink: str = "") -> list[str]:
+    """netplugin inside a host's namespace, on the userspace datapath, beating every second."""
+    cmd = ["ip", "netns", "exec", netns, python, "-m", "agent.main", "--netmaster", netmaster,
+           "--host-label", label, "--vtep-ip", vtep, "--ovsdb", ovsdb, "--controller", controller,
+           "--datapath", "netdev", "--heartbeat-interval", "1", "--api-port", "0"]
+    return cmd + (["--uplink", uplink] if uplink else [])
+
+
+def net_conf(netmaster: str, tenant: str, network: str, group: str, ovsdb: str, host: str) -> dict:
+    """The CNI network configuration netweave-cni reads on stdin."""
+    return {"cniVersion": "1.0.0", "name": "netweave", "type": "netweave", "netmaster": netmaster,
+            "tenant": tenant, "network": network, "group": group, "ovsdb": ovsdb, "bridge": "br-int",
+            "hostLabel": host}
+
+
+def cni(python: str, host_ns: str, command: str, container_id: str, netns: str, conf: dict) -> tuple[int, dict, str]:
+    """Run netweave-cni in the host's namespace, as a container runtime would:
+    (exit code, its JSON answer, its stderr)."""
+    env = dict(os.environ, CNI_COMMAND=command, CNI_CONTAINERID=container_id, CNI_NETNS=f"/var/run/netns/{netns}",
+               CNI_IFNAME="eth0", CNI_PATH=ROOT, PYTHONPATH=ROOT)
+    p = subprocess.run(["ip", "netns", "exec", host_ns, python, "-m", "agent.cni"], input=json.dumps(conf),
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    try:
+        out = json.loads(p.stdout) if p.stdout.strip() else {}
+    except ValueError:
+        out = {"msg": p.stdout.strip()}
+    return p.returncode, out, p.stderr.strip()
