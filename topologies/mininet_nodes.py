@@ -34,6 +34,7 @@ import sys
 import time
 import urllib.request
 
+from mininet.log import info
 from mininet.node import Host, OVSSwitch
 
 from topologies import launch
@@ -217,8 +218,8 @@ class NetmasterNode(Host):
             time.sleep(0.1)
         else:
             raise RuntimeError(f"netmaster did not answer within 30 s; see {nw.workdir}/netmaster.log")
-        print(f"*** netweave: netmaster REST {nw.rest_url} (shell), {nw.hosts_url} (underlay), "
-              f"OpenFlow :{nw['of_port']}, files {nw.workdir}", flush=True)
+        info(f"*** netweave: netmaster REST {nw.rest_url} (shell), {nw.hosts_url} (underlay), "
+             f"OpenFlow :{nw['of_port']}, files {nw.workdir}\n")
         return r
 
     def terminate(self):
