@@ -40,7 +40,7 @@ class _Shared:
             return self._tenant[name]
         ix = self.ix
         t = ix.tenants[name]
-        out: List[FlowEntry] = list(policy.tenant_flows(t))
+        out: List[FlowEntry] = list(policy.tenant_flows(t, policy.guarded_groups(ix, name)))
         out += policy.merge_members([f for r in ix.rules_by_tenant.get(name, ())
                                      for f in policy.rule_flows(ix, t, r)])
         for n in ix.nets_by_tenant.get(name, ()):

@@ -51,18 +51,36 @@ def _ct(**kw) -> tuple:
     return ("ct", tuple(sorted(kw.items())))
 
 
-def tenant_flows(t: Tenant) -> List[FlowEntry]:
-    """Conntrack and default verdicts of one VRF (zone = vrf_id)."""
+def guarded_groups(ix: Index, tenant: str) -> List[int]:
+    """Ids of the tenant's groups that have at least one rule: only their
+    traffic needs conntrack.  An open group's packets skip both ct() passes,
+    which the userspace datapath pays for with a recirculation each."""
+    ids = set()
+    for r in ix.rules_by_tenant.get(tenant, ()):
+        ids.update(g.group_id for g in ix.groups_by_policy.get((tenant, r.policy), ()))
+    return sorted(ids)
+
+
+def tenant_flows(t: Tenant, guarded: List[int]) -> List[FlowEntry]:
+    """Conntrack and default verdicts of one VRF (zone = vrf_id).
+
+    Traffic goes through conntrack where an end has rules: egress when the
+    source's group is guarded, ingress when the destination's is.  A guarded
+    group's own connections are thus tracked both ways on its host, so the
+    replies of a connection it opened pass its 'in' rules as +est, and the
+    replies of one it accepted pass its 'out' rules."""
     c = cookie(Owner.TENANT, t.vrf_id)
     z = t.vrf_id
     vrf = (md(t.vrf_id), MD_VRF_MASK)
-    out = [
+    out = []
+    for gid in guarded:
+        gc = cookie(Owner.GROUP, gid)
         # Only traffic from local ports is checked on egress; the fabric's was checked at its source.
-        F(T.EGRESS_CT, 100, {"eth_type": ETH_IP, "metadata": (md(t.vrf_id), MD_VRF_MASK | MD_FROM_FABRIC)},
-          (_ct(table=int(T.EGRESS_POLICY), zone=z),), c),
-        F(T.INGRESS_CT, 100, {"eth_type": ETH_IP, "metadata": vrf},
-          (_ct(table=int(T.INGRESS_POLICY), zone=z),), c),
-    ]
+        out.append(F(T.EGRESS_CT, 100, {"eth_type": ETH_IP, REG_SRC_GROUP: gid,
+                                        "metadata": (md(t.vrf_id), MD_VRF_MASK | MD_FROM_FABRIC)},
+                     (_ct(table=int(T.EGRESS_POLICY), zone=z),), gc))
+        out.append(F(T.INGRESS_CT, 100, {"eth_type": ETH_IP, REG_DST_GROUP: gid, "metadata": vrf},
+                     (_ct(table=int(T.INGRESS_POLICY), zone=z),), gc))
     for table, nxt in ((T.EGRESS_POLICY, T.ROUTING), (T.INGRESS_POLICY, T.DELIVER)):
         for st in ("+est+trk", "+rel+trk"):
             out.append(F(table, PRIO_CT_PASS, {"eth_type": ETH_IP, "ct_state": st, "metadata": vrf},

@@ -191,3 +191,28 @@ def test_dscp_marking():
     assert ft.at(*at("d1"))[0]["ip_dscp"] == 46
     ft = send(f, "d1", pkt("d1", "b1"))
     assert "ip_dscp" not in ft.at(*at("b1"))[0]
+
+
+def _ct_tables(ft):
+    return [h.table for _, t in ft.hops for h in t.path if h.table in (21, 51)]
+
+
+def test_conntrack_only_where_an_end_has_rules():
+    # no rules anywhere: no packet pays a ct() recirculation
+    f = fab([], {"gdb": ["empty"]})
+    assert _ct_tables(send(f, "b1", pkt("b1", "d1", dport=80))) == []
+    # gdb has an 'in' rule: tracked at gdb's host only, both for the request and the reply
+    f = fab([R("p", 15, "in", 10, "deny", protocol="tcp", port=22)], {"gdb": ["p"]})
+    assert _ct_tables(send(f, "b1", pkt("b1", "d1", dport=80, sport=7000))) == [51]
+    assert _ct_tables(send(f, "d1", pkt("d1", "b1", dport=7000, sport=80))) == [21]
+
+
+def test_reply_to_a_connection_opened_by_an_out_guarded_group_passes():
+    # gweb may only open tcp/80 (and refuses everything coming in); gdb is open
+    rules = [R("p", 16, "out", 10, "deny", protocol="tcp"), R("p", 17, "out", 20, "allow", protocol="tcp", port=80),
+             R("p", 18, "in", 10, "deny")]
+    f = fab(rules, {"gweb": ["p"]})
+    assert not ok(f, "b1", "d1", dport=81, sport=6000)
+    assert ok(f, "b1", "d1", dport=80, sport=6001)              # allowed out, committed at h1
+    assert ok(f, "d1", "b1", dport=6001, sport=80)              # the reply is +est at h1's ingress
+    assert not ok(f, "d1", "b1", dport=6002, sport=80)          # anything else into gweb: denied
