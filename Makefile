@@ -10,7 +10,7 @@ run: setup
 
 test: setup
 	@bash scripts/ovs.sh >/dev/null
-	.venv/bin/python -m pytest tests -q -p no:cacheprovider
+	@bash scripts/test.sh
 
 unit: setup
 	.venv/bin/python -m pytest tests/unit -q -p no:cacheprovider
