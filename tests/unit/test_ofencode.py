@@ -79,3 +79,22 @@ def test_compiled_flows_byte_equal():
     assert len(flows) > 200
     bad = [e for e in flows for c in COMMANDS if ofencode.flow_mod(e, c, 9) != _osken(e, c, 9)]
     assert bad == []
+
+
+def test_normalize_equals_ofmsg():
+    odd = [FlowEntry.make(0, 1, {"eth_dst": "02:AB:00:00:00:01", "eth_src": ("02:00:00:00:00:05", "ff:ff:ff:ff:ff:ff"),
+                                 "ip_src": ("10.1.2.3", "255.255.0.0"), "eth_type": 0x800,
+                                 "ct_state": "+est+trk", "reg0": (5, 0xFFFFFFFF)},
+                          [("goto", 3), ("ct", (("zone", 0), ("commit", False), ("table", 4))),
+                           ("set_field", "eth_dst", "02:AB:00:00:00:01")], COOKIE_MARK)]
+    bench = [FlowEntry.make(40, 100, {"metadata": (1, 0xFFFFFFFF), "eth_dst": f"02:00:00:00:00:{i:02x}"},
+                            [("output", 1 + i % 48)], COOKIE_MARK | i) for i in range(200)]
+    for e in ALL_FLOWS + _compiled() + odd + bench:
+        assert ofencode.normalize(e) == ofmsg.normalize(e), e
+
+
+def test_normalize_raises_like_ofmsg():
+    with pytest.raises(ofmsg.ConversionError):
+        ofencode.normalize(FlowEntry(0, 1, (("no_such", 1, None),), ()))
+    with pytest.raises(ofmsg.ConversionError):
+        ofencode.normalize(FlowEntry(0, 1, (), (("bogus",),)))
