@@ -280,7 +280,7 @@ class SwitchManager(app_manager.OSKenApp):
         bad = []
         for f in sorted(want_flows, key=repr):      # entries may not be orderable
             try:
-                e = ofmsg.normalize(f)
+                e = ofencode.normalize(f)     # speed: same result as ofmsg.normalize
             except ofmsg.ConversionError as x:
                 bad.append((f, str(x)))
                 continue
