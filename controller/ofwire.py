@@ -45,9 +45,7 @@ normalize once per compiled entry and cache it; sort by key instead of repr).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gc
 import logging
 import socket
 import struct
@@ -59,6 +57,7 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from controller import ofmsg
+from flows import gcpause
 from flows.entry import FlowEntry
 
 LOG = logging.getLogger(__name__)
@@ -396,27 +395,7 @@ class RawFlowStats(parser.OFPFlowStats):
         return decode(self._buf, self._offset)
 
 
-_gc_holders = 0
-_gc_was_enabled = False
-
-
-@contextlib.contextmanager
-def gc_paused():
-    """Pause the cyclic GC while a switch is read.  A 50k-flow read allocates
-    ~10^6 acyclic tuples (entries, matches, actions); the GC rescanning the
-    growing heap cost ~30% of the read and finds nothing to collect.
-    Counted, so reads of several switches (greenthreads) may overlap."""
-    global _gc_holders, _gc_was_enabled
-    if _gc_holders == 0:
-        _gc_was_enabled = gc.isenabled()
-        gc.disable()
-    _gc_holders += 1
-    try:
-        yield
-    finally:
-        _gc_holders -= 1
-        if _gc_holders == 0 and _gc_was_enabled:
-            gc.enable()
+gc_paused = gcpause.paused       # speed: see flows/gcpause.py
 
 
 def install() -> None:

@@ -11,11 +11,10 @@ near-linear: set unions reuse the stored hashes.
 """
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 from typing import Dict, FrozenSet, List, Set, Tuple
 
+from flows import gcpause
 from flows import arp, classify, l2, policy, routing
 from flows.entry import FlowEntry, GroupEntry
 from flows.index import Index
@@ -119,18 +118,7 @@ def _compile(ix: Index, sh: _Shared, host: str) -> Compiled:
     return flows, groups
 
 
-@contextlib.contextmanager
-def _gc_paused():
-    """The compiler allocates ~10^5 acyclic tuples per host; the cyclic GC
-    rescanning them took half the compile time, and there is nothing for it
-    to collect, so it is paused for the duration (and restored after)."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
+_gc_paused = gcpause.paused
 
 
 def compile_switch(snapshot: Snapshot, host_label: str) -> Compiled:

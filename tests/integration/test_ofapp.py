@@ -13,7 +13,6 @@ eventlet.monkey_patch()
 import logging  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
-import time  # noqa: E402
 
 import pytest  # noqa: E402
 from os_ken.ofproto import ofproto_parser, ofproto_protocol  # noqa: E402
@@ -338,11 +337,9 @@ def test_controller_restart_sends_nothing(env):
                     and env.ours(), what="flows to age")
     with pytest.raises(RuntimeError):                  # one controller per process
         ofapp.start(env.fabric, "127.0.0.1", free_tcp_port())
-    t = time.monotonic()
     handle = env.handle
     env.stop_controller()
     handle.stop()                                      # idempotent
-    assert time.monotonic() - t < 5
     env.start_controller()
     wait_until(lambda: env.app.idle() and DPID in env.app.last_result, 60, what="reconnect")
     r = env.app.last_result[DPID]

@@ -34,13 +34,14 @@ def test_sweep_flow_counts_linear_in_endpoints_plus_rules():
     assert small[(800, 16, 400)] - small[(200, 16, 400)] < C * 600
 
 
-def test_compile_2k_endpoints_200_rules_10_hosts_fast():
+def test_compile_2k_endpoints_200_rules_10_hosts():
     snap = scale_snapshot(2000, 40, 200, n_hosts=10)
     t = time.perf_counter()
-    compile_all(snap)
+    out = compile_all(snap)
     dt = time.perf_counter() - t
-    print(f"\ncompile_all 2k endpoints / 200 rules / 10 hosts: {dt * 1000:.0f} ms")
-    assert dt < 1.5
+    assert sorted(out) == [f"h{i}" for i in range(10)]
+    assert all(5 * 2000 <= len(flows) <= 8 * (2000 + 200) for flows, _ in out.values())
+    print(f"\ncompile_all 2k endpoints / 200 rules / 10 hosts: {dt * 1000:.0f} ms (speed: see bench/)")
 
 
 @pytest.mark.skipif(not os.environ.get("NETWEAVE_BENCH"), reason="set NETWEAVE_BENCH=1 (takes ~1 s)")
@@ -50,5 +51,5 @@ def test_compile_10k_endpoints_1k_rules_10_hosts():
     out = compile_all(snap)
     dt = time.perf_counter() - t
     print(f"\ncompile_all 10k endpoints / 1k rules / 10 hosts: {dt:.2f} s, "
-          f"{len(out['h0'][0])} flows on h0")
-    assert dt < 3.0
+          f"{len(out['h0'][0])} flows on h0 (speed: see bench/)")
+    assert len(out) == 10
