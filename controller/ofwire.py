@@ -27,7 +27,7 @@ Measured 2026-11-28 (2 vCPU VM shared with other test runs, load ~1; best of
 `ovs-ofctl --bundle add-flows`, L2-like flows in table 40 (distinct eth_dst +
 masked metadata; set tun_dst, set tun_id, output:100; cookies with COOKIE_MARK):
 
-    /work/main/.venv/bin/python -m tests.integration.test_ofwire_ovs --flows 50000
+    .venv/bin/python -m tests.integration.test_ofwire_ovs --flows 50000
 
                                    before (os-ken parse)   after (ofwire)
     _read_switch, 50k flows              8.15 s                0.66 s

@@ -25,7 +25,8 @@ if REPO not in sys.path:
 
 from tests.agent_ovs import OvsHost, netns_add, netns_del, run, unique_name  # noqa: E402
 
-PY = "/tmp/probe-venv/bin/python"
+# The interpreter running the tests has os-ken and eventlet (make test runs the .venv).
+PY = sys.executable
 NETMASTER_MAIN = os.path.join(REPO, "controller", "main.py")
 SUBNET_X = 64 + os.getpid() % 60      # 100.64.0.0/10
 

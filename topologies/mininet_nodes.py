@@ -57,9 +57,9 @@ def netweave_python() -> str:
         return env
     if importlib.util.find_spec("os_ken") and importlib.util.find_spec("eventlet"):
         return sys.executable
-    for cand in (os.path.join(ROOT, ".venv", "bin", "python"), "/work/main/.venv/bin/python"):
-        if os.path.exists(cand):
-            return cand
+    cand = os.path.join(ROOT, ".venv", "bin", "python")
+    if os.path.exists(cand):
+        return cand
     return sys.executable
 
 

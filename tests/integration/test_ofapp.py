@@ -1,7 +1,7 @@
 """controller.ofmsg round trips (offline) and controller.ofapp against a real,
 private Open vSwitch (ovs-vswitchd + ovsdb-server with their own files).
 
-Run:  /tmp/probe-venv/bin/python -m pytest tests/integration/test_ofapp.py -v
+Run:  .venv/bin/python -m pytest tests/integration/test_ofapp.py -v
 """
 import os
 

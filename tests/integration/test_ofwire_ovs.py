@@ -3,8 +3,8 @@ ovs-ofctl (OVS's own encoding, not ours), read back by the controller with the
 fast decoder and with os-ken's full parse; both must agree flow for flow, and a
 reconcile of the same desired set must be a noop that used the fast path.
 
-Run:    /work/main/.venv/bin/python -m pytest tests/integration/test_ofwire_ovs.py -v
-Bench:  /work/main/.venv/bin/python -m tests.integration.test_ofwire_ovs --flows 50000
+Run:    .venv/bin/python -m pytest tests/integration/test_ofwire_ovs.py -v
+Bench:  .venv/bin/python -m tests.integration.test_ofwire_ovs --flows 50000
 """
 import os
 

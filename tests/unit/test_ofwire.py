@@ -3,7 +3,7 @@ slow path (os-ken parse + ofmsg.entry_from_stats) gives, and say Unsupported
 for anything else.  Offline: flow-stats bytes are built from os-ken's own
 serialization of the flow's match and instructions, as OVS would send them.
 
-Run:  /work/main/.venv/bin/python -m pytest tests/unit/test_ofwire.py -q
+Run:  .venv/bin/python -m pytest tests/unit/test_ofwire.py -q
 """
 import ast
 import pathlib
