@@ -1,4 +1,8 @@
-"""netweave-cni: CNI 1.0.0 plugin that plugs containers into br-int.
+"""netweave-cni's work: CNI 1.0.0 ADD, CHECK and DEL of containers on br-int.
+
+The runtime executes ``agent.cni_plugin`` (the ``netweave-cni`` console script), which hands
+the request to netplugin, whose OVSDB connection is already open (``agent.cni_server``); both
+then run ``run()`` below. ``python -m agent.cni`` does the same work in its own process.
 
 Run on the host whose OVS will carry the endpoint (for a simulated host that is a network
 namespace: ``ip netns exec HOST netweave-cni``). ``CNI_NETNS`` is the container's namespace
@@ -15,7 +19,8 @@ Network configuration (stdin)::
 ``hostLabel`` and ``netmaster`` may be left out: netplugin records both in this host's OVSDB
 (Open_vSwitch external_ids ``netweave-host-label`` / ``netweave-netmaster``) and the plugin
 reads them from there; the last fallbacks are the hostname and http://127.0.0.1:9999.
-``network`` may also name an endpoint group of the tenant (Contiv's form).
+``network`` may also name an endpoint group of the tenant (Contiv's form). ``netpluginSocket``
+(optional) is where netplugin takes requests, by default netweave-cni.sock beside the OVSDB socket.
 
 Errors go to stdout as CNI error JSON with exit code 1. Codes: the spec's 1-11, and
   100 netmaster refused the request            101 unknown tenant, network or group
@@ -140,7 +145,8 @@ def read_config(stream):
         raise CniError(E_INCOMPATIBLE_VERSION,
                        "cniVersion %s is not supported; use one of %s" %
                        (version, ", ".join(SUPPORTED_VERSIONS)))
-    for key in ("tenant", "network", "group", "netmaster", "ovsdb", "bridge", "hostLabel"):
+    for key in ("tenant", "network", "group", "netmaster", "ovsdb", "bridge", "hostLabel",
+                "netpluginSocket"):
         if key in conf and not isinstance(conf[key], str):
             raise CniError(E_INVALID_CONFIG, "network configuration field %r must be a string"
                            % key)
@@ -161,9 +167,12 @@ def check_ifname(ifname):
 
 
 class Context:
-    """What one CNI invocation works with: config, env, OVSDB and netmaster."""
+    """What one CNI invocation works with: config, env, OVSDB and netmaster.
 
-    def __init__(self, conf, env):
+    ``connect(remote)``, when given, lends an OVSDB connection its caller keeps open and
+    closes (netplugin's); without it the context opens its own and closes it."""
+
+    def __init__(self, conf, env, connect=None):
         self.conf = conf
         self.env = env
         self.container_id = env.get("CNI_CONTAINERID", "")
@@ -177,6 +186,7 @@ class Context:
         self.network = conf.get("network") or ""
         self.group = conf.get("group") or ""
         self._db = None
+        self._connect = connect
         self._host_info = None
 
     @property
@@ -184,7 +194,10 @@ class Context:
         if self._db is None:
             from agent import ovsdb  # imported lazily: VERSION needs no OVS
             try:
-                self._db = ovsdb.Ovsdb(self.ovsdb_remote, timeout=10.0)
+                if self._connect is not None:
+                    self._db = self._connect(self.ovsdb_remote)
+                else:
+                    self._db = ovsdb.Ovsdb(self.ovsdb_remote, timeout=10.0)
             except ovsdb.OvsdbError as e:
                 raise CniError(E_TRY_AGAIN, "cannot reach Open vSwitch at %s: is "
                                "ovsdb-server running on this host?" % self.ovsdb_remote,
@@ -211,7 +224,7 @@ class Context:
         return nmc.NetmasterClient(url, timeout=10.0)
 
     def close(self):
-        if self._db is not None:
+        if self._db is not None and self._connect is None:
             self._db.close()
 
 
@@ -425,7 +438,9 @@ def cmd_check(ctx):
 
 
 # -- entry point ----------------------------------------------------------------------------
-def run(env, stdin, stdout):
+def run(env, stdin, stdout, connect=None):
+    """One CNI invocation; returns the exit code. Also what netplugin runs for
+    netweave-cni (``agent.cni_server``), with ``connect`` lending its OVSDB connections."""
     command = env.get("CNI_COMMAND", "")
     if command == "VERSION":
         json.dump({"cniVersion": CNI_VERSION, "supportedVersions": SUPPORTED_VERSIONS}, stdout)
@@ -436,7 +451,7 @@ def run(env, stdin, stdout):
             raise CniError(E_INVALID_ENV, "CNI_COMMAND must be ADD, DEL, CHECK or VERSION, "
                            "not %r" % command)
         conf = read_config(stdin)
-        ctx = Context(conf, env)
+        ctx = Context(conf, env, connect)
         result = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check}[command](ctx)
         if result is not None:
             json.dump(result, stdout)

@@ -4,6 +4,8 @@ Threads, kept explicit:
   * the main thread owns the OVSDB IDL (the IDL is not thread-safe): it ensures br-int, the
     VXLAN tunnel port and the uplink, watches the IDL for changes and puts back what someone
     removed or altered, and runs the stateless resync against netmaster;
+  * the CNI server's threads run netweave-cni's requests one at a time, on OVSDB connections
+    of their own (agent/cni_server.py);
   * one heartbeat thread POSTs the host registration to netmaster every
     ``--heartbeat-interval`` seconds. It never touches OVSDB; it only raises a flag that the
     main thread reads (``resync wanted``).
@@ -21,6 +23,7 @@ import sys
 import threading
 import urllib.parse
 
+from agent import cni_server
 from agent import localapi
 from agent import netmaster_client as nmc
 from agent import ovsdb as ovsdb_mod
@@ -78,6 +81,7 @@ class Agent:
         self.db = None
         self.known_ports = {}        # endpoint port name -> external_ids, as last seen
         self._hb_thread = None
+        self.cni = None              # the CNI server once it listens
         self._uplink_error = None
 
     # -- OVSDB side (main thread only) ----------------------------------------------------------
@@ -207,6 +211,20 @@ class Agent:
         except OSError as e:
             LOG.error("event=local_api_failed address=%s port=%d error=%r", addr, self.args.api_port, str(e))
 
+    def start_cni_server(self):
+        """netweave-cni on this host hands its requests to us (agent/cni_plugin.py)."""
+        path = self.args.cni_socket
+        if path is None:
+            path = cni_server.default_path(self.args.ovsdb)
+        if not path:
+            return
+        srv = cni_server.CniServer(path)
+        try:
+            if srv.start():
+                self.cni = srv
+        except OSError as e:
+            LOG.error("event=cni_socket_failed path=%s error=%r", path, str(e))
+
     # -- heartbeat thread (HTTP only) ---------------------------------------------------------
     def heartbeat_loop(self):
         up = None
@@ -242,6 +260,7 @@ class Agent:
             return 0
         self.reconcile("start")
         self.start_local_api()
+        self.start_cni_server()
         self._hb_thread = threading.Thread(target=self.heartbeat_loop, name="heartbeat",
                                            daemon=True)
         self._hb_thread.start()
@@ -269,6 +288,8 @@ class Agent:
                 LOG.error("event=reconcile_failed error=%r retry=true", str(e))
                 self.stop_event.wait(1.0)
         LOG.info("event=agent_stop host=%s", self.host_label)
+        if self.cni is not None:
+            self.cni.stop()
         self.db.close()
         return 0
 
@@ -292,6 +313,9 @@ def parse_args(argv=None):
     p.add_argument("--heartbeat-interval", type=float, default=2.0)
     p.add_argument("--api-port", type=int, default=9090,
                    help="port of the local API on the VTEP address (0: any free port, -1: off)")
+    p.add_argument("--cni-socket", default=None,
+                   help="unix socket where netweave-cni hands over its requests (default: "
+                        "netweave-cni.sock beside the OVSDB unix socket; empty: none)")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 

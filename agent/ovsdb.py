@@ -139,6 +139,12 @@ class Ovsdb:
         return (self.idl._session.is_connected()
                 and self.idl.state == self.idl.IDL_S_MONITORING)
 
+    def sync(self):
+        """Process what the server sent since the last call and wait until in sync: a
+        long-lived connection used now and then (netplugin's for CNI requests) calls this
+        before it reads anything."""
+        self._wait_for(self.ready, "OVSDB connection at %s to be in sync" % self.remote)
+
     @property
     def change_seqno(self):
         return self.idl.change_seqno

@@ -290,13 +290,14 @@ def containers():
 def cni(host, command, conf, container_id="", netns="", ifname="eth0", extra_env=None,
         inject=None):
     """Run netweave-cni inside ``host``'s namespace; returns (exit code, parsed stdout,
-    stderr). ``inject`` is Python run after importing agent.cni as ``cni`` and before
-    main(): tests use it to make one step fail, without any hook in product code."""
+    stderr), as a runtime would: through netplugin when it listens. ``inject`` is Python run
+    after importing agent.cni as ``cni`` and before its main(), which then does the work in
+    this process: tests use it to make one step fail, without any hook in product code."""
     env = {"CNI_COMMAND": command, "CNI_CONTAINERID": container_id, "CNI_NETNS": netns,
            "CNI_IFNAME": ifname, "CNI_PATH": "/opt/cni/bin", "PYTHONPATH": REPO,
            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
     env.update(extra_env or {})
-    argv = [PY, "-m", "agent.cni"]
+    argv = [PY, "-m", "agent.cni_plugin"]
     if inject:
         argv = [PY, "-c", "import sys\nimport agent.cni as cni\n%s\nsys.exit(cni.main())"
                 % inject]

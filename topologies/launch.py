@@ -38,7 +38,7 @@ def cni(python: str, host_ns: str, command: str, container_id: str, netns: str, 
     (exit code, its JSON answer, its stderr)."""
     env = dict(os.environ, CNI_COMMAND=command, CNI_CONTAINERID=container_id, CNI_NETNS=f"/var/run/netns/{netns}",
                CNI_IFNAME="eth0", CNI_PATH=ROOT, PYTHONPATH=ROOT)
-    p = subprocess.run(["ip", "netns", "exec", host_ns, python, "-m", "agent.cni"], input=json.dumps(conf),
+    p = subprocess.run(["ip", "netns", "exec", host_ns, python, "-m", "agent.cni_plugin"], input=json.dumps(conf),
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     try:
         out = json.loads(p.stdout) if p.stdout.strip() else {}

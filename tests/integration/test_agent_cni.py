@@ -467,3 +467,59 @@ def test_netprofile_qos_reaches_the_port(site, containers):
     assert "event=qos_applied port=%s" % port in agent.log_text()
     rc, out, err = cni(host, "DEL", conf, "ctr-qos", "/var/run/netns/" + ctr)
     assert rc == 0, (out, err)
+
+
+def test_cni_hands_requests_to_netplugin_and_works_without_it(site, containers):
+    """netweave-cni runs its requests in netplugin (whose OVSDB connection is open) when
+    netplugin listens beside the OVSDB socket, and in its own process when it does not:
+    netplugin stopped (socket removed) or killed (a stale socket file nobody answers)."""
+    import signal
+    import socket as so
+    nm, host, agent = site
+    path = os.path.join(host.dir, "netweave-cni.sock")
+    wait_for(lambda: os.path.exists(path), 10, "netplugin's CNI socket", agent)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    conf = cni_conf(host, nm)
+
+    def add_del(cid, through_netplugin):
+        ctr = containers()
+        before = agent.log_since_start().count("event=cni_request")
+        rc, res, err = cni(host, "ADD", conf, cid, "/var/run/netns/" + ctr)
+        assert rc == 0, (res, err)
+        assert in_ctr(ctr, "ip", "-o", "-4", "addr", "show", "eth0").count(
+            res["ips"][0]["address"]) == 1
+        rc, out, err = cni(host, "DEL", conf, cid, "/var/run/netns/" + ctr)
+        assert rc == 0, (out, err)
+        assert_nothing_left(nm, host, ctr)
+        served = agent.log_since_start().count("event=cni_request") - before
+        assert served == (2 if through_netplugin else 0), agent.log_since_start()[-2000:]
+
+    add_del("via-np", True)
+    assert re.search(r"event=cni_request command=ADD container=via-np ifname=eth0 rc=0 ms=\d+",
+                     agent.log_since_start())
+    # a client that sends garbage, or nothing, gets no answer and harms nothing
+    for junk in (b"not json", b""):
+        s = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+        s.connect(path)
+        s.sendall(junk)
+        s.shutdown(so.SHUT_WR)
+        assert s.recv(100) == b""
+        s.close()
+    wait_for(lambda: agent.log_since_start().count("event=cni_bad_request") == 2, 5,
+             "both bad requests logged", agent)
+
+    assert agent.stop() == 0
+    assert not os.path.exists(path)
+    add_del("no-np", False)
+
+    agent.start()
+    wait_for(lambda: os.path.exists(path), 10, "the socket again", agent)
+    agent.proc.send_signal(signal.SIGKILL)
+    agent.proc.wait(5)
+    assert os.path.exists(path)                 # stale: nobody answers
+    add_del("dead-np", False)
+
+    agent.start()
+    wait_for(lambda: "event=cni_socket_listening" in agent.log_since_start(), 10,
+             "netplugin to replace the stale socket", agent)
+    add_del("np-back", True)
