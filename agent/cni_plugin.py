@@ -29,15 +29,29 @@ ANSWER_TIMEOUT = 120.0          # an ADD waits on netmaster and OVS: generous, b
 E_TRY_AGAIN = 11                # CNI's "try again later"
 
 
+def beside_ovsdb(remote: str) -> str:
+    """netplugin's default socket for an OVSDB remote: next to it when it is a unix socket."""
+    if isinstance(remote, str) and remote.startswith("unix:"):
+        return os.path.join(os.path.dirname(remote[len("unix:"):]), SOCKET_NAME)
+    return ""
+
+
 def socket_path(conf: dict) -> str:
     """Where this configuration's netplugin listens, or "" when it cannot be known."""
     explicit = conf.get("netpluginSocket")
     if isinstance(explicit, str):
         return explicit
-    remote = conf.get("ovsdb") or DEFAULT_OVSDB
-    if isinstance(remote, str) and remote.startswith("unix:"):
-        return os.path.join(os.path.dirname(remote[len("unix:"):]), SOCKET_NAME)
-    return ""
+    return beside_ovsdb(conf.get("ovsdb") or DEFAULT_OVSDB)
+
+
+def read_all(sock) -> bytes:
+    """Everything the peer sends until it shuts down its side (one message per connection)."""
+    chunks = []
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def _connect(path: str):
@@ -64,19 +78,14 @@ def delegate(sock, env: dict, config: str) -> tuple[int, str]:
         sock.settimeout(ANSWER_TIMEOUT)
         sock.sendall(json.dumps(request).encode())
         sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
+        raw = read_all(sock)
     except OSError as e:
         return 1, _error("netplugin did not answer the %s request: %s" %
                          (env.get("CNI_COMMAND", ""), e))
     finally:
         sock.close()
     try:
-        answer = json.loads(b"".join(chunks))
+        answer = json.loads(raw)
         return int(answer["rc"]), str(answer["stdout"])
     except (ValueError, KeyError, TypeError):
         # netplugin went away mid-request: whatever it did is rolled back or resynced, and

@@ -15,7 +15,7 @@ import time
 
 from agent import cni
 from agent import ovsdb as ovsdb_mod
-from agent.cni_plugin import SOCKET_NAME
+from agent.cni_plugin import read_all
 
 LOG = logging.getLogger("netplugin.cni")
 
@@ -23,13 +23,6 @@ READ_TIMEOUT = 10.0           # a plugin that connects sends its request at once
 # answers after which the OVSDB connection is not trusted any more: the next request opens a
 # fresh one (the IDL reconnects by itself, but a timed-out one may be mid-resync)
 RECONNECT_CODES = {cni.E_TRY_AGAIN, cni.E_OVS, cni.E_INTERNAL}
-
-
-def default_path(ovsdb_remote: str) -> str:
-    """Beside the OVSDB unix socket, where netweave-cni looks by default (see cni_plugin)."""
-    if ovsdb_remote.startswith("unix:"):
-        return os.path.join(os.path.dirname(ovsdb_remote[len("unix:"):]), SOCKET_NAME)
-    return ""
 
 
 class CniServer:
@@ -100,13 +93,7 @@ class CniServer:
         with conn:
             try:
                 conn.settimeout(READ_TIMEOUT)
-                chunks = []
-                while True:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                request = json.loads(b"".join(chunks))
+                request = json.loads(read_all(conn))
                 env, config = request["env"], request["config"]
                 if not isinstance(env, dict) or not isinstance(config, str):
                     raise ValueError("env must be an object and config a string")

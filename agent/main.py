@@ -23,7 +23,7 @@ import sys
 import threading
 import urllib.parse
 
-from agent import cni_server
+from agent import cni_plugin, cni_server
 from agent import localapi
 from agent import netmaster_client as nmc
 from agent import ovsdb as ovsdb_mod
@@ -215,7 +215,7 @@ class Agent:
         """netweave-cni on this host hands its requests to us (agent/cni_plugin.py)."""
         path = self.args.cni_socket
         if path is None:
-            path = cni_server.default_path(self.args.ovsdb)
+            path = cni_plugin.beside_ovsdb(self.args.ovsdb)   # where netweave-cni looks
         if not path:
             return
         srv = cni_server.CniServer(path)
