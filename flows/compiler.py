@@ -44,7 +44,9 @@ class _Shared:
                                      for f in policy.rule_flows(ix, t, r)])
         for n in ix.nets_by_tenant.get(name, ()):
             if n.gateway:
-                out.append(arp.proxy_arp(n.net_id, n.gateway, ROUTER_MAC, cookie(Owner.NETWORK, n.net_id)))
+                c = cookie(Owner.NETWORK, n.net_id)
+                out.append(arp.proxy_arp(n.net_id, n.gateway, ROUTER_MAC, c))
+                out.append(arp.gateway_echo(t.vrf_id, n.gateway, ROUTER_MAC, c))
         for e in ix.eps_by_tenant.get(name, ()):
             n = ix.network_of(e)
             c = endpoint_cookie(e.endpoint_id)

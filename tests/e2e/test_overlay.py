@@ -59,8 +59,13 @@ def test_routing_between_networks_of_a_tenant(cluster):
     from flows.pipeline import ROUTER_MAC
     for ep, gw in (("a1", "10.1.2.1"), ("a2", "10.1.2.1"), ("o1", "10.1.3.1")):
         assert ROUTER_MAC in e.c.exec(ep, "ip", "neigh", "show", gw).stdout.lower(), ep
-    # and never into another tenant: blue has no route to default's other-net
+    # and answers ping on each of its addresses, from every network of the tenant
+    for ep, gw in (("a1", "10.1.2.1"), ("o1", "10.1.3.1"), ("a2", "10.1.3.1")):
+        out = e.c.exec(ep, "ping", "-c", "2", "-i", "0.2", "-W", "1", gw).stdout
+        assert re.search(r"2 received", out) and "from %s" % gw in out, (ep, gw, out)
+    # and never into another tenant: blue has no route to default's other-net, nor its gateway
     assert not e.ping("b1", o["ip"], 2, 0.5)
+    assert not e.ping("b1", "10.1.3.1", 2, 0.5)
 
 
 def test_arp_for_known_endpoint_does_not_cross_the_tunnel(cluster):

@@ -100,6 +100,8 @@ CASES = {
     "from-uplink": ip_pkt(EP["v2"], "10.1.3.1", vlan_vid=0x1064),
     "from-tunnel-bcast": arp_req(EP["b2"], "10.1.1.77", tun_id=5001),
     "ttl-expiry": ip_pkt(B1, "10.1.2.1", dst_mac=ROUTER_MAC, ttl=1),
+    "gateway-ping": ip_pkt(B1, "10.1.1.254", dst_mac=ROUTER_MAC, proto="icmp"),
+    "other-gateway-ping": ip_pkt(B1, "10.1.2.254", dst_mac=ROUTER_MAC, proto="icmp"),
 }
 PORT = {"vlan": 5, "from-tunnel": TUNNEL_PORT, "red": 4, "from-uplink": 10,
         "from-tunnel-bcast": TUNNEL_PORT}
