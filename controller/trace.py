@@ -94,7 +94,14 @@ def trace(fabric, model, src_ep: str, dst: str, proto: str = "tcp", port: int = 
                                                      if e.ip == dst_ip and e.tenant == src.tenant), None)
     reached = any(d["endpoint"] == target for d in delivered) if target else bool(delivered)
     verdict = "delivered" if reached else "dropped"
-    if not reached:
+    if target is None and dst_ip != src.ip and [d["endpoint"] for d in delivered] == [src.endpoint_id]:
+        # nobody holds the address and the packet came back to its sender: a switch answered
+        # it (the router's echo reply for a gateway)
+        verdict = "answered"
+        hit = hops[0]["steps"][-1] if hops and hops[0]["steps"] else {}
+        decided = {"host": src.host, "table": hit.get("table"), "by": hit.get("owner", ""),
+                   "why": "answered by the switch of %s, out of the sender's port" % src.host}
+    elif not reached:
         last = next((h for h in reversed(hops) if h["drops"]), None)
         why = last["drops"][-1] if last else "no output"
         if decided is None or decided.get("why") != "rule matched":

@@ -88,3 +88,10 @@ def test_trace_explains_allowed_and_denied(cluster):
     assert t["live"]["agrees"] and t["live"]["verdict"] == "forwarded"   # db2 is remote: h1 sends it on
     out = netctl(e, "trace", app, e.c.ip("db1"), "-port=22", "--live")
     assert "ofproto/trace DROPPED: AGREE" in out
+    # a ping to the gateway is answered by the source's own switch, whatever the policy
+    net = requests.get(f"{e.url}/api/v1/networks/default:{ep[app]['networkName']}/", timeout=10).json()
+    gw = requests.get(f"{e.url}/api/v1/trace/", params={"from": app, "to": net["gateway"], "protocol": "icmp"},
+                      timeout=10).json()
+    assert gw["verdict"] == "answered", gw
+    assert gw["decidedBy"]["by"].startswith("network default:" + ep[app]["networkName"]), gw["decidedBy"]
+    assert gw["decidedBy"]["table"] == 1 and [h["host"] for h in gw["hops"]] == [ep[app]["homingHost"]]
