@@ -279,31 +279,7 @@ class SwitchManager(app_manager.OSKenApp):
         return checked
 
     def _check_desired(self, dp, desired, res: ReconcileResult):
-        want_flows, want_groups = desired
-        want: dict[tuple, FlowEntry] = {}
-        groups: dict[int, GroupEntry] = {}
-        bad = []
-        for f in want_flows:
-            try:
-                e = ofencode.normalize(f)     # speed: same result as ofmsg.normalize
-            except ofmsg.ConversionError as x:
-                bad.append((f, str(x)))
-                continue
-            if e.cookie & COOKIE_MARK_MASK != COOKIE_MARK:
-                bad.append((f, "cookie lacks COOKIE_MARK"))
-            elif e.key in want and want[e.key] != e:
-                bad.append((f, "two entries with one table/priority/match"))
-            else:
-                want[e.key] = e
-        for g in sorted(want_groups, key=repr):
-            try:
-                n = ofmsg.normalize_group(g)
-            except ofmsg.ConversionError as x:
-                bad.append((g, str(x)))
-                continue
-            if g.group_id in groups and groups[g.group_id] != n:
-                bad.append((g, "two groups with one id"))
-            groups[g.group_id] = n
+        want, groups, bad = canonical_desired(desired)
         for entry, reason in sorted(bad, key=repr):      # a stable report
             text = _entry_text(entry)
             res.rejected.append((text, None, reason))
@@ -480,6 +456,37 @@ class SwitchManager(app_manager.OSKenApp):
 # Bundle-adds per socket write on the fast path: one blob of ~SEND_BATCH
 # messages instead of a queue item and a sendall each (OVS reads them in order).
 SEND_BATCH = 512
+
+
+def canonical_desired(desired) -> tuple[dict, dict, list]:
+    """A compiled (flows, groups) in the form the switch reports it: (flows by key, groups by
+    id, [(entry, why it cannot be installed)])."""
+    want_flows, want_groups = desired
+    want: dict[tuple, FlowEntry] = {}
+    groups: dict[int, GroupEntry] = {}
+    bad = []
+    for f in want_flows:
+        try:
+            e = ofencode.normalize(f)     # speed: same result as ofmsg.normalize
+        except ofmsg.ConversionError as x:
+            bad.append((f, str(x)))
+            continue
+        if e.cookie & COOKIE_MARK_MASK != COOKIE_MARK:
+            bad.append((f, "cookie lacks COOKIE_MARK"))
+        elif e.key in want and want[e.key] != e:
+            bad.append((f, "two entries with one table/priority/match"))
+        else:
+            want[e.key] = e
+    for g in sorted(want_groups, key=repr):
+        try:
+            n = ofmsg.normalize_group(g)
+        except ofmsg.ConversionError as x:
+            bad.append((g, str(x)))
+            continue
+        if g.group_id in groups and groups[g.group_id] != n:
+            bad.append((g, "two groups with one id"))
+        groups[g.group_id] = n
+    return want, groups, bad
 
 
 def _flow_msg(dp, e: FlowEntry, command: int) -> tuple:
