@@ -206,6 +206,7 @@ class EncodedFlowMod:
 # normal form, which skips ofmsg's int round trip for the many distinct MACs.
 _NORM_FIELD: dict[tuple, tuple] = {}
 _NORM_ACTIONS: dict[tuple, tuple] = {}
+_NORM_ENTRY: dict[FlowEntry, FlowEntry] = {}    # a recompile makes equal entries anew
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -228,6 +229,16 @@ def _norm_field(f: tuple) -> tuple:
 
 def normalize(e: FlowEntry) -> FlowEntry:
     """Exactly ofmsg.normalize(e), faster (see tests/unit/test_ofencode.py)."""
+    n = _NORM_ENTRY.get(e)
+    if n is None:
+        n = _normalize(e)
+        if len(_NORM_ENTRY) >= _CACHE_MAX:
+            _NORM_ENTRY.clear()
+        _NORM_ENTRY[e] = n
+    return n
+
+
+def _normalize(e: FlowEntry) -> FlowEntry:
     acts = _NORM_ACTIONS.get(e.actions)
     if acts is None:
         acts = ofmsg.normalize_actions(e.actions)
