@@ -1,8 +1,5 @@
 """Flow counts grow with endpoints + rules, never their product; compile is fast."""
-import os
 import time
-
-import pytest
 
 from flows.compiler import compile_all
 from tests.unit.scale import scale_snapshot
@@ -44,7 +41,6 @@ def test_compile_2k_endpoints_200_rules_10_hosts():
     print(f"\ncompile_all 2k endpoints / 200 rules / 10 hosts: {dt * 1000:.0f} ms (speed: see bench/)")
 
 
-@pytest.mark.skipif(not os.environ.get("NETWEAVE_BENCH"), reason="set NETWEAVE_BENCH=1 (takes ~1 s)")
 def test_compile_10k_endpoints_1k_rules_10_hosts():
     snap = scale_snapshot(10000, 100, 1000, n_hosts=10)
     t = time.perf_counter()
@@ -52,4 +48,6 @@ def test_compile_10k_endpoints_1k_rules_10_hosts():
     dt = time.perf_counter() - t
     print(f"\ncompile_all 10k endpoints / 1k rules / 10 hosts: {dt:.2f} s, "
           f"{len(out['h0'][0])} flows on h0 (speed: see bench/)")
-    assert len(out) == 10
+    assert sorted(out) == [f"h{i}" for i in range(10)]
+    # linear in endpoints + rules on every host (bench/README.md: ~5.2 x (E + R))
+    assert all(5 * 10000 <= len(flows) <= 8 * (10000 + 1000) for flows, _ in out.values())
