@@ -467,7 +467,7 @@ def canonical_desired(desired) -> tuple[dict, dict, list]:
     bad = []
     for f in want_flows:
         try:
-            e = ofencode.normalize(f)     # speed: same result as ofmsg.normalize
+            e = ofmsg.normalize(f)
         except ofmsg.ConversionError as x:
             bad.append((f, str(x)))
             continue

@@ -81,7 +81,12 @@ def test_compiled_flows_byte_equal():
     assert bad == []
 
 
-def test_normalize_equals_ofmsg():
+def _reference_normalize(e):
+    return FlowEntry(e.table, e.priority, ofmsg.normalize_match(e.match),
+                     ofmsg.normalize_actions(e.actions), e.cookie)
+
+
+def test_normalize_fast_path_equals_the_reference():
     odd = [FlowEntry.make(0, 1, {"eth_dst": "02:AB:00:00:00:01", "eth_src": ("02:00:00:00:00:05", "ff:ff:ff:ff:ff:ff"),
                                  "ip_src": ("10.1.2.3", "255.255.0.0"), "eth_type": 0x800,
                                  "ct_state": "+est+trk", "reg0": (5, 0xFFFFFFFF)},
@@ -90,11 +95,11 @@ def test_normalize_equals_ofmsg():
     bench = [FlowEntry.make(40, 100, {"metadata": (1, 0xFFFFFFFF), "eth_dst": f"02:00:00:00:00:{i:02x}"},
                             [("output", 1 + i % 48)], COOKIE_MARK | i) for i in range(200)]
     for e in ALL_FLOWS + _compiled() + odd + bench:
-        assert ofencode.normalize(e) == ofmsg.normalize(e), e
+        assert ofmsg.normalize(e) == _reference_normalize(e), e
 
 
-def test_normalize_raises_like_ofmsg():
+def test_normalize_raises_on_what_it_cannot_convert():
     with pytest.raises(ofmsg.ConversionError):
-        ofencode.normalize(FlowEntry(0, 1, (("no_such", 1, None),), ()))
+        ofmsg.normalize(FlowEntry(0, 1, (("no_such", 1, None),), ()))
     with pytest.raises(ofmsg.ConversionError):
-        ofencode.normalize(FlowEntry(0, 1, (), (("bogus",),)))
+        ofmsg.normalize(FlowEntry(0, 1, (), (("bogus",),)))
