@@ -73,7 +73,7 @@ class _Field:
 
 
 _FIELDS: dict[str, _Field] = {}
-_MAC_FIELDS = frozenset(("eth_src", "eth_dst", "arp_sha", "arp_tha"))
+_MAC_FIELDS = ofmsg.MAC_FIELDS
 _FIELD_CACHE: dict[tuple, tuple] = {}       # (name, value, mask) -> (sort key, bytes)
 
 

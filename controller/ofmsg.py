@@ -338,7 +338,7 @@ def from_instructions(instructions: Iterable) -> tuple:
 
 # ---------------------------------------------------------------- entries
 
-_MAC_FIELDS = frozenset(("eth_src", "eth_dst", "arp_sha", "arp_tha"))
+MAC_FIELDS = frozenset(("eth_src", "eth_dst", "arp_sha", "arp_tha"))
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -364,7 +364,7 @@ def normalize(e: FlowEntry) -> FlowEntry:
     desired set of every switch goes through here once per compile. An exact MAC already in
     canonical form is its own normal form (not cached: most are one endpoint's), and
     compiler-made matches are usually sorted already."""
-    match = tuple([f if f[0] in _MAC_FIELDS and f[2] is None and _canonical_mac(f[1])
+    match = tuple([f if f[0] in MAC_FIELDS and f[2] is None and _canonical_mac(f[1])
                    else _norm_field(*f) for f in e.match])
     if any(match[i][0] > match[i + 1][0] for i in range(len(match) - 1)):
         match = tuple(sorted(match, key=_first))
