@@ -15,8 +15,6 @@ from flows.fabric import Fabric as SimFabric
 from flows.pipeline import ROUTER_MAC, Owner
 from model.validate import NotFound, ValidationError
 
-PROTOS = {"tcp": 6, "udp": 17, "icmp": 1}
-
 
 def owners(model, snapshot) -> dict:
     """cookie -> a readable owner name, for the objects in the snapshot."""
@@ -46,7 +44,7 @@ def build_packet(snapshot, src, dst_ip: str, proto: str, port: int) -> dict:
     pkt = {"eth_src": src.mac, "eth_dst": eth_dst, "eth_type": 0x0800, "ip_src": src.ip, "ip_dst": dst_ip,
            "nw_ttl": 64}
     if proto in ("tcp", "udp"):
-        pkt["ip_proto"] = PROTOS[proto]
+        pkt["ip_proto"] = pipeline.IP_PROTO[proto]
         pkt[f"{proto}_src"] = 40000
         pkt[f"{proto}_dst"] = port
     elif proto == "icmp":

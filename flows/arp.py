@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from flows.entry import FlowEntry
 from flows.mk import flow
-from flows.pipeline import ETH_ARP, ETH_IP, MD_FROM_FABRIC, MD_NET_MASK, MD_VRF_MASK, T, md
-
-IP_PROTO_ICMP = 1
-ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
+from flows.pipeline import (ETH_ARP, ETH_IP, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IP_PROTO, MD_FROM_FABRIC,
+                            MD_NET_MASK, MD_VRF_MASK, T, md)
 
 
 def proxy_arp(net_id: int, ip: str, mac: str, cookie: int) -> FlowEntry:
@@ -37,7 +35,7 @@ def gateway_echo(vrf: int, gateway: str, router_mac: str, cookie: int) -> FlowEn
     ICMP checksum when the type is (the payload and identifiers are kept, as echo requires)."""
     return flow(
         T.ARP, 100,
-        {"eth_type": ETH_IP, "ip_proto": IP_PROTO_ICMP, "icmp_type": ICMP_ECHO_REQUEST,
+        {"eth_type": ETH_IP, "ip_proto": IP_PROTO["icmp"], "icmp_type": ICMP_ECHO_REQUEST,
          "ip_dst": gateway, "eth_dst": router_mac,
          "metadata": (md(vrf=vrf), MD_VRF_MASK | MD_FROM_FABRIC)},
         (("move", "eth_src", "eth_dst"), ("set_field", "eth_src", router_mac),

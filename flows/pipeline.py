@@ -102,6 +102,8 @@ OFPVID_PRESENT = 0x1000
 ETH_8021Q = 0x8100
 ETH_IP = 0x0800
 ETH_ARP = 0x0806
+IP_PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
+ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
 
 # --- group ids: | kind 31..28 | net_id 27..0 |
 GROUP_FLOOD_ALL = 1      # local ports + remote hosts (from a local port)

@@ -30,13 +30,12 @@ from flows.entry import FlowEntry
 from flows.index import Index
 from flows.iprange import as_match, prefixes
 from flows.mk import flow
-from flows.pipeline import (ETH_IP, MD_FROM_FABRIC, MD_VRF_MASK, PRIO_CT_PASS, PRIO_POLICY_BASE,
+from flows.pipeline import (ETH_IP, IP_PROTO, MD_FROM_FABRIC, MD_VRF_MASK, PRIO_CT_PASS, PRIO_POLICY_BASE,
                             PRIO_POLICY_SLOTS, REG_DST_GROUP, REG_SRC_GROUP, Owner, T, cookie, md)
 from flows.snapshot import Rule, Tenant
 
 log = logging.getLogger(__name__)
 F = flow
-PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
 
 
 def group_classify(vrf: int, ip: str, group_id: int, ep_cookie: int) -> List[FlowEntry]:
@@ -109,7 +108,7 @@ def _proto_clause(r: Rule) -> List[dict]:
         if not r.port:
             return []
         return [{"ip_proto": 6, "tcp_dst": r.port}, {"ip_proto": 17, "udp_dst": r.port}]
-    num = PROTO[proto] if proto in PROTO else int(proto)
+    num = IP_PROTO[proto] if proto in IP_PROTO else int(proto)
     m = {"ip_proto": num}
     if r.port and num in (6, 17):
         m["tcp_dst" if num == 6 else "udp_dst"] = r.port
