@@ -71,9 +71,7 @@ class CniServer:
                 pass
             self._sock.close()
         with self._lock:
-            for db in self._dbs.values():
-                db.close()
-            self._dbs.clear()
+            self._drop_dbs()
 
     # -- requests --------------------------------------------------------------------------------
     def _accept_loop(self):
@@ -116,9 +114,7 @@ class CniServer:
             rc = cni.run(env, io.StringIO(config), out, connect=self._connect)
             answer = out.getvalue()
             if rc != 0 and self._error_code(answer) in RECONNECT_CODES:
-                for db in self._dbs.values():
-                    db.close()
-                self._dbs.clear()
+                self._drop_dbs()
         LOG.info("event=cni_request command=%s container=%s ifname=%s rc=%d ms=%.0f",
                  env.get("CNI_COMMAND"), env.get("CNI_CONTAINERID"), env.get("CNI_IFNAME"),
                  rc, (time.monotonic() - t0) * 1000)
@@ -130,6 +126,11 @@ class CniServer:
             return json.loads(answer).get("code")
         except (ValueError, AttributeError):
             return None
+
+    def _drop_dbs(self):
+        for db in self._dbs.values():
+            db.close()
+        self._dbs.clear()
 
     def _connect(self, remote: str):
         db = self._dbs.get(remote)
