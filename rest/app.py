@@ -5,6 +5,7 @@ Routes (trailing slash optional):
   GET|POST|PUT|DELETE /api/v1/<collection>/<key>/      one object (POST/PUT create or update)
   GET                 /api/v1/inspect/<collection>/<key>/   {"Config": ..., "Oper": ...}
   GET                 /api/v1/openapi.json, /version, /info
+  GET|HEAD            /ui/, /ui/<file>                  the read-only web view (rest/web/)
 Errors are 4xx with {"error": "..."} and the same message in the status
 line's reason phrase, because Contiv's client shows only the status line for
 anything but a 500.  No input yields a 5xx or a traceback.
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import socket
 
 import webob
@@ -26,6 +29,10 @@ from rest import openapi
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20
+WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
+WEB_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".png": "image/png",
+             ".svg": "image/svg+xml", ".ico": "image/x-icon"}
+WEB_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 VERSION = {"GitCommit": "", "Version": "netweave-0.1.0", "BuildTime": "", "Product": "netweave"}
 
 
@@ -82,6 +89,8 @@ class RestApp:
     # ------------------------------------------------------------ routing
     def route(self, req: webob.Request):
         parts = [p for p in req.path.split("/") if p]
+        if parts[:1] == ["ui"]:
+            return self._web(req, parts[1:])
         if parts == ["version"] and req.method == "GET":
             return VERSION
         if parts == ["info"] and req.method == "GET":
@@ -119,6 +128,36 @@ class RestApp:
                 return self.model.release_endpoint(key)
             return self.model.delete(kind, key)
         raise HTTPError(405, f"method {req.method} is not allowed on {req.path}")
+
+    @staticmethod
+    def _web(req, rest):
+        """The web view: one level of plain files from rest/web/, GET and HEAD only.
+        A name is served only when it is a listed regular file of that folder,
+        so '..', encoded slashes and sub-paths can never leave it."""
+        if req.method not in ("GET", "HEAD"):
+            resp = error_response(405, f"method {req.method} is not allowed on {req.path}")
+            resp.headers["Allow"] = "GET, HEAD"
+            return resp
+        if not rest and not req.path.endswith("/"):
+            return webob.Response(status=301, location=req.script_name + "/ui/")
+        name = rest[0] if len(rest) == 1 else "index.html" if not rest else None
+        ctype = WEB_TYPES.get(os.path.splitext(name or "")[1])
+        try:
+            listed = name is not None and WEB_NAME.match(name) and name in os.listdir(WEB_DIR)
+        except OSError:
+            listed = False
+        path = os.path.join(WEB_DIR, name) if listed else None
+        if not listed or ctype is None or not os.path.isfile(path) or os.path.islink(path):
+            raise HTTPError(404, f"no such path {req.path}")
+        with open(path, "rb") as f:
+            body = f.read()
+        resp = webob.Response(body=body, content_type=ctype,
+                              charset="utf-8" if ctype.startswith("text/") or ctype.endswith("+xml") else None)
+        resp.headers["Cache-Control"] = "no-cache"
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Content-Security-Policy"] = ("default-src 'self'; img-src 'self' data:; "
+                                                   "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+        return resp
 
     def _wire(self, kind, obj):
         if kind in (schema.HOST, schema.ENDPOINT):
