@@ -170,13 +170,17 @@ class Fabric:
         return self.compiled(label)
 
     def switch_up(self, dpid: int, ports: dict[str, int]) -> None:
+        changed = False
+        if self.ports.get(dpid) != ports:
+            self.ports[dpid] = dict(ports)
+            changed = self._invalidate()
+        # The label is read from the snapshot just rebuilt: a host registered
+        # a moment ago (its store event not yet handled) is named, not "".
         label = self.host_of(dpid)
         log.info("event=switch_connected dpid=%016x host=%s ports=%d", dpid, label or "-", len(ports))
         self.connected[dpid] = label or ""
-        if self.ports.get(dpid) != ports:
-            self.ports[dpid] = dict(ports)
-            if self._invalidate():
-                self.request_reconcile(None)
+        if changed:
+            self.request_reconcile(None)
 
     def port_changed(self, dpid: int, name: str, ofport: Optional[int]) -> None:
         ports = self.ports.setdefault(dpid, {})
