@@ -80,3 +80,11 @@ def test_only_get_and_head(app):
 def test_api_routes_unchanged(app):
     assert get(app, "/api/v1/tenants/").json[0]["tenantName"] == "default"
     assert get(app, "/uix/").status_int == 404
+
+
+def test_page_script_never_writes_markup():
+    """The view escapes by construction: data reaches the DOM as text nodes only."""
+    with open(os.path.join(WEB_DIR, "app.js")) as f:
+        src = f.read()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+        assert sink not in src, sink

@@ -1,6 +1,6 @@
 // netweave's read-only web view.  Plain JS, no framework, no build step.
 // Every piece of data reaches the page through text nodes (el() below),
-// never through innerHTML.
+// never parsed as HTML.
 "use strict";
 
 (function () {
@@ -46,6 +46,12 @@
 
   function show(v) {
     return v === undefined || v === null || v === "" ? DASH : v;
+  }
+
+  function sortTenants(tenants) {
+    // the default tenant first, then by name
+    return tenants.slice().sort((a, b) => (a.tenantName !== "default") - (b.tenantName !== "default") ||
+      String(a.tenantName).localeCompare(String(b.tenantName)));
   }
 
   function byName(key) {
@@ -117,7 +123,7 @@
   // ------------------------------------------------------------ tenants -> networks -> endpoints
   function renderTopology(s) {
     const root = clear(document.getElementById("topology-body"));
-    const tenants = list(s.tenants).slice().sort(byName("tenantName"));
+    const tenants = sortTenants(list(s.tenants));
     const nets = list(s.networks);
     const eps = list(s.endpoints);
     const groups = list(s.endpointGroups);
@@ -149,7 +155,7 @@
            chip("endpoints", oper.numEndpoints !== undefined ? oper.numEndpoints : neps.length))));
     if (oper.allocatedIPAddresses !== undefined) {
       box.appendChild(el("p", { class: "muted small" }, "addresses in use: " + show(oper.allocatedIPAddresses) +
-        "   free: " + show(oper.availableIPAddresses)));
+        "  \u00b7  free: " + show(oper.availableIPAddresses)));
     }
     if (ngroups.length) {
       box.appendChild(el("p", { class: "small" }, "groups: ",
@@ -226,7 +232,7 @@
 
   function renderPolicy(s) {
     const root = clear(document.getElementById("policy-body"));
-    const tenants = list(s.tenants).slice().sort(byName("tenantName"));
+    const tenants = sortTenants(list(s.tenants));
     const allGroups = list(s.endpointGroups);
     const rules = list(s.rules);
     const policies = list(s.policys);
