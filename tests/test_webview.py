@@ -14,7 +14,9 @@ trace.
 NETWEAVE_SCREENSHOT=docs/webview.png writes the screenshot of the main view
 there (the README's picture); otherwise it goes to a temporary folder.
 """
+import contextlib
 import http.client
+import threading
 import os
 import shutil
 import tempfile
@@ -82,47 +84,64 @@ def switch_ports(eps, host) -> dict:
     return ports
 
 
-@pytest.fixture
-def world():
-    """netmaster (with OpenFlow, no switch yet) + headless Chromium; all of it
-    removed on the way out, whatever happened."""
+@contextlib.contextmanager
+def chromium(tmp):
+    """Headless Chromium through chromedriver, with a fresh profile under tmp;
+    quit (and the driver process killed if need be) on the way out."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    tmp = tempfile.mkdtemp(prefix="nwtest-web-")
-    nm = Netmaster(extra=["--of-listen", "127.0.0.1", "--host-timeout", "3600"])
-    driver = service = None
-    switches = []
+    profile = os.path.join(tmp, "chromium-profile")
+    os.makedirs(profile)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1360,1000", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    service = Service(CHROMEDRIVER, log_output=os.path.join(tmp, "chromedriver.log"))
+    os.environ.setdefault("SE_AVOID_STATS", "true")
+    driver = None
     try:
-        nm.start()
-        profile = os.path.join(tmp, "chromium-profile")
-        os.makedirs(profile)
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--disable-dev-shm-usage", "--window-size=1360,1000", f"--user-data-dir={profile}"):
-            options.add_argument(flag)
-        service = Service(CHROMEDRIVER, log_output=os.path.join(tmp, "chromedriver.log"))
-        os.environ.setdefault("SE_AVOID_STATS", "true")
         driver = webdriver.Chrome(service=service, options=options)
         driver.set_page_load_timeout(30)
-        yield {"nm": nm, "driver": driver, "tmp": tmp, "switches": switches}
+        yield driver
     finally:
-        for sw in switches:
-            sw.stop()
         if driver is not None:
             try:
                 driver.quit()
             except Exception:          # noqa: BLE001 - the service is stopped below anyway
                 pass
-        if service is not None:
-            proc = getattr(service, "process", None)
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
+        proc = getattr(service, "process", None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.fixture
+def world():
+    """netmaster (with OpenFlow, no switch yet) + headless Chromium; all of it
+    removed on the way out, whatever happened."""
+    tmp = tempfile.mkdtemp(prefix="nwtest-web-")
+    nm = Netmaster(extra=["--of-listen", "127.0.0.1", "--host-timeout", "3600"])
+    switches = []
+    try:
+        nm.start()
+        with chromium(tmp) as driver:
+            yield {"nm": nm, "driver": driver, "tmp": tmp, "switches": switches}
+    finally:
+        for sw in switches:
+            sw.stop()
         nm.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def reload(d, wait):
+    """Click Refresh and wait until the page has rendered the new answers."""
+    from selenium.webdriver.common.by import By
+    before = d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded")
+    d.find_element(By.ID, "refresh").click()
+    wait.until(lambda _: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") != before)
 
 
 def raw(nm, method, path):
@@ -197,13 +216,12 @@ def test_web_view(world):
     ok(nm.post(f"/api/v1/endpoints/{odd}/", {
         "tenantName": "blue", "networkName": "contiv-net", "groupName": "", "host": "h2",
         "containerID": hostile, "intfName": host_port_name(odd), "ifName": "eth0"}))
-    css("#refresh").click()
-    wait.until(lambda _: csss(f'tr[data-endpoint="{odd}"]'))
+    reload(d, wait)
     assert not csss("#xss") and not css("body").get_attribute("data-pwned")
     assert hostile[:12] in text(f'tr[data-endpoint="{odd}"]')
     ok(nm.delete(f"/api/v1/endpoints/{odd}/"))
-    css("#refresh").click()
-    wait.until(lambda _: not csss(f'tr[data-endpoint="{odd}"]'))
+    reload(d, wait)
+    assert not csss(f'tr[data-endpoint="{odd}"]')
 
     # -- the policy matrix
     css("#tab-policy").click()
@@ -263,9 +281,8 @@ def test_web_view(world):
     wait_until(lambda: sorted(s["host"] for s in ok(nm.get("/api/v1/switches/"))
                               if (s["lastReconcile"] or {}).get("outcome") in ("committed", "noop")) == ["h1", "h2"],
                20, what="both switches reconciled")
-    css("#refresh").click()
+    reload(d, wait)
     css("#tab-hosts").click()
-    wait.until(lambda _: csss("#hosts-body tr[data-dpid]"))
     for label in HOSTS:
         row = css(f'#hosts-body tr[data-dpid="{"%016x" % dpid_for_host(label)}"]')
         assert label in row.text and ("committed" in row.text or "noop" in row.text), row.text
@@ -289,3 +306,87 @@ def test_web_view(world):
     assert "port: 0 is not a port number (1-65535) for tcp" in text("#trace-error")
     for sw in world["switches"]:
         assert sw.error is None, sw.error
+
+
+def test_realization_shown_when_offered_and_dash_when_not(tmp_path):
+    """The hosts tab against an in-process RestApp whose extensions answer as
+    netmaster will once realization data exists (a switch's `generation`,
+    GET /api/v1/realization/), then as a netmaster without OpenFlow (409) and
+    without the route (404)."""
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+    from socketserver import ThreadingMixIn
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from model.service import Model
+    from rest.app import HTTPError, RestApp
+    from store.sqlite import SqliteStore
+
+    mode = {"on": True}
+    dp1, dp2 = "%016x" % dpid_for_host("h1"), "%016x" % dpid_for_host("h2")
+
+    def switches(req, parts):
+        if not mode["on"]:
+            raise HTTPError(409, "openflow: this netmaster runs without its OpenFlow controller")
+        return [{"dpid": dp1, "host": "h1", "generation": 7, "lastReconcile": {
+                    "outcome": "committed", "added": 3, "modified": 0, "deleted": 0, "unchanged": 70}},
+                {"dpid": dp2, "host": "h2", "lastReconcile": None}]
+
+    def realization(req, parts):
+        if not mode["on"]:
+            raise HTTPError(404, "no such path /api/v1/realization/")
+        return {"generation": 7, "hosts": [{"host": "h1", "generation": 7, "live": True},
+                                           {"host": "h2", "generation": 5, "live": False}]}
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    class Threaded(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    store = SqliteStore(str(tmp_path / "state.db"))
+    server = thread = None
+    try:
+        model = Model(store)
+        model.bootstrap()
+        for label, vtep in HOSTS.items():
+            model.register_host(label, {"hostLabel": label, "vtepIP": vtep, "dpid": "%016x" % dpid_for_host(label)})
+        app = RestApp(model, extensions={"switches": switches, "realization": realization})
+        server = make_server("127.0.0.1", 0, app, server_class=Threaded, handler_class=Quiet)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{server.server_port}/ui/#hosts"
+        with chromium(str(tmp_path)) as d:
+            d.get(url)
+            wait = WebDriverWait(d, 20)
+            wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, "body[data-loaded]"))
+
+            def row(sel):
+                return d.find_element(By.CSS_SELECTOR, sel).text
+
+            assert d.find_element(By.ID, "model-generation").text == "7"
+            assert "7 in sync" in row('#hosts-body tr[data-host="h1"]') and "live" in row('#hosts-body tr[data-host="h1"]')
+            h2 = row('#hosts-body tr[data-host="h2"]')
+            assert "5 behind" in h2 and "not live" in h2, h2
+            s1 = row(f'#hosts-body tr[data-dpid="{dp1}"]')
+            assert s1.split()[-1] == "7" and "committed" in s1, s1
+            s2 = row(f'#hosts-body tr[data-dpid="{dp2}"]')
+            assert s2.split()[-1] == "—" and "h2" in s2, s2
+
+            mode["on"] = False
+            reload(d, wait)
+            assert d.find_element(By.ID, "model-generation").text == "—"
+            h1 = row('#hosts-body tr[data-host="h1"]')
+            assert h1.endswith("— —") and "up" in h1, h1
+            assert "not offered by this netmaster" in row("#hosts-body")
+            assert row("#switches-unavailable") == ("Switches: — (409: openflow: this netmaster runs "
+                                                    "without its OpenFlow controller)")
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join(5)
+        store.close()

@@ -7,6 +7,7 @@
   const API = "../api/v1/";          // relative to /ui/, so a path prefix keeps working
   const DASH = "\u2014";
   let state = null;                  // the last load()
+  let loads = 0;                     // completed refreshes, in body[data-loaded] (tests wait on it)
 
   // ------------------------------------------------------------ DOM helpers
   function el(tag, attrs, ...children) {
@@ -117,7 +118,7 @@
     renderHosts(state);
     fillTraceForm(state);
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
-    document.body.setAttribute("data-loaded", "1");
+    document.body.setAttribute("data-loaded", String(++loads));
   }
 
   // ------------------------------------------------------------ tenants -> networks -> endpoints
