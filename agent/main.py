@@ -27,6 +27,7 @@ from agent import cni_plugin, cni_server
 from agent import localapi
 from agent import netmaster_client as nmc
 from agent import ovsdb as ovsdb_mod
+from netweave import config
 
 LOG = logging.getLogger("netplugin")
 
@@ -317,7 +318,8 @@ def parse_args(argv=None):
                    help="unix socket where netweave-cni hands over its requests (default: "
                         "netweave-cni.sock beside the OVSDB unix socket; empty: none)")
     p.add_argument("--log-level", default="INFO")
-    return p.parse_args(argv)
+    config.add_config_option(p)
+    return config.parse_args(p, argv)
 
 
 def main(argv=None):

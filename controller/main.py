@@ -26,6 +26,8 @@ import sys  # noqa: E402
 
 import eventlet.wsgi  # noqa: E402
 
+from netweave import config  # noqa: E402
+
 log = logging.getLogger("netmaster")
 
 
@@ -42,7 +44,8 @@ def parse_args(argv=None):
                    help="seconds without a heartbeat before a host is marked down (default 6)")
     p.add_argument("--underlay-mtu", type=int, default=1500, help="underlay MTU (default 1500)")
     p.add_argument("--log-level", default="INFO")
-    return p.parse_args(argv)
+    config.add_config_option(p)
+    return config.parse_args(p, argv)
 
 
 def _split(addr: str):
