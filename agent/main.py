@@ -298,7 +298,7 @@ class Agent:
         self.stop_event.set()
 
 
-def parse_args(argv=None):
+def build_parser():
     p = argparse.ArgumentParser(prog="netplugin", description="netweave host agent")
     p.add_argument("--netmaster", default=nmc.DEFAULT_NETMASTER, help="netmaster URL")
     p.add_argument("--host-label", default=socket.gethostname(),
@@ -319,7 +319,12 @@ def parse_args(argv=None):
                         "netweave-cni.sock beside the OVSDB unix socket; empty: none)")
     p.add_argument("--log-level", default="INFO")
     config.add_config_option(p)
-    return config.parse_args(p, argv)
+    return p
+
+
+def parse_args(argv=None):
+    """Flags > the configuration file's [netplugin] table (netweave/config.py) > defaults."""
+    return config.parse_args(build_parser(), argv)
 
 
 def main(argv=None):
