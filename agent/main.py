@@ -27,6 +27,7 @@ from agent import cni_plugin, cni_server
 from agent import localapi, metrics
 from agent import netmaster_client as nmc
 from agent import ovsdb as ovsdb_mod
+from netweave import config
 
 LOG = logging.getLogger("netplugin")
 
@@ -326,7 +327,7 @@ class Agent:
         return all(v == "ok" for v in checks.values()), checks
 
 
-def parse_args(argv=None):
+def build_parser():
     p = argparse.ArgumentParser(prog="netplugin", description="netweave host agent")
     p.add_argument("--netmaster", default=nmc.DEFAULT_NETMASTER, help="netmaster URL")
     p.add_argument("--host-label", default=socket.gethostname(),
@@ -346,7 +347,13 @@ def parse_args(argv=None):
                    help="unix socket where netweave-cni hands over its requests (default: "
                         "netweave-cni.sock beside the OVSDB unix socket; empty: none)")
     p.add_argument("--log-level", default="INFO")
-    return p.parse_args(argv)
+    config.add_config_option(p)
+    return p
+
+
+def parse_args(argv=None):
+    """Flags > the configuration file's [netplugin] table (netweave/config.py) > defaults."""
+    return config.parse_args(build_parser(), argv)
 
 
 def main(argv=None):
