@@ -1,5 +1,5 @@
 # netweave: the two commands of the README, and a few more.
-.PHONY: setup run test unit demo bench clean
+.PHONY: setup run test unit demo bench clean install
 
 setup:
 	@bash scripts/setup.sh
@@ -17,6 +17,11 @@ unit: setup
 
 bench: setup
 	.venv/bin/python -m bench
+
+# netweave as a service: a venv in /opt/netweave (pip install .), the systemd units in
+# /etc/systemd/system, /etc/netweave/netweave.toml if absent. PREFIX= / SYSCONFDIR= to move them.
+install:
+	@bash scripts/install.sh
 
 clean:
 	rm -rf .venv build *.egg-info

@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 
-from agent import cni
+from agent import cni, metrics
 from agent import ovsdb as ovsdb_mod
 from agent.cni_plugin import read_all
 
@@ -23,6 +23,9 @@ READ_TIMEOUT = 10.0           # a plugin that connects sends its request at once
 # answers after which the OVSDB connection is not trusted any more: the next request opens a
 # fresh one (the IDL reconnects by itself, but a timed-out one may be mid-resync)
 RECONNECT_CODES = {cni.E_TRY_AGAIN, cni.E_OVS, cni.E_INTERNAL}
+
+
+CNI_COMMANDS = {"ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS"}     # metric labels
 
 
 class CniServer:
@@ -115,9 +118,13 @@ class CniServer:
             answer = out.getvalue()
             if rc != 0 and self._error_code(answer) in RECONNECT_CODES:
                 self._drop_dbs()
+        took = time.monotonic() - t0
+        command = env.get("CNI_COMMAND", "")
+        metrics.CNI_SECONDS.labels(command if command in CNI_COMMANDS else "other",
+                                   "ok" if rc == 0 else "error").observe(took)
         LOG.info("event=cni_request command=%s container=%s ifname=%s rc=%d ms=%.0f",
                  env.get("CNI_COMMAND"), env.get("CNI_CONTAINERID"), env.get("CNI_IFNAME"),
-                 rc, (time.monotonic() - t0) * 1000)
+                 rc, took * 1000)
         return rc, answer
 
     @staticmethod

@@ -3,6 +3,10 @@
     GET /trace?flow=FLOW&ct=trk,new;trk,new
         `ovs-appctl ofproto/trace BRIDGE FLOW` on this host's switch (with one
         `--ct-next` per conntrack lookup), answered as {"output": text}.
+    GET /healthz, /readyz    the agent answers; OVSDB, br-int, the switch's
+        connection to netmaster and the heartbeat are all well (503 with the
+        reasons when not)
+    GET /metrics             Prometheus
 
 It listens on the host's VTEP address (where netmaster reaches it), runs
 ovs-appctl without a shell, and accepts only flow text made of the characters
@@ -17,6 +21,8 @@ import subprocess
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 LOG = logging.getLogger(__name__)
 
@@ -63,7 +69,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         url = urllib.parse.urlparse(self.path)
-        if url.path.rstrip("/") != "/trace":
+        path = url.path.rstrip("/")
+        if path == "/healthz":
+            return self._send(200, {"status": "ok"})
+        if path == "/readyz":
+            ok, checks = self.server.ready()
+            return self._send(200 if ok else 503, {"ready": ok, "checks": checks})
+        if path == "/metrics":
+            raw = generate_latest(REGISTRY)
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+            return None
+        if path != "/trace":
             return self._send(404, {"error": f"no such path {url.path}"})
         q = urllib.parse.parse_qs(url.query)
         flow = (q.get("flow") or [""])[0]
@@ -83,11 +103,14 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def serve(address: str, port: int, ovsdb_remote: str, bridge: str) -> ThreadingHTTPServer:
-    """Start the API in a daemon thread; returns the server (its port is .server_port)."""
+def serve(address: str, port: int, ovsdb_remote: str, bridge: str,
+          ready=lambda: (True, {})) -> ThreadingHTTPServer:
+    """Start the API in a daemon thread; returns the server (its port is .server_port).
+    ready() -> (bool, {check: "ok" | reason}) answers /readyz."""
     srv = ThreadingHTTPServer((address, port), _Handler)
     srv.target = vswitchd_target(ovsdb_remote)
     srv.bridge = bridge
+    srv.ready = ready
     threading.Thread(target=srv.serve_forever, name="localapi", daemon=True).start()
     LOG.info("event=local_api_started address=%s port=%d vswitchd=%s", address, srv.server_port, srv.target)
     return srv

@@ -24,9 +24,10 @@ import threading
 import urllib.parse
 
 from agent import cni_plugin, cni_server
-from agent import localapi
+from agent import localapi, metrics
 from agent import netmaster_client as nmc
 from agent import ovsdb as ovsdb_mod
+from netweave import config
 
 LOG = logging.getLogger("netplugin")
 
@@ -83,6 +84,9 @@ class Agent:
         self._hb_thread = None
         self.cni = None              # the CNI server once it listens
         self._uplink_error = None
+        # what /readyz answers: written by the main thread (the IDL's owner) and the
+        # heartbeat thread, read by the local API's threads
+        self.checks = {"ovsdb": "not connected yet", "netmaster": "no heartbeat answered yet"}
 
     # -- OVSDB side (main thread only) ----------------------------------------------------------
     def connect_ovsdb(self):
@@ -157,6 +161,7 @@ class Agent:
                 self.db.remove_port(self.bridge, name)
                 delete_link(name)
                 removed += 1
+                metrics.RESYNC_REMOVED.inc()
                 LOG.warning("event=stale_endpoint_port_removed port=%s endpoint=%s "
                             "container=%s reason=unknown_to_netmaster",
                             name, ep_id, ext.get("container-id"))
@@ -206,7 +211,8 @@ class Agent:
             return
         addr = self.vtep_ip or "127.0.0.1"
         try:
-            srv = localapi.serve(addr, self.args.api_port, self.args.ovsdb, self.bridge)
+            srv = localapi.serve(addr, self.args.api_port, self.args.ovsdb, self.bridge,
+                                 ready=self.ready)
             self.api_port = srv.server_port
         except OSError as e:
             LOG.error("event=local_api_failed address=%s port=%d error=%r", addr, self.args.api_port, str(e))
@@ -239,12 +245,16 @@ class Agent:
                     if self._endpoints_version is not None:
                         self.qos_wanted.set()
                     self._endpoints_version = version
+                metrics.HEARTBEATS.labels("ok").inc()
+                self.checks["netmaster"] = "ok"
                 if up is not True:
                     LOG.info("event=host_registered host=%s vtep=%s dpid=%016x netmaster=%s",
                              self.host_label, self.vtep_ip, self.dpid, self.args.netmaster)
                     self.resync_wanted.set()
                 up = True
             except (nmc.NetmasterError, nmc.NetmasterUnreachable) as e:
+                metrics.HEARTBEATS.labels("failed").inc()
+                self.checks["netmaster"] = f"heartbeat failed: {e}"
                 if up is not False:
                     LOG.warning("event=heartbeat_failed host=%s error=%r", self.host_label,
                                 str(e))
@@ -268,6 +278,7 @@ class Agent:
         while not self.stop_event.is_set():
             self.db.wait(0.25)
             seqno = self.db.run()
+            self._check_switch()
             if not self.db.ready():
                 continue        # reconnecting: the IDL is empty until it is in sync again
             try:
@@ -296,8 +307,27 @@ class Agent:
     def stop(self, *_):
         self.stop_event.set()
 
+    # -- health (main thread writes, the local API reads) ----------------------------------------
+    def _check_switch(self):
+        db = self.db
+        if not db.ready():
+            self.checks["ovsdb"] = f"not in sync with {self.args.ovsdb}"
+            return
+        self.checks["ovsdb"] = "ok"
+        if not db.has_bridge(self.bridge):
+            self.checks["switch"] = f"bridge {self.bridge} is missing"
+        elif not db.controller_connected(self.bridge):
+            self.checks["switch"] = f"bridge {self.bridge} is not connected to {self.controller}"
+        else:
+            self.checks["switch"] = "ok"
+        metrics.ENDPOINT_PORTS.set(len(self.known_ports))
 
-def parse_args(argv=None):
+    def ready(self):
+        checks = dict(self.checks)
+        return all(v == "ok" for v in checks.values()), checks
+
+
+def build_parser():
     p = argparse.ArgumentParser(prog="netplugin", description="netweave host agent")
     p.add_argument("--netmaster", default=nmc.DEFAULT_NETMASTER, help="netmaster URL")
     p.add_argument("--host-label", default=socket.gethostname(),
@@ -317,7 +347,13 @@ def parse_args(argv=None):
                    help="unix socket where netweave-cni hands over its requests (default: "
                         "netweave-cni.sock beside the OVSDB unix socket; empty: none)")
     p.add_argument("--log-level", default="INFO")
-    return p.parse_args(argv)
+    config.add_config_option(p)
+    return p
+
+
+def parse_args(argv=None):
+    """Flags > the configuration file's [netplugin] table (netweave/config.py) > defaults."""
+    return config.parse_args(build_parser(), argv)
 
 
 def main(argv=None):

@@ -23,6 +23,8 @@ import ovs.jsonrpc  # noqa: E402
 import ovs.poller  # noqa: E402
 import ovs.stream  # noqa: E402
 
+from agent import metrics  # noqa: E402
+
 LOG = logging.getLogger(__name__)
 
 SCHEMA_FALLBACK = "/usr/share/openvswitch/vswitch.ovsschema"
@@ -192,6 +194,16 @@ class Ovsdb:
         differs the transaction is still committed (status ``unchanged``) but next_cfg is not
         bumped. Returns the status string.
         """
+        t0 = time.monotonic()
+        try:
+            status = self._transact_once(build, comment, wait_applied)
+        except OvsdbError:
+            metrics.OVSDB_TXN_SECONDS.labels(comment.split(" ")[0], "error").observe(time.monotonic() - t0)
+            raise
+        metrics.OVSDB_TXN_SECONDS.labels(comment.split(" ")[0], status).observe(time.monotonic() - t0)
+        return status
+
+    def _transact_once(self, build, comment, wait_applied):
         deadline = time.monotonic() + self.timeout
         while True:
             self._wait_for(self.ready, "OVSDB connection to be in sync before %s" % comment)
@@ -297,6 +309,11 @@ class Ovsdb:
 
         self._transact(build, "ensure_bridge %s" % name)
         return bool(changed_any and changed_any[0])
+
+    def controller_connected(self, name="br-int"):
+        """Whether the bridge's OpenFlow connection to netmaster is up (ovs-vswitchd's word)."""
+        br = self._bridge(name)
+        return br is not None and any(c.is_connected for c in br.controller)
 
     def bridge_uuid(self, name="br-int"):
         self.idl.run()

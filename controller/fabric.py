@@ -96,6 +96,13 @@ class Fabric:
         self._host_sigs: dict[str, tuple] = {}
         self._refresh_pending = False
         self._watching = False
+        # Realization. `_version` counts distinct snapshots; `_version_gen[v]` is the
+        # newest store generation snapshot v is known to include (it grows while
+        # writes that change no switch arrive). A switch that committed version v
+        # has realized every write up to _version_gen[v].
+        self._version = 0
+        self._version_gen: dict[int, int] = {0: 0}
+        self._switch_version: dict[int, int] = {}        # dpid -> version it holds
 
     def watch(self) -> None:
         """Follow the store: from now on every relevant change reaches the switches."""
@@ -118,20 +125,47 @@ class Fabric:
     def _invalidate(self) -> bool:
         """Rebuild the snapshot; True when it differs from the last one."""
         old = self._snapshot
+        gen = self.model.store.generation       # the rebuild below reads no later write
         self._snapshot = self._build()
-        if self._snapshot == old:
-            return False
-        self._compiled.clear()
-        self._compiler = None
-        return True
+        changed = self._snapshot != old
+        if changed:
+            self._compiled.clear()
+            self._compiler = None
+            self._version += 1
+            self._prune_versions()
+        self._version_gen[self._version] = max(gen, self._version_gen.get(self._version, 0))
+        return changed
 
     def _on_events(self, events: list[Event]) -> None:
         """Called in the writer's green thread: defer the work, so that a burst
         of commits (a script creating many objects) costs one rebuild."""
-        if self._refresh_pending or not any(_relevant(e, self._host_sigs) for e in events):
+        if self._refresh_pending:
+            return
+        if not any(_relevant(e, self._host_sigs) for e in events):
+            # nothing a switch sees changed: the current snapshot includes these writes
+            if self._snapshot is not None:
+                self._version_gen[self._version] = self.model.store.generation
             return
         self._refresh_pending = True
         eventlet.spawn_after(REFRESH_DELAY, self._refresh)
+
+    # -- realization -------------------------------------------------------
+    def version(self) -> int:
+        self.snapshot()
+        return self._version
+
+    def realized(self, dpid: int, version: int) -> None:
+        self._switch_version[dpid] = version
+
+    def realized_generation(self, dpid: int) -> int:
+        """The newest store generation the switch holds everything of (0: nothing yet)."""
+        v = self._switch_version.get(dpid)
+        return 0 if v is None else self._version_gen.get(v, 0)
+
+    def _prune_versions(self) -> None:
+        oldest = min(self._switch_version.values(), default=self._version)
+        for v in [v for v in self._version_gen if v < oldest]:
+            del self._version_gen[v]
 
     def _refresh(self) -> None:
         self._refresh_pending = False
@@ -197,5 +231,6 @@ class Fabric:
             self.request_reconcile(None)
 
     def switch_down(self, dpid: int) -> None:
+        self._switch_version.pop(dpid, None)
         label = self.connected.pop(dpid, None)
         log.info("event=switch_disconnected dpid=%016x host=%s", dpid, label or "-")

@@ -26,10 +26,12 @@ import sys  # noqa: E402
 
 import eventlet.wsgi  # noqa: E402
 
+from netweave import config  # noqa: E402
+
 log = logging.getLogger("netmaster")
 
 
-def parse_args(argv=None):
+def build_parser():
     p = argparse.ArgumentParser(prog="netmaster", description="netweave's netmaster: REST API and OpenFlow controller")
     p.add_argument("--listen", "--listen-url", action="append", dest="listen",
                    help="REST address HOST:PORT; repeat to listen on several (default 127.0.0.1:9999)")
@@ -42,7 +44,13 @@ def parse_args(argv=None):
                    help="seconds without a heartbeat before a host is marked down (default 6)")
     p.add_argument("--underlay-mtu", type=int, default=1500, help="underlay MTU (default 1500)")
     p.add_argument("--log-level", default="INFO")
-    return p.parse_args(argv)
+    config.add_config_option(p)
+    return p
+
+
+def parse_args(argv=None):
+    """Flags > the configuration file's [netmaster] table (netweave/config.py) > defaults."""
+    return config.parse_args(build_parser(), argv)
 
 
 def _split(addr: str):

@@ -4,14 +4,16 @@ by the fabric (model -> compiler -> reconciler)."""
 from __future__ import annotations
 
 import logging
+import time
 
 import eventlet
 
+from controller import metrics
 from controller.fabric import Fabric
 from model import schema
-from model.service import Model
+from model.service import Model, okey
 from rest.app import HTTPError, RestApp
-from store.base import open_store
+from store.base import StoreError, open_store
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +27,9 @@ class Netmaster:
         self.fabric = Fabric(self.model)
         self.of = None
         self.rest = RestApp(self.model, extensions={"switches": self._switches, "flows": self._flows,
-                                                    "trace": self._trace},
-                            extra_oper=self._extra_oper)
+                                                    "trace": self._trace,
+                                                    "realization": self._realization},
+                            extra_oper=self._extra_oper, ready=self.ready, realize=self.realize)
         self._threads = []
         self._host_states: dict[str, str] = {}
 
@@ -38,13 +41,90 @@ class Netmaster:
             self.fabric.request_reconcile = self.of.app.request_reconcile
             self.fabric.watch()
         self._threads.append(eventlet.spawn(self._monitor_hosts))
+        metrics.COLLECTOR.netmaster = self
 
     def stop(self):
+        if metrics.COLLECTOR.netmaster is self:
+            metrics.COLLECTOR.netmaster = None
         for t in self._threads:
             t.kill()
         if self.of is not None:
             self.of.stop()
         self.store.close()
+
+    # ------------------------------------------------------------ health and realization
+    def ready(self) -> tuple[bool, dict]:
+        """Readiness: the store answers, OpenFlow listens, every live host's switch is here."""
+        checks = {}
+        try:
+            self.store.ping()
+            checks["store"] = "ok"
+        except StoreError as exc:
+            checks["store"] = str(exc)
+        if self.openflow is None:
+            checks["openflow"] = "ok"            # REST-only by choice (--no-openflow)
+        elif self.of is None:
+            checks["openflow"] = "the OpenFlow controller is not running"
+        else:
+            checks["openflow"] = "ok"
+            missing = sorted(set(self._hosts_up()) - set(self.fabric.connected.values()))
+            checks["switches"] = "ok" if not missing else \
+                "hosts up without a connected switch: " + ", ".join(missing)
+        return all(v == "ok" for v in checks.values()), checks
+
+    def _hosts_up(self) -> dict:
+        """label -> dpid of every host whose agent heartbeats."""
+        return {h["hostLabel"]: int(h["dpid"], 16) for h in self.store.list("host/").values()
+                if self.model.host_state(h) == "up"}
+
+    def realization(self, generation: int) -> dict | None:
+        """Which live hosts' switches hold everything up to `generation`."""
+        if self.of is None:
+            return None
+        live, lagging, hosts = [], [], []
+        for label, dpid in sorted(self._hosts_up().items()):
+            g = self.fabric.realized_generation(dpid) if self.fabric.connected.get(dpid) == label else 0
+            (live if g >= generation else lagging).append(label)
+            hosts.append({"host": label, "generation": g, "live": g >= generation})
+        return {"generation": generation, "live": live, "lagging": lagging, "hosts": hosts}
+
+    def realize(self, generation: int, timeout: float) -> dict | None:
+        """Wait until `generation` is live on every live host, at most `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.realization(generation)
+            if r is None or not r["lagging"] or time.monotonic() >= deadline:
+                return r
+            eventlet.sleep(0.01)
+
+    def _realization(self, req, parts):
+        """GET /api/v1/realization/?generation=G&wait=S"""
+        if parts:
+            raise HTTPError(404, "the realization path is /api/v1/realization/")
+        q = req.GET
+        try:
+            gen = int(q.get("generation") or self.store.generation)
+        except ValueError:
+            raise HTTPError(400, f"generation: {q.get('generation')!r} is not a number")
+        try:
+            wait = float(q.get("wait") or 0)
+        except ValueError:
+            raise HTTPError(400, f"wait: {q.get('wait')!r} is not a number of seconds")
+        if not 0 <= wait <= 300:
+            raise HTTPError(400, f"wait: {q.get('wait')} is outside 0-300 seconds")
+        r = self.realize(gen, wait)
+        if r is None:
+            raise HTTPError(409, "openflow: this netmaster runs without its OpenFlow controller")
+        return {**r, "storeGeneration": self.store.generation}
+
+    def _object_realization(self, kind, key) -> dict | None:
+        skey = (f"ep/{key}" if kind is schema.ENDPOINT else f"host/{key}" if kind is schema.HOST
+                else okey(kind.name, key))
+        r = self.realization(self.store.key_generation(skey))
+        if r is None:
+            return None
+        return {"generation": r["generation"], "liveHosts": len(r["live"]),
+                "hosts": len(r["live"]) + len(r["lagging"]), "lagging": r["lagging"]}
 
     # ------------------------------------------------------------ REST extensions
     def _app(self):
@@ -59,6 +139,7 @@ class Netmaster:
         for dpid in sorted(app.datapaths):
             r = app.last_result.get(dpid)
             out.append({"dpid": f"{dpid:016x}", "host": self.fabric.connected.get(dpid, ""),
+                        "generation": self.fabric.realized_generation(dpid),
                         "lastReconcile": None if r is None else {
                             "outcome": r.outcome, "added": r.added, "modified": r.modified,
                             "deleted": r.deleted, "unchanged": r.unchanged}})
@@ -107,8 +188,18 @@ class Netmaster:
         return t
 
     def _extra_oper(self, kind, key):
-        """Per-rule packet and byte counters, read from each switch's flow stats."""
-        if kind is not schema.RULE or self.of is None:
+        """How far the object's last write is live; for rules, their packet and
+        byte counters, read from each switch's flow stats."""
+        out = {}
+        r = self._object_realization(kind, key)
+        if r is not None:
+            out["realization"] = r
+        if kind is schema.RULE and self.of is not None:
+            out.update(self._rule_counters(key) or {})
+        return out
+
+    def _rule_counters(self, key):
+        if self.of is None:
             return None
         from controller import switch_stats
         from flows.pipeline import COOKIE_OWNER_MASK, Owner, cookie

@@ -20,6 +20,7 @@ import gc
 import itertools
 import logging
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Optional, Protocol
 
@@ -35,7 +36,7 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from controller import ofencode, ofmsg, ofwire
+from controller import metrics, ofencode, ofmsg, ofwire
 from flows.entry import COOKIE_MARK, COOKIE_MARK_MASK, FlowEntry, GroupEntry
 
 LOG = logging.getLogger(__name__)
@@ -64,6 +65,12 @@ class Fabric(Protocol):
 
     def switch_down(self, dpid: int) -> None: ...
 
+    def version(self) -> int:
+        """A token of the desired state desired() answers from (realization)."""
+
+    def realized(self, dpid: int, version: int) -> None:
+        """The switch holds exactly what desired() gave at that version."""
+
 
 @dataclass
 class ReconcileResult:
@@ -78,6 +85,7 @@ class ReconcileResult:
     groups_deleted: int = 0
     rejected: list = field(default_factory=list)   # (entry text, err type, err code)
     read: str = ""                 # where the held state came from: switch | cache
+    started: float = 0.0           # perf_counter() at the start, for the latency metric
 
     @property
     def changes(self) -> int:
@@ -170,6 +178,7 @@ class SwitchManager(app_manager.OSKenApp):
         dpid = msg.datapath.id
         LOG.warning("event=of_error dpid=%s xid=%s type=%s code=%s",
                     _dpid(dpid), msg.xid, msg.type, _err_code(msg))
+        metrics.OF_ERRORS.labels(self._host(dpid), str(msg.type)).inc()
         collecting = self._collect.get(dpid)
         if collecting is not None:
             collecting[msg.xid] = msg
@@ -181,8 +190,11 @@ class SwitchManager(app_manager.OSKenApp):
     def _tell(self, method: str, *args) -> None:
         if self.fabric is None or self._stopping:
             return
+        fn = getattr(self.fabric, method, None)     # realization hooks are optional
+        if fn is None:
+            return
         try:
-            getattr(self.fabric, method)(*args)
+            fn(*args)
         except Exception:
             LOG.exception("event=fabric_error call=%s dpid=%s", method, _dpid(args[0]))
 
@@ -214,11 +226,19 @@ class SwitchManager(app_manager.OSKenApp):
 
     # ------------------------------------------------------------ reconcile
 
+    def _host(self, dpid) -> str:
+        """The switch's host label for metrics (its dpid while it has none)."""
+        connected = getattr(self.fabric, "connected", None) or {}
+        return connected.get(dpid) or _dpid(dpid)
+
     def reconcile(self, dpid: int) -> Optional[ReconcileResult]:
         dp = self.datapaths.get(dpid)
         if dp is None:
             return None
         res = ReconcileResult(dpid)
+        res.started = time.perf_counter()
+        # taken before desired(): what the switch holds after this reconcile is that version
+        version = getattr(self.fabric, "version", lambda: None)()
         desired = self.fabric.desired(dpid) if self.fabric is not None else None
         if desired is None:
             res.outcome = "skipped"
@@ -230,6 +250,7 @@ class SwitchManager(app_manager.OSKenApp):
                 self._apply_bundle(dp, msgs, res)
             if res.outcome in ("noop", "committed") and dpid in self._pending:
                 self._held[dpid] = self._pending.pop(dpid)
+                self._tell("realized", dpid, version)
             else:
                 self._held.pop(dpid, None)
                 self._pending.pop(dpid, None)
@@ -259,6 +280,7 @@ class SwitchManager(app_manager.OSKenApp):
 
     def _done(self, res: ReconcileResult) -> ReconcileResult:
         self.last_result[res.dpid] = res
+        metrics.reconciled(self._host(res.dpid), res, time.perf_counter() - res.started)
         return res
 
     def _request(self, msg, reply_cls=None, reply_multi=False):

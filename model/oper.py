@@ -208,7 +208,8 @@ OPER = {
 def inspect(model: Model, kind: schema.Kind, key: str, extra_oper=None) -> dict:
     if kind is schema.ENDPOINT:
         ep = model.endpoint(key)
-        return {"Config": {"key": ep["endpointID"]}, "Oper": ep}
+        return {"Config": {"key": ep["endpointID"]},
+                "Oper": {**ep, **((extra_oper(kind, key) or {}) if extra_oper else {})}}
     if kind is schema.HOST:
         h = model.host(key)
         return {"Config": wire(model, kind, h),

@@ -2,7 +2,12 @@
 tree and flags (long flags work with one dash or two, as Contiv's did).
 
 Exit codes follow Contiv's: 1 usage, 2 the request failed, 3 the server
-refused (its message is printed as it wrote it).
+refused (its message is printed as it wrote it); and netweave's own 4: with
+--wait, the change was stored but is not live on every host in time.
+
+`--wait [--timeout S]`, anywhere on the line, makes every write return only
+once netmaster says it is live on every host that is up (or names the hosts
+that lag).
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import sys
 import urllib.error
 import urllib.request
 
-EXIT_USAGE, EXIT_REQUEST, EXIT_REFUSED = 1, 2, 3
+EXIT_USAGE, EXIT_REQUEST, EXIT_REFUSED, EXIT_NOT_LIVE = 1, 2, 3, 4
 
 
 class Refused(Exception):
@@ -27,17 +32,25 @@ class RequestFailed(Exception):
 
 
 class Client:
-    def __init__(self, base: str, timeout: float = 30):
+    def __init__(self, base: str, timeout: float = 30, wait: float | None = None):
         self.base = base.rstrip("/")
-        self.timeout = timeout
+        self.wait = wait               # seconds a write may wait to be live (None: no wait)
+        self.timeout = timeout if wait is None else timeout + wait
+        self.realized = []             # per write with wait: (path, "k/n", [lagging hosts])
 
     def call(self, method: str, path: str, body=None):
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method,
+        write = method in ("POST", "PUT", "DELETE") and self.wait is not None
+        url = self.base + path + (f"?wait=true&timeout={self.wait:g}" if write else "")
+        req = urllib.request.Request(url, data=data, method=method,
                                      headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 raw = resp.read()
+                if write:
+                    lag = resp.headers.get("X-Netweave-Lagging", "")
+                    self.realized.append((path, resp.headers.get("X-Netweave-Realized", ""),
+                                          [h for h in lag.split(",") if h]))
         except urllib.error.HTTPError as exc:
             raw = exc.read()
             try:
@@ -486,11 +499,44 @@ def run_flows(args, c) -> int:
     return 0
 
 
+def _wait_flags(argv: list) -> tuple[list, float | None]:
+    """Take --wait and --timeout S (one dash or two) out of the line, wherever they stand."""
+    rest, wait, timeout, i = [], False, 10.0, 0
+    while i < len(argv):
+        a = argv[i]
+        name, _, val = a.lstrip("-").partition("=")
+        if a.startswith("-") and name == "wait":
+            wait = True
+        elif a.startswith("-") and name == "timeout":
+            if not val:
+                i += 1
+                val = argv[i] if i < len(argv) else ""
+            try:
+                timeout = float(val)
+            except ValueError:
+                print(f"netctl: error: --timeout: {val!r} is not a number of seconds", file=sys.stderr)
+                sys.exit(EXIT_USAGE)
+        else:
+            rest.append(a)
+        i += 1
+    return rest, (timeout if wait else None)
+
+
 def main(argv=None) -> int:
+    argv, wait = _wait_flags(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
-    c = Client(args.netmaster)
+    c = Client(args.netmaster, wait=wait)
     try:
-        return run(args, c) or 0
+        rc = run(args, c) or 0
+        if rc == 0 and wait is not None:
+            lagging = sorted({h for _, _, lag in c.realized for h in lag})
+            if lagging:
+                print(f"Error: stored, but not live on {', '.join(lagging)} after {wait:g} s",
+                      file=sys.stderr)
+                return EXIT_NOT_LIVE
+            if c.realized:
+                print(f"live on {c.realized[-1][1] or '?'} hosts")
+        return rc
     except Refused as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_REFUSED

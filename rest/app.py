@@ -5,7 +5,11 @@ Routes (trailing slash optional):
   GET|POST|PUT|DELETE /api/v1/<collection>/<key>/      one object (POST/PUT create or update)
   GET                 /api/v1/inspect/<collection>/<key>/   {"Config": ..., "Oper": ...}
   GET                 /api/v1/openapi.json, /version, /info
+  GET                 /healthz, /readyz, /metrics (Prometheus)
   GET|HEAD            /ui/, /ui/<file>                  the read-only web view (rest/web/)
+A write answers with the generation it was committed at
+(X-Netweave-Generation); with ?wait=true[&timeout=S] it answers once the
+change is live on every host that is up, or names the hosts that lag.
 Errors are 4xx with {"error": "..."} and the same message in the status
 line's reason phrase, because Contiv's client shows only the status line for
 anything but a 500.  No input yields a 5xx or a traceback.
@@ -17,9 +21,11 @@ import logging
 import os
 import re
 import socket
+import time
 
 import webob
 import webob.dec
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 
 from model import oper, schema
 from model.service import Model
@@ -29,6 +35,13 @@ from rest import openapi
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20
+WAIT_DEFAULT, WAIT_MAX = 10.0, 300.0     # seconds a ?wait=true write may wait for realization
+
+REQUESTS = Counter("netweave_rest_requests_total", "REST requests answered",
+                   ["method", "route", "status"])
+LATENCY = Histogram("netweave_rest_request_duration_seconds", "Time to answer a REST request",
+                    ["method", "route"],
+                    buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
 WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 WEB_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".png": "image/png",
              ".svg": "image/svg+xml", ".ico": "image/x-icon"}
@@ -64,15 +77,28 @@ class RestApp:
     /api/v1/ to a handler (request, parts) -> data, for the controller's own
     routes (flows, trace) without this module knowing about switches."""
 
-    def __init__(self, model: Model, info=None, extensions=None, extra_oper=None):
+    def __init__(self, model: Model, info=None, extensions=None, extra_oper=None, ready=None,
+                 realize=None):
         self.model = model
         self.info = info or (lambda: {})
         self.extensions = extensions or {}
         self.extra_oper = extra_oper
+        # ready() -> (bool, {check: "ok" | reason}); realize(generation, timeout) ->
+        # {"live": [...], "lagging": [...]} or None when realization cannot be known
+        self.ready = ready or (lambda: (True, {}))
+        self.realize = realize
         self.spec = openapi.document()
 
     @webob.dec.wsgify
     def __call__(self, req: webob.Request):
+        t0 = time.perf_counter()
+        resp = self._answer(req)
+        route = _route_label(req.path)
+        REQUESTS.labels(req.method, route, str(resp.status_code)).inc()
+        LATENCY.labels(req.method, route).observe(time.perf_counter() - t0)
+        return resp
+
+    def _answer(self, req: webob.Request) -> webob.Response:
         try:
             data = self.route(req)
             if isinstance(data, webob.Response):
@@ -95,6 +121,16 @@ class RestApp:
             return VERSION
         if parts == ["info"] and req.method == "GET":
             return self._info()
+        if parts == ["healthz"] and req.method == "GET":
+            return {"status": "ok"}
+        if parts == ["readyz"] and req.method == "GET":
+            ok, checks = self.ready()
+            return json_response({"ready": ok, "checks": checks}, 200 if ok else 503,
+                                 None if ok else _reason("not ready: " + "; ".join(
+                                     f"{k}: {v}" for k, v in checks.items() if v != "ok")))
+        if parts == ["metrics"] and req.method == "GET":
+            return webob.Response(body=generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST,
+                                  charset=None)
         if len(parts) < 3 or parts[:2] != ["api", "v1"]:
             raise HTTPError(404, f"no such path {req.path}")
         rest = parts[2:]
@@ -119,14 +155,16 @@ class RestApp:
         if req.method == "GET":
             return self._wire(kind, self.model.get(kind, key))
         if req.method in ("POST", "PUT"):
+            wait = self._wait_param(req)
             body = self._body(req)
             if kind is schema.ENDPOINT:
-                return self.model.allocate_endpoint(key, body)
-            return self._wire(kind, self.model.upsert(kind, key, body))
+                return self._written(self.model.allocate_endpoint(key, body), wait)
+            return self._written(self._wire(kind, self.model.upsert(kind, key, body)), wait)
         if req.method == "DELETE":
+            wait = self._wait_param(req)
             if kind is schema.ENDPOINT:
-                return self.model.release_endpoint(key)
-            return self.model.delete(kind, key)
+                return self._written(self.model.release_endpoint(key), wait)
+            return self._written(self.model.delete(kind, key), wait)
         raise HTTPError(405, f"method {req.method} is not allowed on {req.path}")
 
     @staticmethod
@@ -157,6 +195,38 @@ class RestApp:
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["Content-Security-Policy"] = ("default-src 'self'; img-src 'self' data:; "
                                                    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+        return resp
+
+    # ------------------------------------------------------------ realization
+    @staticmethod
+    def _wait_param(req) -> float | None:
+        """None, or the seconds a write may wait until it is live (?wait=true&timeout=S)."""
+        wait = req.GET.get("wait", "")
+        if wait.lower() in ("", "0", "false", "no"):
+            return None
+        if wait.lower() not in ("1", "true", "yes"):
+            raise HTTPError(400, f"wait: {wait!r} is not true or false")
+        raw = req.GET.get("timeout", "")
+        try:
+            timeout = float(raw) if raw else WAIT_DEFAULT
+        except ValueError:
+            raise HTTPError(400, f"timeout: {raw!r} is not a number of seconds")
+        if not 0 <= timeout <= WAIT_MAX:
+            raise HTTPError(400, f"timeout: {raw} is outside 0-{WAIT_MAX:.0f} seconds")
+        return timeout
+
+    def _written(self, data, wait: float | None) -> webob.Response:
+        """The write's answer, with its generation, and with ?wait how far it is live."""
+        gen = self.model.store.generation
+        resp = json_response(data)
+        resp.headers["X-Netweave-Generation"] = str(gen)
+        if wait is not None and self.realize is not None:
+            r = self.realize(gen, wait)
+            if r is not None:
+                n = len(r["live"]) + len(r["lagging"])
+                resp.headers["X-Netweave-Realized"] = f"{len(r['live'])}/{n}"
+                if r["lagging"]:
+                    resp.headers["X-Netweave-Lagging"] = ",".join(r["lagging"])
         return resp
 
     def _wire(self, kind, obj):
@@ -201,6 +271,27 @@ class RestApp:
         }
         base.update(self.info())
         return base
+
+
+def _route_label(path: str) -> str:
+    """The route a path took, with keys replaced, so metric labels stay few."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:1] == ["ui"]:
+        return "/ui"                       # the web view's files, one label
+    if parts[:2] != ["api", "v1"]:
+        return "/" + parts[0] if len(parts) == 1 and parts[0] in _TOP_ROUTES else "other"
+    rest = parts[2:]
+    if not rest:
+        return "other"
+    head = rest[0] if rest[0] in schema.KINDS or rest[0] in _API_ROUTES else "other"
+    if head == "inspect" and len(rest) >= 2:
+        sub = rest[1] if rest[1] in schema.KINDS else "other"
+        return f"/api/v1/inspect/{sub}/{{key}}"
+    return f"/api/v1/{head}" + ("/{key}" if len(rest) > 1 and head != "other" else "")
+
+
+_TOP_ROUTES = {"version", "info", "healthz", "readyz", "metrics"}
+_API_ROUTES = {"inspect", "openapi.json", "switches", "flows", "trace", "realization", "policylog"}
 
 
 def _local_ip() -> str:

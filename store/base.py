@@ -13,10 +13,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
+from prometheus_client import Histogram
+
 log = logging.getLogger(__name__)
+
+COMMIT_SECONDS = Histogram("netweave_store_commit_duration_seconds",
+                           "Time to commit one atomic write to the state store", ["backend"],
+                           buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
 
 
 @dataclass(frozen=True)
@@ -30,9 +37,18 @@ class StoreError(Exception):
 
 
 class Store:
-    """Base class: the mirror and the watchers. Backends implement _commit."""
+    """Base class: the mirror and the watchers. Backends implement _commit.
+
+    Every commit gets a generation, a number that only grows (SQLite counts
+    commits in the file; etcd's revision is its generation): the controller
+    reports which generation each switch has realized, so a writer can wait
+    for its change to be live."""
+
+    backend = "memory"
 
     def __init__(self):
+        self.generation = 0                    # newest generation in the mirror
+        self._gens: dict[str, int] = {}        # key -> generation that last wrote it
         self._data: dict[str, dict] = {}
         # The same values by "directory" (the key up to its last '/'), so that
         # listing a kind costs what it returns, not a scan of the whole state.
@@ -60,6 +76,13 @@ class Store:
     def keys(self, prefix: str) -> list[str]:
         return list(self.list(prefix))
 
+    def key_generation(self, key: str) -> int:
+        """The generation that last wrote `key` (0: before this process read the store)."""
+        return self._gens.get(key, 0)
+
+    def ping(self) -> None:
+        """Raise StoreError when the backend cannot be reached (for readiness)."""
+
     def _put(self, key: str, value: dict) -> None:
         self._data[key] = value
         self._dirs.setdefault(key[:key.rfind("/") + 1], {})[key] = value
@@ -80,8 +103,10 @@ class Store:
         deletes = [k for k in deletes if k not in puts]
         if not puts and not deletes:
             return
-        self._commit(puts, deletes)
-        self._apply([Event(k, v) for k, v in puts.items()] + [Event(k, None) for k in deletes])
+        t0 = time.perf_counter()
+        gen = self._commit(puts, deletes)
+        COMMIT_SECONDS.labels(self.backend).observe(time.perf_counter() - t0)
+        self._apply([Event(k, v) for k, v in puts.items()] + [Event(k, None) for k in deletes], gen)
 
     @contextlib.contextmanager
     def write_lock(self):
@@ -103,13 +128,22 @@ class Store:
             self._wlock = threading.RLock()
         return self._wlock
 
-    def _commit(self, puts: dict[str, dict], deletes: list[str]) -> None:
+    def _commit(self, puts: dict[str, dict], deletes: list[str]) -> int:
+        """Store atomically; return the commit's generation."""
         raise NotImplementedError
 
-    def _apply(self, events: list[Event]) -> None:
-        """Update the mirror and notify; events that change nothing are dropped."""
+    def _apply(self, events: list[Event], gen: int | None = None) -> None:
+        """Update the mirror and notify; events that change nothing are dropped.
+        The generation moves before the watchers run, so they see it."""
         changed = []
         with self._mirror_lock:
+            if gen is not None:
+                self.generation = max(self.generation, gen)
+                for ev in events:
+                    if ev.value is None:
+                        self._gens.pop(ev.key, None)
+                    else:
+                        self._gens[ev.key] = gen
             for ev in events:
                 old = self._data.get(ev.key)
                 if ev.value is None:

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 from etcd3gw.client import Etcd3Client
 
-from store.base import Event, Store, StoreError
+from store.base import COMMIT_SECONDS, Event, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,8 @@ def _prefix_end(prefix: str) -> str:
 
 
 class EtcdStore(Store):
+    backend = "etcd"
+
     def __init__(self, host: str, port: int, prefix: str = "/netweave/", lock_ttl: int = 15):
         super().__init__()
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
@@ -72,6 +74,7 @@ class EtcdStore(Store):
         rev, kvs = self._range()
         self._apply_kvs(kvs, notify=False)
         self._max_rev = max(self._max_rev, rev)
+        self.generation = max(self.generation, rev)     # etcd's revision is the generation
         return rev
 
     def _apply_kvs(self, kvs, notify=True):
@@ -84,10 +87,18 @@ class EtcdStore(Store):
             self._revs[key] = rev
             events.append(Event(key, json.loads(_unb64(kv["value"]))))
         if notify:
-            self._apply(events)
+            self._apply(events, max((self._revs[e.key] for e in events), default=None))
         else:
             for ev in events:
                 self._put(ev.key, ev.value)
+                self._gens[ev.key] = self._revs[ev.key]
+
+    def ping(self):
+        try:
+            self.client.session.post(self.client.get_url("/maintenance/status"), json={},
+                                     timeout=2).raise_for_status()
+        except Exception as exc:
+            raise StoreError(f"etcd store {self.client.host}:{self.client.port}: unreachable ({exc})") from exc
 
     def _watch_loop(self, start_rev: int):
         while not self._stopped:
@@ -104,10 +115,10 @@ class EtcdStore(Store):
                         continue
                     self._revs[key] = rev
                     if ev.get("type") == "DELETE":
-                        self._apply([Event(key, None)])
+                        self._apply([Event(key, None)], rev)
                     else:
                         val = kv.get("value", b"")
-                        self._apply([Event(key, json.loads(val.decode() if isinstance(val, bytes) else val))])
+                        self._apply([Event(key, json.loads(val.decode() if isinstance(val, bytes) else val))], rev)
             except Exception as exc:        # etcd restarted or unreachable: resubscribe
                 if self._stopped:
                     return
@@ -145,15 +156,17 @@ class EtcdStore(Store):
         ops = [{"request_put": {"key": _b64(self.prefix + k), "value": _b64(json.dumps(v, sort_keys=True))}}
                for k, v in puts.items()]
         ops += [{"request_delete_range": {"key": _b64(self.prefix + k)}} for k in deletes]
+        t0 = time.perf_counter()
         try:
             res = self.client.transaction({"compare": [], "success": ops, "failure": []})
         except Exception as exc:
             raise StoreError(f"etcd transaction failed: {exc}") from exc
+        COMMIT_SECONDS.labels(self.backend).observe(time.perf_counter() - t0)
         rev = int(res["header"]["revision"])
         for k in list(puts) + deletes:
             self._revs[k] = rev
         self._max_rev = max(self._max_rev, rev)
-        self._apply([Event(k, v) for k, v in puts.items()] + [Event(k, None) for k in deletes])
+        self._apply([Event(k, v) for k, v in puts.items()] + [Event(k, None) for k in deletes], rev)
 
     def close(self):
         self._stopped = True

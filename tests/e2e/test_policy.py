@@ -95,3 +95,56 @@ def test_trace_explains_allowed_and_denied(cluster):
     assert gw["verdict"] == "answered", gw
     assert gw["decidedBy"]["by"].startswith("network default:" + ep[app]["networkName"]), gw["decidedBy"]
     assert gw["decidedBy"]["table"] == 1 and [h["host"] for h in gw["hops"]] == [ep[app]["homingHost"]]
+
+
+def test_wait_returns_when_live_everywhere_and_metrics_move(cluster):
+    """`netctl --wait` returns once every switch holds the change: traffic is checked at
+    once, with no sleep and no retry, and the switches are read to prove it."""
+    from tests.test_operations import metric
+    e = cluster
+    db2 = e.c.ip("db2")
+    e.serve("db2", 7777)
+    assert not e.tcp("app", db2, 7777, timeout=1.0)          # rule 1 denies tcp
+    p = subprocess.run([sys.executable, "-m", "netctl.cli", "--netmaster", e.url, "--wait", "policy",
+                        "rule-add", "db-policy", "5", "-direction=in", "-protocol=tcp", "-port=7777",
+                        "-action=allow", "-priority=10", "--timeout", "20"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "live on 3/3 hosts" in p.stdout, (p.stdout, p.stderr)
+    for h in ("h1", "h2", "h3"):                               # on every switch already
+        assert "tp_dst=7777" in e.flows(h), h
+    assert e.tcp("app", db2, 7777, timeout=2.0)                # one try, no wait
+    oper = requests.get(f"{e.url}/api/v1/inspect/rules/default:db-policy:5/", timeout=10).json()["Oper"]
+    assert oper["realization"]["liveHosts"] == oper["realization"]["hosts"] == 3, oper
+    r = requests.delete(f"{e.url}/api/v1/rules/default:db-policy:5/?wait=true&timeout=20", timeout=30)
+    assert r.ok and r.headers["X-Netweave-Realized"] == "3/3" and "X-Netweave-Lagging" not in r.headers
+    for h in ("h1", "h2", "h3"):
+        assert "tp_dst=7777" not in e.flows(h), h
+    assert not e.tcp("app", db2, 7777, timeout=1.0)
+    real = requests.get(f"{e.url}/api/v1/realization/", timeout=10).json()
+    assert real["lagging"] == [] and {h["host"] for h in real["hosts"]} == {"h1", "h2", "h3"}
+
+    # health and metrics of netmaster and of every agent, after that traffic
+    assert requests.get(f"{e.url}/readyz", timeout=10).json() == {
+        "ready": True, "checks": {"store": "ok", "openflow": "ok", "switches": "ok"}}
+    text = requests.get(f"{e.url}/metrics", timeout=30).text
+    assert metric(text, "netweave_switches_connected") == 3
+    assert metric(text, "netweave_hosts", state="up") == 3
+    assert metric(text, "netweave_network_endpoints", tenant="default", network="contiv-net") == 4
+    denied = metric(text, "netweave_rule_packets_total", tenant="default", policy="db-policy", rule="1", host="h2")
+    assert denied > 0
+    assert not e.tcp("app", db2, 5433, timeout=1.0)          # one more denied connection to db2 on h2
+    text = requests.get(f"{e.url}/metrics", timeout=30).text
+    assert metric(text, "netweave_rule_packets_total", tenant="default", policy="db-policy", rule="1",
+                  host="h2") > denied
+    for h in ("h1", "h2", "h3"):
+        assert metric(text, "netweave_flow_mods_total", host=h, command="add") > 0
+        assert metric(text, "netweave_reconciles_total", host=h, outcome="committed") > 0
+        assert metric(text, "netweave_switch_realized_generation", host=h) >= real["generation"]
+        assert sum(metric(text, "netweave_switch_flows", host=h, table=str(t)) for t in (0, 51)) > 0
+    for rec in requests.get(f"{e.url}/api/v1/hosts/", timeout=10).json():
+        base = f"http://{rec['vtepIP']}:{rec['agentPort']}"
+        assert requests.get(base + "/readyz", timeout=10).json()["ready"] is True, rec["hostLabel"]
+        at = requests.get(base + "/metrics", timeout=10).text
+        assert metric(at, "netweave_agent_heartbeats_total", result="ok") > 0
+        assert metric(at, "netweave_agent_endpoint_ports") >= 1
+        assert metric(at, "netweave_agent_cni_request_duration_seconds_count", command="ADD", result="ok") >= 1

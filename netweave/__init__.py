@@ -1,0 +1,1 @@
+"""netweave: what netmaster and netplugin share beyond the model (their configuration file)."""
