@@ -287,6 +287,18 @@ def test_web_view(world):
         row = css(f'#hosts-body tr[data-dpid="{"%016x" % dpid_for_host(label)}"]')
         assert label in row.text and ("committed" in row.text or "noop" in row.text), row.text
 
+    real = requests.get(nm.url + "/api/v1/realization/", timeout=10)
+    if real.status_code == 200:             # realized: every live host has committed the last write
+        wait_until(lambda: all(h["live"] for h in ok(nm.get("/api/v1/realization/"))["hosts"]), 20,
+                   what="both hosts live")
+        reload(d, wait)
+        gen = text("#model-generation")
+        for label in HOSTS:
+            row = text(f'#hosts-body tr[data-host="{label}"]')
+            assert f"{gen} in sync" in row and row.endswith("live"), row
+            sw = text(f'#hosts-body tr[data-dpid="{"%016x" % dpid_for_host(label)}"]')
+            assert sw.split()[-1] == gen, sw
+
     trace(db1["ipAddress"][0], "tcp", 8888)
     out = text("#trace-output")
     verdict = text("#trace-verdict")
