@@ -29,12 +29,11 @@ CNI_COMMANDS = {"ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS"}     # metric l
 
 
 class CniServer:
-    def __init__(self, path: str):
+    def __init__(self, path: str, lender: ovsdb_mod.Lender | None = None):
         self.path = path
         self._sock = None
         self._inode = None
-        self._dbs = {}                  # OVSDB remote -> Ovsdb, used under _lock only
-        self._lock = threading.Lock()
+        self.lender = lender or ovsdb_mod.Lender()   # shared with the Docker driver
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -73,8 +72,8 @@ class CniServer:
             except OSError:
                 pass
             self._sock.close()
-        with self._lock:
-            self._drop_dbs()
+        with self.lender.lock:
+            self.lender.drop()
 
     # -- requests --------------------------------------------------------------------------------
     def _accept_loop(self):
@@ -112,12 +111,12 @@ class CniServer:
     def handle(self, env: dict, config: str) -> tuple[int, str]:
         """Run one request as the plugin would: (exit code, stdout)."""
         t0 = time.monotonic()
-        with self._lock:
+        with self.lender.lock:
             out = io.StringIO()
-            rc = cni.run(env, io.StringIO(config), out, connect=self._connect)
+            rc = cni.run(env, io.StringIO(config), out, connect=self.lender.connect)
             answer = out.getvalue()
             if rc != 0 and self._error_code(answer) in RECONNECT_CODES:
-                self._drop_dbs()
+                self.lender.drop()
         took = time.monotonic() - t0
         command = env.get("CNI_COMMAND", "")
         metrics.CNI_SECONDS.labels(command if command in CNI_COMMANDS else "other",
@@ -133,16 +132,3 @@ class CniServer:
             return json.loads(answer).get("code")
         except (ValueError, AttributeError):
             return None
-
-    def _drop_dbs(self):
-        for db in self._dbs.values():
-            db.close()
-        self._dbs.clear()
-
-    def _connect(self, remote: str):
-        db = self._dbs.get(remote)
-        if db is None:
-            db = self._dbs[remote] = ovsdb_mod.Ovsdb(remote, timeout=10.0)
-        else:
-            db.sync()
-        return db

@@ -15,6 +15,7 @@ operation that writes nothing when OVSDB already holds the wanted state, and the
 touches flows (the controller owns them).
 """
 import argparse
+import os
 import logging
 import signal
 import socket
@@ -24,6 +25,7 @@ import threading
 import urllib.parse
 
 from agent import cni_plugin, cni_server
+from agent import docker_api, docker_plugin
 from agent import localapi, metrics
 from agent import netmaster_client as nmc
 from agent import ovsdb as ovsdb_mod
@@ -83,6 +85,11 @@ class Agent:
         self.known_ports = {}        # endpoint port name -> external_ids, as last seen
         self._hb_thread = None
         self.cni = None              # the CNI server once it listens
+        self.lender = ovsdb_mod.Lender()     # OVSDB connections of the CNI and Docker servers
+        self.docker = docker_api.DockerApi(args.docker_socket) if args.docker_socket else None
+        self.docker_networks = (docker_plugin.DockerNetworks(self.docker, self.nm, self.host_label)
+                                if self.docker is not None and args.docker_plugin_dir else None)
+        self.docker_server = None
         self._uplink_error = None
         # what /readyz answers: written by the main thread (the IDL's owner) and the
         # heartbeat thread, read by the local API's threads
@@ -224,12 +231,31 @@ class Agent:
             path = cni_plugin.beside_ovsdb(self.args.ovsdb)   # where netweave-cni looks
         if not path:
             return
-        srv = cni_server.CniServer(path)
+        srv = cni_server.CniServer(path, self.lender)
         try:
             if srv.start():
                 self.cni = srv
         except OSError as e:
             LOG.error("event=cni_socket_failed path=%s error=%r", path, str(e))
+
+    def start_docker_plugin(self):
+        """Docker's network and IPAM driver "netplugin", on the socket dockerd looks for."""
+        folder = self.args.docker_plugin_dir
+        if not folder:
+            return
+        drv = docker_plugin.Driver(self.host_label, self.bridge, self.args.ovsdb,
+                                   nmc.NetmasterClient(self.args.netmaster, timeout=10.0),
+                                   self.lender, self.docker)
+        try:
+            self.docker_server = docker_plugin.serve(
+                os.path.join(folder, docker_plugin.DRIVER + ".sock"), drv)
+        except OSError as e:
+            LOG.error("event=docker_plugin_failed folder=%s error=%r", folder, str(e))
+
+    def sync_docker(self):
+        """Docker networks for netweave's networks and groups, when this host runs dockerd."""
+        if self.docker_networks is not None and os.path.exists(self.args.docker_socket):
+            self.docker_networks.sync()
 
     # -- heartbeat thread (HTTP only) ---------------------------------------------------------
     def heartbeat_loop(self):
@@ -247,6 +273,7 @@ class Agent:
                     self._endpoints_version = version
                 metrics.HEARTBEATS.labels("ok").inc()
                 self.checks["netmaster"] = "ok"
+                self.sync_docker()
                 if up is not True:
                     LOG.info("event=host_registered host=%s vtep=%s dpid=%016x netmaster=%s",
                              self.host_label, self.vtep_ip, self.dpid, self.args.netmaster)
@@ -271,6 +298,7 @@ class Agent:
         self.reconcile("start")
         self.start_local_api()
         self.start_cni_server()
+        self.start_docker_plugin()
         self._hb_thread = threading.Thread(target=self.heartbeat_loop, name="heartbeat",
                                            daemon=True)
         self._hb_thread.start()
@@ -301,6 +329,13 @@ class Agent:
         LOG.info("event=agent_stop host=%s", self.host_label)
         if self.cni is not None:
             self.cni.stop()
+        if self.docker_server is not None:
+            self.docker_server.shutdown()
+            self.docker_server.server_close()
+            try:
+                os.unlink(self.docker_server.server_address)
+            except OSError:
+                pass
         self.db.close()
         return 0
 
@@ -343,6 +378,12 @@ def build_parser():
     p.add_argument("--heartbeat-interval", type=float, default=2.0)
     p.add_argument("--api-port", type=int, default=9090,
                    help="port of the local API on the VTEP address (0: any free port, -1: off)")
+    p.add_argument("--docker-plugin-dir", default="/run/docker/plugins",
+                   help="folder where dockerd looks for plugins: netplugin serves Docker's network "
+                        "and IPAM driver 'netplugin' there (empty: no Docker driver)")
+    p.add_argument("--docker-socket", default="/var/run/docker.sock",
+                   help="dockerd's API socket, to keep a Docker network per netweave network "
+                        "and group (empty: none)")
     p.add_argument("--cni-socket", default=None,
                    help="unix socket where netweave-cni hands over its requests (default: "
                         "netweave-cni.sock beside the OVSDB unix socket; empty: none)")

@@ -9,6 +9,9 @@ OVSDB_TXN_SECONDS = Histogram("netweave_agent_ovsdb_transaction_duration_seconds
 CNI_SECONDS = Histogram("netweave_agent_cni_request_duration_seconds",
                         "Time to serve one CNI request handed over by netweave-cni",
                         ["command", "result"], buckets=_FAST)
+DOCKER_SECONDS = Histogram("netweave_agent_docker_request_duration_seconds",
+                           "Time to serve one call of Docker's network or IPAM driver protocol",
+                           ["call", "result"], buckets=_FAST)
 HEARTBEATS = Counter("netweave_agent_heartbeats_total", "Host registrations sent to netmaster",
                      ["result"])
 RESYNC_REMOVED = Counter("netweave_agent_stale_ports_removed_total",

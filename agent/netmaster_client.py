@@ -103,11 +103,22 @@ class NetmasterClient:
 
     # -- endpoints -------------------------------------------------------------------------
     def create_endpoint(self, ep_id, tenant, network, group, host, container_id,
-                        intf_name, if_name):
+                        intf_name, if_name, **fields):
+        """Allocate (or, for an existing endpoint, write again the attachment fields
+        of ``fields``: containerName, labels, dockerEndpoint, containerID)."""
         body = {"tenantName": tenant, "networkName": network, "groupName": group or "",
                 "host": host, "containerID": container_id, "intfName": intf_name,
-                "ifName": if_name}
+                "ifName": if_name, **fields}
         return self._call("POST", "/api/v1/endpoints/%s/" % self._q(ep_id), body)
+
+    def get(self, path):
+        """GET an API path (e.g. /api/v1/networks/); None when it is not there (404)."""
+        try:
+            return self._call("GET", path)
+        except NetmasterError as e:
+            if e.status == 404:
+                return None
+            raise
 
     def delete_endpoint(self, ep_id):
         """Release the endpoint. Returns False when netmaster did not know it (404)."""

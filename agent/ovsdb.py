@@ -12,6 +12,7 @@ and then the call waits until ovs-vswitchd has applied it (``cur_cfg >= next_cfg
 import logging
 import os
 import subprocess
+import threading
 import time
 import warnings
 
@@ -523,3 +524,28 @@ def choose_datapath(mode):
     if mode != "auto":
         raise ValueError("datapath must be system, netdev or auto, not %r" % mode)
     return "system" if kernel_datapath_available() else "netdev"
+
+
+class Lender:
+    """Long-lived OVSDB connections lent to one request at a time: netplugin's servers
+    (CNI, Docker) run their requests under ``lock`` and ``connect`` within it. A
+    connection that failed is dropped (``drop``) and made anew by the next request."""
+
+    def __init__(self, timeout=10.0):
+        self.lock = threading.Lock()
+        self.timeout = timeout
+        self._dbs = {}
+
+    def connect(self, remote):
+        db = self._dbs.get(remote)
+        if db is None:
+            db = self._dbs[remote] = Ovsdb(remote, timeout=self.timeout)
+        else:
+            db.sync()
+        return db
+
+    def drop(self):
+        for db in self._dbs.values():
+            db.close()
+        self._dbs.clear()
+

@@ -157,15 +157,23 @@ HOST = Kind("host", "hosts", ("hostLabel",), (
 
 # An endpoint (read-only to users; the agent allocates it on CNI ADD).
 ENDPOINT = Kind("endpoint", "endpoints", ("endpointID",), (
-    Field("containerID", length=256),
+    Field("containerID", length=256, description="the container's id (written again when it is learnt)"),
+    Field("containerName", length=256, description="the container's or pod's name"),
+    Field("dockerEndpoint", length=64, format=r"^([0-9a-f]{64})?$",
+          description="Docker's endpoint id, for endpoints of the Docker driver"),
     _key("endpointID", "endpoint id"),
     Field("groupName", length=64, format=NAME_OPT),
     Field("host", length=256, format=NAME, required=True),
     Field("ifName", length=15),
     Field("intfName", length=15, required=True, format=r"^[A-Za-z0-9_.\-]+$"),
+    Field("ipAddress", format=IPV4_OPT, mutable=False,
+          description="the address wanted (empty: the lowest free one)"),
+    Field("labels", type="array", description="the container's labels, key=value"),
     Field("networkName", length=64, format=NAME, required=True),
     _key("tenantName", "tenant name"),
 ), read_only=True)
+# What the agent may write again on an existing endpoint (it learns them after the attach).
+ENDPOINT_ATTACHMENT = ("containerID", "containerName", "dockerEndpoint", "labels")
 
 KINDS = {k.collection: k for k in (TENANT, NETWORK, ENDPOINT_GROUP, POLICY, RULE, APP_PROFILE,
                                    NETPROFILE, GLOBAL, HOST, ENDPOINT)}

@@ -454,8 +454,8 @@ class Model:
         req = parse(schema.ENDPOINT, body, endpoint_id)
         with self.store.write_lock():
             existing = self.store.get(f"ep/{endpoint_id}")
-            if existing is not None:
-                return self._ep_view(existing)      # CNI ADD may be retried
+            if existing is not None:                # a retried ADD, or what the agent learnt since
+                return self._ep_view(self._attach(existing, req, body))
             net, grp = self.resolve_network(req.tenantName, req.networkName, req.groupName)
             if self.store.get(f"host/{req.host}") is None:
                 raise NotFound(f"host: host {req.host} is not registered")
@@ -466,13 +466,17 @@ class Model:
                 used.add(ipam.ip_int(net["gateway"]))
             if grp is not None and grp["ipPool"]:
                 lo, hi = ipam.parse_pool(grp["ipPool"])
-                addr = ipam.lowest_free(lo, hi, used)
+                pools = []
                 where = f"ip pool {grp['ipPool']} of group {grp['groupName']}"
             else:
+                lo, hi = sub.first, sub.last
                 pools = [ipam.parse_pool(g["ipPool"]) for g in self.objects_of(schema.ENDPOINT_GROUP, net["tenantName"])
                          if g["networkName"] == net["networkName"] and g["ipPool"]]
-                addr = ipam.lowest_free(sub.first, sub.last, used, pools)
                 where = f"subnet {net['subnet']} of network {net_key}"
+            if req.ipAddress:
+                addr = self._wanted_address(req.ipAddress, lo, hi, used, pools, where)
+            else:
+                addr = ipam.lowest_free(lo, hi, used, pools)
             if addr is None:
                 raise Conflict(f"ipAddress: no free address left in the {where}")
             ip = ipam.ip_str(addr)
@@ -495,12 +499,43 @@ class Model:
                 "intfName": req.intfName,
                 "ifName": req.ifName,
                 "containerID": req.containerID,
+                "containerName": req.containerName,
+                "dockerEndpoint": req.dockerEndpoint,
+                "labels": list(req.labels or ()),
                 "created": self.clock(),
             }
             self.store.commit({f"ep/{endpoint_id}": rec, f"ip/{net_key}/{ip}": {"endpoint": endpoint_id}})
         log.info("event=endpoint_allocated id=%s network=%s ip=%s host=%s",
                  endpoint_id, net_key, ip, req.host)
         return self._ep_view(rec)
+
+    @staticmethod
+    def _wanted_address(ip: str, lo: int, hi: int, used: set, pools: list, where: str) -> int:
+        """A requested address: a usable one of the range, and free."""
+        addr = ipam.ip_int(ip)
+        if not lo <= addr <= hi:
+            raise ValidationError(f"ipAddress: {ip} is not a usable address of the {where}")
+        if any(plo <= addr <= phi for plo, phi in pools):
+            raise Conflict(f"ipAddress: {ip} belongs to a group's ip pool; join that group to get it")
+        if addr in used:
+            raise Conflict(f"ipAddress: {ip} is already in use in the {where}")
+        return addr
+
+    def _attach(self, rec: dict, req, body) -> dict:
+        """Write again what the agent learnt after the attach (container name, labels,
+        Docker's endpoint id); anything else must equal what is stored."""
+        if req.ipAddress and req.ipAddress != rec["ipAddress"][0]:
+            raise Conflict(f"ipAddress: endpoint {rec['endpointID']} already has {rec['ipAddress'][0]}")
+        new = dict(rec)
+        for name in schema.ENDPOINT_ATTACHMENT:
+            if isinstance(body, dict) and name in body:
+                value = getattr(req, name)
+                new[name] = list(value) if isinstance(value, tuple) else value
+        if new != rec:
+            self.store.commit({f"ep/{rec['endpointID']}": new})
+            log.info("event=endpoint_attachment id=%s container=%s name=%s", rec["endpointID"],
+                     new.get("containerID", ""), new.get("containerName", ""))
+        return new
 
     def release_endpoint(self, endpoint_id: str) -> str:
         with self.store.write_lock():

@@ -201,7 +201,8 @@ class AgentProc:
         self.args = [PY, "-m", "agent.main", "--ovsdb", host.remote,
                      "--netmaster", netmaster_url, "--host-label", self.label,
                      "--vtep-ip", host.ip, "--datapath", "auto",
-                     "--heartbeat-interval", str(interval), "--log-level", "DEBUG"]
+                     "--heartbeat-interval", str(interval), "--log-level", "DEBUG",
+                     "--docker-plugin-dir", "", "--docker-socket", ""]
         if controller:
             self.args += ["--controller", controller]
         self.args += list(extra)

@@ -16,6 +16,8 @@ Every name starts with the cluster's name, so two clusters never collide, and
     python -m topologies.cluster exec web1 -- ping -c1 10.1.2.3
     python -m topologies.cluster ls [--json]
     python -m topologies.cluster netmaster stop|start|restart
+    python -m topologies.cluster up --hosts 2 --docker      # a dockerd per host, netplugin its driver
+    python -m topologies.cluster docker h1 -- run -d --net contiv-net nwbusybox sleep 1000
     python -m topologies.cluster down
 """
 from __future__ import annotations
@@ -33,7 +35,7 @@ import time
 
 import requests
 
-from topologies import launch
+from topologies import docker_host, launch
 from topologies.ovs import OvsInstance, kill_pidfile, pid_alive, sh
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,8 @@ class ClusterError(Exception):
 class Cluster:
     def __init__(self, name: str = "nw", hosts: int = 3, underlay: str = "10.99.0.0/24",
                  rest_port: int = 9999, of_port: int = 6653, netmaster: str | None = None,
-                 workdir: str | None = None, python: str | None = None, uplinks: bool = True):
+                 workdir: str | None = None, python: str | None = None, uplinks: bool = True,
+                 docker: bool = False):
         if not name.isalnum() or len(name) > 5:
             raise ClusterError("name: 1 to 5 letters or digits (it prefixes interface names)")
         self.name = name
@@ -57,7 +60,7 @@ class Cluster:
         self.python = python or sys.executable
         self.state = {"name": name, "hosts": {}, "endpoints": {}, "underlay": underlay,
                       "rest_port": rest_port, "of_port": of_port, "netmaster": netmaster, "own_netmaster": False,
-                      "uplinks": uplinks}
+                      "uplinks": uplinks, "docker": docker}
         self._load()
 
     # ------------------------------------------------------------ state file
@@ -120,6 +123,11 @@ class Cluster:
     def ovs(self, label: str) -> OvsInstance:
         return OvsInstance(os.path.join(self.workdir, label), netns=self.host_ns(label))
 
+    def docker(self, label: str) -> docker_host.DockerDaemon:
+        """The host's dockerd (clusters made with docker=True)."""
+        return docker_host.DockerDaemon(os.path.join(self.workdir, f"{label}-docker"), self.host_ns(label),
+                                        f"{self.name}-{label}")
+
     # ------------------------------------------------------------ up
     def up(self, hosts: int = 3, wait: float = 60.0) -> None:
         os.makedirs(self.workdir, exist_ok=True)
@@ -167,15 +175,19 @@ class Cluster:
         sh("ip", "addr", "add", f"{self.host_ip(i)}/{self.net.prefixlen}", "dev", "br-phy", netns=ns)
         sh("ip", "link", "set", "br-phy", "up", netns=ns)
         sh("ethtool", "-K", "br-phy", "tx", "off", check=False, netns=ns)
+        if self.state.get("docker"):
+            self.docker(label).start()
         self._agent_start(label)
 
     def _agent_start(self, label: str) -> None:
         h = self.state["hosts"][label]
         ovs = self.ovs(label)
         of_host = self.root_ip if not self.state["netmaster"] else _url_host(self.state["netmaster"])
+        dk = self.docker(label) if self.state.get("docker") else None
         cmd = launch.netplugin_cmd(self.python, h["ns"], self.hosts_url, label, h["vtep"], ovs.remote,
                                    f"tcp:{of_host}:{self.state['of_port']}",
-                                   "eth2" if self.state["uplinks"] else "")
+                                   "eth2" if self.state["uplinks"] else "",
+                                   dk.plugins if dk else "", dk.socket if dk else "")
         logf = open(os.path.join(self.workdir, f"{label}-netplugin.log"), "ab")
         p = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         h["agent_pid"] = p.pid
@@ -319,12 +331,25 @@ class Cluster:
     # ------------------------------------------------------------ down
     def down(self) -> None:
         """Remove everything of this cluster, whether it is healthy, half made or crashed."""
+        # containers first, while netplugin still answers dockerd's Leave and DeleteEndpoint
+        for label in self.state["hosts"]:
+            if self.state.get("docker"):
+                try:
+                    self.docker(label).stop()
+                except (docker_host.DockerError, OSError, subprocess.SubprocessError) as exc:
+                    log.warning("cluster %s: docker on %s: %s", self.name, label, exc)
         for h in self.state["hosts"].values():
             pid = h.get("agent_pid")
             if pid and pid_alive(pid):
                 os.kill(pid, signal.SIGTERM)
         if self.state.get("own_netmaster"):
             self.netmaster_stop()
+        # containers of a crashed run, by their cgroup (named after the cluster's hosts)
+        for ctrl in os.listdir(docker_host.CGROUP_ROOT) if os.path.isdir(docker_host.CGROUP_ROOT) else []:
+            d = os.path.join(docker_host.CGROUP_ROOT, ctrl)
+            for cg in os.listdir(d) if os.path.isdir(d) else []:
+                if cg.startswith(f"{self.name}-"):
+                    docker_host.kill_cgroup(cg)
         # anything else still running from our folder (agents, daemons of a crashed run)
         _kill_matching(self.workdir)
         if os.path.isdir(self.workdir):
@@ -413,7 +438,11 @@ def main(argv=None) -> int:
     u.add_argument("--underlay", default="10.99.0.0/24")
     u.add_argument("--rest-port", type=int, default=9999)
     u.add_argument("--of-port", type=int, default=6653)
+    u.add_argument("--docker", action="store_true",
+                   help="a dockerd per host, with netplugin as its network and IPAM driver")
     sub.add_parser("down")
+    d = sub.add_parser("docker", help="run the docker CLI against a host's dockerd")
+    d.add_argument("host"); d.add_argument("command", nargs=argparse.REMAINDER)
     r = sub.add_parser("run")
     r.add_argument("host"); r.add_argument("ep")
     r.add_argument("--net", required=True); r.add_argument("--tenant", default="default")
@@ -430,7 +459,7 @@ def main(argv=None) -> int:
     try:
         if args.cmd == "up":
             c = Cluster(args.name, underlay=args.underlay, rest_port=args.rest_port, of_port=args.of_port,
-                        netmaster=args.netmaster)
+                        netmaster=args.netmaster, docker=args.docker)
             c.up(args.hosts)
             print(f"cluster {c.name}: {len(c.state['hosts'])} hosts up and connected; netmaster {c.url}")
             return 0
@@ -443,6 +472,11 @@ def main(argv=None) -> int:
             print(ep["ip"])
         elif args.cmd == "rm":
             c.rm(args.ep)
+        elif args.cmd == "docker":
+            if not c.state.get("docker") or args.host not in c.state["hosts"]:
+                raise ClusterError(f"no dockerd on {args.host} (cluster up --docker makes one per host)")
+            cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
+            return subprocess.call(["docker", "-H", c.docker(args.host).host, *cmd])
         elif args.cmd == "exec":
             cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
             ns = (c.state["endpoints"].get(args.target) or c.state["hosts"].get(args.target) or {}).get("ns")

@@ -18,11 +18,15 @@ def netmaster_cmd(python: str, listen: list[str], of_port: int, store: str, host
 
 
 def netplugin_cmd(python: str, netns: str, netmaster: str, label: str, vtep: str, ovsdb: str,
-                  controller: str, uplink: str = "") -> list[str]:
-    """netplugin inside a host's namespace, on the userspace datapath, beating every second."""
+                  controller: str, uplink: str = "", docker_plugin_dir: str = "",
+                  docker_socket: str = "") -> list[str]:
+    """netplugin inside a host's namespace, on the userspace datapath, beating every second.
+    A simulated host has no Docker driver unless given its own plugin folder (all hosts
+    share the machine's /run/docker/plugins otherwise) and its own dockerd's socket."""
     cmd = ["ip", "netns", "exec", netns, python, "-m", "agent.main", "--netmaster", netmaster,
            "--host-label", label, "--vtep-ip", vtep, "--ovsdb", ovsdb, "--controller", controller,
-           "--datapath", "netdev", "--heartbeat-interval", "1", "--api-port", "0"]
+           "--datapath", "netdev", "--heartbeat-interval", "1", "--api-port", "0",
+           "--docker-plugin-dir", docker_plugin_dir, "--docker-socket", docker_socket]
     return cmd + (["--uplink", uplink] if uplink else [])
 
 

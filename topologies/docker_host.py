@@ -1,0 +1,157 @@
+"""A dockerd for one simulated host, leaving the machine's network alone.
+
+dockerd runs in the host's network namespace (entered with nsenter, not `ip netns exec`,
+which remounts /sys and hides the cgroup hierarchy dockerd needs) and in a mount namespace
+of its own, where the host's plugin folder is bind-mounted over /run/docker/plugins: each
+simulated host's dockerd finds its own netplugin there, as on a real machine. No bridge,
+no iptables, no forwarding: `docker run --network none` and netweave's networks only.
+Its containers live in the cgroup `<name>` so that removing them after a crash is exact.
+
+The image is busybox-static's rootfs, imported (no registry is reachable here).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+IMAGE = "nwbusybox:latest"
+PLUGINS_MOUNT = "/run/docker/plugins"
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+class DockerError(Exception):
+    pass
+
+
+def available() -> bool:
+    return bool(shutil.which("dockerd") and shutil.which("docker") and os.path.exists("/bin/busybox"))
+
+
+def busybox_rootfs(path: str) -> str:
+    """A tar of a busybox-static root filesystem at `path` (made once)."""
+    if os.path.exists(path):
+        return path
+    with tempfile.TemporaryDirectory(prefix="nwrootfs-") as root:
+        for d in ("bin", "sbin", "usr/bin", "usr/sbin", "tmp", "etc"):
+            os.makedirs(os.path.join(root, d), exist_ok=True)
+        shutil.copy("/bin/busybox", os.path.join(root, "bin", "busybox"))
+        subprocess.run(["chroot", root, "/bin/busybox", "--install", "-s"], check=True,
+                       capture_output=True)
+        subprocess.run(["tar", "-C", root, "-cf", path + ".tmp", "."], check=True)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+class DockerDaemon:
+    def __init__(self, folder: str, netns: str, name: str):
+        self.dir = folder
+        self.netns = netns
+        self.name = name                    # cgroup parent of its containers
+        self.plugins = os.path.join(folder, "plugins")
+        self.socket = os.path.join(folder, "docker.sock")
+        self.pidfile = os.path.join(folder, "docker.pid")
+
+    @property
+    def host(self) -> str:
+        return "unix://" + self.socket
+
+    def start(self, timeout: float = 30.0) -> "DockerDaemon":
+        for d in (self.plugins, os.path.join(self.dir, "data"), os.path.join(self.dir, "exec")):
+            os.makedirs(d, exist_ok=True)
+        os.makedirs(PLUGINS_MOUNT, exist_ok=True)
+        dockerd = ("exec dockerd --iptables=false --ip6tables=false --ip-forward=false --bridge=none "
+                   f"--live-restore --data-root {self.dir}/data --exec-root {self.dir}/exec "
+                   f"--pidfile {self.pidfile} -H {self.host} --storage-driver overlay2 "
+                   f"--cgroup-parent {self.name}")
+        log = open(os.path.join(self.dir, "dockerd.log"), "ab")
+        subprocess.Popen(["nsenter", f"--net=/run/netns/{self.netns}", "unshare", "-m", "--propagation",
+                          "private", "sh", "-c", f"mount --bind {self.plugins} {PLUGINS_MOUNT} && {dockerd}"],
+                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.cli("version", check=False).returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            raise DockerError(f"dockerd did not answer on {self.socket} in {timeout:.0f} s "
+                              f"(see {self.dir}/dockerd.log)")
+        if self.cli("image", "inspect", IMAGE, check=False).returncode != 0:
+            self.cli("import", busybox_rootfs(os.path.join(os.path.dirname(self.dir), "busybox.tar")), IMAGE)
+        return self
+
+    def cli(self, *args, check=True, timeout=60) -> subprocess.CompletedProcess:
+        p = subprocess.run(["docker", "-H", self.host, *args], capture_output=True, text=True, timeout=timeout)
+        if check and p.returncode != 0:
+            raise DockerError(f"docker {' '.join(args)}: {(p.stderr or p.stdout).strip()}")
+        return p
+
+    def inspect(self, kind: str, name: str) -> dict:
+        return json.loads(self.cli(kind, "inspect", name).stdout)[0]
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(open(self.pidfile).read().strip())
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError):
+            return None
+
+    def kill(self, sig=signal.SIGKILL) -> None:
+        """Kill dockerd alone (its containers live on: --live-restore)."""
+        pid = self.pid()
+        if pid:
+            os.kill(pid, sig)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Remove every container, stop dockerd, and kill whatever is left in its cgroup."""
+        if self.pid():
+            ids = self.cli("ps", "-aq", check=False).stdout.split()
+            if ids:
+                self.cli("rm", "-f", *ids, check=False)
+            self.kill(signal.SIGTERM)
+        kill_cgroup(self.name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def kill_cgroup(name: str) -> None:
+    """SIGKILL every process in cgroup `name` (every hierarchy), then remove it."""
+    if not name or "/" in name or name.startswith("."):
+        return
+    for _ in range(3):
+        dirs = []
+        for ctrl in os.listdir(CGROUP_ROOT) if os.path.isdir(CGROUP_ROOT) else []:
+            top = os.path.join(CGROUP_ROOT, ctrl, name)
+            if os.path.isdir(top):
+                dirs += [root for root, _, _ in os.walk(top)]
+        if not dirs:
+            return
+        for d in dirs:
+            try:
+                for pid in open(os.path.join(d, "cgroup.procs")).read().split():
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except OSError:
+                        pass
+            except OSError:
+                pass
+        time.sleep(0.2)
+        for d in sorted(dirs, key=len, reverse=True):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
