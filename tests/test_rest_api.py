@@ -149,6 +149,20 @@ def test_groups_policies_rules(netmaster):
             400, "port: needs protocol tcp or udp (protocol is 'any')")
     refused(nm.post("/api/v1/rules/default:db-policy:3/", {"action": "allow", "direction": "in", "priority": 101}),
             400, "priority: 101 is above the maximum 100")
+    # enableLogging (netweave's own field): a JSON boolean, on deny rules, and it may change later
+    refused(nm.post("/api/v1/rules/default:db-policy:1/", dict(r1, enableLogging="yes")),
+            400, "enableLogging: expected true or false, got 'yes'")
+    refused(nm.post("/api/v1/rules/default:db-policy:1/", dict(r1, enableLogging=1)),
+            400, "enableLogging: expected true or false, got 1")
+    refused(nm.post("/api/v1/rules/default:db-policy:2/", {
+        "action": "allow", "direction": "in", "port": 8888, "priority": 10, "protocol": "tcp",
+        "enableLogging": True}), 400, "enableLogging: only deny rules are logged (action is 'allow')")
+    assert "enableLogging" not in r1                      # false is left out, as Go's omitempty does
+    assert ok(nm.post("/api/v1/rules/default:db-policy:1/", dict(r1, enableLogging=True)))["enableLogging"] is True
+    assert ok(nm.get("/api/v1/rules/default:db-policy:1/"))["enableLogging"] is True
+    assert "enableLogging" not in ok(nm.post("/api/v1/rules/default:db-policy:1/", dict(r1, enableLogging=False)))
+    spec = ok(nm.get("/api/v1/openapi.json"))["components"]["schemas"]["Rule"]["properties"]["enableLogging"]
+    assert spec["type"] == "boolean" and spec["default"] is False
     # priority 0 means 1 (Contiv)
     assert ok(nm.post("/api/v1/rules/default:db-policy:4/", {"action": "allow", "direction": "out",
                                                               "priority": 0}))["priority"] == 1
