@@ -56,6 +56,8 @@ ALL_FLOWS = [
     F(20, 40, {"eth_type": 0x800}, [("set_field", "reg5", 3), ("set_field", "ip_dst", "10.0.0.5"),
                                     ("goto", 30)], M | 9),
     F(20, 0, {}, [], M | 10),
+    # a logged deny's verdict: the meter (which the app creates on connect) then the controller
+    F(21, 30, {"eth_type": 0x800, "ip_proto": 6, "tcp_dst": 22}, [("meter", 1), ("controller", 128)], M | 11),
 ]
 ALL_GROUPS = [
     GroupEntry(1, ((("output", 5),), (("set_field", "eth_dst", "02:00:00:00:00:07"), ("output", 6)))),
