@@ -294,3 +294,13 @@ def test_netprofile_reaches_endpoint_records_and_host_version(netmaster):
     ok(nm.post("/api/v1/netprofiles/default:slow/", {"bandwidth": "1gbps", "burst": 64, "DSCP": 10}))
     assert ok(nm.get("/api/v1/endpoints/e1/"))["ingressPolicingRate"] == 1000000
     assert ok(nm.get("/api/v1/hosts/h1/"))["endpointsVersion"] not in (v0, v1)
+
+
+def test_policy_log_route(shared_netmaster):
+    nm = shared_netmaster
+    assert ok(nm.get("/api/v1/policylog/")) == []
+    assert ok(nm.get("/api/v1/policylog/?tenant=default&limit=5")) == []
+    refused(nm.get("/api/v1/policylog/?limit=ten"), 400, "limit: 'ten' is not a number")
+    refused(nm.get("/api/v1/policylog/?limit=0"), 400, "limit: 0 is not between 1 and 1000")
+    refused(nm.get("/api/v1/policylog/?tenant=nosuch"), 404, "tenant nosuch not found")
+    refused(nm.post("/api/v1/policylog/", {}), 405, "method POST is not allowed on /api/v1/policylog/")
