@@ -393,35 +393,43 @@ class SwitchManager(app_manager.OSKenApp):
     def _ensure_meter(self, dp) -> None:
         """Put the deny-log meter on the switch with our rate.  A flow naming a meter
         the switch lacks is refused, and an OpenFlow bundle cannot carry meter mods:
-        so this runs before the first diff on each connection (and at each audit:
-        deleting a meter deletes the flows that use it).  ADD, or MODIFY when the
-        switch says it exists (a restarted controller, maybe another rate); errors
-        are collected behind a barrier, as in _apply_bundle.  Raises
-        ofctl_exc.OFError when the switch refuses both."""
+        so this runs before the first diff on each connection, and at each audit
+        (deleting a meter deletes the flows that use it).  The meter's config is
+        read first: ADD when it is missing, MODIFY when it differs (a restarted
+        controller with another rate), nothing when it is right.  Errors are
+        collected behind a barrier, as in _apply_bundle; raises ofctl_exc.OFError
+        when the switch refuses."""
         flags = ofp.OFPMF_PKTPS | ofp.OFPMF_BURST
-        bands = [parser.OFPMeterBandDrop(rate=self.deny_log_rate, burst_size=self.deny_log_burst)]
+        want = (flags, ((ofp.OFPMBT_DROP, self.deny_log_rate, self.deny_log_burst),))
+        # all meters: asking for one that does not exist is an error (UNKNOWN_METER)
+        req = parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL)
+        held = None
+        for rep in self._request(req, parser.OFPMeterConfigStatsReply, True) or []:
+            for m in rep.body:
+                if m.meter_id == DENY_LOG_METER:
+                    held = (m.flags, tuple((b.type, b.rate, b.burst_size) for b in m.bands))
+        if held == want:
+            return
+        command = ofp.OFPMC_ADD if held is None else ofp.OFPMC_MODIFY
+        mod = parser.OFPMeterMod(dp, command=command, flags=flags, meter_id=DENY_LOG_METER,
+                                 bands=[parser.OFPMeterBandDrop(rate=self.deny_log_rate,
+                                                                burst_size=self.deny_log_burst)])
         errors = self._collect[dp.id] = {}
         try:
-            for command in (ofp.OFPMC_ADD, ofp.OFPMC_MODIFY):
-                mod = parser.OFPMeterMod(dp, command=command, flags=flags, meter_id=DENY_LOG_METER, bands=bands)
-                if not dp.send_msg(mod):
-                    raise ofctl_exc.InvalidDatapath(result=dp.id)
-                self._request(parser.OFPBarrierRequest(dp))
-                self._flush_events()
-                err = errors.get(mod.xid)
-                if err is None:
-                    LOG.info("event=meter_set dpid=%s meter=%d pktps=%d burst=%d command=%s", _dpid(dp.id),
-                             DENY_LOG_METER, self.deny_log_rate, self.deny_log_burst,
-                             "add" if command == ofp.OFPMC_ADD else "modify")
-                    return
-                if not (command == ofp.OFPMC_ADD and err.type == ofp.OFPET_METER_MOD_FAILED
-                        and err.code == ofp.OFPMMFC_METER_EXISTS):
-                    break
+            if not dp.send_msg(mod):
+                raise ofctl_exc.InvalidDatapath(result=dp.id)
+            self._request(parser.OFPBarrierRequest(dp))
+            self._flush_events()
+            err = errors.get(mod.xid)
         finally:
             self._collect.pop(dp.id, None)
-        LOG.error("event=meter_failed dpid=%s meter=%d type=%s code=%s", _dpid(dp.id), DENY_LOG_METER,
-                  err.type, _err_code(err))
-        raise ofctl_exc.OFError(result=err)
+        what = "add" if command == ofp.OFPMC_ADD else "modify"
+        if err is not None:
+            LOG.error("event=meter_failed dpid=%s meter=%d command=%s type=%s code=%s", _dpid(dp.id),
+                      DENY_LOG_METER, what, err.type, _err_code(err))
+            raise ofctl_exc.OFError(result=err)
+        LOG.info("event=meter_set dpid=%s meter=%d pktps=%d burst=%d command=%s", _dpid(dp.id),
+                 DENY_LOG_METER, self.deny_log_rate, self.deny_log_burst, what)
 
     def audit(self, dpid: Optional[int] = None) -> None:
         """Read the switch (or every switch) again at the next reconcile, and reconcile."""

@@ -444,12 +444,19 @@ def test_deny_log_meter_set_on_connect_modified_and_restored(env, caplog):
     r = _install(env, ALL_FLOWS, ALL_GROUPS)            # ALL_FLOWS has a meter:1 flow
     assert r.outcome == "committed" and r.rejected == []
     assert "meter=1 pktps burst bands= type=drop rate=100 burst_size=100" in _meters(env)
+    assert any("event=meter_set" in r.getMessage() and "command=add" in r.getMessage()
+               for r in caplog.get_records("setup") + caplog.records)     # on connect
+    caplog.clear()
+    env.app.audit(DPID)                                 # the meter is read, found right, left alone
+    assert env.reconcile().outcome == "noop"
+    assert "event=meter_set" not in caplog.text and "event=of_error" not in caplog.text
     env.stop_controller()
     env.handle = ofapp.start(env.fabric, env.ovs.controller_ip, env.port, deny_log_rate=7, deny_log_burst=3)
     wait_until(lambda: env.app.idle() and DPID in env.app.last_result, 60, what="reconnect")
     assert env.app.last_result[DPID].outcome == "noop"
     assert "meter=1 pktps burst bands= type=drop rate=7 burst_size=3" in _meters(env)
     assert "event=meter_set" in caplog.text and "command=modify" in caplog.text
+    assert "event=of_error" not in caplog.text
     env.ovs.ofctl("del-meter", "meter=1")
     assert len(env.ours()) == len(ALL_FLOWS) - 1           # OVS removed the flow that named it
     env.app.audit(DPID)
