@@ -49,7 +49,8 @@ def build_snapshot(model: Model, ofports: dict[str, dict[str, int]]) -> snap.Sna
             priority=r["priority"], action=r["action"], protocol=r["protocol"], port=r["port"],
             from_group=r["fromEndpointGroup"], to_group=r["toEndpointGroup"], from_network=r["fromNetwork"],
             to_network=r["toNetwork"], from_ip=r["fromIpAddress"], to_ip=r["toIpAddress"],
-            rule_uid=model.meta("rule", key).get("id", 0)))
+            rule_uid=model.meta("rule", key).get("id", 0),
+            log=bool(r.get("enableLogging", False))))          # absent in records made before the field
     hosts = tuple(snap.Host(h["hostLabel"], h["vtepIP"], int(h["dpid"], 16), h.get("uplink", ""))
                   for h in st.list("host/").values())
     endpoints = tuple(snap.Endpoint(e["endpointID"], e["tenantName"], e["networkName"], e["groupName"],

@@ -31,6 +31,13 @@ from netweave import config  # noqa: E402
 log = logging.getLogger("netmaster")
 
 
+def _positive_int(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return n
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="netmaster", description="netweave's netmaster: REST API and OpenFlow controller")
     p.add_argument("--listen", "--listen-url", action="append", dest="listen",
@@ -43,6 +50,8 @@ def build_parser():
     p.add_argument("--host-timeout", type=float, default=6.0,
                    help="seconds without a heartbeat before a host is marked down (default 6)")
     p.add_argument("--underlay-mtu", type=int, default=1500, help="underlay MTU (default 1500)")
+    p.add_argument("--deny-log-rate", type=_positive_int, default=100,
+                   help="packets/s per host that logged deny rules may send to netmaster (default 100)")
     p.add_argument("--log-level", default="INFO")
     config.add_config_option(p)
     return p
@@ -75,7 +84,8 @@ def main(argv=None):
 
     listen = args.listen or ["127.0.0.1:9999"]
     nm = Netmaster(args.store, host_timeout=args.host_timeout, underlay_mtu=args.underlay_mtu,
-                   openflow=None if args.no_openflow else (args.of_listen, args.of_port))
+                   openflow=None if args.no_openflow else (args.of_listen, args.of_port),
+                   deny_log_rate=args.deny_log_rate)
     socks = []
     for addr in listen:
         try:

@@ -9,6 +9,7 @@ import time
 import eventlet
 
 from controller import metrics
+from controller.denylog import DenyLog
 from controller.fabric import Fabric
 from model import schema
 from model.service import Model, okey
@@ -20,16 +21,20 @@ log = logging.getLogger(__name__)
 
 class Netmaster:
     def __init__(self, store_url: str, host_timeout: float = 6.0, underlay_mtu: int = 1500,
-                 openflow: tuple | None = ("0.0.0.0", 6653)):
+                 openflow: tuple | None = ("0.0.0.0", 6653), deny_log_rate: int = 100):
         self.store = open_store(store_url)
         self.model = Model(self.store, host_timeout=host_timeout, underlay_mtu=underlay_mtu)
         self.openflow = openflow
         self.fabric = Fabric(self.model)
+        self.deny_log_rate = deny_log_rate
+        self.denylog = DenyLog(self.fabric.snapshot, self._host_label)
         self.of = None
         self.rest = RestApp(self.model, extensions={"switches": self._switches, "flows": self._flows,
                                                     "trace": self._trace,
                                                     "realization": self._realization},
                             extra_oper=self._extra_oper, ready=self.ready, realize=self.realize)
+                                                    "trace": self._trace, "policylog": self._policylog},
+                            extra_oper=self._extra_oper)
         self._threads = []
         self._host_states: dict[str, str] = {}
 
@@ -37,7 +42,8 @@ class Netmaster:
         if self.openflow is not None:
             from controller import ofapp
             host, port = self.openflow
-            self.of = ofapp.start(self.fabric, host, port)
+            self.of = ofapp.start(self.fabric, host, port, deny_log_rate=self.deny_log_rate,
+                                  packet_in=self.denylog.packet_in)
             self.fabric.request_reconcile = self.of.app.request_reconcile
             self.fabric.watch()
         self._threads.append(eventlet.spawn(self._monitor_hosts))
@@ -186,6 +192,28 @@ class Netmaster:
             t["live"]["simulated"] = "forwarded" if first["outputs"] else "dropped"
             t["live"]["agrees"] = t["live"]["simulated"] == t["live"]["verdict"]
         return t
+
+    def _host_label(self, dpid: int) -> str | None:
+        return self.fabric.connected.get(dpid) or self.fabric.host_of(dpid)
+
+    def _policylog(self, req, parts):
+        """GET /api/v1/policylog/?tenant=T&limit=N: the last N denied connections
+        (of logged deny rules) of a tenant, or of all tenants, oldest first."""
+        if parts:
+            raise HTTPError(404, "the policy log is /api/v1/policylog/?tenant=T&limit=N")
+        if req.method != "GET":
+            raise HTTPError(405, f"method {req.method} is not allowed on {req.path}")
+        raw = req.GET.get("limit", "100")
+        try:
+            limit = int(raw)
+        except ValueError:
+            raise HTTPError(400, f"limit: {raw!r} is not a number")
+        if not 1 <= limit <= self.denylog.keep:
+            raise HTTPError(400, f"limit: {limit} is not between 1 and {self.denylog.keep}")
+        tenant = req.GET.get("tenant") or None
+        if tenant is not None:
+            self.model.get(schema.TENANT, tenant)       # 404 for an unknown tenant
+        return self.denylog.recent(tenant, limit)
 
     def _extra_oper(self, kind, key):
         """How far the object's last write is live; for rules, their packet and

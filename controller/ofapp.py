@@ -38,6 +38,7 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from controller import metrics, ofencode, ofmsg, ofwire
 from flows.entry import COOKIE_MARK, COOKIE_MARK_MASK, FlowEntry, GroupEntry
+from flows.pipeline import DENY_LOG_METER
 
 LOG = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ BUNDLE_FLAGS = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
 REQUEST_TIMEOUT = 30.0     # seconds for one request/reply with the switch
 RETRY_DELAY = 5.0          # seconds before retrying a reconcile that failed to talk
 AUDIT_INTERVAL = 60.0      # seconds between full reads of every switch's flows
+DENY_LOG_RATE = 100        # packets/s per switch sent to the controller by logged deny rules
 
 # Speed: os-ken keeps each flow-stats entry as its bytes (match/instructions
 # parsed only if read) and _read_switch decodes them straight to FlowEntry.
@@ -112,9 +114,17 @@ def _port_name(name) -> str:
 class SwitchManager(app_manager.OSKenApp):
     OFP_VERSIONS = [ofp.OFP_VERSION]
 
-    def __init__(self, *args, fabric: Optional[Fabric] = None, **kwargs):
+    def __init__(self, *args, fabric: Optional[Fabric] = None, deny_log_rate: int = DENY_LOG_RATE,
+                 deny_log_burst: Optional[int] = None, packet_in=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.fabric = fabric
+        # The deny-log meter (flows.pipeline.DENY_LOG_METER): packets/s and burst (packets).
+        self.deny_log_rate = deny_log_rate
+        self.deny_log_burst = deny_log_rate if deny_log_burst is None else deny_log_burst
+        self._meter_ok: set[int] = set()            # dpids whose meter is in place on this connection
+        # packet_in(dpid, cookie, table_id, match dict, data): a packet a flow sent
+        # to the controller (a logged deny; see controller/denylog.py)
+        self.packet_in = packet_in
         # Groups carry no cookie in OF1.3: this predicate says which group ids
         # netweave owns (and may delete when not desired).  Default: all of them.
         self.group_owned = lambda group_id: True
@@ -147,6 +157,7 @@ class SwitchManager(app_manager.OSKenApp):
             self._conns.add(dp)
         if ev.state in (MAIN_DISPATCHER, DEAD_DISPATCHER) and dp.id is not None:
             self._held.pop(dp.id, None)
+            self._meter_ok.discard(dp.id)
         if ev.state == MAIN_DISPATCHER:
             # ofp_handler enters MAIN after the port-desc reply: dp.ports is filled.
             self.datapaths[dp.id] = dp
@@ -170,6 +181,16 @@ class SwitchManager(app_manager.OSKenApp):
         LOG.info("event=port_status dpid=%s port=%s ofport=%s reason=%d",
                  _dpid(msg.datapath.id), name, ofport, msg.reason)
         self._tell("port_changed", msg.datapath.id, name, ofport)
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def _packet_in(self, ev):
+        msg = ev.msg
+        if self.packet_in is None or self._stopping:
+            return
+        try:
+            self.packet_in(msg.datapath.id, msg.cookie, msg.table_id, dict(msg.match.items()), msg.data)
+        except Exception:
+            LOG.exception("event=packet_in_error dpid=%s cookie=%#x", _dpid(msg.datapath.id), msg.cookie)
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg,
                 [HANDSHAKE_DISPATCHER, CONFIG_DISPATCHER, MAIN_DISPATCHER])
@@ -245,6 +266,9 @@ class SwitchManager(app_manager.OSKenApp):
             LOG.info("event=reconcile dpid=%s outcome=skipped reason=unknown_switch", _dpid(dpid))
             return self._done(res)
         try:
+            if dpid not in self._meter_ok:
+                self._ensure_meter(dp)
+                self._meter_ok.add(dpid)
             msgs = self._diff(dp, desired, res)
             if msgs:
                 self._apply_bundle(dp, msgs, res)
@@ -388,10 +412,52 @@ class SwitchManager(app_manager.OSKenApp):
                     groups_held[d.group_id] = None      # unreadable: replace it
         return held, groups_held, stale_raw
 
+    def _ensure_meter(self, dp) -> None:
+        """Put the deny-log meter on the switch with our rate.  A flow naming a meter
+        the switch lacks is refused, and an OpenFlow bundle cannot carry meter mods:
+        so this runs before the first diff on each connection, and at each audit
+        (deleting a meter deletes the flows that use it).  The meter's config is
+        read first: ADD when it is missing, MODIFY when it differs (a restarted
+        controller with another rate), nothing when it is right.  Errors are
+        collected behind a barrier, as in _apply_bundle; raises ofctl_exc.OFError
+        when the switch refuses."""
+        flags = ofp.OFPMF_PKTPS | ofp.OFPMF_BURST
+        want = (flags, ((ofp.OFPMBT_DROP, self.deny_log_rate, self.deny_log_burst),))
+        # all meters: asking for one that does not exist is an error (UNKNOWN_METER)
+        req = parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL)
+        held = None
+        for rep in self._request(req, parser.OFPMeterConfigStatsReply, True) or []:
+            for m in rep.body:
+                if m.meter_id == DENY_LOG_METER:
+                    held = (m.flags, tuple((b.type, b.rate, b.burst_size) for b in m.bands))
+        if held == want:
+            return
+        command = ofp.OFPMC_ADD if held is None else ofp.OFPMC_MODIFY
+        mod = parser.OFPMeterMod(dp, command=command, flags=flags, meter_id=DENY_LOG_METER,
+                                 bands=[parser.OFPMeterBandDrop(rate=self.deny_log_rate,
+                                                                burst_size=self.deny_log_burst)])
+        errors = self._collect[dp.id] = {}
+        try:
+            if not dp.send_msg(mod):
+                raise ofctl_exc.InvalidDatapath(result=dp.id)
+            self._request(parser.OFPBarrierRequest(dp))
+            self._flush_events()
+            err = errors.get(mod.xid)
+        finally:
+            self._collect.pop(dp.id, None)
+        what = "add" if command == ofp.OFPMC_ADD else "modify"
+        if err is not None:
+            LOG.error("event=meter_failed dpid=%s meter=%d command=%s type=%s code=%s", _dpid(dp.id),
+                      DENY_LOG_METER, what, err.type, _err_code(err))
+            raise ofctl_exc.OFError(result=err)
+        LOG.info("event=meter_set dpid=%s meter=%d pktps=%d burst=%d command=%s", _dpid(dp.id),
+                 DENY_LOG_METER, self.deny_log_rate, self.deny_log_burst, what)
+
     def audit(self, dpid: Optional[int] = None) -> None:
         """Read the switch (or every switch) again at the next reconcile, and reconcile."""
         for d in list(self.datapaths) if dpid is None else [dpid]:
             self._held.pop(d, None)
+            self._meter_ok.discard(d)
         self.request_reconcile(dpid)
 
     def _audit_loop(self) -> None:
@@ -580,8 +646,11 @@ class Handle:
         LOG.info("event=controller_stopped")
 
 
-def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653) -> Handle:
-    """Run os-ken's OpenFlow listener and SwitchManager in this process's hub."""
+def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653, deny_log_rate: int = DENY_LOG_RATE,
+          deny_log_burst: Optional[int] = None, packet_in=None) -> Handle:
+    """Run os-ken's OpenFlow listener and SwitchManager in this process's hub.
+    deny_log_rate/burst: the deny-log meter on every switch (packets/s, packets;
+    burst defaults to one second's worth); packet_in: see SwitchManager."""
     global _conf_parsed, _running
     if _running is not None:
         raise RuntimeError("an OpenFlow controller already runs in this process; stop() it first")
@@ -602,7 +671,8 @@ def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653) -> Handle:
     mgr = app_manager.AppManager.get_instance()
     mgr.load_apps(["os_ken.controller.ofp_handler", __name__])
     contexts = mgr.create_contexts()
-    threads = mgr.instantiate_apps(fabric=fabric, **contexts)
+    threads = mgr.instantiate_apps(fabric=fabric, deny_log_rate=deny_log_rate, deny_log_burst=deny_log_burst,
+                                   packet_in=packet_in, **contexts)
     app = next(a for a in mgr.applications.values() if isinstance(a, SwitchManager))
     LOG.info("event=controller_started host=%s port=%d", host, port)
     _running = Handle(app, mgr, threads)

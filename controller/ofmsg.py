@@ -17,8 +17,9 @@ Conventions where flows/entry.py leaves room (OVS dump-flows meaning chosen):
 - ct options are a tuple of (key, value) sorted by key; commit appears only
   when true, zone only when non-zero, table only when set, zone_reg is a field
   name (e.g. "reg6") whose bits [0..15] give the zone.
-- Instruction-level actions come last, in OpenFlow order: apply-actions in
-  their own order, then write_metadata, then goto.  No actions = drop.
+- Instruction-level actions: meter first (OVS reports it before the
+  apply-actions, the order OpenFlow runs them in), then apply-actions in their
+  own order, then write_metadata, then goto.  No actions = drop.
 - conjunction clauses are 1-based (as ovs-ofctl prints them); the wire is 0-based.
 - move is whole-field: n_bits = the smaller of the two OXM widths, offsets 0.
 - output to OFPP_CONTROLLER is ("controller", max_len); output to OFPP_IN_PORT
@@ -221,7 +222,7 @@ def _norm_action(a: tuple) -> tuple:
     return tuple(a)
 
 
-_INSTR_ORDER = {"write_metadata": 1, "goto": 2}
+_INSTR_ORDER = {"meter": -1, "write_metadata": 1, "goto": 2}
 
 
 def normalize_actions(actions: Iterable[tuple]) -> tuple:
@@ -310,8 +311,11 @@ def from_ofpaction(act) -> tuple:
 
 def to_instructions(actions: Iterable[tuple]) -> list:
     apply, instr = [], []
+    meter = []
     for a in normalize_actions(actions):
-        if a[0] == "goto":
+        if a[0] == "meter":
+            meter.append(parser.OFPInstructionMeter(a[1], ofp.OFPIT_METER))
+        elif a[0] == "goto":
             instr.append(parser.OFPInstructionGotoTable(a[1]))
         elif a[0] == "write_metadata":
             instr.append(parser.OFPInstructionWriteMetadata(a[1], a[2]))
@@ -319,7 +323,7 @@ def to_instructions(actions: Iterable[tuple]) -> list:
             apply.append(to_ofpaction(a))
     if apply:
         instr.insert(0, parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, apply))
-    return instr
+    return meter + instr
 
 
 def from_instructions(instructions: Iterable) -> tuple:
@@ -331,6 +335,8 @@ def from_instructions(instructions: Iterable) -> tuple:
             tail.append(("write_metadata", ins.metadata, ins.metadata_mask))
         elif isinstance(ins, parser.OFPInstructionGotoTable):
             tail.append(("goto", ins.table_id))
+        elif isinstance(ins, parser.OFPInstructionMeter):
+            tail.append(("meter", ins.meter_id))        # normalize_actions puts it first
         else:
             raise ConversionError(f"unsupported instruction {ins}")
     return normalize_actions(out + tail)

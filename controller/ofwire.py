@@ -82,6 +82,7 @@ _U64 = struct.Struct("!Q")
 _B4 = struct.Struct("!BBBB").unpack_from
 _GOTO = struct.Struct("!HHB3x")
 _WMETA = struct.Struct("!HH4xQQ")
+_METER = struct.Struct("!HHI")
 _OUTPUT = struct.Struct("!HHIH6x")
 _EXP = struct.Struct("!HHIH")                  # type, len, experimenter, subtype
 _REG_MOVE = struct.Struct("!HHH")              # n_bits, src_ofs, dst_ofs
@@ -238,6 +239,7 @@ def _new_entry_factory():
 _entry = _new_entry_factory()
 # constants as module globals: attribute lookups on ofp cost in the per-flow loop
 _IT_APPLY, _IT_GOTO, _IT_WMETA = ofp.OFPIT_APPLY_ACTIONS, ofp.OFPIT_GOTO_TABLE, ofp.OFPIT_WRITE_METADATA
+_IT_METER = ofp.OFPIT_METER
 _AT_OUTPUT, _AT_SET_FIELD, _AT_GROUP = ofp.OFPAT_OUTPUT, ofp.OFPAT_SET_FIELD, ofp.OFPAT_GROUP
 _AT_EXP, _AT_PUSH_VLAN, _AT_POP_VLAN = ofp.OFPAT_EXPERIMENTER, ofp.OFPAT_PUSH_VLAN, ofp.OFPAT_POP_VLAN
 _AT_DEC_NW_TTL = ofp.OFPAT_DEC_NW_TTL
@@ -267,13 +269,17 @@ def _decode(buf, off, _head=_FS_HEAD.unpack_from, _hh=_HH.unpack_from,
         if len({f[0] for f in fields}) != len(fields):
             raise Unsupported("a match field twice")
     p = off + 48 + ((mlen + 7) & ~7)
-    acts, tail = [], None
+    acts, tail, meter = [], None, None
     while p < end:
         itype, ilen = _hh(buf, p)
         if ilen < 8 or p + ilen > end:
             raise Unsupported("instruction length")
         if itype == _IT_APPLY:
             _actions(buf, p + 8, p + ilen, acts)
+        elif itype == _IT_METER:
+            if ilen != 8 or meter is not None:
+                raise Unsupported("meter instruction")
+            meter = ("meter", _METER.unpack_from(buf, p)[2])
         elif itype == _IT_GOTO or itype == _IT_WMETA:
             tail = tail or []
             if itype == _IT_GOTO:
@@ -289,6 +295,8 @@ def _decode(buf, off, _head=_FS_HEAD.unpack_from, _hh=_HH.unpack_from,
     if tail:        # ofmsg: apply-actions in order, then write_metadata, then goto
         tail.sort(key=_by_name)       # stable: by kind only
         acts.extend(a for _, a in tail)
+    if meter is not None:           # ofmsg: the meter before everything
+        acts.insert(0, meter)
     return _entry(table, priority, tuple(fields), tuple(acts), cookie)
 
 

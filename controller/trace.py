@@ -84,7 +84,8 @@ def trace(fabric, model, src_ep: str, dst: str, proto: str = "tcp", port: int = 
                     pipeline.T.EGRESS_POLICY, pipeline.T.INGRESS_POLICY)):
                 decided = {"host": host, "table": hit.table, "by": owner,
                            "why": "no rule matched: allowed" if owner.startswith("tenant ") else "rule matched"}
-        hops.append({"host": host, "steps": steps, "outputs": [p for p, _ in tr.outputs], "drops": tr.drops})
+        hops.append({"host": host, "steps": steps, "outputs": [p for p, _ in tr.outputs], "drops": tr.drops,
+                     "toController": len(tr.to_controller)})     # a logged deny's copy (controller/denylog.py)
     by_port = {(h, e.port_name): e for e in snap.endpoints for h in [e.host]}
     delivered = [{"host": h, "port": n, "endpoint": by_port[(h, n)].endpoint_id if (h, n) in by_port else None}
                  for h, n, _ in ft.delivered]

@@ -14,8 +14,9 @@ Conventions, so that two equal flows always compare equal:
   IPv4 addresses ("10.1.2.3") and ct_state ("+trk+new"); a mask, when there is
   one, has the same type as the value; an exact match has mask None;
 - actions are tuples whose first element names them (see ACTIONS); the
-  instruction-level ones (goto, write_metadata) are actions too, kept in
-  their OpenFlow order by FlowEntry.
+  instruction-level ones (meter, goto, write_metadata) are actions too, kept
+  in their OpenFlow order by FlowEntry: meter first (as OVS prints it), then
+  the apply-actions, write_metadata, goto.
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ ACTIONS = {
     "goto": "table id (int) -- instruction",
     "write_metadata": "value, mask -- instruction",
     "controller": "max_len (int)",
+    "meter": "meter id (int) -- instruction, runs before the apply-actions",
 }
 
 
@@ -150,4 +152,6 @@ def _action_ofctl(a: tuple) -> str:
         return f"write_metadata:{a[1]:#x}/{a[2]:#x}"
     if kind == "controller":
         return f"controller:{a[1]}"
+    if kind == "meter":
+        return f"meter:{a[1]}"
     raise ValueError(f"unknown action {a!r}")

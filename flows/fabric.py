@@ -17,6 +17,7 @@ class FabricTrace:
     delivered: List[Tuple[str, str, dict]] = field(default_factory=list)   # host, port name, packet
     wire: List[Tuple[str, int, dict]] = field(default_factory=list)        # host, fabric port, packet
     problems: List[str] = field(default_factory=list)
+    controller: List[Tuple[str, dict]] = field(default_factory=list)      # host, packet sent to it
 
     def at(self, host: str, port_name: str) -> List[dict]:
         return [p for h, n, p in self.delivered if (h, n) == (host, port_name)]
@@ -59,6 +60,7 @@ class Fabric:
             h, p = queue.pop(0)
             tr = self.switches[h].trace(p, ct_state)
             ft.hops.append((h, tr))
+            ft.controller += [(h, pk) for pk in tr.to_controller]
             for port, out in tr.outputs:
                 queue += self._wire(h, port, out, ft)
         return ft

@@ -132,6 +132,8 @@ def parse_action(a: str) -> tuple | None:
         return (kind, _num(arg))
     if kind == "goto_table":
         return ("goto", _num(arg))
+    if kind == "meter":
+        return ("meter", _num(arg))
     if kind == "CONTROLLER" or kind == "controller":
         return ("controller", _num(arg) if arg else 65535)
     raise ValueError(f"unsupported action {a!r}")

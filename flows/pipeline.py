@@ -105,6 +105,16 @@ ETH_ARP = 0x0806
 IP_PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
 ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
 
+# --- meters
+# A deny rule with logging sends the packets it drops to the controller through
+# this meter (OpenFlow 1.3 meter, packets/s with a burst), so one host cannot
+# flood netmaster with packet-ins whatever it is sent.  The controller creates
+# it on each switch before the first flow that uses it (controller/ofapp.py).
+DENY_LOG_METER = 1
+# Bytes of a denied packet sent to the controller: Ethernet + IPv4 with options
+# + the TCP/UDP/ICMP header, which is all the log needs.
+DENY_LOG_MAX_LEN = 128
+
 # --- group ids: | kind 31..28 | net_id 27..0 |
 GROUP_FLOOD_ALL = 1      # local ports + remote hosts (from a local port)
 GROUP_FLOOD_LOCAL = 2    # local ports only (from the fabric: split horizon)

@@ -30,7 +30,8 @@ from flows.entry import FlowEntry
 from flows.index import Index
 from flows.iprange import as_match, prefixes
 from flows.mk import flow
-from flows.pipeline import (ETH_IP, IP_PROTO, MD_FROM_FABRIC, MD_VRF_MASK, PRIO_CT_PASS, PRIO_POLICY_BASE,
+from flows.pipeline import (DENY_LOG_MAX_LEN, DENY_LOG_METER, ETH_IP, IP_PROTO, MD_FROM_FABRIC, MD_VRF_MASK,
+                            PRIO_CT_PASS, PRIO_POLICY_BASE,
                             PRIO_POLICY_SLOTS, REG_DST_GROUP, REG_SRC_GROUP, Owner, T, cookie, md)
 from flows.snapshot import Rule, Tenant
 
@@ -172,8 +173,16 @@ def rule_flows(ix: Index, t: Tenant, r: Rule) -> List[FlowEntry]:
     for k, clause in enumerate(clauses, 1):
         for m in clause:
             flows.append(F(table, prio, {"eth_type": ETH_IP, **m}, (("conjunction", r.rule_uid, k, n),), c))
-    verdict = ((("ct", (("commit", True), ("zone", t.vrf_id))), ("goto", int(nxt)))
-               if r.action == "allow" else ())
+    if r.action == "allow":
+        verdict = (("ct", (("commit", True), ("zone", t.vrf_id))), ("goto", int(nxt)))
+    elif r.log:
+        # Still dropped in the datapath; a copy of the packet, capped per host by the
+        # meter, goes to the controller to be logged (controller/denylog.py).  Only
+        # +new packets reach this flow and a denied one is never committed, so a
+        # retransmitted SYN comes again: the controller dedups per connection.
+        verdict = (("meter", DENY_LOG_METER), ("controller", DENY_LOG_MAX_LEN))
+    else:
+        verdict = ()
     # ct(commit) needs the IPv4 prerequisite on the flow that runs it
     flows.append(F(table, prio, {"conj_id": r.rule_uid, "eth_type": ETH_IP}, verdict, c))
     return flows

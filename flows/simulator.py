@@ -4,7 +4,9 @@ Switch executes FlowEntry/GroupEntry sets: priorities, masked matches
 (pkt & mask == value & mask, unlike Faucet's FakeOFTable), goto,
 write_metadata, registers, set_field, move, dec_ttl, push/pop vlan, output,
 ALL groups, tunnel metadata, conjunctive matches and ct with a model of
-conntrack.  Fabric joins switches: tunnel output goes to the host whose
+conntrack.  A meter lets every packet through (rates are not modelled); output
+to the controller is not an output of the datapath: the packet is recorded in
+Trace.to_controller and, with nothing else sent, counts as dropped.  Fabric joins switches: tunnel output goes to the host whose
 vtep_ip is tun_dst, uplink output to every other host's uplink.
 
 A packet is a dict of field -> value using the names of flows/entry.py plus
@@ -104,6 +106,7 @@ class Trace:
     path: List[Hit] = field(default_factory=list)
     outputs: List[Tuple[int, dict]] = field(default_factory=list)
     drops: List[str] = field(default_factory=list)
+    to_controller: List[dict] = field(default_factory=list)     # packet-ins (after any meter)
 
     @property
     def dropped(self) -> bool:
@@ -123,6 +126,7 @@ class Trace:
     def __str__(self) -> str:
         lines = [f"  t{h.table} p{h.priority} {h.text}" for h in self.path]
         lines += [f"  -> output {p}: {pk}" for p, pk in self.outputs]
+        lines += [f"  -> controller: {pk}" for pk in self.to_controller]
         lines += [f"  x {d}" for d in self.drops]
         return "\n".join(lines)
 
@@ -272,10 +276,11 @@ class Switch:
                 elif not self._apply(a, pkt, tr):
                     return
             if nxt is None:
-                if not any(a[0] in ("output", "in_port", "group", "controller")
+                if not any(a[0] in ("output", "in_port", "group")
                            or (a[0] == "ct" and "table" in dict(a[1])) for a in f.actions):
-                    tr.drops.append(f"table {table} priority {f.priority} cookie {f.cookie:#x}: "
-                                    + ("drop" if not f.actions else "no output"))
+                    why = ("drop" if not f.actions else "drop, sent to the controller"
+                           if any(a[0] == "controller" for a in f.actions) else "no output")
+                    tr.drops.append(f"table {table} priority {f.priority} cookie {f.cookie:#x}: {why}")
                 return
             table = nxt
 
@@ -322,7 +327,9 @@ class Switch:
         elif kind == "write_metadata":
             pkt["metadata"] = (pkt.get("metadata", 0) & ~a[2]) | (a[1] & a[2])
         elif kind == "controller":
-            tr.outputs.append(("CONTROLLER", dict(pkt)))
+            tr.to_controller.append(dict(pkt))
+        elif kind == "meter":
+            pass                        # rates are not modelled: the meter lets it through
         elif kind == "conjunction":
             raise ValueError("conjunction action executed")
         else:

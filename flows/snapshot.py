@@ -138,6 +138,8 @@ class Rule:
     rule_uid:  netmaster-allocated unique id, 1..0xFFFFFFFF: the conjunction id
                and the cookie owner id, so per-rule counters are readable.  The
                default 0 means "not allocated yet": such a rule compiles to nothing.
+    log:       a deny rule whose dropped packets (the first of each connection)
+               also go to the controller through the per-host deny-log meter.
     """
     tenant: str
     policy: str
@@ -154,6 +156,7 @@ class Rule:
     from_ip: str = ""
     to_ip: str = ""
     rule_uid: int = 0
+    log: bool = False
 
 
 @dataclass(frozen=True)

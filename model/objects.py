@@ -12,7 +12,7 @@ from model import schema
 
 
 def _py_type(f: schema.Field):
-    return {"int": int, "array": Tuple[str, ...]}.get(f.type, str)
+    return {"int": int, "bool": bool, "array": Tuple[str, ...]}.get(f.type, str)
 
 
 def _default(f: schema.Field):
@@ -20,7 +20,7 @@ def _default(f: schema.Field):
         return ()
     if f.default is not None:
         return f.default
-    return 0 if f.type == "int" else ""
+    return {"int": 0, "bool": False}.get(f.type, "")
 
 
 def _make(kind: schema.Kind, cls_name: str):

@@ -28,7 +28,7 @@ BANDWIDTH = (r"^([1-9][0-9]* (([kmgKMG]bps)|[kmgKMG]|(kb|Kb|Gb|gb|Mb|mb)))?$"
 @dataclass(frozen=True)
 class Field:
     name: str
-    type: str = "string"           # string | int | array (of strings)
+    type: str = "string"           # string | int | bool | array (of strings)
     length: Optional[int] = None   # max length of a string
     format: Optional[str] = None   # regex a string must match
     min: Optional[int] = None
@@ -106,6 +106,11 @@ POLICY = Kind("policy", "policys", ("tenantName", "policyName"), (
 RULE = Kind("rule", "rules", ("tenantName", "policyName", "ruleId"), (
     Field("action", format=r"^(allow|deny)$", required=True, mutable=False),
     Field("direction", format=r"^(in|out)$", required=True, mutable=False),
+    # netweave's own field (Antrea's name; Contiv's clients never send it): a
+    # deny rule with it sends the first packet of each connection it drops to
+    # netmaster, meter-capped per host, to be logged (see controller/denylog.py).
+    Field("enableLogging", type="bool", default=False,
+          description="log the connections this rule denies (deny rules only; netweave extension)"),
     Field("fromEndpointGroup", length=64, format=NAME_OPT, mutable=False),
     Field("fromIpAddress", format=RULE_IP, mutable=False),
     Field("fromNetwork", length=64, format=NAME_OPT, mutable=False),

@@ -331,6 +331,8 @@ class Model:
             raise ValidationError(f"port: needs protocol tcp or udp (protocol is {r.protocol or 'any'!r})")
         if r.protocol and r.protocol.isdigit() and int(r.protocol) > 255:
             raise ValidationError(f"protocol: {r.protocol} is above the maximum 255")
+        if r.enableLogging and r.action != "deny":
+            raise ValidationError(f"enableLogging: only deny rules are logged (action is {r.action!r})")
         if old is None:
             return self._alloc_id("rule", objects.key(r), puts)
 

@@ -51,6 +51,10 @@ def check_field(f: schema.Field, value):
         if f.max is not None and value > f.max:
             raise ValidationError(f"{f.name}: {value} is above the maximum {f.max}")
         return value
+    if f.type == "bool":
+        if not isinstance(value, bool):
+            raise ValidationError(f"{f.name}: expected true or false, got {value!r}")
+        return value
     if f.type == "array":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValidationError(f"{f.name}: expected a list of strings, got {value!r}")

@@ -174,10 +174,15 @@ def build_parser() -> Parser:
     flag(p, "-i", "from-ip-address", default=""); flag(p, "-s", "to-ip-address", default="")
     flag(p, "-l", "protocol", default=""); flag(p, "-P", "port", type=int, default=0)
     flag(p, "-j", "action", default="allow")
+    flag(p, None, "log", action="store_true", help="log the connections this deny rule drops (netweave)")
     p = sp(s, "rule-rm", ["rule-delete"]); _common(p); p.add_argument("policy"); p.add_argument("ruleid")
     p = sp(s, "rule-ls", ["rule-list"]); _common(p); p.add_argument("policy")
     flag(p, "-j", "json", action="store_true"); flag(p, "-q", "quiet", action="store_true")
     flag(p, None, "stats", action="store_true", help="packets and bytes per rule per host")
+    p = sp(s, "log", help="connections denied by rules with enableLogging, oldest first")
+    _common(p); flag(p, "-a", "all", action="store_true", help="all tenants")
+    flag(p, None, "limit", type=int, default=100, help="the last N entries (default 100)")
+    flag(p, "-j", "json", action="store_true")
 
     # netprofile
     s = group("netprofile", [], "network profiles (bandwidth, DSCP)")
@@ -397,10 +402,20 @@ def run_policy(args, c, sub, t):
                 "fromNetwork": args.from_network, "toNetwork": args.to_network,
                 "fromIpAddress": args.from_ip_address, "toIpAddress": args.to_ip_address,
                 "protocol": args.protocol, "port": args.port, "action": args.action}
+        if args.log:
+            body["enableLogging"] = True        # sent only when asked: the body stays Contiv's otherwise
         c.post(f"/api/v1/rules/{key}/", body); _done("added", f"rule {key}")
     elif sub == "rule-rm":
         key = f"{t}:{args.policy}:{args.ruleid}"
         c.delete(f"/api/v1/rules/{key}/"); _done("deleted", f"rule {key}")
+    elif sub == "log":
+        from urllib.parse import urlencode
+        q = {"limit": args.limit} if args.all else {"tenant": t, "limit": args.limit}
+        entries = c.get("/api/v1/policylog/?" + urlencode(q)) or []
+        rows = [[e["time"], e["host"], e["rule"] if args.all else f"{e['policy']}:{e['ruleId']}",
+                 _addr(e["src"], e["srcEndpoint"]), _addr(e["dst"], e["dstEndpoint"]), e["protocol"],
+                 e["port"] if e["protocol"] in ("tcp", "udp") else ""] for e in entries]
+        emit(args, entries, rows, ["Time", "Host", "Rule", "Source", "Destination", "Protocol", "Port"])
     else:
         c.get(f"/api/v1/tenants/{t}/")
         c.get(f"/api/v1/policys/{t}:{args.policy}/")
@@ -437,6 +452,10 @@ def run_policy(args, c, sub, t):
             print(title)
             print(table(rows, headers))
     return 0
+
+
+def _addr(ip: str, endpoint: str) -> str:
+    return f"{ip} ({endpoint})" if endpoint else ip
 
 
 def run_trace(args, c) -> int:

@@ -12,6 +12,8 @@ def _prop(f: schema.Field) -> dict:
             p["minimum"] = f.min
         if f.max is not None:
             p["maximum"] = f.max
+    elif f.type == "bool":
+        p = {"type": "boolean"}
     elif f.type == "array":
         p = {"type": "array", "items": {"type": "string"}}
     else:

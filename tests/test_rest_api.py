@@ -149,6 +149,20 @@ def test_groups_policies_rules(netmaster):
             400, "port: needs protocol tcp or udp (protocol is 'any')")
     refused(nm.post("/api/v1/rules/default:db-policy:3/", {"action": "allow", "direction": "in", "priority": 101}),
             400, "priority: 101 is above the maximum 100")
+    # enableLogging (netweave's own field): a JSON boolean, on deny rules, and it may change later
+    refused(nm.post("/api/v1/rules/default:db-policy:1/", dict(r1, enableLogging="yes")),
+            400, "enableLogging: expected true or false, got 'yes'")
+    refused(nm.post("/api/v1/rules/default:db-policy:1/", dict(r1, enableLogging=1)),
+            400, "enableLogging: expected true or false, got 1")
+    refused(nm.post("/api/v1/rules/default:db-policy:2/", {
+        "action": "allow", "direction": "in", "port": 8888, "priority": 10, "protocol": "tcp",
+        "enableLogging": True}), 400, "enableLogging: only deny rules are logged (action is 'allow')")
+    assert "enableLogging" not in r1                      # false is left out, as Go's omitempty does
+    assert ok(nm.post("/api/v1/rules/default:db-policy:1/", dict(r1, enableLogging=True)))["enableLogging"] is True
+    assert ok(nm.get("/api/v1/rules/default:db-policy:1/"))["enableLogging"] is True
+    assert "enableLogging" not in ok(nm.post("/api/v1/rules/default:db-policy:1/", dict(r1, enableLogging=False)))
+    spec = ok(nm.get("/api/v1/openapi.json"))["components"]["schemas"]["Rule"]["properties"]["enableLogging"]
+    assert spec["type"] == "boolean" and spec["default"] is False
     # priority 0 means 1 (Contiv)
     assert ok(nm.post("/api/v1/rules/default:db-policy:4/", {"action": "allow", "direction": "out",
                                                               "priority": 0}))["priority"] == 1
@@ -280,3 +294,13 @@ def test_netprofile_reaches_endpoint_records_and_host_version(netmaster):
     ok(nm.post("/api/v1/netprofiles/default:slow/", {"bandwidth": "1gbps", "burst": 64, "DSCP": 10}))
     assert ok(nm.get("/api/v1/endpoints/e1/"))["ingressPolicingRate"] == 1000000
     assert ok(nm.get("/api/v1/hosts/h1/"))["endpointsVersion"] not in (v0, v1)
+
+
+def test_policy_log_route(shared_netmaster):
+    nm = shared_netmaster
+    assert ok(nm.get("/api/v1/policylog/")) == []
+    assert ok(nm.get("/api/v1/policylog/?tenant=default&limit=5")) == []
+    refused(nm.get("/api/v1/policylog/?limit=ten"), 400, "limit: 'ten' is not a number")
+    refused(nm.get("/api/v1/policylog/?limit=0"), 400, "limit: 0 is not between 1 and 1000")
+    refused(nm.get("/api/v1/policylog/?tenant=nosuch"), 404, "tenant nosuch not found")
+    refused(nm.post("/api/v1/policylog/", {}), 405, "method POST is not allowed on /api/v1/policylog/")

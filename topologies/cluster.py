@@ -52,7 +52,7 @@ class Cluster:
     def __init__(self, name: str = "nw", hosts: int = 3, underlay: str = "10.99.0.0/24",
                  rest_port: int = 9999, of_port: int = 6653, netmaster: str | None = None,
                  workdir: str | None = None, python: str | None = None, uplinks: bool = True,
-                 docker: bool = False):
+                 docker: bool = False, netmaster_args: list[str] | None = None):
         if not name.isalnum() or len(name) > 5:
             raise ClusterError("name: 1 to 5 letters or digits (it prefixes interface names)")
         self.name = name
@@ -60,7 +60,7 @@ class Cluster:
         self.python = python or sys.executable
         self.state = {"name": name, "hosts": {}, "endpoints": {}, "underlay": underlay,
                       "rest_port": rest_port, "of_port": of_port, "netmaster": netmaster, "own_netmaster": False,
-                      "uplinks": uplinks, "docker": docker}
+                      "uplinks": uplinks, "docker": docker, "netmaster_args": list(netmaster_args or [])}
         self._load()
 
     # ------------------------------------------------------------ state file
@@ -236,7 +236,8 @@ class Cluster:
             raise ClusterError("this cluster uses an external netmaster")
         port = self.state["rest_port"]
         cmd = launch.netmaster_cmd(self.python, [f"127.0.0.1:{port}", f"{self.root_ip}:{port}"],
-                                   self.state["of_port"], f"sqlite://{self.workdir}/state.db")
+                                   self.state["of_port"], f"sqlite://{self.workdir}/state.db",
+                                   extra=self.state.get("netmaster_args") or [])
         logf = open(os.path.join(self.workdir, "netmaster.log"), "ab")
         p = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         self.state["netmaster_pid"] = p.pid

@@ -10,11 +10,13 @@ import subprocess
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def netmaster_cmd(python: str, listen: list[str], of_port: int, store: str, host_timeout: float = 5) -> list[str]:
+def netmaster_cmd(python: str, listen: list[str], of_port: int, store: str, host_timeout: float = 5,
+                  extra: list[str] = ()) -> list[str]:
+    """extra: more netmaster flags (e.g. --deny-log-rate 10)."""
     cmd = [python, "-m", "controller.main"]
     for addr in listen:
         cmd += ["--listen", addr]
-    return cmd + ["--of-port", str(of_port), "--store", store, "--host-timeout", str(host_timeout)]
+    return cmd + ["--of-port", str(of_port), "--store", store, "--host-timeout", str(host_timeout), *extra]
 
 
 def netplugin_cmd(python: str, netns: str, netmaster: str, label: str, vtep: str, ovsdb: str,

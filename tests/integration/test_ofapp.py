@@ -56,6 +56,8 @@ ALL_FLOWS = [
     F(20, 40, {"eth_type": 0x800}, [("set_field", "reg5", 3), ("set_field", "ip_dst", "10.0.0.5"),
                                     ("goto", 30)], M | 9),
     F(20, 0, {}, [], M | 10),
+    # a logged deny's verdict: the meter (which the app creates on connect) then the controller
+    F(21, 30, {"eth_type": 0x800, "ip_proto": 6, "tcp_dst": 22}, [("meter", 1), ("controller", 128)], M | 11),
 ]
 ALL_GROUPS = [
     GroupEntry(1, ((("output", 5),), (("set_field", "eth_dst", "02:00:00:00:00:07"), ("output", 6)))),
@@ -428,3 +430,36 @@ def test_changes_are_diffed_against_what_was_committed_and_audits_repair(env):
     r = env.reconcile()
     assert (r.outcome, r.read, r.added) == ("committed", "switch", 1)
 
+
+
+def _meters(env) -> str:
+    return " ".join(env.ovs.ofctl("dump-meters").split())
+
+
+@needs_ovs
+def test_deny_log_meter_set_on_connect_modified_and_restored(env, caplog):
+    """The meter a logged deny's flow names exists before that flow is sent; a
+    controller with another rate modifies it; an audit brings back a meter
+    deleted behind its back (which took the flows naming it along)."""
+    r = _install(env, ALL_FLOWS, ALL_GROUPS)            # ALL_FLOWS has a meter:1 flow
+    assert r.outcome == "committed" and r.rejected == []
+    assert "meter=1 pktps burst bands= type=drop rate=100 burst_size=100" in _meters(env)
+    assert any("event=meter_set" in r.getMessage() and "command=add" in r.getMessage()
+               for r in caplog.get_records("setup") + caplog.records)     # on connect
+    caplog.clear()
+    env.app.audit(DPID)                                 # the meter is read, found right, left alone
+    assert env.reconcile().outcome == "noop"
+    assert "event=meter_set" not in caplog.text and "event=of_error" not in caplog.text
+    env.stop_controller()
+    env.handle = ofapp.start(env.fabric, env.ovs.controller_ip, env.port, deny_log_rate=7, deny_log_burst=3)
+    wait_until(lambda: env.app.idle() and DPID in env.app.last_result, 60, what="reconnect")
+    assert env.app.last_result[DPID].outcome == "noop"
+    assert "meter=1 pktps burst bands= type=drop rate=7 burst_size=3" in _meters(env)
+    assert "event=meter_set" in caplog.text and "command=modify" in caplog.text
+    assert "event=of_error" not in caplog.text
+    env.ovs.ofctl("del-meter", "meter=1")
+    assert len(env.ours()) == len(ALL_FLOWS) - 1           # OVS removed the flow that named it
+    env.app.audit(DPID)
+    r = env.reconcile()
+    assert (r.outcome, r.added, r.rejected) == ("committed", 1, [])
+    assert "rate=7 burst_size=3" in _meters(env) and len(env.ours()) == len(ALL_FLOWS)

@@ -68,3 +68,11 @@ def test_switch_from_dump_traces_real_text():
     # the dump excerpt holds table 0 and the proxy ARP flow for 10.1.1.2
     (port, reply), = tr.outputs
     assert port == 1 and reply["arp_op"] == 2 and reply["arp_sha"] == "02:02:0a:01:01:02"
+
+
+def test_meter_and_controller_as_ovs_prints_them():
+    # OVS 3.1's dump-flows line for a logged deny verdict (meter first, CONTROLLER upper case)
+    f = parse_flow(" cookie=0x4e07000000000001, duration=0.004s, table=51, n_packets=0, n_bytes=0, "
+                   "priority=6701,conj_id=1,ip actions=meter:1,CONTROLLER:128")
+    assert f.actions == (("meter", 1), ("controller", 128))
+    assert parse_flow(f.to_ofctl()) == f

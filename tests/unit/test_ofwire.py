@@ -73,6 +73,8 @@ CASES = _all_flows() + [
        ("set_field", "metadata", 5), ("controller", 0xFFFF), ("output", 0xFFFFFFFB)], M | 11),
     F(2, 6, {"ct_state": "-trk"}, [("write_metadata", 0, 0), ("goto", 3)], M | 12),
     F(2, 7, {"in_port": 0xFFFFFFFE, "eth_dst": "ff:ff:ff:ff:ff:ff"}, [("pop_vlan",), ("pop_vlan",)], 0),
+    F(2, 8, {"eth_type": 0x800}, [("meter", 7), ("controller", 128), ("write_metadata", 1, 1), ("goto", 3)], M | 13),
+    F(2, 9, {"eth_type": 0x800}, [("meter", 0xFFFFFFFF)], M | 14),
 ]
 
 

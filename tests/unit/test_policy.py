@@ -216,3 +216,56 @@ def test_reply_to_a_connection_opened_by_an_out_guarded_group_passes():
     assert ok(f, "b1", "d1", dport=80, sport=6001)              # allowed out, committed at h1
     assert ok(f, "d1", "b1", dport=6001, sport=80)              # the reply is +est at h1's ingress
     assert not ok(f, "d1", "b1", dport=6002, sport=80)          # anything else into gweb: denied
+
+
+# ---------------------------------------------------------------- denied-traffic log
+
+def test_logged_deny_sends_to_controller_and_still_drops():
+    from flows.pipeline import DENY_LOG_MAX_LEN, DENY_LOG_METER
+    f = fab([R("p", 1, "in", 10, "deny", protocol="tcp", port=5432, from_group="gweb", log=True)], {"gdb": ["p"]})
+    ft = send(f, "b1", pkt("b1", "d1", dport=5432))
+    assert ft.delivered == []                          # the datapath still drops it
+    assert [h for h, _ in ft.controller] == ["h2"]     # one copy, from the destination's host
+    h, p = ft.controller[0]
+    assert (p["ip_src"], p["ip_dst"], p["tcp_dst"]) == (EP["b1"].ip, EP["d1"].ip, 5432)
+    h2 = dict(ft.hops)["h2"]
+    last = h2.path[-1]
+    assert last.cookie == cookie(Owner.RULE, 1) and "conj_id" in last.text   # the rule's counter moves
+    assert f"meter:{DENY_LOG_METER},controller:{DENY_LOG_MAX_LEN}" in last.text
+    assert h2.dropped and "sent to the controller" in h2.drop_reason
+    assert ok(f, "b1", "d1", dport=80)                 # what the rule does not match is untouched
+    assert send(f, "b1", pkt("b1", "d1", dport=80)).controller == []
+
+
+def test_logged_out_rule_reports_from_the_source_host():
+    f = fab([R("p", 1, "out", 10, "deny", protocol="tcp", port=5432, to_group="gdb", log=True)], {"gweb": ["p"]})
+    ft = send(f, "b1", pkt("b1", "d1", dport=5432))
+    assert ft.delivered == [] and ft.wire == []        # never left h1
+    assert [h for h, _ in ft.controller] == ["h1"]
+
+
+def test_unlogged_deny_and_allow_rules_unchanged():
+    rules = [R("p", 1, "in", 10, "deny", protocol="tcp", port=5432, from_group="gweb"),
+             R("p", 2, "in", 20, "allow", protocol="tcp", port=80, from_group="gweb")]
+    f = fab(rules, {"gdb": ["p"]})
+    ft = send(f, "b1", pkt("b1", "d1", dport=5432))
+    assert ft.delivered == [] and ft.controller == []
+    verdict = dict(ft.hops)["h2"].path[-1]
+    assert verdict.text.endswith("actions=drop")
+    assert ok(f, "b1", "d1", dport=80) and send(f, "b1", pkt("b1", "d1", dport=80)).controller == []
+    # the same rules with logging on the deny: only the deny's verdict flow differs
+    from flows.compiler import compile_all
+    from tests.unit.topo import with_policies
+    plain = compile_all(with_policies(rules, {"gdb": ["p"]}))["h2"][0]
+    logged = compile_all(with_policies([R("p", 1, "in", 10, "deny", protocol="tcp", port=5432,
+                                          from_group="gweb", log=True), rules[1]], {"gdb": ["p"]}))["h2"][0]
+    diff = plain ^ logged
+    assert len(diff) == 2 and {f.key for f in diff} == {next(iter(plain - logged)).key}
+    assert next(iter(logged - plain)).actions == (("meter", 1), ("controller", 128))
+
+
+def test_logged_deny_still_loses_to_a_higher_allow():
+    f = fab([R("p", 1, "in", 10, "deny", protocol="tcp", from_group="gweb", log=True),
+             R("p", 2, "in", 20, "allow", protocol="tcp", port=5432, from_group="gweb")], {"gdb": ["p"]})
+    ft = send(f, "b1", pkt("b1", "d1", dport=5432))
+    assert at("d1") in ft.endpoints() and ft.controller == []
