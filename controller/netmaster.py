@@ -30,11 +30,9 @@ class Netmaster:
         self.denylog = DenyLog(self.fabric.snapshot, self._host_label)
         self.of = None
         self.rest = RestApp(self.model, extensions={"switches": self._switches, "flows": self._flows,
-                                                    "trace": self._trace,
+                                                    "trace": self._trace, "policylog": self._policylog,
                                                     "realization": self._realization},
                             extra_oper=self._extra_oper, ready=self.ready, realize=self.realize)
-                                                    "trace": self._trace, "policylog": self._policylog},
-                            extra_oper=self._extra_oper)
         self._threads = []
         self._host_states: dict[str, str] = {}
 

@@ -155,6 +155,8 @@ def _scalar(action: argparse.Action, raw, where: str):
                               % (where, raw, flag, _kind(raw)))
         value = float(raw)
     else:                                             # a string option, or a converter of strings
+        if typ not in (None, str) and isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            raw = str(raw)                            # a converter (e.g. a positive int) reads its text
         if not isinstance(raw, str):
             raise ConfigError("%s = %r: expected a string (like %s), got %s"
                               % (where, raw, flag, _kind(raw)))
