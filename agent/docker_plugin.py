@@ -50,7 +50,8 @@ CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
 
 
 class DriverError(Exception):
-    """Answered to Docker as {"Err": message}."""
+    """Answered to Docker as {"Err": message} (network calls) and {"Error": message}
+    (libnetwork's IPAM response has a field Error with no JSON name)."""
 
 
 def docker_name(tenant, name):
@@ -372,7 +373,7 @@ class Driver:
         """(status, answer) for one call; the calls of one host run one at a time."""
         name = self.ROUTES.get(path)
         if name is None:
-            return 404, {"Err": "unknown call %s" % path}
+            return 404, _err("unknown call %s" % path)
         t0 = time.monotonic()
         try:
             req = json.loads(body) if body.strip() else {}
@@ -382,18 +383,22 @@ class Driver:
                 out = getattr(self, name)(req)
             result = "ok"
         except DriverError as e:
-            out, result = {"Err": str(e)}, "error"
+            out, result = _err(str(e)), "error"
         except ValueError as e:
-            out, result = {"Err": "the request is not JSON: %s" % e}, "error"
+            out, result = _err("the request is not JSON: %s" % e), "error"
         except Exception as e:  # never leave dockerd without an answer
             LOG.exception("event=docker_driver_internal_error call=%s", path)
-            out, result = {"Err": "netplugin internal error: %s" % e}, "error"
+            out, result = _err("netplugin internal error: %s" % e), "error"
         took = time.monotonic() - t0
         metrics.DOCKER_SECONDS.labels(path.lstrip("/"), result).observe(took)
         LOG.log(logging.WARNING if result == "error" else logging.INFO,
                 "event=docker_request call=%s result=%s ms=%.0f%s", path.lstrip("/"), result,
                 took * 1000, " err=%r" % out["Err"] if result == "error" else "")
         return 200, out
+
+
+def _err(message):
+    return {"Err": message, "Error": message}
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -477,7 +477,7 @@ def main(argv=None) -> int:
             if not c.state.get("docker") or args.host not in c.state["hosts"]:
                 raise ClusterError(f"no dockerd on {args.host} (cluster up --docker makes one per host)")
             cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
-            return subprocess.call(["docker", "-H", c.docker(args.host).host, *cmd])
+            return subprocess.call([docker_host.CLIENT, "-H", c.docker(args.host).host, *cmd])
         elif args.cmd == "exec":
             cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
             ns = (c.state["endpoints"].get(args.target) or c.state["hosts"].get(args.target) or {}).get("ns")

@@ -20,6 +20,9 @@ import tempfile
 import time
 
 IMAGE = "nwbusybox:latest"
+# Debian's client, of the daemon's own version (a newer client elsewhere on PATH refuses some
+# flags against Docker 20.10's API 1.41)
+CLIENT = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"
 PLUGINS_MOUNT = "/run/docker/plugins"
 CGROUP_ROOT = "/sys/fs/cgroup"
 
@@ -63,15 +66,15 @@ class DockerDaemon:
     def start(self, timeout: float = 30.0) -> "DockerDaemon":
         for d in (self.plugins, os.path.join(self.dir, "data"), os.path.join(self.dir, "exec")):
             os.makedirs(d, exist_ok=True)
-        os.makedirs(PLUGINS_MOUNT, exist_ok=True)
-        dockerd = ("exec dockerd --iptables=false --ip6tables=false --ip-forward=false --bridge=none "
-                   f"--live-restore --data-root {self.dir}/data --exec-root {self.dir}/exec "
-                   f"--pidfile {self.pidfile} -H {self.host} --storage-driver overlay2 "
-                   f"--cgroup-parent {self.name}")
+        mnt = self._mount_ns()
+        self._containerd(mnt)
+        dockerd = ["dockerd", "--containerd", self.containerd_socket, "--iptables=false", "--ip6tables=false", "--ip-forward=false", "--bridge=none",
+                   "--live-restore", "--data-root", f"{self.dir}/data", "--exec-root", f"{self.dir}/exec",
+                   "--pidfile", self.pidfile, "-H", self.host, "--storage-driver", "overlay2",
+                   "--cgroup-parent", self.name]
         log = open(os.path.join(self.dir, "dockerd.log"), "ab")
-        subprocess.Popen(["nsenter", f"--net=/run/netns/{self.netns}", "unshare", "-m", "--propagation",
-                          "private", "sh", "-c", f"mount --bind {self.plugins} {PLUGINS_MOUNT} && {dockerd}"],
-                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        subprocess.Popen(["nsenter", f"--net=/run/netns/{self.netns}", f"--mount=/proc/{mnt}/ns/mnt",
+                          *dockerd], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.cli("version", check=False).returncode == 0:
@@ -84,8 +87,65 @@ class DockerDaemon:
             self.cli("import", busybox_rootfs(os.path.join(os.path.dirname(self.dir), "busybox.tar")), IMAGE)
         return self
 
+    def _mount_ns(self) -> int:
+        """The pid of the process that holds the host's mount namespace, made once. dockerd,
+        its containerd and the containers' mounts live there; a dockerd started again after a
+        crash must enter the same one to find its running containers' mounts."""
+        holder = os.path.join(self.dir, "mountns.pid")
+        try:
+            pid = int(open(holder).read())
+            if _alive(pid) and os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt"):
+                return pid
+        except (OSError, ValueError):
+            pass
+        os.makedirs(PLUGINS_MOUNT, exist_ok=True)
+        p = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                              f"mount --bind {self.plugins} {PLUGINS_MOUNT} && echo ready && exec sleep infinity"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        line = p.stdout.readline().strip()
+        if line != "ready":
+            p.kill()
+            raise DockerError(f"could not make a mount namespace for {self.name}: {line}")
+        # the shell exec'd sleep: same pid, now inside the new namespace
+        open(holder, "w").write(str(p.pid))
+        return p.pid
+
+    @property
+    def containerd_socket(self) -> str:
+        return os.path.join(self.dir, "containerd", "containerd.sock")
+
+    def _containerd(self, mnt: int) -> None:
+        """containerd as its own process, as a service manager runs it: a dockerd killed with
+        -9 leaves it, and the containers' shims, running; the next dockerd talks to it again.
+        (dockerd's own "managed" containerd survived a kill -9 unreachable here.)"""
+        d = os.path.join(self.dir, "containerd")
+        pidfile = os.path.join(d, "containerd.pid")
+        try:
+            if _alive(int(open(pidfile).read())):
+                return
+        except (OSError, ValueError):
+            pass
+        os.makedirs(d, exist_ok=True)
+        conf = os.path.join(d, "config.toml")
+        with open(conf, "w") as f:
+            f.write(f'version = 2\nroot = "{d}/root"\nstate = "{d}/state"\n'
+                    'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+                    f'[grpc]\n  address = "{self.containerd_socket}"\n'
+                    f'[ttrpc]\n  address = "{self.containerd_socket}.ttrpc"\n'
+                    f'[debug]\n  address = "{d}/debug.sock"\n')
+        log = open(os.path.join(d, "containerd.log"), "ab")
+        p = subprocess.Popen(["nsenter", f"--net=/run/netns/{self.netns}", f"--mount=/proc/{mnt}/ns/mnt",
+                              "containerd", "--config", conf], stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        open(pidfile, "w").write(str(p.pid))
+        deadline = time.monotonic() + 20
+        while not os.path.exists(self.containerd_socket):
+            if p.poll() is not None or time.monotonic() > deadline:
+                raise DockerError(f"containerd did not start (see {d}/containerd.log)")
+            time.sleep(0.05)
+
     def cli(self, *args, check=True, timeout=60) -> subprocess.CompletedProcess:
-        p = subprocess.run(["docker", "-H", self.host, *args], capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run([CLIENT, "-H", self.host, *args], capture_output=True, text=True, timeout=timeout)
         if check and p.returncode != 0:
             raise DockerError(f"docker {' '.join(args)}: {(p.stderr or p.stdout).strip()}")
         return p
@@ -118,6 +178,11 @@ class DockerDaemon:
                 self.cli("rm", "-f", *ids, check=False)
             self.kill(signal.SIGTERM)
         kill_cgroup(self.name)
+        for pidfile in ("containerd/containerd.pid", "mountns.pid"):   # the mount namespace goes last
+            try:
+                os.kill(int(open(os.path.join(self.dir, pidfile)).read()), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
 
 
 def _alive(pid: int) -> bool:
