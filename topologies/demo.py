@@ -16,6 +16,7 @@ import time
 
 import requests
 
+from topologies import docker_host
 from topologies.cluster import Cluster
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,6 +119,8 @@ class Demo:
         eps = {e["containerID"]: e["endpointID"] for e in requests.get(c.url + "/api/v1/endpoints/", timeout=10).json()}
         self.netctl("trace", eps["web1"], dbs[1], "-protocol=tcp", "-port=5432")
         self.netctl("policy", "rule-ls", "db-policy", "--stats")
+        if c.state.get("docker"):
+            self.docker_tutorial()
         self.say("Tear down")
         for ep in list(c.state["endpoints"]):
             c.rm(ep)
@@ -126,6 +129,54 @@ class Demo:
         self.netctl("net", "rm", "contiv-net")
         self.netctl("net", "rm", "-t", "blue", "contiv-net")
         self.netctl("tenant", "rm", "blue")
+
+    def docker(self, host, *args, show=True) -> subprocess.CompletedProcess:
+        """`docker ARGS` against the host's dockerd, printed as a person types it there."""
+        p = self.c.docker(host).cli(*args, check=False)
+        if show:
+            print(f"[{host}]$ docker {' '.join(args)}")
+            out = (p.stdout + p.stderr).rstrip()
+            if out:
+                print("  " + out.replace("\n", "\n  "))
+        if p.returncode != 0 and show:
+            raise SystemExit(f"docker failed ({p.returncode})")
+        return p
+
+    def docker_ip(self, host, name) -> str:
+        nets = self.c.docker(host).inspect("container", name)["NetworkSettings"]["Networks"]
+        return next(iter(nets.values()))["IPAddress"]
+
+    def docker_tutorial(self):
+        """The seed's steps as Contiv ran them: real `docker run --net`, on netplugin's networks."""
+        img = docker_host.IMAGE
+        self.say("The same with Docker: netplugin made a Docker network for each network and group")
+        for h in ("h1", "h2"):
+            deadline = time.monotonic() + 15
+            while "db-group" not in self.docker(h, "network", "ls", show=False).stdout \
+                    and time.monotonic() < deadline:
+                time.sleep(0.2)
+        self.docker("h1", "network", "ls", "--filter", "driver=netplugin")
+        self.docker("h1", "network", "inspect", "--format",
+                    "{{.Driver}} {{json .IPAM.Config}} {{json .Options}}", "contiv-net")
+        self.docker("h1", "run", "-d", "--net=contiv-net", "--name=dweb1", img, "sleep", "3600")
+        self.docker("h2", "run", "-d", "--net=contiv-net", "--name=dweb2", img, "sleep", "3600")
+        self.docker("h1", "run", "-d", "--net=contiv-net/blue", "--name=dblue1", img, "sleep", "3600")
+        self.docker("h3", "run", "-d", "--net=db-group", "--name=ddb", img, "sleep", "3600")
+        ips = {n: self.docker_ip(h, n) for h, n in (("h1", "dweb1"), ("h2", "dweb2"), ("h3", "ddb"))}
+        print(f"  addresses from netweave's IPAM: {ips}")
+        dping = lambda h, n, ip: self.docker(h, "exec", n, "ping", "-c", "3", "-i", "0.2", "-W", "1", ip,
+                                             show=False).stdout.count(" bytes from ") > 0
+        self.expect(f"dweb1 (h1) -> dweb2 {ips['dweb2']} (h2)", lambda: dping("h1", "dweb1", ips["dweb2"]), True)
+        self.expect(f"dblue1 (blue, h1) -> {ips['ddb']} (only default has it)",
+                    lambda: dping("h1", "dblue1", ips["ddb"]), False)
+        for port in (8888, 5432):
+            self.docker("h3", "exec", "-d", "ddb", "nc", "-ll", "-p", str(port), "-e", "/bin/true")
+        dtcp = lambda port: self.docker("h1", "exec", "dweb1", "nc", "-w", "1", ips["ddb"], str(port),
+                                        show=False).returncode == 0
+        self.expect(f"dweb1 -> ddb {ips['ddb']}:8888 (db-policy rule 2)", lambda: dtcp(8888), True)
+        self.expect(f"dweb1 -> ddb {ips['ddb']}:5432 (db-policy rule 1)", lambda: dtcp(5432), False)
+        for h, n in (("h1", "dweb1"), ("h2", "dweb2"), ("h1", "dblue1"), ("h3", "ddb")):
+            self.docker(h, "rm", "-f", n)
 
     def stop(self):
         for p in self.servers:
@@ -154,15 +205,18 @@ def main(argv=None) -> int:
     p.add_argument("--rest-port", type=int, default=9999)
     p.add_argument("--of-port", type=int, default=6653)
     p.add_argument("--underlay", default="10.94.0.0/24")
+    p.add_argument("--no-docker", action="store_true", help="skip the Docker steps even where Docker is installed")
     args = p.parse_args(argv)
     rest = args.rest_port if _port_free(args.rest_port) else _free_port()
     ofp = args.of_port if _port_free(args.of_port) else _free_port()
     t0 = time.monotonic()
     Cluster(args.name).down()                     # leftovers of an interrupted run
-    c = Cluster(args.name, underlay=args.underlay, rest_port=rest, of_port=ofp)
+    docker = docker_host.available() and not args.no_docker
+    c = Cluster(args.name, underlay=args.underlay, rest_port=rest, of_port=ofp, docker=docker)
     demo = Demo(c)
     try:
-        demo.say(f"A cluster of 3 simulated hosts (namespaces {args.name}-h1..3, one OVS each); netmaster {c.url}")
+        demo.say(f"A cluster of 3 simulated hosts (namespaces {args.name}-h1..3, one OVS"
+                 f"{' and one dockerd' if docker else ''} each); netmaster {c.url}")
         c.up(3)
         print(json.dumps(c.ls()["hosts"]))
         demo.tutorial()

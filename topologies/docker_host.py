@@ -100,13 +100,14 @@ class DockerDaemon:
             pass
         os.makedirs(PLUGINS_MOUNT, exist_ok=True)
         p = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
-                              f"mount --bind {self.plugins} {PLUGINS_MOUNT} && echo ready && exec sleep infinity"],
+                              f"mount --bind {self.plugins} {PLUGINS_MOUNT} && echo ready && "
+                              "while :; do sleep 3600; done"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         line = p.stdout.readline().strip()
         if line != "ready":
             p.kill()
             raise DockerError(f"could not make a mount namespace for {self.name}: {line}")
-        # the shell exec'd sleep: same pid, now inside the new namespace
+        # the shell stays (its command line names our folder, so a cleanup after a crash finds it)
         open(holder, "w").write(str(p.pid))
         return p.pid
 

@@ -68,7 +68,7 @@ class Docker:
 
 @pytest.fixture(scope="module")
 def dk():
-    name = "nwd"
+    name = "nwdk"
     Cluster(name).down()
     c = Cluster(name, underlay="10.95.0.0/24", rest_port=free_port(), of_port=free_port(), docker=True)
     servers = []
