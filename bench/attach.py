@@ -10,7 +10,10 @@ the address) keeps the prober's own ARP retries out of the figure.  The new
 endpoint's reply still resolves the prober by ARP (answered by the proxy-ARP
 flows on its own host).
 
-    python -m bench.attach [-n 100]
+With --docker (where docker.io is installed) each host also runs a dockerd whose network
+driver is netplugin, and the same is measured for `docker run -d --net NET` beside CNI.
+
+    python -m bench.attach [-n 100] [--docker]
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import requests
 
 from bench import common
 from model import ipam
+from topologies import docker_host
 from topologies.cluster import Cluster
 
 log = logging.getLogger("bench.attach")
@@ -33,10 +37,10 @@ NAME, UNDERLAY = "nwb", "10.95.0.0/24"
 SUBNET, GATEWAY = "10.77.0.0/22", "10.77.0.1"
 
 
-def new_cluster() -> Cluster:
+def new_cluster(docker: bool = False) -> Cluster:
     Cluster(NAME).down()                      # whatever a crashed earlier run left
     return Cluster(NAME, underlay=UNDERLAY, rest_port=common.free_port(), of_port=common.free_port(),
-                   uplinks=False)
+                   uplinks=False, docker=docker)
 
 
 def post(c: Cluster, path: str, body: dict) -> dict:
@@ -70,8 +74,8 @@ def profile_cni(c: Cluster, host: str, ep: str) -> str:
     return f"cluster.run() under the profiler: {total * 1000:.0f} ms\n" + s.getvalue()
 
 
-def run(n: int = 100, with_profile: bool = False) -> dict:
-    c = new_cluster()
+def run(n: int = 100, with_profile: bool = False, docker: bool = False) -> dict:
+    c = new_cluster(docker)
     prober = None
     cni_times = []
     real_cni = c.cni
@@ -84,7 +88,7 @@ def run(n: int = 100, with_profile: bool = False) -> dict:
             cni_times.append(time.monotonic() - t)
 
     c.cni = timed_cni
-    samples, runs = [], []
+    out = {}
     try:
         c.up(3, wait=90)
         post(c, "/api/v1/networks/default:nwbnet/", {"tenantName": "default", "networkName": "nwbnet",
@@ -96,44 +100,81 @@ def run(n: int = 100, with_profile: bool = False) -> dict:
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert prober.stdout.readline().strip() == "ready"
         nxt = ipaddress.IPv4Address(src["ip"]) + 1
-        for i in range(n):
-            host = ("h1", "h3")[i % 2]
-            ip = str(nxt)
-            c.exec("nwbp", "ip", "neigh", "replace", ip, "lladdr", ipam.mac_for(ip), "dev", "eth0", "nud", "permanent")
-            prober.stdin.write(ip + "\n")
-            prober.stdin.flush()
-            t0 = time.monotonic()
-            ep = c.run(host, f"nwb{i}", "nwbnet")
-            t_run = time.monotonic() - t0
-            line = prober.stdout.readline().strip()
-            if ep["ip"] != ip:
-                raise RuntimeError(f"IPAM gave {ep['ip']}, expected {ip}")
-            if line == "timeout":
-                log.warning("endpoint %d (%s on %s): no reply within the prober's timeout", i, ip, host)
-                samples.append(float("inf"))
-            else:
-                samples.append(float(line) - t0)
-            runs.append(t_run)
-            nxt += 1
-            if (i + 1) % 10 == 0:
-                log.info("%d endpoints: last first-packet %.0f ms, run() %.0f ms, CNI ADD %.0f ms", i + 1,
-                         1000 * samples[-1], 1000 * t_run, 1000 * cni_times[-1])
+
+        def attach_cni(i, host):
+            return c.run(host, f"nwb{i}", "nwbnet")["ip"]
+
+        samples, runs = _measure(c, prober, n, nxt, attach_cni, "CNI")
+        out = {"endpoints": len(samples), "first_packet_s": samples, "run_s": runs, "cni_add_s": cni_times,
+               "p50_ms": 1000 * common.percentile(samples, 50), "p99_ms": 1000 * common.percentile(samples, 99),
+               "cni_p50_ms": 1000 * common.percentile(cni_times, 50),
+               "cni_p99_ms": 1000 * common.percentile(cni_times, 99),
+               "after_cni_p50_ms": 1000 * common.percentile([s - r for s, r in zip(samples, cni_times)], 50),
+               "timeouts": sum(1 for s in samples if s == float("inf"))}
+        if docker:
+            for h in ("h1", "h3"):              # netplugin makes the network on each dockerd
+                common_wait(lambda: "nwbnet" in c.docker(h).cli("network", "ls").stdout, 20)
+
+            def attach_docker(i, host):
+                c.docker(host).cli("run", "-d", "--net", "nwbnet", "--name", f"nwbd{i}", docker_host.IMAGE,
+                                   "sleep", "100000")
+                nets = c.docker(host).inspect("container", f"nwbd{i}")["NetworkSettings"]["Networks"]
+                return nets["nwbnet"]["IPAddress"]
+
+            d_samples, d_runs = _measure(c, prober, n, nxt + n, attach_docker, "docker run")
+            out.update(docker_first_packet_s=d_samples, docker_run_s=d_runs,
+                       docker_p50_ms=1000 * common.percentile(d_samples, 50),
+                       docker_p99_ms=1000 * common.percentile(d_samples, 99),
+                       docker_run_p50_ms=1000 * common.percentile(d_runs, 50),
+                       docker_timeouts=sum(1 for s in d_samples if s == float("inf")))
         prof = profile_cni(c, "h1", "nwbprof") if with_profile else ""
     finally:
         if prober is not None:
             prober.kill()
             prober.wait()
         c.down()
-    out = {"endpoints": len(samples), "first_packet_s": samples, "run_s": runs, "cni_add_s": cni_times,
-           "p50_ms": 1000 * common.percentile(samples, 50), "p99_ms": 1000 * common.percentile(samples, 99),
-           "cni_p50_ms": 1000 * common.percentile(cni_times, 50),
-           "cni_p99_ms": 1000 * common.percentile(cni_times, 99),
-           "after_cni_p50_ms": 1000 * common.percentile([s - r for s, r in zip(samples, cni_times)], 50),
-           "timeouts": sum(1 for s in samples if s == float("inf"))}
     if prof:
         out["profile_cni"] = prof
     out["rows"] = rows(out)
     return out
+
+
+def common_wait(pred, timeout):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise RuntimeError("timed out")
+        time.sleep(0.2)
+
+
+def _measure(c, prober, n, first_ip, attach, what):
+    """Attach n endpoints on h1/h3 with attach(i, host) -> ip; the time from the start of each
+    attach until the prober on h2 gets the new endpoint's first echo reply."""
+    samples, runs = [], []
+    nxt = first_ip
+    for i in range(n):
+        host = ("h1", "h3")[i % 2]
+        ip = str(nxt)
+        c.exec("nwbp", "ip", "neigh", "replace", ip, "lladdr", ipam.mac_for(ip), "dev", "eth0", "nud", "permanent")
+        prober.stdin.write(ip + "\n")
+        prober.stdin.flush()
+        t0 = time.monotonic()
+        got = attach(i, host)
+        t_run = time.monotonic() - t0
+        line = prober.stdout.readline().strip()
+        if got != ip:
+            raise RuntimeError(f"{what}: IPAM gave {got}, expected {ip}")
+        if line == "timeout":
+            log.warning("%s endpoint %d (%s on %s): no reply within the prober's timeout", what, i, ip, host)
+            samples.append(float("inf"))
+        else:
+            samples.append(float(line) - t0)
+        runs.append(t_run)
+        nxt += 1
+        if (i + 1) % 10 == 0:
+            log.info("%s: %d endpoints: last first-packet %.0f ms, attach %.0f ms", what, i + 1,
+                     1000 * samples[-1], 1000 * t_run)
+    return samples, runs
 
 
 def rows(o) -> list:
@@ -142,16 +183,21 @@ def rows(o) -> list:
             ("attach -> first remote ping, p99", f"{o['p99_ms']:.0f} ms", "< 1000 ms",
              common.verdict(o["p99_ms"] < 1000)),
             ("CNI ADD alone, p50 / p99", f"{o['cni_p50_ms']:.0f} / {o['cni_p99_ms']:.0f} ms", "", ""),
-            ("first ping after CNI ADD returned, p50", f"{o['after_cni_p50_ms']:.0f} ms", "", "")]
+            ("first ping after CNI ADD returned, p50", f"{o['after_cni_p50_ms']:.0f} ms", "", "")] + (
+           [("docker run -> first remote ping, p50 / p99",
+             f"{o['docker_p50_ms']:.0f} / {o['docker_p99_ms']:.0f} ms", "beside CNI", ""),
+            ("docker run -d alone, p50", f"{o['docker_run_p50_ms']:.0f} ms", "", "")]
+           if "docker_p50_ms" in o else [])
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.attach")
     p.add_argument("-n", type=int, default=100, help="endpoints to attach (default 100)")
     p.add_argument("--profile", action="store_true", help="then cProfile one more CNI ADD")
+    p.add_argument("--docker", action="store_true", help="also docker run through netplugin's driver")
     a = p.parse_args(argv)
     common.setup_logging()
-    out = run(a.n, a.profile)
+    out = run(a.n, a.profile, a.docker and docker_host.available())
     common.save("attach", out)
     print(common.rows_table(out["rows"]))
     if a.profile:
