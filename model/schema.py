@@ -156,14 +156,26 @@ HOST = Kind("host", "hosts", ("hostLabel",), (
 ))
 
 # An endpoint (read-only to users; the agent allocates it on CNI ADD).
+# An endpoint request may ask for its address and MAC (CNI_ARGS IP/MAC, runtimeConfig ips/mac)
+# and names what it belongs to, kept in the record: containerName (Contiv's oper field; the pod
+# or container name), podNamespace, and cniNetwork (the CNI network configuration's name, which
+# CNI GC uses to find the endpoints it answers for).
+EP_IP = rf"^({IPV4})(/(3[0-2]|[12]?[0-9]))?$"
+MAC = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"
+
 ENDPOINT = Kind("endpoint", "endpoints", ("endpointID",), (
+    Field("cniNetwork", length=256),
     Field("containerID", length=256),
+    Field("containerName", length=256),
     _key("endpointID", "endpoint id"),
     Field("groupName", length=64, format=NAME_OPT),
     Field("host", length=256, format=NAME, required=True),
     Field("ifName", length=15),
     Field("intfName", length=15, required=True, format=r"^[A-Za-z0-9_.\-]+$"),
+    Field("ipAddress", length=18, format=rf"^$|{EP_IP}"),
+    Field("macAddress", length=17, format=rf"^$|{MAC}"),
     Field("networkName", length=64, format=NAME, required=True),
+    Field("podNamespace", length=256),
     _key("tenantName", "tenant name"),
 ), read_only=True)
 
@@ -193,6 +205,8 @@ FORMAT_WORDS = {
     r"^([0-9]{1,8}?-[0-9]{1,8}?)$": "a range MIN-MAX",
     r"^[0-9a-fA-F]{16}$": "16 hexadecimal digits",
     r"^(tcp|udp|icmp||[0-9]{1,3}?)$": "tcp, udp, icmp, a protocol number or empty",
+    rf"^$|{EP_IP}": "empty or an IPv4 address (a.b.c.d or a.b.c.d/len)",
+    rf"^$|{MAC}": "empty or a MAC address (six hex pairs joined by ':')",
 }
 
 

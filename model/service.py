@@ -464,7 +464,10 @@ class Model:
             used = {ipam.ip_int(k.rsplit("/", 1)[1]) for k in self.store.keys(f"ip/{net_key}/")}
             if net["gateway"]:
                 used.add(ipam.ip_int(net["gateway"]))
-            if grp is not None and grp["ipPool"]:
+            if req.ipAddress:
+                addr = self._requested_ip(req.ipAddress, net, net_key, sub, grp, used)
+                where = ""
+            elif grp is not None and grp["ipPool"]:
                 lo, hi = ipam.parse_pool(grp["ipPool"])
                 addr = ipam.lowest_free(lo, hi, used)
                 where = f"ip pool {grp['ipPool']} of group {grp['groupName']}"
@@ -476,6 +479,7 @@ class Model:
             if addr is None:
                 raise Conflict(f"ipAddress: no free address left in the {where}")
             ip = ipam.ip_str(addr)
+            mac = self._requested_mac(req.macAddress, net_key) if req.macAddress else ipam.mac_for(ip)
             meta = self.meta("network", net_key)
             rec = {
                 "endpointID": endpoint_id,
@@ -485,7 +489,7 @@ class Model:
                 "groupName": grp["groupName"] if grp else "",
                 "groupKey": f"{grp['tenantName']}:{grp['groupName']}" if grp else "",
                 "ipAddress": [ip, ""],
-                "macAddress": ipam.mac_for(ip),
+                "macAddress": mac,
                 "prefixLen": sub.prefixlen,
                 "gateway": net["gateway"],
                 "encap": net["encap"],
@@ -495,12 +499,52 @@ class Model:
                 "intfName": req.intfName,
                 "ifName": req.ifName,
                 "containerID": req.containerID,
+                "containerName": req.containerName or "",
+                "podNamespace": req.podNamespace or "",
+                "cniNetwork": req.cniNetwork or "",
                 "created": self.clock(),
             }
             self.store.commit({f"ep/{endpoint_id}": rec, f"ip/{net_key}/{ip}": {"endpoint": endpoint_id}})
         log.info("event=endpoint_allocated id=%s network=%s ip=%s host=%s",
                  endpoint_id, net_key, ip, req.host)
         return self._ep_view(rec)
+
+    def _requested_ip(self, text: str, net: dict, net_key: str, sub, grp, used: set) -> int:
+        """The address an endpoint asked for (a CNI runtime's IP / ips), when it may have it."""
+        ip_text, _, plen = text.partition("/")
+        where = f"the subnet {net['subnet']} of network {net_key}"
+        if plen and int(plen) != sub.prefixlen:
+            raise ValidationError(f"ipAddress: {text} has prefix length /{plen}, {where} has "
+                                  f"/{sub.prefixlen}")
+        addr = ipam.ip_int(ip_text)
+        if not sub.first <= addr <= sub.last:
+            raise ValidationError(f"ipAddress: {ip_text} is outside {where}")
+        if grp is not None and grp["ipPool"]:
+            lo, hi = ipam.parse_pool(grp["ipPool"])
+            if not lo <= addr <= hi:
+                raise ValidationError(f"ipAddress: {ip_text} is outside the ip pool {grp['ipPool']} "
+                                      f"of group {grp['groupName']}")
+        if net["gateway"] and addr == ipam.ip_int(net["gateway"]):
+            raise Conflict(f"ipAddress: {ip_text} is the gateway of network {net_key}")
+        if addr in used:
+            owner = (self.store.get(f"ip/{net_key}/{ip_text}") or {}).get("endpoint", "?")
+            raise Conflict(f"ipAddress: {ip_text} is already taken in network {net_key} "
+                           f"(endpoint {owner})")
+        return addr
+
+    def _requested_mac(self, text: str, net_key: str) -> str:
+        """A MAC an endpoint asked for: unicast, not zero, not another endpoint's in its network."""
+        mac = text.lower()
+        if int(mac.split(":")[0], 16) & 1:
+            raise ValidationError(f"macAddress: {text} is a multicast address, an endpoint needs "
+                                  f"a unicast one")
+        if mac == "00:00:00:00:00:00":
+            raise ValidationError(f"macAddress: {text} is the zero address")
+        for rec in self.store.list("ep/").values():
+            if rec["network"] == net_key and rec["macAddress"].lower() == mac:
+                raise Conflict(f"macAddress: {text} is already used in network {net_key} "
+                               f"(endpoint {rec['endpointID']})")
+        return mac
 
     def release_endpoint(self, endpoint_id: str) -> str:
         with self.store.write_lock():
