@@ -103,10 +103,13 @@ class NetmasterClient:
 
     # -- endpoints -------------------------------------------------------------------------
     def create_endpoint(self, ep_id, tenant, network, group, host, container_id,
-                        intf_name, if_name):
+                        intf_name, if_name, **extra):
+        """``extra``: optional record fields (ipAddress, macAddress asked for; containerName,
+        podNamespace, cniNetwork); empty ones are not sent."""
         body = {"tenantName": tenant, "networkName": network, "groupName": group or "",
                 "host": host, "containerID": container_id, "intfName": intf_name,
                 "ifName": if_name}
+        body.update({k: v for k, v in extra.items() if v})
         return self._call("POST", "/api/v1/endpoints/%s/" % self._q(ep_id), body)
 
     def delete_endpoint(self, ep_id):

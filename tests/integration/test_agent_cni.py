@@ -61,7 +61,8 @@ def in_ctr(ctr, *cmd):
 def test_version(host):
     rc, out, _ = cni(host, "VERSION", "")
     assert rc == 0
-    assert out["cniVersion"] == "1.0.0" and "1.0.0" in out["supportedVersions"]
+    assert out["cniVersion"] == "1.1.0"
+    assert out["supportedVersions"] == ["0.4.0", "1.0.0", "1.1.0"]
 
 
 def test_add_check_del(site, containers):
