@@ -524,3 +524,61 @@ def test_cni_hands_requests_to_netplugin_and_works_without_it(site, containers):
     wait_for(lambda: "event=cni_socket_listening" in agent.log_since_start(), 10,
              "netplugin to replace the stale socket", agent)
     add_del("np-back", True)
+
+
+def test_resync_releases_endpoints_whose_container_is_gone(netmaster, host, agent_factory,
+                                                            containers):
+    """A container that dies with nobody running DEL leaves an address in netmaster and a
+    port row without device in OVSDB; the periodic resync releases both within one period
+    and says so, and spares endpoints that are alive or too young to judge."""
+    import subprocess
+    interval = 2.0
+    nm = netmaster
+    nm.create_network()
+    agent = agent_factory(host, nm.url_for(host), label="hostA",
+                          controller=nm.controller_for(host),
+                          extra=["--resync-interval", str(interval)]).start()
+    wait_for(lambda: nm.hosts().get("hostA", {}).get("state") == "up", 15, "hostA up", agent)
+    conf = cni_conf(host, nm)
+    dead, live = containers(), containers()
+    for cid, ctr in (("ctr-dead", dead), ("ctr-live", live)):
+        rc, out, err = cni(host, "ADD", conf, cid, "/var/run/netns/" + ctr,
+                           extra_env={"CNI_ARGS": "K8S_POD_NAME=%s" % cid})
+        assert rc == 0, (out, err)
+    dead_id, live_id = endpoint_id("ctr-dead", "eth0"), endpoint_id("ctr-live", "eth0")
+    # an allocation with no veth yet, as an ADD in flight (or a runtime about to plug) has it
+    nm.call("POST", "/api/v1/endpoints/young0000001/",
+            {"tenantName": "default", "networkName": "contiv-net", "host": "hostA",
+             "intfName": "nwyoung000000", "containerID": "young"})
+    from tests.agent_ovs import run
+    run(["ip", "netns", "del", dead])           # the container dies behind everyone's back
+    wait_for(lambda: host_port_name(dead_id) not in nw_links(host), 10, "the veth to go")
+    gone_at = time.time()
+    wait_for(lambda: dead_id not in {e["endpointID"] for e in nm.endpoints()},
+             3 * interval, "resync to release the dead endpoint", agent)
+    ghost_for = time.time() - gone_at
+    assert ghost_for < interval + 1.5, ghost_for
+    log = agent.log_text()
+    assert re.search(r"event=stale_endpoint_released endpoint=%s ip=10\.1\.2\.\d+ "
+                     r"container=ctr-dead name=ctr-dead port=%s port_row=removed "
+                     r"tenant=default network=contiv-net age_s=[\d.]+ reason=veth_gone"
+                     % (dead_id, host_port_name(dead_id)), log), log[-3000:]
+    assert host_port_name(dead_id) not in ovs_ports(host)
+    out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "netctl"),
+                          "--netmaster", nm.url, "endpoint", "ls"],
+                         capture_output=True, text=True, timeout=30).stdout
+    assert dead_id not in out and live_id in out, out
+    # the young allocation went only once it was older than the grace period (one interval)
+    wait_for(lambda: "young0000001" not in {e["endpointID"] for e in nm.endpoints()},
+             3 * interval, "the young endpoint to be released once old", agent)
+    age = re.search(r"event=stale_endpoint_released endpoint=young0000001 .* age_s=([\d.]+)",
+                    agent.log_text())
+    assert age and float(age.group(1)) >= interval, agent.log_text()[-3000:]
+    # the live one is untouched
+    time.sleep(interval)
+    assert {e["endpointID"] for e in nm.endpoints()} == {live_id}
+    assert ovs_ports(host) == [host_port_name(live_id)]
+    assert re.search(r"event=resync_done host=hostA ports=1 netmaster_endpoints=1 removed=0 "
+                     r"missing=0 released=0", agent.log_text())
+    rc, out, err = cni(host, "DEL", conf, "ctr-live", "/var/run/netns/" + live)
+    assert rc == 0, (out, err)
