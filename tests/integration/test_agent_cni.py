@@ -582,3 +582,86 @@ def test_resync_releases_endpoints_whose_container_is_gone(netmaster, host, agen
                      r"missing=0 released=0", agent.log_text())
     rc, out, err = cni(host, "DEL", conf, "ctr-live", "/var/run/netns/" + live)
     assert rc == 0, (out, err)
+
+
+def test_runtime_requests_and_their_refusals(site, containers):
+    """CNI_ARGS and runtimeConfig as runtimes send them: a requested address and MAC are
+    given; every request netweave cannot satisfy is a CNI error naming the reason, and
+    leaves nothing behind (no endpoint, no port, no veth, nothing in the container)."""
+    nm, host, _ = site
+    ctr = containers()
+    netns = "/var/run/netns/" + ctr
+    conf = dict(cni_conf(host, nm), name="nw-rq")
+
+    def refused(code, text, conf=conf, args="", version=None, cid="c-bad"):
+        rc, out, err = cni(host, "ADD", conf, cid, netns, extra_env={"CNI_ARGS": args})
+        assert rc == 1 and out["code"] == code and text in out["msg"], (out, err)
+        assert out["cniVersion"] == (version or conf.get("cniVersion", "1.1.0")), out
+        ports = sorted(host_port_name(e) for e in kept)
+        assert nw_links(host) == ports and ovs_ports(host) == ports, "veth or port left"
+        assert sorted(e["endpointID"] for e in nm.endpoints()) == sorted(kept)
+        assert "eth0" not in netns_links(ctr)
+        return out
+
+    kept = ()
+    ctr_ok = containers()
+    rc, res, err = cni(host, "ADD", conf, "c-ok", "/var/run/netns/" + ctr_ok, extra_env={
+        "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAME=web-1;K8S_POD_NAMESPACE=shop;"
+                    "IP=10.1.2.50;MAC=02:00:00:aa:bb:cc;FOO=bar"})
+    assert rc == 0, (res, err)
+    assert res["ips"][0]["address"] == "10.1.2.50/24"
+    assert res["interfaces"][0]["mac"] == "02:00:00:aa:bb:cc"
+    ep_ok = endpoint_id("c-ok", "eth0")
+    ep = [e for e in nm.endpoints() if e["endpointID"] == ep_ok][0]
+    assert (ep["containerName"], ep["podNamespace"], ep["cniNetwork"], ep["macAddress"]) == \
+        ("web-1", "shop", "nw-rq", "02:00:00:aa:bb:cc")
+    kept = (ep_ok,)
+    ctr2 = containers()
+    # runtimeConfig (capabilities ips, mac) wins over CNI_ARGS; a 0.4.0 result names the family
+    rc, res2, err = cni(host, "ADD", dict(conf, cniVersion="0.4.0", runtimeConfig={
+        "ips": ["10.1.2.60/24"], "mac": "02:00:00:aa:bb:dd"}), "c-rt", "/var/run/netns/" + ctr2,
+        extra_env={"CNI_ARGS": "IP=10.1.2.61"})
+    assert rc == 0, (res2, err)
+    assert res2["cniVersion"] == "0.4.0"
+    assert res2["ips"][0] == {"address": "10.1.2.60/24", "interface": 0, "gateway": "10.1.2.1",
+                              "version": "4"}
+    assert res2["interfaces"][0]["mac"] == "02:00:00:aa:bb:dd"
+    rc, out, err = cni(host, "DEL", conf, "c-rt", "/var/run/netns/" + ctr2)
+    assert rc == 0, (out, err)
+
+    refused(106, "ipAddress: 10.9.9.9 is outside the subnet 10.1.2.0/24 of network "
+                 "default:contiv-net", args="IP=10.9.9.9")
+    refused(106, "ipAddress: 10.1.2.50 is already taken in network default:contiv-net "
+                 "(endpoint %s)" % ep_ok, args="IgnoreUnknown=1;IP=10.1.2.50")
+    refused(106, "ipAddress: 10.1.2.1 is the gateway", args="IP=10.1.2.1")
+    refused(106, "macAddress: 02:00:00:AA:BB:CC is already used in network default:contiv-net",
+            args="MAC=02:00:00:AA:BB:CC")
+    refused(106, "macAddress: 01:00:5e:00:00:01 is a multicast address", args="MAC=01:00:5e:00:00:01")
+    refused(4, "CNI_ARGS: MAC=02:00:zz:00:00:01 is not a MAC address", args="MAC=02:00:zz:00:00:01")
+    refused(4, "CNI_ARGS: IP=10.1.2 is not one IPv4 address", args="IP=10.1.2")
+    refused(4, "CNI_ARGS: unknown argument(s) FOO", args="FOO=1")
+    refused(4, "CNI_ARGS: 'junk' is not KEY=VALUE", args="junk")
+    refused(7, "runtimeConfig.ips asks for 2 addresses",
+            conf=dict(conf, runtimeConfig={"ips": ["10.1.2.7", "10.1.2.8"]}))
+    refused(7, "runtimeConfig.mac: 'nope' is not a MAC address",
+            conf=dict(conf, runtimeConfig={"mac": "nope"}))
+    refused(1, "cniVersion 0.3.1 is not supported; use one of 0.4.0, 1.0.0, 1.1.0",
+            conf=dict(conf, cniVersion="0.3.1"), version="1.1.0")
+    refused(1, "none of cniVersions 2.0.0 is supported",
+            conf={k: v for k, v in dict(conf, cniVersions=["2.0.0"]).items()
+                  if k != "cniVersion"}, version="1.1.0")
+    refused(7, "network configuration lacks \"network\"",
+            conf={k: v for k, v in conf.items() if k != "network"})
+    refused(101, "no-such-net", conf=dict(conf, network="no-such-net"))
+    # GC and STATUS are CNI 1.1's
+    for command in ("GC", "STATUS"):
+        rc, out, _ = cni(host, command, dict(conf, cniVersion="1.0.0"), "", "")
+        assert rc == 1 and out["code"] == 1 and "needs cniVersion 1.1.0" in out["msg"], out
+    rc, out, err = cni(host, "STATUS", dict(conf, cniVersion="1.1.0"), "", "")
+    assert rc == 0 and out is None, (out, err)
+    rc, out, _ = cni(host, "STATUS", dict(conf, cniVersion="1.1.0", bridge="br-nope"), "", "")
+    assert rc == 1 and out["code"] == 50 and "br-nope" in out["msg"], out
+    rc, out, err = cni(host, "DEL", conf, "c-ok", "/var/run/netns/" + ctr_ok)
+    assert rc == 0, (out, err)
+    kept = ()
+    assert_nothing_left(nm, host, ctr)
