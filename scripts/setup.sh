@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES="openvswitch-switch etcd-server etcd-client iproute2 iputils-ping ethtool iperf3 tcpdump mininet
-python3-venv procps psmisc curl systemd"
+python3-venv procps psmisc curl systemd podman containernetworking-plugins busybox-static"
 
 missing=""
 for p in $APT_PACKAGES; do
