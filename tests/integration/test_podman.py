@@ -248,6 +248,10 @@ def test_two_containers_ping_and_cleanup_releases(lab):
     out = pod("exec", "web1", "ping", "-c", "3", "-W", "2", "10.1.2.77").stdout
     assert "3 packets received" in out, out
     web1_ip = eps["web1"]["ipAddress"][0]
+    ls = subprocess.run([os.path.join(os.path.dirname(sys.executable), "netctl"), "--netmaster",
+                         nm.url, "endpoint", "ls"], capture_output=True, text=True,
+                        timeout=30).stdout
+    assert re.search(r"%s .*hostA .* web1\n" % re.escape(web1_ip), ls + "\n"), ls
     assert "0% packet loss" in pod("exec", "web2", "ping", "-c", "2", web1_ip).stdout
 
     # a container that exits by itself: conmon runs `podman container cleanup` (minimal
