@@ -1,4 +1,8 @@
-"""netweave-cni's work: CNI 1.0.0 ADD, CHECK and DEL of containers on br-int.
+"""netweave-cni's work: CNI ADD, CHECK, DEL, GC and STATUS of containers on br-int.
+
+Spec versions 0.4.0, 1.0.0 and 1.1.0 (the configuration's ``cniVersion``; a configuration
+that carries only a list ``cniVersions`` gets the highest of them netweave speaks). GC and
+STATUS are CNI 1.1.0's and need a 1.1.0 configuration.
 
 The runtime executes ``agent.cni_plugin`` (the ``netweave-cni`` console script), which hands
 the request to netplugin, whose OVSDB connection is already open (``agent.cni_server``); both
@@ -14,7 +18,20 @@ Network configuration (stdin)::
      "netmaster": "http://127.0.0.1:9999",   # optional, see below
      "tenant": "default", "network": "contiv-net", "group": "",
      "ovsdb": "unix:/var/run/openvswitch/db.sock", "bridge": "br-int",
-     "hostLabel": "host1"}                    # optional, see below
+     "hostLabel": "host1",                    # optional, see below
+     "runtimeConfig": {"ips": ["10.1.2.9/24"], "mac": "02:00:00:00:00:09"}}  # optional
+
+``runtimeConfig`` carries what a runtime asks for through the capabilities ``ips`` and ``mac``
+(one IPv4 address: netweave gives one per interface). ``CNI_ARGS`` is read too: ``IP`` and
+``MAC`` (the same requests, as podman's --ip and --mac-address send them; runtimeConfig
+wins when both are given), ``K8S_POD_NAME`` and ``K8S_POD_NAMESPACE`` (kept in the endpoint
+record as containerName and podNamespace), ``K8S_POD_INFRA_CONTAINER_ID``, ``K8S_POD_UID``;
+any other key is an error unless ``IgnoreUnknown=1``. The configuration's ``name`` is kept in
+the record as cniNetwork: GC releases this host's endpoints of that name that are not in
+``cni.dev/valid-attachments``.
+
+netweave-cni is meant to come first in a chain (portmap, bandwidth, tuning after it): its ADD
+result is their prevResult.
 
 ``hostLabel`` and ``netmaster`` may be left out: netplugin records both in this host's OVSDB
 (Open_vSwitch external_ids ``netweave-host-label`` / ``netweave-netmaster``) and the plugin
@@ -26,7 +43,9 @@ Errors go to stdout as CNI error JSON with exit code 1. Codes: the spec's 1-11, 
   100 netmaster refused the request            101 unknown tenant, network or group
   102 no free address in the network's subnet  103 Open vSwitch could not plug the port
   104 link setup (veth, address, route) failed 105 CHECK found the endpoint wrong
+  106 the requested IP or MAC cannot be given (outside the subnet, the gateway, taken)
   999 unexpected internal error
+STATUS answers 50 (the spec's "plugin not available") when it could not serve an ADD.
 Every ADD failure is rolled back: no veth, no OVS port, no address left allocated.
 Logs go to stderr (level from NETWEAVE_CNI_LOG_LEVEL, default WARNING).
 """
@@ -41,8 +60,12 @@ from agent import netmaster_client as nmc
 
 LOG = logging.getLogger("netweave-cni")
 
-CNI_VERSION = "1.0.0"
-SUPPORTED_VERSIONS = ["1.0.0"]
+CNI_VERSION = "1.1.0"                       # the newest spec version spoken here
+SUPPORTED_VERSIONS = ["0.4.0", "1.0.0", "1.1.0"]
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# CNI_ARGS keys understood; others need IgnoreUnknown=1 (the convention of the reference plugins)
+KNOWN_ARGS = {"IgnoreUnknown", "K8S_POD_NAME", "K8S_POD_NAMESPACE", "K8S_POD_INFRA_CONTAINER_ID",
+              "K8S_POD_UID", "IP", "MAC"}
 DEFAULT_OVSDB = "unix:/var/run/openvswitch/db.sock"
 
 # CNI 1.0.0 well-known error codes
@@ -54,6 +77,7 @@ E_IO = 5
 E_DECODE = 6
 E_INVALID_CONFIG = 7
 E_TRY_AGAIN = 11
+E_NOT_AVAILABLE = 50            # CNI 1.1 STATUS: cannot serve ADD now
 # netweave-specific
 E_NETMASTER_REFUSED = 100
 E_UNKNOWN_NETWORK = 101
@@ -61,6 +85,7 @@ E_POOL_EXHAUSTED = 102
 E_OVS = 103
 E_LINK = 104
 E_CHECK_FAILED = 105
+E_ADDRESS_REFUSED = 106
 E_INTERNAL = 999
 
 
@@ -71,8 +96,8 @@ class CniError(Exception):
         self.msg = msg
         self.details = details
 
-    def to_json(self):
-        return {"cniVersion": CNI_VERSION, "code": self.code, "msg": self.msg,
+    def to_json(self, version=CNI_VERSION):
+        return {"cniVersion": version, "code": self.code, "msg": self.msg,
                 "details": self.details}
 
 
@@ -139,18 +164,105 @@ def read_config(stream):
     if not isinstance(conf, dict):
         raise CniError(E_INVALID_CONFIG, "network configuration must be a JSON object")
     version = conf.get("cniVersion")
+    listed = conf.get("cniVersions")
+    if not version and isinstance(listed, list) and listed:
+        # a configuration list's CNI 1.1 form: the highest version both sides speak
+        common = [v for v in SUPPORTED_VERSIONS if v in listed]
+        if not common:
+            raise CniError(E_INCOMPATIBLE_VERSION,
+                           "none of cniVersions %s is supported; netweave speaks %s" %
+                           (", ".join(map(str, listed)), ", ".join(SUPPORTED_VERSIONS)))
+        version = conf["cniVersion"] = common[-1]
     if not version:
         raise CniError(E_INVALID_CONFIG, "network configuration lacks cniVersion")
     if version not in SUPPORTED_VERSIONS:
         raise CniError(E_INCOMPATIBLE_VERSION,
                        "cniVersion %s is not supported; use one of %s" %
                        (version, ", ".join(SUPPORTED_VERSIONS)))
-    for key in ("tenant", "network", "group", "netmaster", "ovsdb", "bridge", "hostLabel",
-                "netpluginSocket"):
+    for key in ("name", "tenant", "network", "group", "netmaster", "ovsdb", "bridge",
+                "hostLabel", "netpluginSocket"):
         if key in conf and not isinstance(conf[key], str):
             raise CniError(E_INVALID_CONFIG, "network configuration field %r must be a string"
                            % key)
+    rc = conf.get("runtimeConfig")
+    if rc is not None and not isinstance(rc, dict):
+        raise CniError(E_INVALID_CONFIG, "runtimeConfig must be a JSON object")
     return conf
+
+
+def version_at_least(version, wanted):
+    return tuple(int(x) for x in version.split(".")) >= tuple(int(x) for x in wanted.split("."))
+
+
+def valid_ip(text):
+    """An IPv4 address with an optional /len, as CNI_ARGS IP and runtimeConfig ips carry it."""
+    import ipaddress
+    addr, _, plen = text.partition("/")
+    try:
+        ipaddress.IPv4Address(addr)
+        if plen and not (plen.isdigit() and 0 <= int(plen) <= 32):
+            return False
+    except ValueError:
+        return False
+    return True
+
+
+def valid_mac(text):
+    parts = text.split(":")
+    return len(parts) == 6 and all(len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p)
+                                   for p in parts)
+
+
+def parse_cni_args(text):
+    """CNI_ARGS ``K=V;K=V`` as a dict; unknown keys refused unless IgnoreUnknown is true."""
+    args = {}
+    for pair in (text or "").split(";"):
+        if not pair:
+            continue
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise CniError(E_INVALID_ENV, "CNI_ARGS: %r is not KEY=VALUE" % pair)
+        args[key] = value
+    ignore = args.get("IgnoreUnknown", "").lower() in ("1", "true")
+    unknown = sorted(k for k in args if k not in KNOWN_ARGS)
+    if unknown and not ignore:
+        raise CniError(E_INVALID_ENV, "CNI_ARGS: unknown argument(s) %s (netweave knows %s; "
+                       "add IgnoreUnknown=1 to pass others)" %
+                       (", ".join(unknown), ", ".join(sorted(KNOWN_ARGS))))
+    ip = args.get("IP", "")
+    if ip and ("," in ip or not valid_ip(ip)):
+        raise CniError(E_INVALID_ENV, "CNI_ARGS: IP=%s is not one IPv4 address (a.b.c.d or "
+                       "a.b.c.d/len; netweave gives one address per interface)" % ip)
+    mac = args.get("MAC", "")
+    if mac and not valid_mac(mac):
+        raise CniError(E_INVALID_ENV, "CNI_ARGS: MAC=%s is not a MAC address (six hex pairs "
+                       "joined by ':')" % mac)
+    return args
+
+
+def requested_addresses(conf, args):
+    """(ip, mac) the runtime asks for: runtimeConfig ips/mac, else CNI_ARGS IP/MAC."""
+    rc = conf.get("runtimeConfig") or {}
+    ip, mac = args.get("IP", ""), args.get("MAC", "")
+    ips = rc.get("ips")
+    if ips is not None:
+        if not isinstance(ips, list) or not all(isinstance(i, str) for i in ips):
+            raise CniError(E_INVALID_CONFIG, "runtimeConfig.ips must be a list of addresses")
+        if len(ips) > 1:
+            raise CniError(E_INVALID_CONFIG, "runtimeConfig.ips asks for %d addresses; netweave "
+                           "gives one IPv4 address per interface" % len(ips))
+        if ips:
+            if not valid_ip(ips[0]):
+                raise CniError(E_INVALID_CONFIG, "runtimeConfig.ips: %s is not an IPv4 address "
+                               "(a.b.c.d or a.b.c.d/len)" % ips[0])
+            ip = ips[0]
+    rmac = rc.get("mac")
+    if rmac is not None:
+        if not isinstance(rmac, str) or not valid_mac(rmac):
+            raise CniError(E_INVALID_CONFIG, "runtimeConfig.mac: %r is not a MAC address (six "
+                           "hex pairs joined by ':')" % (rmac,))
+        mac = rmac
+    return ip, mac
 
 
 def need_env(env, *names):
@@ -185,6 +297,8 @@ class Context:
         self.tenant = conf.get("tenant") or "default"
         self.network = conf.get("network") or ""
         self.group = conf.get("group") or ""
+        self.version = conf.get("cniVersion") or CNI_VERSION
+        self.net_name = conf.get("name") or ""
         self._db = None
         self._connect = connect
         self._host_info = None
@@ -248,6 +362,8 @@ def netmaster_error(e, what):
 def cmd_add(ctx):
     need_env(ctx.env, "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")
     check_ifname(ctx.ifname)
+    args = parse_cni_args(ctx.env.get("CNI_ARGS", ""))
+    want_ip, want_mac = requested_addresses(ctx.conf, args)
     if not ctx.network:
         raise CniError(E_INVALID_CONFIG, "network configuration lacks \"network\" (the "
                        "netweave network or endpoint group to join)")
@@ -266,10 +382,21 @@ def cmd_add(ctx):
     try:
         try:
             ep = nm.create_endpoint(ctx.ep_id, ctx.tenant, ctx.network, ctx.group, host,
-                                    ctx.container_id, ctx.host_port, ctx.ifname)
+                                    ctx.container_id, ctx.host_port, ctx.ifname,
+                                    ipAddress=want_ip, macAddress=want_mac,
+                                    containerName=args.get("K8S_POD_NAME", ""),
+                                    podNamespace=args.get("K8S_POD_NAMESPACE", ""),
+                                    cniNetwork=ctx.net_name)
         except (nmc.NetmasterError, nmc.NetmasterUnreachable) as e:
-            raise netmaster_error(e, "allocating endpoint %s in %s/%s" %
-                                  (ctx.ep_id, ctx.tenant, ctx.network))
+            what = "allocating endpoint %s in %s/%s" % (ctx.ep_id, ctx.tenant, ctx.network)
+            if (want_ip or want_mac) and isinstance(e, nmc.NetmasterError) and \
+                    e.status in (400, 409) and \
+                    e.message.startswith(("ipAddress:", "macAddress:")):
+                raise CniError(E_ADDRESS_REFUSED, "%s: %s" % (what, e.message),
+                               "requested with %s" % ", ".join(
+                                   x for x in ("IP " + want_ip if want_ip else "",
+                                               "MAC " + want_mac if want_mac else "") if x))
+            raise netmaster_error(e, what)
         undo.append(("release address", lambda: nm.delete_endpoint(ctx.ep_id)))
         ips = [a for a in (ep.get("ipAddress") or []) if a]
         if isinstance(ep.get("ipAddress"), str):
@@ -327,7 +454,7 @@ def cmd_add(ctx):
         c_link = link_info(ctx.ifname, ns) or {}
         h_link = link_info(ctx.host_port) or {}
         result = {
-            "cniVersion": CNI_VERSION,
+            "cniVersion": ctx.version,
             "interfaces": [
                 {"name": ctx.ifname, "mac": c_link.get("address", mac), "sandbox": ns},
                 {"name": ctx.host_port, "mac": h_link.get("address", "")},
@@ -339,6 +466,8 @@ def cmd_add(ctx):
         if gateway:
             result["ips"][0]["gateway"] = gateway
             result["routes"].append({"dst": "0.0.0.0/0", "gw": gateway})
+        if not version_at_least(ctx.version, "1.0.0"):
+            result["ips"][0]["version"] = "4"       # 0.3.x/0.4.0 results name the family
         return result
     except BaseException:
         for what, fn in reversed(undo):
@@ -437,7 +566,86 @@ def cmd_check(ctx):
     return None
 
 
+# -- GC and STATUS (CNI 1.1.0) ------------------------------------------------------------
+def need_1_1(ctx, command):
+    if not version_at_least(ctx.version, "1.1.0"):
+        raise CniError(E_INCOMPATIBLE_VERSION, "%s needs cniVersion 1.1.0 or later; the "
+                       "configuration says %s" % (command, ctx.version))
+
+
+def cmd_gc(ctx):
+    """Release this host's endpoints of this network configuration (cniNetwork = its name)
+    that the runtime no longer knows: port, veth and address."""
+    need_1_1(ctx, "GC")
+    valid = ctx.conf.get("cni.dev/valid-attachments", [])
+    if not isinstance(valid, list) or not all(
+            isinstance(a, dict) and isinstance(a.get("containerID"), str) and
+            isinstance(a.get("ifname"), str) for a in valid):
+        raise CniError(E_INVALID_CONFIG, "cni.dev/valid-attachments must be a list of "
+                       "{\"containerID\": ..., \"ifname\": ...}")
+    if not ctx.net_name:
+        raise CniError(E_INVALID_CONFIG, "network configuration lacks \"name\": GC releases "
+                       "the endpoints made under that name")
+    keep = {nmc.endpoint_id(a["containerID"], a["ifname"]) for a in valid}
+    host = ctx.host_label
+    try:
+        eps = ctx.nm.list_endpoints(host=host)
+    except (nmc.NetmasterError, nmc.NetmasterUnreachable) as e:
+        raise netmaster_error(e, "listing the endpoints of host %s" % host)
+    errors = []
+    for ep in eps:
+        ep_id = ep.get("endpointID")
+        if ep.get("cniNetwork") != ctx.net_name or ep_id in keep:
+            continue
+        port = ep.get("intfName") or nmc.host_port_name(ep_id)
+        try:
+            ctx.db.remove_port(ctx.bridge, port)
+            if link_info(port) is not None:
+                sh(["ip", "link", "del", "dev", port], check=False)
+            ctx.nm.delete_endpoint(ep_id)
+            LOG.warning("event=gc_endpoint_released endpoint=%s container=%s name=%s ip=%s "
+                        "port=%s network=%s", ep_id, ep.get("containerID"),
+                        ep.get("containerName", ""), (ep.get("ipAddress") or [""])[0], port,
+                        ctx.net_name)
+        except (nmc.NetmasterError, nmc.NetmasterUnreachable) as e:
+            errors.append(netmaster_error(e, "releasing endpoint %s" % ep_id))
+        except CniError as e:
+            errors.append(e)
+        except Exception as e:
+            errors.append(CniError(E_OVS, "removing OVS port %s failed" % port, str(e)))
+    if errors:
+        raise errors[0]
+    return None
+
+
+def cmd_status(ctx):
+    """Could an ADD be served now? Open vSwitch with the bridge, netmaster, this host up."""
+    need_1_1(ctx, "STATUS")
+    try:
+        if not ctx.db.has_bridge(ctx.bridge):
+            raise CniError(E_NOT_AVAILABLE, "bridge %s does not exist in Open vSwitch at %s: is "
+                           "netplugin running on this host?" % (ctx.bridge, ctx.ovsdb_remote))
+    except CniError as e:
+        if e.code == E_NOT_AVAILABLE:
+            raise
+        raise CniError(E_NOT_AVAILABLE, e.msg, e.details)
+    host = ctx.host_label
+    try:
+        hosts = {h.get("hostLabel"): h for h in ctx.nm.list_hosts()}
+    except (nmc.NetmasterError, nmc.NetmasterUnreachable) as e:
+        raise CniError(E_NOT_AVAILABLE, "netmaster cannot be asked: %s" % e)
+    state = (hosts.get(host) or {}).get("state")
+    if state != "up":
+        raise CniError(E_NOT_AVAILABLE, "host %s is %s in netmaster: is its netplugin running?"
+                       % (host, state or "not registered"))
+    return None
+
+
 # -- entry point ----------------------------------------------------------------------------
+COMMANDS = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check, "GC": cmd_gc,
+            "STATUS": cmd_status}
+
+
 def run(env, stdin, stdout, connect=None):
     """One CNI invocation; returns the exit code. Also what netplugin runs for
     netweave-cni (``agent.cni_server``), with ``connect`` lending its OVSDB connections."""
@@ -446,24 +654,26 @@ def run(env, stdin, stdout, connect=None):
         json.dump({"cniVersion": CNI_VERSION, "supportedVersions": SUPPORTED_VERSIONS}, stdout)
         return 0
     ctx = None
+    version = CNI_VERSION
     try:
-        if command not in ("ADD", "DEL", "CHECK"):
-            raise CniError(E_INVALID_ENV, "CNI_COMMAND must be ADD, DEL, CHECK or VERSION, "
-                           "not %r" % command)
+        if command not in COMMANDS:
+            raise CniError(E_INVALID_ENV, "CNI_COMMAND must be one of %s, not %r" %
+                           (", ".join(list(COMMANDS) + ["VERSION"]), command))
         conf = read_config(stdin)
+        version = conf["cniVersion"]
         ctx = Context(conf, env, connect)
-        result = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check}[command](ctx)
+        result = COMMANDS[command](ctx)
         if result is not None:
             json.dump(result, stdout)
         return 0
     except CniError as e:
         LOG.error("event=cni_error command=%s code=%d msg=%r", command, e.code, e.msg)
-        json.dump(e.to_json(), stdout)
+        json.dump(e.to_json(version), stdout)
         return 1
     except Exception as e:  # never leave the runtime without an answer
         LOG.exception("event=cni_internal_error command=%s", command)
         json.dump(CniError(E_INTERNAL, "internal error in netweave-cni: %s" % e,
-                           type(e).__name__).to_json(), stdout)
+                           type(e).__name__).to_json(version), stdout)
         return 1
     finally:
         if ctx is not None:
@@ -474,6 +684,8 @@ def main():
     # python-ovs's poller probes for eventlet, and importing eventlet costs this
     # short-lived process about 0.4 s of every ADD: the plugin never uses it.
     sys.modules.setdefault("eventlet", None)
+    # a runtime's cleanup (podman container cleanup) may run plugins with no PATH at all
+    os.environ.setdefault("PATH", DEFAULT_PATH)
     logging.basicConfig(stream=sys.stderr,
                         level=os.environ.get("NETWEAVE_CNI_LOG_LEVEL", "WARNING").upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")

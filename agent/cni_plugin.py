@@ -14,6 +14,9 @@ always reaches the netplugin of the Open vSwitch it plugs into. When there is no
 nobody listens on it (netplugin stopped or restarting), the plugin does the work in this
 process (``agent.cni``): slower, same result.
 
+``netweave-cni install ...`` (no CNI_COMMAND) installs the plugin and writes a network
+configuration list for runtimes (``agent.cni_install``).
+
 Wire format, one exchange per connection: the plugin sends
 ``{"env": {CNI_* variables}, "config": "<stdin text>"}`` and shuts down its write side; netplugin
 answers ``{"rc": exit code, "stdout": "<CNI result or error JSON>"}`` and closes.
@@ -95,7 +98,10 @@ def delegate(sock, env: dict, config: str) -> tuple[int, str]:
 
 def main() -> int:
     command = os.environ.get("CNI_COMMAND", "")
-    config = sys.stdin.read() if command in ("ADD", "DEL", "CHECK") else ""
+    if not command and sys.argv[1:2] == ["install"]:
+        from agent import cni_install       # a person's command, not a runtime's call
+        return cni_install.main(sys.argv[2:])
+    config = sys.stdin.read() if command in ("ADD", "DEL", "CHECK", "GC", "STATUS") else ""
     try:
         conf = json.loads(config) if config else {}
     except ValueError:

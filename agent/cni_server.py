@@ -14,6 +14,7 @@ import threading
 import time
 
 from agent import cni, metrics
+from agent import netmaster_client as nmc
 from agent import ovsdb as ovsdb_mod
 from agent.cni_plugin import read_all
 
@@ -35,6 +36,10 @@ class CniServer:
         self._inode = None
         self.lender = lender or ovsdb_mod.Lender()   # shared with the Docker driver
         self._closed = False
+        # endpoint ids of ADDs received and not answered yet (waiting or running): netplugin's
+        # resync must not release an endpoint whose port is still being made
+        self._adding = {}
+        self._adding_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> bool:
@@ -108,17 +113,34 @@ class CniServer:
                 LOG.warning("event=cni_answer_lost command=%s container=%s error=%r",
                             env.get("CNI_COMMAND"), env.get("CNI_CONTAINERID"), str(e))
 
+    def adding(self) -> set:
+        """Endpoint ids whose ADD is in flight here."""
+        with self._adding_lock:
+            return {k for k, n in self._adding.items() if n > 0}
+
     def handle(self, env: dict, config: str) -> tuple[int, str]:
         """Run one request as the plugin would: (exit code, stdout)."""
         t0 = time.monotonic()
-        with self.lender.lock:
-            out = io.StringIO()
-            rc = cni.run(env, io.StringIO(config), out, connect=self.lender.connect)
-            answer = out.getvalue()
-            if rc != 0 and self._error_code(answer) in RECONNECT_CODES:
-                self.lender.drop()
-        took = time.monotonic() - t0
         command = env.get("CNI_COMMAND", "")
+        ep_id = None
+        if command == "ADD":
+            ep_id = nmc.endpoint_id(env.get("CNI_CONTAINERID", ""), env.get("CNI_IFNAME", ""))
+            with self._adding_lock:
+                self._adding[ep_id] = self._adding.get(ep_id, 0) + 1
+        try:
+            with self.lender.lock:
+                out = io.StringIO()
+                rc = cni.run(env, io.StringIO(config), out, connect=self.lender.connect)
+                answer = out.getvalue()
+                if rc != 0 and self._error_code(answer) in RECONNECT_CODES:
+                    self.lender.drop()
+        finally:
+            if ep_id is not None:
+                with self._adding_lock:
+                    self._adding[ep_id] -= 1
+                    if not self._adding[ep_id]:
+                        del self._adding[ep_id]
+        took = time.monotonic() - t0
         metrics.CNI_SECONDS.labels(command if command in CNI_COMMANDS else "other",
                                    "ok" if rc == 0 else "error").observe(took)
         LOG.info("event=cni_request command=%s container=%s ifname=%s rc=%d ms=%.0f",

@@ -3,7 +3,8 @@
 Threads, kept explicit:
   * the main thread owns the OVSDB IDL (the IDL is not thread-safe): it ensures br-int, the
     VXLAN tunnel port and the uplink, watches the IDL for changes and puts back what someone
-    removed or altered, and runs the stateless resync against netmaster;
+    removed or altered, and runs the stateless resync against netmaster at start, when
+    netmaster answers again, and every ``--resync-interval`` seconds;
   * the CNI server's threads run netweave-cni's requests one at a time, on OVSDB connections
     of their own (agent/cni_server.py);
   * one heartbeat thread POSTs the host registration to netmaster every
@@ -22,6 +23,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 
 from agent import cni_plugin, cni_server
@@ -62,6 +64,21 @@ def link_exists(name):
                           timeout=10).returncode == 0
 
 
+def host_links():
+    """Names of this namespace's network interfaces (one `ip` call), or None when unknown."""
+    res = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
+                         timeout=10)
+    if res.returncode != 0:
+        LOG.warning("event=link_list_failed error=%r", res.stderr.strip())
+        return None
+    names = set()
+    for line in res.stdout.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) >= 2:
+            names.add(parts[1].strip().split("@", 1)[0])
+    return names
+
+
 def delete_link(name):
     subprocess.run(["ip", "link", "del", "dev", name], capture_output=True, timeout=10)
 
@@ -78,6 +95,7 @@ class Agent:
         self.nm = nmc.NetmasterClient(args.netmaster, timeout=max(1.0, args.heartbeat_interval))
         self.stop_event = threading.Event()
         self.resync_wanted = threading.Event()
+        self._last_resync = None     # time.monotonic() of the last finished resync
         self.qos_wanted = threading.Event()
         self.api_port = 0            # the local API's port once it listens (0: none)
         self._endpoints_version = None
@@ -172,19 +190,72 @@ class Agent:
                 LOG.warning("event=stale_endpoint_port_removed port=%s endpoint=%s "
                             "container=%s reason=unknown_to_netmaster",
                             name, ep_id, ext.get("container-id"))
-        port_ids = {ext.get(ovsdb_mod.ENDPOINT_KEY) for ext in ports.values()}
-        missing = 0
+        by_id = {ext.get(ovsdb_mod.ENDPOINT_KEY): name for name, ext in ports.items()}
+        # in this order: an endpoint in the list read above whose ADD is not in flight any
+        # more has its veth by now, unless it died since
+        adding = self.cni.adding() if self.cni is not None else set()
+        links = host_links()
+        missing = released = 0
         for ep in mine:
-            if ep.get("endpointID") not in port_ids:
+            ep_id = ep.get("endpointID")
+            port = ep.get("intfName") or nmc.host_port_name(ep_id)
+            if links is not None and port not in links:
+                outcome = self.release_ghost(ep, port, by_id.get(ep_id), adding)
+                if outcome == "released":
+                    released += 1
+                if outcome:
+                    continue
+            if ep_id not in by_id:
                 missing += 1
                 LOG.warning("event=endpoint_port_missing endpoint=%s port=%s container=%s "
-                            "tenant=%s network=%s", ep.get("endpointID"), ep.get("intfName"),
-                            ep.get("containerID"), ep.get("tenantName"), ep.get("networkName"))
+                            "tenant=%s network=%s", ep_id, port, ep.get("containerID"),
+                            ep.get("tenantName"), ep.get("networkName"))
         self.apply_qos(mine)
         self.known_ports = self.db.list_endpoint_ports(self.bridge)
         LOG.info("event=resync_done host=%s ports=%d netmaster_endpoints=%d removed=%d "
-                 "missing=%d", self.host_label, len(ports), len(mine), removed, missing)
+                 "missing=%d released=%d", self.host_label, len(ports), len(mine), removed,
+                 missing, released)
         return True
+
+    def release_ghost(self, ep, port, port_row, adding):
+        """An endpoint of this host whose veth is gone: its container died and nobody ran DEL
+        (a container killed behind its runtime's back, a runtime that crashed, a Docker
+        daemon that lost its state). Release it at netmaster and remove what is left of its
+        OVSDB port (a row whose device is gone), unless its ADD is in flight in the CNI
+        server or it is younger than the grace period (an ADD allocates in netmaster before
+        it makes the veth and plugs the port). Needs nothing but the endpoint record, so it
+        works for CNI's endpoints and Docker's alike.
+        Returns "released", "young" (not a ghost yet) or None (keep; report if port-less)."""
+        ep_id = ep.get("endpointID")
+        if ep_id in adding:
+            return "young"
+        try:
+            age = time.time() - float(ep.get("created") or 0)
+        except (TypeError, ValueError):
+            age = float("inf")
+        if age < self.release_grace:
+            LOG.info("event=endpoint_veth_missing_young endpoint=%s port=%s age_s=%.1f "
+                     "grace_s=%.1f", ep_id, port, age, self.release_grace)
+            return "young"
+        try:
+            self.nm.delete_endpoint(ep_id)
+        except (nmc.NetmasterError, nmc.NetmasterUnreachable) as e:
+            LOG.warning("event=stale_endpoint_release_failed endpoint=%s error=%r", ep_id, str(e))
+            return None
+        if port_row:
+            self.db.remove_port(self.bridge, port_row)
+        metrics.RESYNC_RELEASED.inc()
+        LOG.warning("event=stale_endpoint_released endpoint=%s ip=%s container=%s name=%s "
+                    "port=%s port_row=%s tenant=%s network=%s age_s=%.1f reason=veth_gone",
+                    ep_id, (ep.get("ipAddress") or [""])[0], ep.get("containerID"),
+                    ep.get("containerName", ""), port, "removed" if port_row else "absent",
+                    ep.get("tenantName"), ep.get("networkName"), age)
+        return "released"
+
+    @property
+    def release_grace(self):
+        """How old an endpoint without port and veth must be before resync releases it."""
+        return max(self.args.resync_interval, 1.0)
 
     def apply_qos(self, endpoints):
         """Ingress policing of each local endpoint port from its netprofile, as netmaster
@@ -313,9 +384,15 @@ class Agent:
                 if seqno != last_seqno:
                     self.reconcile("ovsdb_change")
                     last_seqno = self.db.change_seqno
+                interval = self.args.resync_interval
+                if interval > 0 and self._last_resync is not None and \
+                        time.monotonic() - self._last_resync >= interval:
+                    self.resync_wanted.set()
                 if self.resync_wanted.is_set():
                     self.resync_wanted.clear()
-                    if not self.resync():
+                    if self.resync():
+                        self._last_resync = time.monotonic()
+                    else:
                         self.resync_wanted.set()
                     last_seqno = self.db.change_seqno
                 if self.qos_wanted.is_set():
@@ -376,6 +453,10 @@ def build_parser():
     p.add_argument("--uplink", default="", help="interface for VLAN networks (optional)")
     p.add_argument("--bridge", default="br-int")
     p.add_argument("--heartbeat-interval", type=float, default=2.0)
+    p.add_argument("--resync-interval", type=float, default=30.0,
+                   help="seconds between resyncs with netmaster; a resync releases endpoints "
+                        "whose port and veth are gone and that are older than this interval "
+                        "(0: resync only at start and reconnect)")
     p.add_argument("--api-port", type=int, default=9090,
                    help="port of the local API on the VTEP address (0: any free port, -1: off)")
     p.add_argument("--docker-plugin-dir", default="/run/docker/plugins",

@@ -16,4 +16,6 @@ HEARTBEATS = Counter("netweave_agent_heartbeats_total", "Host registrations sent
                      ["result"])
 RESYNC_REMOVED = Counter("netweave_agent_stale_ports_removed_total",
                          "Endpoint ports removed because netmaster no longer knows them")
+RESYNC_RELEASED = Counter("netweave_agent_stale_endpoints_released_total",
+                          "Endpoints released at netmaster because their port and veth are gone")
 ENDPOINT_PORTS = Gauge("netweave_agent_endpoint_ports", "Endpoint ports on the integration bridge")

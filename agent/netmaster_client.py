@@ -103,12 +103,15 @@ class NetmasterClient:
 
     # -- endpoints -------------------------------------------------------------------------
     def create_endpoint(self, ep_id, tenant, network, group, host, container_id,
-                        intf_name, if_name, **fields):
-        """Allocate (or, for an existing endpoint, write again the attachment fields
-        of ``fields``: containerName, labels, dockerEndpoint, containerID)."""
+                        intf_name, if_name, **extra):
+        """``extra``: optional record fields (ipAddress, macAddress asked for; containerName,
+        podNamespace, cniNetwork, labels, dockerEndpoint); empty ones are not sent. For an
+        existing endpoint, netmaster writes again what may change after the attach
+        (containerID, containerName, labels, dockerEndpoint)."""
         body = {"tenantName": tenant, "networkName": network, "groupName": group or "",
                 "host": host, "containerID": container_id, "intfName": intf_name,
-                "ifName": if_name, **fields}
+                "ifName": if_name}
+        body.update({k: v for k, v in extra.items() if v})
         return self._call("POST", "/api/v1/endpoints/%s/" % self._q(ep_id), body)
 
     def get(self, path):

@@ -161,7 +161,15 @@ HOST = Kind("host", "hosts", ("hostLabel",), (
 ))
 
 # An endpoint (read-only to users; the agent allocates it on CNI ADD).
+# An endpoint request may ask for its address and MAC (CNI_ARGS IP/MAC, runtimeConfig ips/mac)
+# and names what it belongs to, kept in the record: containerName (Contiv's oper field; the pod
+# or container name), podNamespace, and cniNetwork (the CNI network configuration's name, which
+# CNI GC uses to find the endpoints it answers for).
+EP_IP = rf"^({IPV4})(/(3[0-2]|[12]?[0-9]))?$"
+MAC = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"
+
 ENDPOINT = Kind("endpoint", "endpoints", ("endpointID",), (
+    Field("cniNetwork", length=256, description="the CNI network configuration's name (CNI GC)"),
     Field("containerID", length=256, description="the container's id (written again when it is learnt)"),
     Field("containerName", length=256, description="the container's or pod's name"),
     Field("dockerEndpoint", length=64, format=r"^([0-9a-f]{64})?$",
@@ -171,10 +179,12 @@ ENDPOINT = Kind("endpoint", "endpoints", ("endpointID",), (
     Field("host", length=256, format=NAME, required=True),
     Field("ifName", length=15),
     Field("intfName", length=15, required=True, format=r"^[A-Za-z0-9_.\-]+$"),
-    Field("ipAddress", format=IPV4_OPT, mutable=False,
-          description="the address wanted (empty: the lowest free one)"),
+    Field("ipAddress", length=18, format=rf"^$|{EP_IP}",
+          description="the address wanted, a.b.c.d[/len] (empty: the lowest free one)"),
     Field("labels", type="array", description="the container's labels, key=value"),
+    Field("macAddress", length=17, format=rf"^$|{MAC}", description="the MAC wanted (empty: from the address)"),
     Field("networkName", length=64, format=NAME, required=True),
+    Field("podNamespace", length=256),
     _key("tenantName", "tenant name"),
 ), read_only=True)
 # What the agent may write again on an existing endpoint (it learns them after the attach).
@@ -206,6 +216,8 @@ FORMAT_WORDS = {
     r"^([0-9]{1,8}?-[0-9]{1,8}?)$": "a range MIN-MAX",
     r"^[0-9a-fA-F]{16}$": "16 hexadecimal digits",
     r"^(tcp|udp|icmp||[0-9]{1,3}?)$": "tcp, udp, icmp, a protocol number or empty",
+    rf"^$|{EP_IP}": "empty or an IPv4 address (a.b.c.d or a.b.c.d/len)",
+    rf"^$|{MAC}": "empty or a MAC address (six hex pairs joined by ':')",
 }
 
 

@@ -466,22 +466,21 @@ class Model:
             used = {ipam.ip_int(k.rsplit("/", 1)[1]) for k in self.store.keys(f"ip/{net_key}/")}
             if net["gateway"]:
                 used.add(ipam.ip_int(net["gateway"]))
-            if grp is not None and grp["ipPool"]:
+            if req.ipAddress:
+                addr = self._requested_ip(req.ipAddress, net, net_key, sub, grp, used)
+                where = ""
+            elif grp is not None and grp["ipPool"]:
                 lo, hi = ipam.parse_pool(grp["ipPool"])
-                pools = []
+                addr = ipam.lowest_free(lo, hi, used)
                 where = f"ip pool {grp['ipPool']} of group {grp['groupName']}"
             else:
-                lo, hi = sub.first, sub.last
-                pools = [ipam.parse_pool(g["ipPool"]) for g in self.objects_of(schema.ENDPOINT_GROUP, net["tenantName"])
-                         if g["networkName"] == net["networkName"] and g["ipPool"]]
+                pools = self._other_pools(net)
+                addr = ipam.lowest_free(sub.first, sub.last, used, pools)
                 where = f"subnet {net['subnet']} of network {net_key}"
-            if req.ipAddress:
-                addr = self._wanted_address(req.ipAddress, lo, hi, used, pools, where)
-            else:
-                addr = ipam.lowest_free(lo, hi, used, pools)
             if addr is None:
                 raise Conflict(f"ipAddress: no free address left in the {where}")
             ip = ipam.ip_str(addr)
+            mac = self._requested_mac(req.macAddress, net_key) if req.macAddress else ipam.mac_for(ip)
             meta = self.meta("network", net_key)
             rec = {
                 "endpointID": endpoint_id,
@@ -491,7 +490,7 @@ class Model:
                 "groupName": grp["groupName"] if grp else "",
                 "groupKey": f"{grp['tenantName']}:{grp['groupName']}" if grp else "",
                 "ipAddress": [ip, ""],
-                "macAddress": ipam.mac_for(ip),
+                "macAddress": mac,
                 "prefixLen": sub.prefixlen,
                 "gateway": net["gateway"],
                 "encap": net["encap"],
@@ -501,8 +500,10 @@ class Model:
                 "intfName": req.intfName,
                 "ifName": req.ifName,
                 "containerID": req.containerID,
-                "containerName": req.containerName,
-                "dockerEndpoint": req.dockerEndpoint,
+                "containerName": req.containerName or "",
+                "podNamespace": req.podNamespace or "",
+                "cniNetwork": req.cniNetwork or "",
+                "dockerEndpoint": req.dockerEndpoint or "",
                 "labels": list(req.labels or ()),
                 "created": self.clock(),
             }
@@ -511,22 +512,55 @@ class Model:
                  endpoint_id, net_key, ip, req.host)
         return self._ep_view(rec)
 
-    @staticmethod
-    def _wanted_address(ip: str, lo: int, hi: int, used: set, pools: list, where: str) -> int:
-        """A requested address: a usable one of the range, and free."""
-        addr = ipam.ip_int(ip)
-        if not lo <= addr <= hi:
-            raise ValidationError(f"ipAddress: {ip} is not a usable address of the {where}")
-        if any(plo <= addr <= phi for plo, phi in pools):
-            raise Conflict(f"ipAddress: {ip} belongs to a group's ip pool; join that group to get it")
+    def _other_pools(self, net: dict) -> list:
+        """The ip pools of the network's groups, kept out of its other allocations."""
+        return [ipam.parse_pool(g["ipPool"]) for g in self.objects_of(schema.ENDPOINT_GROUP, net["tenantName"])
+                if g["networkName"] == net["networkName"] and g["ipPool"]]
+
+    def _requested_ip(self, text: str, net: dict, net_key: str, sub, grp, used: set) -> int:
+        """The address an endpoint asked for (a CNI runtime's IP / ips), when it may have it."""
+        ip_text, _, plen = text.partition("/")
+        where = f"the subnet {net['subnet']} of network {net_key}"
+        if plen and int(plen) != sub.prefixlen:
+            raise ValidationError(f"ipAddress: {text} has prefix length /{plen}, {where} has "
+                                  f"/{sub.prefixlen}")
+        addr = ipam.ip_int(ip_text)
+        if not sub.first <= addr <= sub.last:
+            raise ValidationError(f"ipAddress: {ip_text} is outside {where}")
+        if grp is not None and grp["ipPool"]:
+            lo, hi = ipam.parse_pool(grp["ipPool"])
+            if not lo <= addr <= hi:
+                raise ValidationError(f"ipAddress: {ip_text} is outside the ip pool {grp['ipPool']} "
+                                      f"of group {grp['groupName']}")
+        elif any(lo <= addr <= hi for lo, hi in self._other_pools(net)):
+            raise Conflict(f"ipAddress: {ip_text} belongs to a group's ip pool in network {net_key}; "
+                           f"join that group to get it")
+        if net["gateway"] and addr == ipam.ip_int(net["gateway"]):
+            raise Conflict(f"ipAddress: {ip_text} is the gateway of network {net_key}")
         if addr in used:
-            raise Conflict(f"ipAddress: {ip} is already in use in the {where}")
+            owner = (self.store.get(f"ip/{net_key}/{ip_text}") or {}).get("endpoint", "?")
+            raise Conflict(f"ipAddress: {ip_text} is already taken in network {net_key} "
+                           f"(endpoint {owner})")
         return addr
+
+    def _requested_mac(self, text: str, net_key: str) -> str:
+        """A MAC an endpoint asked for: unicast, not zero, not another endpoint's in its network."""
+        mac = text.lower()
+        if int(mac.split(":")[0], 16) & 1:
+            raise ValidationError(f"macAddress: {text} is a multicast address, an endpoint needs "
+                                  f"a unicast one")
+        if mac == "00:00:00:00:00:00":
+            raise ValidationError(f"macAddress: {text} is the zero address")
+        for rec in self.store.list("ep/").values():
+            if rec["network"] == net_key and rec["macAddress"].lower() == mac:
+                raise Conflict(f"macAddress: {text} is already used in network {net_key} "
+                               f"(endpoint {rec['endpointID']})")
+        return mac
 
     def _attach(self, rec: dict, req, body) -> dict:
         """Write again what the agent learnt after the attach (container name, labels,
         Docker's endpoint id); anything else must equal what is stored."""
-        if req.ipAddress and req.ipAddress != rec["ipAddress"][0]:
+        if req.ipAddress and req.ipAddress.split("/")[0] != rec["ipAddress"][0]:
             raise Conflict(f"ipAddress: endpoint {rec['endpointID']} already has {rec['ipAddress'][0]}")
         new = dict(rec)
         for name in schema.ENDPOINT_ATTACHMENT:

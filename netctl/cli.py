@@ -366,9 +366,10 @@ def run(args, c: Client):
             items = [e for e in c.get("/api/v1/endpoints/") or [] if args.all or e["tenantName"] == t]
             items.sort(key=lambda e: e["endpointID"])
             emit(args, items, [[e["endpointID"], e["tenantName"], e["networkName"], e.get("groupName", ""),
-                                e["ipAddress"][0], e["macAddress"], e["homingHost"], e.get("containerID", "")[:12]]
+                                e["ipAddress"][0], e["macAddress"], e["homingHost"], e.get("containerID", "")[:12],
+                                e.get("containerName", "")]
                                for e in items],
-                 ["ID", "Tenant", "Network", "Group", "IP", "MAC", "Host", "Container"], "endpointID")
+                 ["ID", "Tenant", "Network", "Group", "IP", "MAC", "Host", "Container", "Name"], "endpointID")
     elif cmd == "trace":
         return run_trace(args, c)
     elif cmd == "flows":

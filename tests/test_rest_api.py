@@ -260,6 +260,42 @@ def test_endpoint_allocation_and_oper(netmaster):
     assert hosts[0]["hostLabel"] == "h1" and hosts[0]["state"] == "up" and hosts[0]["numEndpoints"] == 5
 
 
+def test_endpoint_requested_address_mac_and_names(netmaster):
+    """What a CNI runtime may ask for (CNI_ARGS IP/MAC, runtimeConfig ips/mac), each refusal
+    naming the field and the reason, and the names kept in the record."""
+    nm = netmaster
+    ok(nm.post("/api/v1/networks/default:rq/", dict(NET, networkName="rq", subnet="10.6.0.0/24",
+                                                      gateway="10.6.0.1")))
+    ok(nm.post("/api/v1/hosts/h1/", {"vtepIP": "10.99.0.1", "dpid": "00000000000000a1"}))
+    body = {"tenantName": "default", "networkName": "rq", "host": "h1", "intfName": "nwrq1",
+            "containerID": "c1", "containerName": "web-1", "podNamespace": "shop",
+            "cniNetwork": "nw-rq"}
+    ep = ok(nm.post("/api/v1/endpoints/rq1/", dict(body, ipAddress="10.6.0.77/24",
+                                                   macAddress="02:AA:bb:cc:dd:01")))
+    assert ep["ipAddress"][0] == "10.6.0.77" and ep["macAddress"] == "02:aa:bb:cc:dd:01"
+    assert (ep["containerName"], ep["podNamespace"], ep["cniNetwork"]) == ("web-1", "shop", "nw-rq")
+    assert ok(nm.post("/api/v1/endpoints/rq2/", dict(body, ipAddress="10.6.0.78")))["macAddress"] \
+        == "02:4e:0a:06:00:4e"
+    refused(nm.post("/api/v1/endpoints/rq3/", dict(body, ipAddress="10.9.9.9")), 400,
+            "ipAddress: 10.9.9.9 is outside the subnet 10.6.0.0/24 of network default:rq")
+    refused(nm.post("/api/v1/endpoints/rq3/", dict(body, ipAddress="10.6.0.9/16")), 400,
+            "ipAddress: 10.6.0.9/16 has prefix length /16, the subnet 10.6.0.0/24 of network "
+            "default:rq has /24")
+    refused(nm.post("/api/v1/endpoints/rq3/", dict(body, ipAddress="10.6.0.77")), 409,
+            "ipAddress: 10.6.0.77 is already taken in network default:rq (endpoint rq1)")
+    refused(nm.post("/api/v1/endpoints/rq3/", dict(body, ipAddress="10.6.0.1")), 409,
+            "ipAddress: 10.6.0.1 is the gateway of network default:rq")
+    refused(nm.post("/api/v1/endpoints/rq3/", dict(body, ipAddress="10.6.0")), 400,
+            "ipAddress: 10.6.0 is not empty or an IPv4 address (a.b.c.d or a.b.c.d/len)")
+    refused(nm.post("/api/v1/endpoints/rq3/", dict(body, macAddress="02:aa:bb:cc:dd:01")), 409,
+            "macAddress: 02:aa:bb:cc:dd:01 is already used in network default:rq (endpoint rq1)")
+    refused(nm.post("/api/v1/endpoints/rq3/", dict(body, macAddress="01:00:5e:00:00:01")), 400,
+            "macAddress: 01:00:5e:00:00:01 is a multicast address, an endpoint needs a unicast one")
+    refused(nm.post("/api/v1/endpoints/rq3/", dict(body, macAddress="zz")), 400,
+            "macAddress: zz is not empty or a MAC address (six hex pairs joined by ':')")
+    assert {e["endpointID"] for e in ok(nm.get("/api/v1/endpoints/"))} == {"rq1", "rq2"}
+
+
 def test_openapi_is_the_validation_schema(shared_netmaster):
     spec = ok(shared_netmaster.get("/api/v1/openapi.json"))
     assert spec["openapi"].startswith("3.")

@@ -196,7 +196,7 @@ def test_bad_input_is_refused_and_leaves_nothing(dk):
     ip = x.run("h1", "m1", "mine", "--ip", "10.1.2.77")
     assert ip == "10.1.2.77" and x.ping("h1", "m1", x.ip("h2", "a2"), count=3)
     err = refused("run", "-d", "--name", "m2", "--net", "mine", "--ip", "10.1.2.77", IMG, "sleep", "1")
-    assert "10.1.2.77 is already in use" in err, err
+    assert "10.1.2.77 is already taken" in err, err
     err = refused("run", "-d", "--name", "m3", "--net", "contiv-net", "--mac-address", "02:00:00:00:00:09", IMG,
                   "sleep", "1")
     assert "--mac-address is not supported" in err, err

@@ -61,7 +61,8 @@ def in_ctr(ctr, *cmd):
 def test_version(host):
     rc, out, _ = cni(host, "VERSION", "")
     assert rc == 0
-    assert out["cniVersion"] == "1.0.0" and "1.0.0" in out["supportedVersions"]
+    assert out["cniVersion"] == "1.1.0"
+    assert out["supportedVersions"] == ["0.4.0", "1.0.0", "1.1.0"]
 
 
 def test_add_check_del(site, containers):
@@ -523,3 +524,144 @@ def test_cni_hands_requests_to_netplugin_and_works_without_it(site, containers):
     wait_for(lambda: "event=cni_socket_listening" in agent.log_since_start(), 10,
              "netplugin to replace the stale socket", agent)
     add_del("np-back", True)
+
+
+def test_resync_releases_endpoints_whose_container_is_gone(netmaster, host, agent_factory,
+                                                            containers):
+    """A container that dies with nobody running DEL leaves an address in netmaster and a
+    port row without device in OVSDB; the periodic resync releases both within one period
+    and says so, and spares endpoints that are alive or too young to judge."""
+    import subprocess
+    interval = 2.0
+    nm = netmaster
+    nm.create_network()
+    agent = agent_factory(host, nm.url_for(host), label="hostA",
+                          controller=nm.controller_for(host),
+                          extra=["--resync-interval", str(interval)]).start()
+    wait_for(lambda: nm.hosts().get("hostA", {}).get("state") == "up", 15, "hostA up", agent)
+    conf = cni_conf(host, nm)
+    dead, live = containers(), containers()
+    for cid, ctr in (("ctr-dead", dead), ("ctr-live", live)):
+        rc, out, err = cni(host, "ADD", conf, cid, "/var/run/netns/" + ctr,
+                           extra_env={"CNI_ARGS": "K8S_POD_NAME=%s" % cid})
+        assert rc == 0, (out, err)
+    dead_id, live_id = endpoint_id("ctr-dead", "eth0"), endpoint_id("ctr-live", "eth0")
+    # an allocation with no veth yet, as an ADD in flight (or a runtime about to plug) has it
+    nm.call("POST", "/api/v1/endpoints/young0000001/",
+            {"tenantName": "default", "networkName": "contiv-net", "host": "hostA",
+             "intfName": "nwyoung000000", "containerID": "young"})
+    from tests.agent_ovs import run
+    run(["ip", "netns", "del", dead])           # the container dies behind everyone's back
+    wait_for(lambda: host_port_name(dead_id) not in nw_links(host), 10, "the veth to go")
+    gone_at = time.time()
+    wait_for(lambda: dead_id not in {e["endpointID"] for e in nm.endpoints()},
+             3 * interval, "resync to release the dead endpoint", agent)
+    ghost_for = time.time() - gone_at
+    assert ghost_for < interval + 1.5, ghost_for
+    log = agent.log_text()
+    assert re.search(r"event=stale_endpoint_released endpoint=%s ip=10\.1\.2\.\d+ "
+                     r"container=ctr-dead name=ctr-dead port=%s port_row=removed "
+                     r"tenant=default network=contiv-net age_s=[\d.]+ reason=veth_gone"
+                     % (dead_id, host_port_name(dead_id)), log), log[-3000:]
+    assert host_port_name(dead_id) not in ovs_ports(host)
+    out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "netctl"),
+                          "--netmaster", nm.url, "endpoint", "ls"],
+                         capture_output=True, text=True, timeout=30).stdout
+    assert dead_id not in out and live_id in out, out
+    # the young allocation went only once it was older than the grace period (one interval)
+    wait_for(lambda: "young0000001" not in {e["endpointID"] for e in nm.endpoints()},
+             3 * interval, "the young endpoint to be released once old", agent)
+    age = re.search(r"event=stale_endpoint_released endpoint=young0000001 .* age_s=([\d.]+)",
+                    agent.log_text())
+    assert age and float(age.group(1)) >= interval, agent.log_text()[-3000:]
+    # the live one is untouched
+    time.sleep(interval)
+    assert {e["endpointID"] for e in nm.endpoints()} == {live_id}
+    assert ovs_ports(host) == [host_port_name(live_id)]
+    assert re.search(r"event=resync_done host=hostA ports=1 netmaster_endpoints=1 removed=0 "
+                     r"missing=0 released=0", agent.log_text())
+    rc, out, err = cni(host, "DEL", conf, "ctr-live", "/var/run/netns/" + live)
+    assert rc == 0, (out, err)
+
+
+def test_runtime_requests_and_their_refusals(site, containers):
+    """CNI_ARGS and runtimeConfig as runtimes send them: a requested address and MAC are
+    given; every request netweave cannot satisfy is a CNI error naming the reason, and
+    leaves nothing behind (no endpoint, no port, no veth, nothing in the container)."""
+    nm, host, _ = site
+    ctr = containers()
+    netns = "/var/run/netns/" + ctr
+    conf = dict(cni_conf(host, nm), name="nw-rq")
+
+    def refused(code, text, conf=conf, args="", version=None, cid="c-bad"):
+        rc, out, err = cni(host, "ADD", conf, cid, netns, extra_env={"CNI_ARGS": args})
+        assert rc == 1 and out["code"] == code and text in out["msg"], (out, err)
+        assert out["cniVersion"] == (version or conf.get("cniVersion", "1.1.0")), out
+        ports = sorted(host_port_name(e) for e in kept)
+        assert nw_links(host) == ports and ovs_ports(host) == ports, "veth or port left"
+        assert sorted(e["endpointID"] for e in nm.endpoints()) == sorted(kept)
+        assert "eth0" not in netns_links(ctr)
+        return out
+
+    kept = ()
+    ctr_ok = containers()
+    rc, res, err = cni(host, "ADD", conf, "c-ok", "/var/run/netns/" + ctr_ok, extra_env={
+        "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAME=web-1;K8S_POD_NAMESPACE=shop;"
+                    "IP=10.1.2.50;MAC=02:00:00:aa:bb:cc;FOO=bar"})
+    assert rc == 0, (res, err)
+    assert res["ips"][0]["address"] == "10.1.2.50/24"
+    assert res["interfaces"][0]["mac"] == "02:00:00:aa:bb:cc"
+    ep_ok = endpoint_id("c-ok", "eth0")
+    ep = [e for e in nm.endpoints() if e["endpointID"] == ep_ok][0]
+    assert (ep["containerName"], ep["podNamespace"], ep["cniNetwork"], ep["macAddress"]) == \
+        ("web-1", "shop", "nw-rq", "02:00:00:aa:bb:cc")
+    kept = (ep_ok,)
+    ctr2 = containers()
+    # runtimeConfig (capabilities ips, mac) wins over CNI_ARGS; a 0.4.0 result names the family
+    rc, res2, err = cni(host, "ADD", dict(conf, cniVersion="0.4.0", runtimeConfig={
+        "ips": ["10.1.2.60/24"], "mac": "02:00:00:aa:bb:dd"}), "c-rt", "/var/run/netns/" + ctr2,
+        extra_env={"CNI_ARGS": "IP=10.1.2.61"})
+    assert rc == 0, (res2, err)
+    assert res2["cniVersion"] == "0.4.0"
+    assert res2["ips"][0] == {"address": "10.1.2.60/24", "interface": 0, "gateway": "10.1.2.1",
+                              "version": "4"}
+    assert res2["interfaces"][0]["mac"] == "02:00:00:aa:bb:dd"
+    rc, out, err = cni(host, "DEL", conf, "c-rt", "/var/run/netns/" + ctr2)
+    assert rc == 0, (out, err)
+
+    refused(106, "ipAddress: 10.9.9.9 is outside the subnet 10.1.2.0/24 of network "
+                 "default:contiv-net", args="IP=10.9.9.9")
+    refused(106, "ipAddress: 10.1.2.50 is already taken in network default:contiv-net "
+                 "(endpoint %s)" % ep_ok, args="IgnoreUnknown=1;IP=10.1.2.50")
+    refused(106, "ipAddress: 10.1.2.1 is the gateway", args="IP=10.1.2.1")
+    refused(106, "macAddress: 02:00:00:AA:BB:CC is already used in network default:contiv-net",
+            args="MAC=02:00:00:AA:BB:CC")
+    refused(106, "macAddress: 01:00:5e:00:00:01 is a multicast address", args="MAC=01:00:5e:00:00:01")
+    refused(4, "CNI_ARGS: MAC=02:00:zz:00:00:01 is not a MAC address", args="MAC=02:00:zz:00:00:01")
+    refused(4, "CNI_ARGS: IP=10.1.2 is not one IPv4 address", args="IP=10.1.2")
+    refused(4, "CNI_ARGS: unknown argument(s) FOO", args="FOO=1")
+    refused(4, "CNI_ARGS: 'junk' is not KEY=VALUE", args="junk")
+    refused(7, "runtimeConfig.ips asks for 2 addresses",
+            conf=dict(conf, runtimeConfig={"ips": ["10.1.2.7", "10.1.2.8"]}))
+    refused(7, "runtimeConfig.mac: 'nope' is not a MAC address",
+            conf=dict(conf, runtimeConfig={"mac": "nope"}))
+    refused(1, "cniVersion 0.3.1 is not supported; use one of 0.4.0, 1.0.0, 1.1.0",
+            conf=dict(conf, cniVersion="0.3.1"), version="1.1.0")
+    refused(1, "none of cniVersions 2.0.0 is supported",
+            conf={k: v for k, v in dict(conf, cniVersions=["2.0.0"]).items()
+                  if k != "cniVersion"}, version="1.1.0")
+    refused(7, "network configuration lacks \"network\"",
+            conf={k: v for k, v in conf.items() if k != "network"})
+    refused(101, "no-such-net", conf=dict(conf, network="no-such-net"))
+    # GC and STATUS are CNI 1.1's
+    for command in ("GC", "STATUS"):
+        rc, out, _ = cni(host, command, dict(conf, cniVersion="1.0.0"), "", "")
+        assert rc == 1 and out["code"] == 1 and "needs cniVersion 1.1.0" in out["msg"], out
+    rc, out, err = cni(host, "STATUS", dict(conf, cniVersion="1.1.0"), "", "")
+    assert rc == 0 and out is None, (out, err)
+    rc, out, _ = cni(host, "STATUS", dict(conf, cniVersion="1.1.0", bridge="br-nope"), "", "")
+    assert rc == 1 and out["code"] == 50 and "br-nope" in out["msg"], out
+    rc, out, err = cni(host, "DEL", conf, "c-ok", "/var/run/netns/" + ctr_ok)
+    assert rc == 0, (out, err)
+    kept = ()
+    assert_nothing_left(nm, host, ctr)
