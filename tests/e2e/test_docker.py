@@ -164,8 +164,15 @@ def test_docker_rm_and_dockerd_kill9_leak_nothing(dk):
     d1.start()
     wait_until(lambda: x.ping("h1", "a1", a2), 10, what="a1 pings a2 after dockerd's restart")
     assert len(x.endpoints()) == before and x.ports("h1") == ports
+    # netplugin restarts: it holds no state, Docker's calls find their endpoints in netmaster
+    x.c.agent_restart("h1")
+    wait_until(lambda: x.ping("h1", "a1", a2), 10, what="a1 pings a2 after netplugin's restart")
     x.d("h1", "rm", "-f", "b1")
     assert len(x.endpoints()) == before - 1
+    ip = x.run("h1", "tmp2", "contiv-net")
+    assert x.ping("h1", "tmp2", a2, count=3)
+    x.d("h1", "rm", "-f", "tmp2")
+    assert len(x.endpoints()) == before - 1 and len(x.ports("h1")) == len(ports) - 1    # b1's port went too
 
 
 def test_bad_input_is_refused_and_leaves_nothing(dk):

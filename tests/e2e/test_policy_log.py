@@ -118,6 +118,14 @@ def test_denied_connections_logged_once_each(cluster):
         rule_packets(e, "default:db-policy:1")), 15, what="rule 1's counter")
     assert after >= before + 2 * N_TCP
 
+    # Prometheus: the denied connections and the rule's packets, as scraped
+    from tests.test_operations import metric
+    text = requests.get(f"{e.url}/metrics", timeout=30).text
+    assert metric(text, "netweave_policy_denied_connections_total", tenant="default",
+                  rule="default:db-policy:1", host="h2") == N_TCP
+    assert metric(text, "netweave_rule_packets_total", tenant="default", policy="db-policy", rule="1",
+                  host="h2") >= after
+
     # REST with a limit, and netctl
     assert log(e, tenant="default", limit=2) == entries[-2:]
     assert requests.get(f"{e.url}/api/v1/policylog/", params={"limit": "x"}, timeout=10).status_code == 400
