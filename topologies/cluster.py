@@ -133,6 +133,13 @@ class Cluster:
         os.makedirs(self.workdir, exist_ok=True)
         self._save()
         if not _link_exists(self.bridge):
+            # Two bridges with one subnet make the root namespace answer some hosts through the
+            # wrong one: they look down, at random. Refuse, naming the other.
+            for route in sh("ip", "-o", "route", "show", "to", "match", self.host_ip(1), check=False).splitlines():
+                words = route.split()
+                if words and words[0] != "default" and "dev" in words:
+                    raise ClusterError(f"underlay {self.net} is already routed through "
+                                       f"{words[words.index('dev') + 1]} (another cluster?): choose another --underlay")
             sh("ip", "link", "add", self.bridge, "type", "bridge")
             sh("ip", "addr", "add", f"{self.root_ip}/{self.net.prefixlen}", "dev", self.bridge)
             sh("ip", "link", "set", self.bridge, "up")
@@ -331,7 +338,18 @@ class Cluster:
 
     # ------------------------------------------------------------ down
     def down(self) -> None:
-        """Remove everything of this cluster, whether it is healthy, half made or crashed."""
+        """Remove everything of this cluster, whether it is healthy, half made or crashed.
+        With $NETWEAVE_KEEP_LOGS=DIR, the cluster's logs are copied to DIR/NAME first."""
+        keep = os.environ.get("NETWEAVE_KEEP_LOGS")
+        if keep and os.path.isdir(self.workdir):
+            dest = os.path.join(keep, self.name)
+            shutil.rmtree(dest, ignore_errors=True)
+            try:
+                shutil.copytree(self.workdir, dest, ignore=shutil.ignore_patterns(
+                    "*.sock", "*.ctl", "*.mgmt", "*.snoop", "data", "exec", "containerd", "plugins", "*.db", "*.tar"),
+                    ignore_dangling_symlinks=True)
+            except (shutil.Error, OSError) as exc:       # sockets and the like: the logs are what count
+                log.warning("cluster %s: logs kept in part: %s", self.name, str(exc)[:200])
         # containers first, while netplugin still answers dockerd's Leave and DeleteEndpoint
         for label in self.state["hosts"]:
             if self.state.get("docker"):

@@ -1,5 +1,6 @@
 """A 3-host simulated cluster shared by the end-to-end tests of one module,
 removed afterwards whatever happened."""
+import contextlib
 import os
 import shutil
 import subprocess
@@ -73,18 +74,23 @@ class E2E:
         self.servers.clear()
 
 
-@pytest.fixture(scope="module")
-def cluster():
+@contextlib.contextmanager
+def running_cluster(name: str, underlay: str, hosts: int = 3, **kw):
+    """A cluster of `hosts` simulated hosts, removed afterwards whatever happened."""
     if shutil.which("ovs-vswitchd") is None:
         pytest.skip("Open vSwitch is not installed")
-    name = "nwt"
-    c = Cluster(name, underlay="10.96.0.0/24", rest_port=free_port(), of_port=free_port())
-    c.down()                                   # whatever an earlier crashed run left
-    c = Cluster(name, underlay="10.96.0.0/24", rest_port=free_port(), of_port=free_port())
+    Cluster(name).down()                       # whatever an earlier crashed run left
+    c = Cluster(name, underlay=underlay, rest_port=free_port(), of_port=free_port(), **kw)
     e = E2E(c)
     try:
-        c.up(3, wait=90)
+        c.up(hosts, wait=90)
         yield e
     finally:
         e.stop_servers()
         c.down()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with running_cluster("nwt", "10.96.0.0/24") as e:
+        yield e

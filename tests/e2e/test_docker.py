@@ -7,8 +7,8 @@ import sys
 import pytest
 import requests
 
-from tests.e2e.conftest import TCP
-from tests.procs import ROOT, free_port, wait_until
+from tests.e2e.conftest import TCP, running_cluster
+from tests.procs import wait_until
 from topologies import docker_host
 from topologies.cluster import Cluster
 
@@ -68,20 +68,10 @@ class Docker:
 
 @pytest.fixture(scope="module")
 def dk():
-    name = "nwdk"
-    Cluster(name).down()
-    c = Cluster(name, underlay="10.95.0.0/24", rest_port=free_port(), of_port=free_port(), docker=True)
-    servers = []
-    try:
-        c.up(2, wait=90)
-        x = Docker(c)
-        x.servers = servers
+    with running_cluster("nwdk", "10.95.0.0/24", hosts=2, docker=True) as e:
+        x = Docker(e.c)
+        x.servers = e.servers                  # stopped with the cluster
         yield x
-    finally:
-        for p in servers:
-            p.kill()
-            p.wait()
-        c.down()
 
 
 def test_tutorial_with_docker_run(dk):

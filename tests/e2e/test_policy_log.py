@@ -4,7 +4,6 @@ denied connection once (SYN retransmits included), with the right host,
 tenant, rule, endpoints, protocol and port; REST and netctl show it; the rule's
 counter moves; and the meter caps what reaches netmaster per host."""
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -12,9 +11,8 @@ import time
 import pytest
 import requests
 
-from tests.e2e.conftest import E2E, TCP
-from tests.procs import ROOT, free_port, wait_until
-from topologies.cluster import Cluster
+from tests.e2e.conftest import TCP, running_cluster
+from tests.procs import ROOT, wait_until
 
 RATE = 10                   # --deny-log-rate: packets/s per host (burst: the same)
 N_TCP = 4                   # denied TCP connections opened at once
@@ -22,19 +20,8 @@ N_TCP = 4                   # denied TCP connections opened at once
 
 @pytest.fixture(scope="module")
 def cluster():
-    if shutil.which("ovs-vswitchd") is None:
-        pytest.skip("Open vSwitch is not installed")
-    name = "nwl"
-    Cluster(name).down()                      # whatever an earlier crashed run left
-    c = Cluster(name, underlay="10.96.2.0/24", rest_port=free_port(), of_port=free_port(),
-                netmaster_args=["--deny-log-rate", str(RATE)])
-    e = E2E(c)
-    try:
-        c.up(3, wait=90)
+    with running_cluster("nwl", "10.96.2.0/24", netmaster_args=["--deny-log-rate", str(RATE)]) as e:
         yield e
-    finally:
-        e.stop_servers()
-        c.down()
 
 
 def netctl(e, *args):

@@ -77,9 +77,9 @@ def run_cni(env, stdin):
 
 def test_cni_version_and_config_errors():
     rc, out = run_cni({"CNI_COMMAND": "VERSION"}, "")
-    assert rc == 0 and out == {"cniVersion": "1.0.0", "supportedVersions": ["1.0.0"]}
+    assert rc == 0 and out == {"cniVersion": "1.1.0", "supportedVersions": ["0.4.0", "1.0.0", "1.1.0"]}
     rc, out = run_cni({"CNI_COMMAND": "ADD"}, "[1, 2")
-    assert rc == 1 and out["code"] == 6 and out["cniVersion"] == "1.0.0"
+    assert rc == 1 and out["code"] == 6 and out["cniVersion"] == "1.1.0"   # unreadable: the newest
     rc, out = run_cni({"CNI_COMMAND": "ADD"}, json.dumps({"name": "x"}))
     assert rc == 1 and out["code"] == 7 and "cniVersion" in out["msg"]
     rc, out = run_cni({"CNI_COMMAND": "ADD"}, json.dumps({"cniVersion": "0.3.1"}))

@@ -89,6 +89,10 @@ class Lab:
     def ofctl_install(self, flows, groups=()) -> float:
         """add-groups then add-flows, each one bundle; returns seconds for the flows."""
         seconds = 0.0
+        meters = sorted({a[1] for f in flows for a in f.actions if a[0] == "meter"})
+        for m in meters:          # a flow may name only a meter that exists (the app may have made it)
+            self.ovs.ofctl("add-meter", f"meter={m},pktps,burst,band=type=drop,rate=100,burst_size=100",
+                           check=False)
         for kind, items in (("add-groups", groups), ("add-flows", flows)):
             if not items:
                 continue
