@@ -99,15 +99,18 @@ class DockerDaemon:
         except (OSError, ValueError):
             pass
         os.makedirs(PLUGINS_MOUNT, exist_ok=True)
+        mark = os.path.join(self.dir, "mountns.hold")
+        open(mark, "w").close()
+        # one process that blocks for ever and whose command line names our folder, so that a
+        # cleanup after a crash finds it (a shell looping on sleep left orphan sleeps behind)
         p = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
-                              f"mount --bind {self.plugins} {PLUGINS_MOUNT} && echo ready && "
-                              "while :; do sleep 3600; done"],
+                              f"mount --bind {self.plugins} {PLUGINS_MOUNT} && echo ready && exec tail -f {mark}"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         line = p.stdout.readline().strip()
         if line != "ready":
             p.kill()
             raise DockerError(f"could not make a mount namespace for {self.name}: {line}")
-        # the shell stays (its command line names our folder, so a cleanup after a crash finds it)
+        # the shell exec'd tail: same pid, inside the new namespace
         open(holder, "w").write(str(p.pid))
         return p.pid
 
