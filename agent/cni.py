@@ -436,15 +436,11 @@ def cmd_add(ctx):
             sh(["ethtool", "-K", ctx.ifname, "tx", "off"], ns)
         sh(["ip", "link", "set", "dev", ctx.host_port, "up"])
 
-        ext = {"netweave-endpoint": ctx.ep_id, "container-id": ctx.container_id,
-               "iface-id": ctx.ep_id}
         undo.append(("remove OVS port", lambda: db.remove_port(ctx.bridge, ctx.host_port)))
         from agent.ovsdb import OvsdbError
         try:
-            ofport = db.ensure_endpoint_port(ctx.bridge, ctx.host_port, ext)
-            if "ingressPolicingRate" in ep:     # the group's netprofile (0 = unlimited)
-                db.set_ingress_policing(ctx.host_port, int(ep.get("ingressPolicingRate") or 0),
-                                        int(ep.get("ingressPolicingBurst") or 0))
+            ofport = db.plug_endpoint(ctx.bridge, ctx.host_port, dict(ep, endpointID=ctx.ep_id),
+                                      **{"container-id": ctx.container_id})
         except OvsdbError as e:
             raise CniError(E_OVS, "Open vSwitch could not plug %s into %s" %
                            (ctx.host_port, ctx.bridge), str(e))

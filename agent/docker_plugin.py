@@ -295,15 +295,13 @@ class Driver:
         try:
             with self.lender.lock:
                 db = self.lender.connect(self.ovsdb_remote)
-                if db.bridge_datapath_type(self.bridge) == "netdev":
-                    # the userspace datapath forwards partial checksums as they are: TCP breaks
-                    cni.sh(["ethtool", "-K", tmp, "tx", "off"])
-                db.ensure_endpoint_port(self.bridge, port, {
-                    ovsdb_mod.ENDPOINT_KEY: ep["endpointID"], "iface-id": ep["endpointID"],
-                    "docker-endpoint": req["EndpointID"]})
-                if "ingressPolicingRate" in ep:
-                    db.set_ingress_policing(port, int(ep.get("ingressPolicingRate") or 0),
-                                            int(ep.get("ingressPolicingBurst") or 0))
+                userspace = db.bridge_datapath_type(self.bridge) == "netdev"
+            if userspace:
+                # the userspace datapath forwards partial checksums as they are: TCP breaks
+                cni.sh(["ethtool", "-K", tmp, "tx", "off"])
+            with self.lender.lock:
+                self.lender.connect(self.ovsdb_remote).plug_endpoint(
+                    self.bridge, port, ep, **{"docker-endpoint": req["EndpointID"]})
         except (ovsdb_mod.OvsdbError, cni.CniError) as e:
             cni.sh(["ip", "link", "del", "dev", port], check=False)
             with self.lender.lock:

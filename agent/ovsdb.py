@@ -444,6 +444,17 @@ class Ovsdb:
         return self._ensure_port(bridge, port_name, "", None, None, external_ids,
                                  what="endpoint_port")
 
+    def plug_endpoint(self, bridge, port, ep, **external_ids):
+        """Plug an endpoint's host-side veth as netmaster's record ``ep`` says (the port named
+        after the endpoint, its group's netprofile as ingress policing); returns the ofport.
+        The CNI plugin and the Docker driver both attach through this."""
+        ids = {ENDPOINT_KEY: ep["endpointID"], "iface-id": ep["endpointID"], **external_ids}
+        ofport = self.ensure_endpoint_port(bridge, port, ids)
+        if "ingressPolicingRate" in ep:     # the group's netprofile (0 = unlimited)
+            self.set_ingress_policing(port, int(ep.get("ingressPolicingRate") or 0),
+                                      int(ep.get("ingressPolicingBurst") or 0))
+        return ofport
+
     def port_exists(self, bridge, name):
         self.idl.run()
         return self._port(self._bridge(bridge), name) is not None
