@@ -140,6 +140,7 @@ class Cluster:
                 if words and words[0] != "default" and "dev" in words:
                     raise ClusterError(f"underlay {self.net} is already routed through "
                                        f"{words[words.index('dev') + 1]} (another cluster?): choose another --underlay")
+            docker_host.quiet_bridge_netfilter()
             sh("ip", "link", "add", self.bridge, "type", "bridge")
             sh("ip", "addr", "add", f"{self.root_ip}/{self.net.prefixlen}", "dev", self.bridge)
             sh("ip", "link", "set", self.bridge, "up")

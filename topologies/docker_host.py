@@ -31,6 +31,26 @@ class DockerError(Exception):
     pass
 
 
+BRIDGE_NF = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables", "bridge-nf-call-arptables")
+
+
+def quiet_bridge_netfilter() -> None:
+    """dockerd loads br_netfilter, whose default sends every frame crossing a Linux bridge
+    through the host's iptables and conntrack, the simulated underlays' bridges included
+    (before any dockerd ran, the module was not loaded and they were plain L2). Put that back:
+    with it on, a later cluster's host intermittently lost its TCP to netmaster here."""
+    for name in BRIDGE_NF:
+        path = f"/proc/sys/net/bridge/{name}"
+        try:
+            with open(path) as f:
+                if f.read().strip() == "0":
+                    continue
+            with open(path, "w") as f:
+                f.write("0")
+        except OSError:
+            pass                                  # module not loaded: nothing filters bridges
+
+
 def available() -> bool:
     return bool(shutil.which("dockerd") and shutil.which("docker") and os.path.exists("/bin/busybox"))
 
@@ -83,6 +103,7 @@ class DockerDaemon:
         else:
             raise DockerError(f"dockerd did not answer on {self.socket} in {timeout:.0f} s "
                               f"(see {self.dir}/dockerd.log)")
+        quiet_bridge_netfilter()
         if self.cli("image", "inspect", IMAGE, check=False).returncode != 0:
             self.cli("import", busybox_rootfs(os.path.join(os.path.dirname(self.dir), "busybox.tar")), IMAGE)
         return self
