@@ -389,10 +389,10 @@ class Agent:
             LOG.warning("event=tunnel_neighbours_deferred error=%r", str(e))
             return
         try:
-            self.neigh.sync(hosts)
+            missing = self.neigh.sync(hosts)
         except (OSError, subprocess.SubprocessError) as e:
             self.neigh.problem = f"ovs-appctl failed: {e}"
-        missing = self.neigh.missing(hosts)
+            missing = sorted(self.neigh.wanted(hosts))
         self.checks["tunnels"] = ("ok" if not missing else
                                   f"no tunnel neighbour entry for {', '.join(missing)}: "
                                   f"{self.neigh.problem or 'not set yet'}")

@@ -6,7 +6,8 @@ MAC is not there yet makes OVS drop the packet while it sends an ARP, so the
 first packet between two hosts that never talked was lost. Every host reports
 the MAC of its VTEP interface when it registers (`vtepMAC`); each agent sets
 (`tnl/neigh/set`) the entries of the other hosts on the same underlay subnet
-as hosts come, change, and again every REFRESH seconds, since entries age out.
+that the cache lacks, at every heartbeat: hosts come and change, entries age
+out, and a restarted ovs-vswitchd starts with an empty cache.
 Hosts behind a router are left to OVS's own ARP: their MAC is the router's.
 The kernel datapath queues instead of dropping and needs none of this.
 """
@@ -16,10 +17,9 @@ import ipaddress
 import json
 import logging
 import subprocess
-import time
+import re
 
 LOG = logging.getLogger(__name__)
-REFRESH = 60.0          # seconds; OVS ages a neighbour entry out after 15 minutes idle
 
 
 def vtep_interface(vtep_ip: str) -> tuple[str, str, str] | None:
@@ -40,15 +40,29 @@ def vtep_interface(vtep_ip: str) -> tuple[str, str, str] | None:
     return None
 
 
+def parse_show(text: str) -> dict[str, str]:
+    """`ovs-appctl tnl/neigh/show` -> {IP: MAC}."""
+    out = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 2 and re.fullmatch(r"[0-9a-fA-F:.]+", words[0]) and ("." in words[0] or
+                                                                             ":" in words[0]) \
+                and re.fullmatch(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}", words[1]):
+            out[words[0]] = words[1].lower()
+    return out
+
+
 class TunnelNeighbours:
-    """What this host told OVS, so it only speaks when something changed (or to refresh)."""
+    """Compares what OVS's cache holds with what it should, and sets the difference.
+
+    The cache itself is read every time, not remembered: a restarted ovs-vswitchd starts
+    empty, and entries age out; either way the next heartbeat puts them back."""
 
     def __init__(self, appctl_target: str, own_label: str):
         self.target = appctl_target
         self.own = own_label
         self.device = ""                  # the VTEP interface (a netdev bridge's own port)
         self.subnet = None
-        self._set: dict[str, tuple[str, float]] = {}     # peer VTEP IP -> (MAC, when set)
         self.problem = ""                 # "" or why the last attempt failed (for /readyz)
 
     def configure(self, device: str, subnet: str) -> None:
@@ -69,32 +83,34 @@ class TunnelNeighbours:
                 continue
         return out
 
-    def missing(self, hosts: list[dict]) -> list[str]:
-        """Peer VTEPs whose entry is not set (readiness: a first packet to them would be lost)."""
-        return sorted(ip for ip, mac in self.wanted(hosts).items()
-                      if self._set.get(ip, ("", 0))[0] != mac)
+    @staticmethod
+    def missing(wanted: dict[str, str], have: dict[str, str]) -> list[str]:
+        """Peer VTEPs without their entry (a first packet to them would be lost)."""
+        return sorted(ip for ip, mac in wanted.items() if have.get(ip) != mac)
 
-    def sync(self, hosts: list[dict], now: float | None = None) -> int:
-        """Set what is new, changed or due for refresh; returns how many entries were set."""
-        if not self.device:
-            return 0
-        now = time.monotonic() if now is None else now
-        n = 0
-        for ip, mac in sorted(self.wanted(hosts).items()):
-            have, when = self._set.get(ip, ("", 0.0))
-            if have == mac and now - when < REFRESH:
-                continue
-            p = subprocess.run(["ovs-appctl", "-t", self.target, "tnl/neigh/set", self.device, ip, mac],
-                               capture_output=True, text=True, timeout=10)
+    def _appctl(self, *args) -> subprocess.CompletedProcess:
+        return subprocess.run(["ovs-appctl", "-t", self.target, *args], capture_output=True,
+                              text=True, timeout=10)
+
+    def sync(self, hosts: list[dict]) -> list[str]:
+        """Set the entries OVS lacks; returns the peers still missing afterwards."""
+        want = self.wanted(hosts)
+        if not self.device or not want:
+            return []
+        p = self._appctl("tnl/neigh/show")
+        if p.returncode != 0:
+            self.problem = f"tnl/neigh/show failed: {(p.stderr or p.stdout).strip()}"
+            return sorted(want)
+        have = parse_show(p.stdout)
+        self.problem = ""
+        for ip in self.missing(want, have):
+            p = self._appctl("tnl/neigh/set", self.device, ip, want[ip])
             if p.returncode != 0:
                 self.problem = f"tnl/neigh/set {ip} failed: {(p.stderr or p.stdout).strip()}"
                 LOG.warning("event=tunnel_neighbour_failed device=%s peer=%s mac=%s error=%r",
-                            self.device, ip, mac, self.problem)
+                            self.device, ip, want[ip], self.problem)
                 continue
-            if have != mac:
-                LOG.info("event=tunnel_neighbour_set device=%s peer=%s mac=%s", self.device, ip, mac)
-            self._set[ip] = (mac, now)
-            n += 1
-        if n and not self.missing(hosts):
-            self.problem = ""
-        return n
+            LOG.info("event=tunnel_neighbour_set device=%s peer=%s mac=%s was=%s", self.device, ip,
+                     want[ip], have.get(ip, "-"))
+            have[ip] = want[ip]
+        return self.missing(want, have)
