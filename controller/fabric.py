@@ -16,7 +16,7 @@ from flows import snapshot as snap
 from flows.compiler import Compiler
 from flows.entry import FlowEntry, GroupEntry
 from model import ipam, schema
-from model.service import Model
+from model.service import Model, parse_service_port
 from store.base import Event
 
 log = logging.getLogger(__name__)
@@ -54,15 +54,24 @@ def build_snapshot(model: Model, ofports: dict[str, dict[str, int]]) -> snap.Sna
     hosts = tuple(snap.Host(h["hostLabel"], h["vtepIP"], int(h["dpid"], 16), h.get("uplink", ""))
                   for h in st.list("host/").values())
     endpoints = tuple(snap.Endpoint(e["endpointID"], e["tenantName"], e["networkName"], e["groupName"],
-                                    e["ipAddress"][0], e["macAddress"], e["homingHost"], e["intfName"])
+                                    e["ipAddress"][0], e["macAddress"], e["homingHost"], e["intfName"],
+                                    tuple(sorted(e.get("labels") or ())))
                       for e in st.list("ep/").values())
+    services = []
+    for s in model.objects_of(schema.SERVICE_LB):
+        key = f"{s['tenantName']}:{s['serviceName']}"
+        m = model.meta("serviceLB", key)
+        services.append(snap.Service(s["tenantName"], s["serviceName"], s["networkName"], m.get("vip", ""),
+                                     tuple(parse_service_port(p) for p in s["ports"]),
+                                     tuple(sorted(s["selectors"])), m.get("id", 0)))
     return snap.Snapshot(tuple(sorted(tenants, key=lambda t: t.name)),
                          tuple(sorted(networks, key=lambda n: (n.tenant, n.name))),
                          tuple(sorted(endpoints, key=lambda e: e.endpoint_id)),
                          tuple(sorted(hosts, key=lambda h: h.label)),
                          tuple(sorted(groups, key=lambda g: (g.tenant, g.name))),
                          tuple(sorted(rules, key=lambda r: (r.tenant, r.policy, r.rule_id))),
-                         {h: dict(p) for h, p in ofports.items()})
+                         {h: dict(p) for h, p in ofports.items()},
+                         tuple(sorted(services, key=lambda s: (s.tenant, s.name))))
 
 
 HOST_FIELDS = ("vtepIP", "dpid", "uplink")
