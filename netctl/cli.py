@@ -511,6 +511,9 @@ def run_trace(args, c) -> int:
         for d in hop["drops"]:
             print(f"      x {d}")
     d = t.get("decidedBy") or {}
+    if t["to"].get("service"):
+        got = [x["endpoint"] for x in t.get("delivered", []) if x.get("endpoint")]
+        print(f"\nservice {t['to']['service']}: provider {', '.join(got) if got else 'none'}")
     print(f"\nverdict: {t['verdict'].upper()}", end="")
     if d:
         print(f"  (by {d.get('by')} on {d.get('host')}: {d.get('why')})")
