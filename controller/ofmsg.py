@@ -228,9 +228,12 @@ def _nat_action(text: str):
     if not text:
         return parser.NXActionNAT(flags=0)
     m = re.fullmatch(r"dst=([\d.]+)(?::(\d+))?", text)
-    kw = {"range_ipv4_min": m[1]}
+    # os-ken does not pad what it appends after NXActionNAT's header: send the ranges in a
+    # multiple of 8 bytes (address and port ranges of one value each mean the same to OVS)
     if m[2]:
-        kw["range_proto_min"] = int(m[2])
+        kw = {"range_ipv4_min": m[1], "range_proto_min": int(m[2]), "range_proto_max": int(m[2])}
+    else:
+        kw = {"range_ipv4_min": m[1], "range_ipv4_max": m[1]}
     return parser.NXActionNAT(flags=NX_NAT_F_DST, **kw)
 
 
