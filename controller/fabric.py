@@ -95,8 +95,8 @@ ENGINE_AUDIT_INTERVAL = 600.0     # seconds between full recomputes that check t
 # store key prefix -> (engine kind, converter of the key); see model/service.py's layout
 _OBJ_KINDS = {"tenant": ("tenant", tenant_of), "network": ("network", network_of),
               "endpointGroup": ("group", group_of), "rule": ("rule", rule_of)}
-# what no switch sees: allocations, and objects the snapshot does not carry
-_IGNORED = ("id/", "tag/", "ip/", "obj/global/", "obj/policy/", "obj/appProfile/",
+# what no switch sees: allocations, users and tokens (auth/), objects the snapshot does not carry
+_IGNORED = ("id/", "tag/", "ip/", "auth/", "obj/global/", "obj/policy/", "obj/appProfile/",
             "meta/global/", "meta/policy/", "meta/appProfile/", "meta/netprofile/")
 
 
