@@ -31,6 +31,7 @@ from model import oper, schema
 from model.service import Model
 from model.validate import ModelError
 from rest import openapi
+from store.base import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,9 @@ class RestApp:
             return error_response(exc.status, str(exc))
         except HTTPError as exc:
             return error_response(exc.status, str(exc))
+        except StoreError as exc:               # the store is out of reach: nothing was stored
+            log.warning("event=rest_store_unavailable method=%s path=%s error=%r", req.method, req.path, str(exc))
+            return error_response(503, str(exc))
         except Exception:                       # a bug: log it, never leak a traceback
             log.exception("event=rest_internal_error method=%s path=%s", req.method, req.path)
             return error_response(500, "internal error; see netmaster's log")
