@@ -57,6 +57,7 @@ class Netmaster:
             metrics.COLLECTOR.netmaster = None
         for t in self._threads:
             t.kill()
+        self.fabric.stop()
         if self.of is not None:
             self.of.stop()
         self.store.close()
