@@ -33,6 +33,7 @@ from model.service import Model
 from model.validate import ModelError
 from rest import auth as authz
 from rest import openapi
+from store.base import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,9 @@ class RestApp:
             if exc.status == 401:
                 resp.headers["WWW-Authenticate"] = 'Bearer realm="netweave"'
             return resp
+        except StoreError as exc:               # the store is out of reach: nothing was stored
+            log.warning("event=rest_store_unavailable method=%s path=%s error=%r", req.method, req.path, str(exc))
+            return error_response(503, str(exc))
         except Exception:                       # a bug: log it, never leak a traceback
             log.exception("event=rest_internal_error method=%s path=%s", req.method, req.path)
             return error_response(500, "internal error; see netmaster's log")
