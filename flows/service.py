@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import Dict, Iterable, List, Tuple
+from typing import Iterable, List, Tuple
 
 from flows.entry import FlowEntry, GroupEntry
 from flows.index import Index
@@ -29,7 +29,7 @@ from flows.mk import flow
 from flows.pipeline import (ETH_IP, IP_PROTO, MD_FROM_FABRIC, MD_NET_MASK, MD_VRF_MASK,
                             REG_UNNAT, SERVICE_PORTS_MAX, Owner, T, cookie, endpoint_cookie, md,
                             service_group_id, service_zone)
-from flows.snapshot import Endpoint, Service, Tenant
+from flows.snapshot import Endpoint, Network, Service, Tenant
 from flows import arp
 
 log = logging.getLogger(__name__)
@@ -49,17 +49,16 @@ def _l4(proto: str, port: int, side: str) -> dict:
     return {"ip_proto": IP_PROTO[proto], f"{proto}_{side}": port}
 
 
-def providers(ix: Index, svc: Service) -> List[Endpoint]:
+def providers(svc: Service, tenant_eps: Iterable[Endpoint]) -> List[Endpoint]:
     """The tenant's endpoints carrying every selector label, in a stable order."""
     want = set(svc.selectors)
     if not want:
         return []
-    return sorted((e for e in ix.eps_by_tenant.get(svc.tenant, ()) if want <= set(e.labels)),
+    return sorted((e for e in tenant_eps if e.tenant == svc.tenant and want <= set(e.labels)),
                   key=lambda e: e.endpoint_id)
 
 
-def usable(ix: Index, svc: Service) -> bool:
-    t = ix.tenants.get(svc.tenant)
+def usable(t: Tenant | None, svc: Service) -> bool:
     ok = (t is not None and 0 < t.vrf_id < 0x8000 and svc.service_id > 0 and svc.vip
           and 0 < len(svc.ports) <= SERVICE_PORTS_MAX
           and all(p in ("tcp", "udp") for _, _, p in svc.ports))
@@ -69,54 +68,58 @@ def usable(ix: Index, svc: Service) -> bool:
     return bool(ok)
 
 
-def service_entries(ix: Index, t: Tenant, svc: Service) -> Tuple[List[FlowEntry], List[GroupEntry]]:
+def service_entries(t: Tenant, svc: Service, net: Network | None, provs: List[Endpoint]
+                    ) -> List[FlowEntry | GroupEntry]:
     """One service's own flows and groups (owner: the service)."""
     c = cookie(Owner.SERVICE, svc.service_id)
     z = service_zone(t.vrf_id)
     vrf = (md(t.vrf_id), MD_VRF_MASK)
     local = (md(t.vrf_id), MD_VRF_MASK | MD_FROM_FABRIC)
-    flows: List[FlowEntry] = []
-    groups: List[GroupEntry] = []
-    net = ix.networks.get((svc.tenant, svc.network))
+    out: List[FlowEntry | GroupEntry] = []
     if net is not None:
-        flows.append(arp.proxy_arp(net.net_id, svc.vip, vip_mac(svc.vip), c))
-    provs = providers(ix, svc)
+        out.append(arp.proxy_arp(net.net_id, svc.vip, vip_mac(svc.vip), c))
     for i, (sport, pport, proto) in enumerate(svc.ports):
         gid = service_group_id(svc.service_id, i)
         m = {"eth_type": ETH_IP, "ip_dst": svc.vip, **_l4(proto, sport, "dst")}
-        flows.append(F(T.SERVICE, 100, {**m, "metadata": local},
-                       (_ct(zone=z, nat="", table=int(T.SERVICE_LB)),), c))
-        flows.append(F(T.SERVICE_LB, 100, {**m, "ct_state": "+new+trk", "metadata": vrf},
-                       (("group", gid),), c))
+        out.append(F(T.SERVICE, 100, {**m, "metadata": local},
+                     (_ct(zone=z, nat="", table=int(T.SERVICE_LB)),), c))
+        out.append(F(T.SERVICE_LB, 100, {**m, "ct_state": "+new+trk", "metadata": vrf},
+                     (("group", gid),), c))
         buckets = tuple((_ct(commit=True, zone=z, nat=f"dst={e.ip}:{pport}",
                              table=int(T.SERVICE_FWD)),) for e in provs)
-        groups.append(GroupEntry(gid, buckets, "select", c))
-        # replies: un-DNAT on the client's host, last thing before delivery
-        flows.append(F(T.DELIVER, 200, {"eth_type": ETH_IP, **_l4(proto, pport, "src"),
-                                        "metadata": vrf, REG_UNNAT: 0},
-                       (("set_field", REG_UNNAT, 1), _ct(zone=z, nat="", table=int(T.DELIVER))), c))
-    return flows, groups
+        out.append(GroupEntry(gid, buckets, "select", c))
+    return out
 
 
-def tenant_entries(ix: Index, t: Tenant, eps: Iterable[Endpoint]) -> List[FlowEntry]:
-    """What a tenant with services needs beside them: its IP into SERVICE, the established
-    path, and where a translated packet goes (per endpoint: any of them may be a provider,
-    and one that stops being one keeps its established connections)."""
+def tenant_entries(t: Tenant, services: Iterable[Service]) -> List[FlowEntry]:
+    """What a tenant with services needs beside each service's own entries (owner: the
+    tenant): its local IP into SERVICE, the path of translated packets, the table misses,
+    and the un-DNAT of replies before delivery, once per provider port of its services."""
     c = cookie(Owner.TENANT, t.vrf_id)
+    z = service_zone(t.vrf_id)
     vrf = (md(t.vrf_id), MD_VRF_MASK)
-    out = [F(T.ARP, 10, {"eth_type": ETH_IP, "metadata": (md(t.vrf_id), MD_VRF_MASK | MD_FROM_FABRIC)},
-             (("goto", int(T.SERVICE)),), c)]
+    out = base_entries()
+    out.append(F(T.ARP, 10, {"eth_type": ETH_IP, "metadata": (md(t.vrf_id), MD_VRF_MASK | MD_FROM_FABRIC)},
+                 (("goto", int(T.SERVICE)),), c))
     # translated already (+new: a connection committed but not answered yet, e.g. a
-    # retransmitted SYN; the VIP flows above match only untranslated packets)
+    # retransmitted SYN; the VIP flows match only untranslated packets)
     for st in ("+new+trk", "+est+trk", "+rel+trk"):
         out.append(F(T.SERVICE_LB, 50, {"eth_type": ETH_IP, "ct_state": st, "metadata": vrf},
                      (("goto", int(T.SERVICE_FWD)),), c))
-    for e in eps:
-        n = ix.network_of(e)
-        out.append(F(T.SERVICE_FWD, 100, {"eth_type": ETH_IP, "ip_dst": e.ip, "metadata": vrf},
-                     (("set_field", "eth_dst", e.mac), ("write_metadata", md(net=n.net_id), MD_NET_MASK),
-                      ("goto", int(T.SRC_GROUP))), endpoint_cookie(e.endpoint_id)))
+    # replies: un-DNAT on the client's host, last thing before delivery (reg7: once)
+    for proto, pport in sorted({(p, pp) for s in services for _, pp, p in s.ports}):
+        out.append(F(T.DELIVER, 200, {"eth_type": ETH_IP, **_l4(proto, pport, "src"),
+                                      "metadata": vrf, REG_UNNAT: 0},
+                     (("set_field", REG_UNNAT, 1), _ct(zone=z, nat="", table=int(T.DELIVER))), c))
     return out
+
+
+def forward(t: Tenant, net: Network, e: Endpoint) -> FlowEntry:
+    """Where a translated packet to e goes (owner: the endpoint; on tenants with services:
+    any endpoint may be a provider, and one that stops being one keeps its connections)."""
+    return F(T.SERVICE_FWD, 100, {"eth_type": ETH_IP, "ip_dst": e.ip, "metadata": (md(t.vrf_id), MD_VRF_MASK)},
+             (("set_field", "eth_dst", e.mac), ("write_metadata", md(net=net.net_id), MD_NET_MASK),
+              ("goto", int(T.SRC_GROUP))), endpoint_cookie(e.endpoint_id))
 
 
 def base_entries() -> List[FlowEntry]:
@@ -128,22 +131,16 @@ def base_entries() -> List[FlowEntry]:
 
 
 def for_tenant(ix: Index, tenant: str) -> Tuple[List[FlowEntry], List[GroupEntry]]:
-    """Everything services add on a host that carries `tenant` (nothing without services)."""
+    """Everything services add on a host that carries `tenant`, for flows.compiler (the
+    engine's producers call the functions above per owner)."""
     t = ix.tenants.get(tenant)
-    svcs = [s for s in ix.snap.services if s.tenant == tenant]
-    svcs = [s for s in svcs if usable(ix, s)] if t is not None else []
+    svcs = [s for s in ix.snap.services if s.tenant == tenant and usable(t, s)]
     if not svcs:
         return [], []
-    flows: Dict[tuple, FlowEntry] = {}
+    eps = ix.eps_by_tenant.get(tenant, ())
+    flows: List[FlowEntry] = tenant_entries(t, svcs) + [forward(t, ix.network_of(e), e) for e in eps]
     groups: List[GroupEntry] = []
-    own: List[FlowEntry] = base_entries() + tenant_entries(ix, t, ix.eps_by_tenant.get(tenant, ()))
-    for s in sorted(svcs, key=lambda s: s.service_id):
-        fl, gr = service_entries(ix, t, s)
-        own += fl
-        groups += gr
-    for f in own:
-        # two services with one provider port share its un-DNAT flow (same match, same
-        # actions): one flow, owned by the lower service id
-        if f.key not in flows or f.cookie < flows[f.key].cookie:
-            flows[f.key] = f
-    return list(flows.values()), groups
+    for s in svcs:
+        for x in service_entries(t, s, ix.networks.get((s.tenant, s.network)), providers(s, eps)):
+            (groups if type(x) is GroupEntry else flows).append(x)
+    return flows, groups
