@@ -235,8 +235,7 @@ class Model:
         for other in self.objects_of(schema.NETWORK, n.tenantName):
             if other["networkName"] == n.networkName:
                 continue
-            onet = ipam.parse_subnet(other["subnet"]).network
-            if onet.overlaps(sub.network):
+            if ipam.parse_subnet(other["subnet"]).overlaps(sub):
                 raise Conflict(f"subnet: {n.subnet} overlaps network {other['networkName']} "
                                f"({other['subnet']}) in tenant {n.tenantName}")
         g = self._global()
