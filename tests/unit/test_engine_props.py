@@ -186,11 +186,15 @@ def _replay(steps):
             assert set(gr.values()) == eng.compiled(label)[1], (label, step)
         old = compile_all(snap)
         inc = {label: eng.compiled(label) for label in old}
-        if all(_well_formed(c) for c in old.values()):
+        well_formed = all(_well_formed(c) for c in old.values())
+        if well_formed:
             assert inc == old, step
         # no table of its own for a label the compiler does not know
         assert all(not any(eng.compiled(lb)) for lb in labels - set(old))
-    assert _verdicts(snap, inc) == _verdicts(snap, old)
+    # an ill-formed compile (two entries under one flow key, e.g. two tenants given one VRF
+    # id) leaves the simulator's choice to set order: compare verdicts where it is well formed
+    if well_formed:
+        assert _verdicts(snap, inc) == _verdicts(snap, old)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
