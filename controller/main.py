@@ -101,7 +101,8 @@ def main(argv=None):
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    servers = [eventlet.spawn(eventlet.wsgi.server, s, nm.rest, log=_WsgiLog(), log_output=True,
+    from rest.accept_guard import GuardedListener
+    servers = [eventlet.spawn(eventlet.wsgi.server, GuardedListener(s), nm.rest, log=_WsgiLog(), log_output=True,
                               keepalive=True, socket_timeout=30) for s in socks]
     nm.start()
     log.info("event=netmaster_started rest=%s openflow=%s store=%s", ",".join(listen),
