@@ -28,7 +28,7 @@ import urllib.parse
 
 from agent import cni_plugin, cni_server
 from agent import docker_api, docker_plugin
-from agent import localapi, metrics
+from agent import localapi, metrics, tunnel_neigh
 from agent import netmaster_client as nmc
 from agent import ovsdb as ovsdb_mod
 from netweave import config
@@ -112,6 +112,11 @@ class Agent:
         # what /readyz answers: written by the main thread (the IDL's owner) and the
         # heartbeat thread, read by the local API's threads
         self.checks = {"ovsdb": "not connected yet", "netmaster": "no heartbeat answered yet"}
+        # the userspace datapath drops a first packet to a VTEP it has no MAC for: keep
+        # every peer's resolved (agent/tunnel_neigh.py); the kernel datapath queues instead
+        self.neigh = (tunnel_neigh.TunnelNeighbours(localapi.vswitchd_target(args.ovsdb), self.host_label)
+                      if self.datapath_type == "netdev" else None)
+        self.vtep_mac = ""
 
     # -- OVSDB side (main thread only) ----------------------------------------------------------
     def connect_ovsdb(self):
@@ -333,8 +338,10 @@ class Agent:
         up = None
         while not self.stop_event.is_set():
             try:
+                self._find_vtep()
                 answer = self.nm.register_host(self.host_label, self.vtep_ip, self.dpid,
-                                               self.args.uplink or "", agent_port=self.api_port)
+                                               self.args.uplink or "", agent_port=self.api_port,
+                                               vtep_mac=self.vtep_mac)
                 version = (answer or {}).get("endpointsVersion") \
                     if isinstance(answer, dict) else None
                 if version is not None and version != self._endpoints_version:
@@ -344,6 +351,7 @@ class Agent:
                     self._endpoints_version = version
                 metrics.HEARTBEATS.labels("ok").inc()
                 self.checks["netmaster"] = "ok"
+                self.sync_tunnel_neighbours()
                 self.sync_docker()
                 if up is not True:
                     LOG.info("event=host_registered host=%s vtep=%s dpid=%016x netmaster=%s",
@@ -358,6 +366,36 @@ class Agent:
                                 str(e))
                 up = False
             self.stop_event.wait(self.args.heartbeat_interval)
+
+    def _find_vtep(self):
+        """The VTEP interface's MAC, reported to netmaster for the other hosts' caches."""
+        if self.vtep_mac:
+            return
+        found = tunnel_neigh.vtep_interface(self.vtep_ip)
+        if found is None:
+            return
+        dev, self.vtep_mac, subnet = found
+        if self.neigh is not None:
+            self.neigh.configure(dev, subnet)
+        LOG.info("event=vtep_interface device=%s mac=%s subnet=%s", dev, self.vtep_mac, subnet)
+
+    def sync_tunnel_neighbours(self):
+        """Peers' VTEP MACs into OVS's tunnel neighbour cache (heartbeat thread: no IDL)."""
+        if self.neigh is None or not self.neigh.device:
+            return
+        try:
+            hosts = self.nm.list_hosts()
+        except (nmc.NetmasterError, nmc.NetmasterUnreachable) as e:
+            LOG.warning("event=tunnel_neighbours_deferred error=%r", str(e))
+            return
+        try:
+            missing = self.neigh.sync(hosts)
+        except (OSError, subprocess.SubprocessError) as e:
+            self.neigh.problem = f"ovs-appctl failed: {e}"
+            missing = sorted(self.neigh.wanted(hosts))
+        self.checks["tunnels"] = ("ok" if not missing else
+                                  f"no tunnel neighbour entry for {', '.join(missing)}: "
+                                  f"{self.neigh.problem or 'not set yet'}")
 
     # -- main loop ------------------------------------------------------------------------------
     def run(self):

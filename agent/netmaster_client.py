@@ -88,12 +88,14 @@ class NetmasterClient:
         return urllib.parse.quote(name, safe="")
 
     # -- hosts -----------------------------------------------------------------------------
-    def register_host(self, host_label, vtep_ip, dpid, uplink="", agent_port=0):
+    def register_host(self, host_label, vtep_ip, dpid, uplink="", agent_port=0, vtep_mac=""):
         """Register, and heartbeat: netmaster expects this POST every few seconds."""
         if isinstance(dpid, int):
             dpid = "%016x" % dpid
         body = {"hostLabel": host_label, "vtepIP": vtep_ip or "", "dpid": dpid,
                 "uplink": uplink or "", "agentPort": int(agent_port or 0)}
+        if vtep_mac:
+            body["vtepMAC"] = vtep_mac
         return self._call("POST", "/api/v1/hosts/%s/" % self._q(host_label), body)
 
     heartbeat = register_host

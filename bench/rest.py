@@ -56,7 +56,7 @@ class Server:
         else:
             store = f"sqlite://{self.dir}/state.db"
         pre = [sys.executable, "-m", "cProfile", "-o", self.profile] if self.profile else [sys.executable]
-        self.nm = subprocess.Popen(pre + ["-m", "controller.main", "--listen", f"127.0.0.1:{self.port}",
+        self.nm = subprocess.Popen(pre + ["-m", "controller.main", "--listen", f"127.0.0.1:{self.port}", "--tls-listen", "none",
                                           "--no-openflow", "--store", store, "--log-level", "WARNING",
                                           "--host-timeout", "3600"],
                                    cwd=common.ROOT, stdout=open(f"{self.dir}/netmaster.log", "ab"),

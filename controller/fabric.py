@@ -72,7 +72,7 @@ REFRESH_DELAY = 0.02      # seconds: a burst of writes becomes one rebuild
 def _relevant(ev: Event, hosts: dict) -> bool:
     """Allocation records never matter to a switch, and heartbeats rewrite host
     records every second or two: only a change of what a switch sees counts."""
-    if ev.key.startswith(("id/", "tag/", "ip/")):
+    if ev.key.startswith(("id/", "tag/", "ip/", "auth/")):      # auth/: users, tokens
         return False
     if ev.key.startswith("host/"):
         sig = None if ev.value is None else tuple(ev.value.get(f) for f in HOST_FIELDS)

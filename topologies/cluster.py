@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import re
 import logging
 import os
 import shutil
@@ -222,13 +223,20 @@ class Cluster:
             except (requests.RequestException, ValueError):
                 up = set()
             for label in list(pending):
-                if label in up and self.switch_connected(label):
+                if label in up and self.switch_connected(label) and self.tunnels_resolved(label):
                     pending.discard(label)
             if pending:
                 time.sleep(0.2)
         if pending:
             raise ClusterError(f"hosts not ready after {timeout:.0f}s: {', '.join(sorted(pending))} "
                                f"(see {self.workdir}/*-netplugin.log and netmaster.log)")
+
+    def tunnels_resolved(self, label: str) -> bool:
+        """The host's OVS knows every other host's VTEP MAC (its agent set them), so no
+        first packet between two hosts is dropped while OVS would ARP."""
+        out = self.ovs(label).appctl("tnl/neigh/show", check=False)
+        have = set(re.findall(r"^(\d+\.\d+\.\d+\.\d+)\s", out, re.M))
+        return all(h["vtep"] in have for k, h in self.state["hosts"].items() if k != label)
 
     def switch_connected(self, label: str) -> bool:
         out = self.ovs(label).vsctl("--columns=is_connected", "find", "Controller", check=False)

@@ -11,11 +11,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def netmaster_cmd(python: str, listen: list[str], of_port: int, store: str, host_timeout: float = 5,
-                  extra: list[str] = ()) -> list[str]:
-    """extra: more netmaster flags (e.g. --deny-log-rate 10)."""
+                  extra: list[str] = (), tls_listen: list[str] = (), pki_dir: str = "") -> list[str]:
+    """listen: plain (unauthenticated) addresses; tls_listen: authenticated HTTPS ones
+    (none when empty); extra: more netmaster flags (e.g. --deny-log-rate 10)."""
     cmd = [python, "-m", "controller.main"]
     for addr in listen:
         cmd += ["--listen", addr]
+    for addr in tls_listen or ["none"]:
+        cmd += ["--tls-listen", addr]
+    if pki_dir:
+        cmd += ["--pki-dir", pki_dir]
     return cmd + ["--of-port", str(of_port), "--store", store, "--host-timeout", str(host_timeout), *extra]
 
 
