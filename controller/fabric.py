@@ -7,6 +7,7 @@ reconcile.  It computes nothing about forwarding itself: that is flows/'s job.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import time
 
@@ -167,6 +168,9 @@ class Fabric:
         for label in self._label_dpid:
             self.engine.set_ports(label, self._ports_of(label))
         touched = self.engine.recompute()
+        # The tables are a large, long-lived, acyclic heap: keep the cyclic GC from
+        # rescanning it after every change (a full collection cost ~0.6 s at 10k endpoints).
+        gc.freeze()
         self._loaded = True
         log.info("event=recompute owners=%d switches_changed=%d ms=%.1f", self.engine.last_run,
                  len(touched), (time.perf_counter() - t0) * 1000)

@@ -57,6 +57,7 @@ class Netmaster:
             metrics.COLLECTOR.netmaster = None
         for t in self._threads:
             t.kill()
+        self.fabric.stop()
         if self.of is not None:
             self.of.stop()
         self.store.close()
@@ -189,7 +190,7 @@ class Netmaster:
             snap = self.fabric.snapshot()
             in_port = snap.ofports[t["from"]["host"]][next(
                 e.port_name for e in snap.endpoints if e.endpoint_id == t["from"]["endpoint"])]
-            t["live"] = livetrace.trace(self.model, t["from"], t["packet"], in_port)
+            t["live"] = livetrace.trace(self.model, t["from"], t["packet"], in_port, pki=self.pki)
             # the simulator's verdict at the same place: did the source switch send it anywhere?
             first = t["hops"][0] if t["hops"] else {"outputs": []}
             t["live"]["simulated"] = "forwarded" if first["outputs"] else "dropped"

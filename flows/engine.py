@@ -42,12 +42,15 @@ OwnerId = Tuple[str, object]      # (kind name, key)
 # ---------------------------------------------------------------- producers' output
 
 class Out:
-    """What one owner produces: chunks of entries per host label.  A chunk
-    given to several hosts is one tuple, frozen once, so hosts share it."""
-    __slots__ = ("hosts",)
+    """What one owner produces: chunks of entries per host label, and chunks
+    for every host that carries a tenant ('scoped'): those follow the tenant
+    to a host joining it without the producer running again.  A chunk given
+    to several hosts is one frozenset, shared."""
+    __slots__ = ("hosts", "scoped")
 
     def __init__(self):
         self.hosts: Dict[str, list] = {}
+        self.scoped: list = []               # (tenant, hosts excluded, chunk)
 
     def add(self, hosts: Iterable[str], entries) -> None:
         chunk = tuple(entries)
@@ -55,12 +58,26 @@ class Out:
             for h in hosts:
                 self.hosts.setdefault(h, []).append(chunk)
 
-    def frozen(self) -> Dict[str, FrozenSet]:
+    def add_scoped(self, tenant: str, entries, exclude: Iterable[str] = ()) -> None:
+        """entries go on every host that carries the tenant (but those excluded)."""
+        chunk = frozenset(entries)
+        if chunk:
+            self.scoped.append((tenant, frozenset(exclude), chunk))
+
+    def frozen(self, st: "State") -> Dict[str, FrozenSet]:
+        hosts = {h: list(c) for h, c in self.hosts.items()}
+        for tenant, exclude, chunk in self.scoped:
+            for h in st.tenant_hosts.get(tenant, ()):
+                if h not in exclude:
+                    hosts.setdefault(h, []).append(chunk)
         memo: dict = {}
         out = {}
-        for h, chunks in self.hosts.items():
+        for h, chunks in hosts.items():
             if len(chunks) == 1:
                 c = chunks[0]
+                if type(c) is frozenset:
+                    out[h] = c
+                    continue
                 fs = memo.get(id(c))
                 if fs is None:
                     fs = memo[id(c)] = frozenset(c)
@@ -511,6 +528,9 @@ class Engine:
         self.deps: Dict[OwnerId, frozenset] = {}
         self.rdeps: Dict[Ref, set] = defaultdict(set)
         self.tables: Dict[str, Table] = {}
+        self.scoped: Dict[OwnerId, list] = {}               # owner -> its Out.scoped
+        self.scope_index: Dict[str, set] = defaultdict(set)  # tenant -> owners with scoped chunks
+        self._scope_hosts: Dict[str, frozenset] = {}         # tenant -> its hosts, as expanded
         self.last_run = 0            # owners produced by the last apply/recompute
 
     # -- input -----------------------------------------------------------------
@@ -545,10 +565,38 @@ class Engine:
                 for k in self._by_anchor.get(ref[0], ()):
                     owners.add((k.name, ref[1]))
             touched: set = set()
+            for ref in refs:
+                if ref[0] == "tenant_hosts":
+                    self._rescope(ref[1], owners, touched)
             for o in owners:
                 self._run(o, touched)
             self.last_run = len(owners)
             return touched
+
+    def _rescope(self, tenant: str, owners: set, touched: set) -> None:
+        """A tenant's hosts changed.  A host that joined gets the scoped chunks of
+        every owner that is not running anyway, without running it; a host that
+        left makes them run (rare, and their per-host parts may overlap)."""
+        now = frozenset(self.st.tenant_hosts.get(tenant, ()))
+        before = self._scope_hosts.get(tenant, frozenset())
+        self._scope_hosts[tenant] = now
+        members = self.scope_index.get(tenant, set())
+        if before - now:
+            owners |= members
+            return
+        for o in members - owners:
+            out = self.outputs.setdefault(o, {})
+            for h in now - before:
+                add = [c for t, ex, c in self.scoped[o] if t == tenant and h not in ex]
+                if not add:
+                    continue
+                old = out.get(h)
+                new = add[0] if len(add) == 1 and not old else frozenset().union(old or (), *add)
+                came = new - old if old else new
+                out[h] = new
+                if came:
+                    self.table(h).add(o, came)
+                    touched.add(h)
 
     def recompute(self) -> set:
         """Every producer over every owner, diffed against what is held: the
@@ -558,6 +606,7 @@ class Engine:
             owners = {(k.name, key) for k in self.kinds.values() for key in self.st.anchor_keys(k.anchor)}
             owners |= set(self.outputs)
             touched: set = set()
+            self._scope_hosts = {t: frozenset(h) for t, h in self.st.tenant_hosts.items()}
             for o in owners:
                 self._run(o, touched)
             self.last_run = len(owners)
@@ -567,7 +616,18 @@ class Engine:
         kind = self.kinds[owner[0]]
         v = View(self.st)
         out = kind.produce(v, owner[1])
-        new = out.frozen() if out is not None else {}
+        new = out.frozen(self.st) if out is not None else {}
+        old_scoped = self.scoped.get(owner, ())
+        new_scoped = out.scoped if out is not None else []
+        if old_scoped or new_scoped:
+            for t in {x[0] for x in old_scoped} - {x[0] for x in new_scoped}:
+                self.scope_index[t].discard(owner)
+            for t in {x[0] for x in new_scoped}:
+                self.scope_index[t].add(owner)
+            if new_scoped:
+                self.scoped[owner] = new_scoped
+            else:
+                self.scoped.pop(owner, None)
         old_deps = self.deps.get(owner, frozenset())
         alive = self.st.anchor_exists(kind.anchor, owner[1])
         new_deps = frozenset(v.deps) if alive else frozenset()

@@ -35,11 +35,10 @@ def base(v: View, _key) -> Out:
 
 def tenant(v: View, name: str) -> Optional[Out]:
     t = v.tenant(name)
-    hosts = v.tenant_hosts(name)
-    if t is None or not hosts:
+    if t is None:
         return None
     out = Out()
-    out.add(hosts, policy.vrf_flows(t))
+    out.add_scoped(name, policy.vrf_flows(t))
     return out
 
 
@@ -49,11 +48,10 @@ def guard(v: View, key) -> Optional[Out]:
     if g is None or not any(v.policy_has_rules(g.tenant, p) for p in g.policies):
         return None
     t = v.tenant(g.tenant)
-    hosts = v.tenant_hosts(g.tenant)
-    if t is None or not hosts:
+    if t is None:
         return None
     out = Out()
-    out.add(hosts, policy.guard_flows(t, g.group_id))
+    out.add_scoped(g.tenant, policy.guard_flows(t, g.group_id))
     return out
 
 
@@ -62,11 +60,10 @@ def rule(v: View, key) -> Optional[Out]:
     if r is None:
         return None
     t = v.tenant(r.tenant)
-    hosts = v.tenant_hosts(r.tenant)
-    if t is None or not hosts:
+    if t is None:
         return None
     out = Out()
-    out.add(hosts, policy.rule_flows(v, t, r))
+    out.add_scoped(r.tenant, policy.rule_flows(v, t, r))
     return out
 
 
@@ -75,12 +72,11 @@ def netgw(v: View, key) -> Optional[Out]:
     if n is None or not n.gateway:
         return None
     t = v.tenant(n.tenant)
-    hosts = v.tenant_hosts(n.tenant)
-    if t is None or not hosts:
+    if t is None:
         return None
     c = cookie(Owner.NETWORK, n.net_id)
     out = Out()
-    out.add(hosts, (arp.proxy_arp(n.net_id, n.gateway, ROUTER_MAC, c),
+    out.add_scoped(n.tenant, (arp.proxy_arp(n.net_id, n.gateway, ROUTER_MAC, c),
                     arp.gateway_echo(t.vrf_id, n.gateway, ROUTER_MAC, c)))
     return out
 
@@ -90,7 +86,6 @@ def endpoint(v: View, eid: str) -> Optional[Out]:
     if e is None:
         return None
     t, n = v.tenant(e.tenant), v.network(e.tenant, e.network)
-    hosts = v.tenant_hosts(e.tenant)
     c = endpoint_cookie(e.endpoint_id)
     g = v.group(e.tenant, e.group)
     shared = [arp.proxy_arp(n.net_id, e.ip, e.mac, c)]
@@ -99,16 +94,15 @@ def endpoint(v: View, eid: str) -> Optional[Out]:
     if g is not None:
         shared += policy.group_classify(t.vrf_id, e.ip, g.group_id, c)
     out = Out()
-    out.add(hosts, shared)
+    out.add_scoped(e.tenant, shared)
     # how other hosts reach it (never its own host: local L2 is there)
-    others = hosts - {e.host}
     if n.encap == "vxlan":
         home = v.host(e.host)
         acts = l2.to_fabric(n, home.vtep_ip if home else None, None)
         if acts is not None:
-            out.add(others, (l2.remote_unicast(n.net_id, e.mac, acts, c),))
-    else:
-        for h in others:
+            out.add_scoped(e.tenant, (l2.remote_unicast(n.net_id, e.mac, acts, c),), exclude=(e.host,))
+    else:                              # the uplink is each host's own
+        for h in v.tenant_hosts(e.tenant) - {e.host}:
             acts = l2.to_fabric(n, None, v.uplink(h))
             if acts is not None:
                 out.add((h,), (l2.remote_unicast(n.net_id, e.mac, acts, c),))

@@ -34,6 +34,7 @@ from model.validate import ModelError
 from rest import auth as authz
 from rest import guard, openapi
 from rest.guard import HTTPError
+from store.base import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +103,12 @@ class RestApp:
         route = _route_label(path)
         REQUESTS.labels(req.method, route, str(resp.status_code)).inc()
         LATENCY.labels(req.method, route).observe(time.perf_counter() - t0)
-        if req.method not in authz.READ or resp.status_code in (401, 403):
-            authz.audit(req.environ.get("netweave.principal") or _ANONYMOUS, req.method, path,
-                        resp.status_code, req.environ.get("netweave.listener", "local"),
-                        req.remote_addr)
+        p = req.environ.get("netweave.principal") or _ANONYMOUS
+        # a host's heartbeat (a POST of its own record every second or two) is not news
+        beat = p.kind == "host" and route == "/api/v1/hosts/{key}" and resp.status_code == 200
+        if (req.method not in authz.READ and not beat) or resp.status_code in (401, 403):
+            authz.audit(p, req.method, path, resp.status_code,
+                        req.environ.get("netweave.listener", "local"), req.remote_addr)
         return resp
 
     def _answer(self, req: webob.Request) -> webob.Response:
@@ -128,6 +131,9 @@ class RestApp:
             if exc.status == 401:
                 resp.headers["WWW-Authenticate"] = 'Bearer realm="netweave"'
             return resp
+        except StoreError as exc:               # the store is out of reach: nothing was stored
+            log.warning("event=rest_store_unavailable method=%s path=%s error=%r", req.method, req.path, str(exc))
+            return error_response(503, str(exc))
         except Exception:                       # a bug: log it, never leak a traceback
             log.exception("event=rest_internal_error method=%s path=%s", req.method, req.path)
             return error_response(500, "internal error; see netmaster's log")

@@ -26,7 +26,7 @@ def netmaster_cmd(python: str, listen: list[str], of_port: int, store: str, host
 
 def netplugin_cmd(python: str, netns: str, netmaster: str, label: str, vtep: str, ovsdb: str,
                   controller: str, uplink: str = "", docker_plugin_dir: str = "",
-                  docker_socket: str = "") -> list[str]:
+                  docker_socket: str = "", state_dir: str = "", extra: list[str] = ()) -> list[str]:
     """netplugin inside a host's namespace, on the userspace datapath, beating every second.
     A simulated host has no Docker driver unless given its own plugin folder (all hosts
     share the machine's /run/docker/plugins otherwise) and its own dockerd's socket."""
@@ -34,6 +34,8 @@ def netplugin_cmd(python: str, netns: str, netmaster: str, label: str, vtep: str
            "--host-label", label, "--vtep-ip", vtep, "--ovsdb", ovsdb, "--controller", controller,
            "--datapath", "netdev", "--heartbeat-interval", "1", "--api-port", "0",
            "--docker-plugin-dir", docker_plugin_dir, "--docker-socket", docker_socket]
+    # state_dir: the host's credential (agent/credential.py)
+    cmd += (["--state-dir", state_dir] if state_dir else []) + list(extra)
     return cmd + (["--uplink", uplink] if uplink else [])
 
 
