@@ -2,6 +2,7 @@
 allocation of the lowest free address, and Contiv's range-string oper format."""
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -16,9 +17,21 @@ class Subnet:
     def prefixlen(self) -> int:
         return self.network.prefixlen
 
+    def __post_init__(self):
+        # bounds as integers, once (a network create checks every other network's)
+        object.__setattr__(self, "_lo", int(self.network.network_address))
+        object.__setattr__(self, "_hi", int(self.network.broadcast_address))
 
+    def overlaps(self, other: "Subnet") -> bool:
+        """Same answer as IPv4Network.overlaps."""
+        return self._lo <= other._hi and other._lo <= self._hi
+
+
+@functools.lru_cache(maxsize=1 << 16)
 def parse_subnet(text: str) -> Subnet:
-    """'10.1.2.0/24' or '10.1.2.10-10.1.2.20/24' (the range limits allocation)."""
+    """'10.1.2.0/24' or '10.1.2.10-10.1.2.20/24' (the range limits allocation).
+    Cached: a network create checks its subnet against every other network's
+    (Subnet is frozen, and a refused text raises, which is not cached)."""
     addr, plen = text.rsplit("/", 1)
     lo_text, _, hi_text = addr.partition("-")
     net = ipaddress.IPv4Network(f"{lo_text}/{plen}", strict=False)

@@ -59,7 +59,7 @@ def _link_sets(model: Model, kind: schema.Kind, obj: dict) -> dict:
         name = obj["tenantName"]
         for label, k in (("AppProfiles", schema.APP_PROFILE), ("EndpointGroups", schema.ENDPOINT_GROUP),
                          ("NetProfiles", schema.NETPROFILE), ("Networks", schema.NETWORK),
-                         ("Policies", schema.POLICY)):
+                         ("Policies", schema.POLICY), ("Servicelbs", schema.SERVICE_LB)):
             keys = [schema.key_of(k, o) for o in model.objects_of(k, name)]
             if keys:
                 sets[label] = _keyed(k.name, keys)
@@ -68,6 +68,10 @@ def _link_sets(model: Model, kind: schema.Kind, obj: dict) -> dict:
                 if g["networkName"] == obj["networkName"]]
         if keys:
             sets["EndpointGroups"] = _keyed("endpointGroup", keys)
+        svcs = [f"{t}:{s['serviceName']}" for s in model.objects_of(schema.SERVICE_LB, t)
+                if s["networkName"] == obj["networkName"]]
+        if svcs:
+            sets["Servicelbs"] = _keyed("serviceLB", svcs)
     elif kind is schema.ENDPOINT_GROUP:
         if obj.get("policies"):
             sets["Policies"] = _keyed("policy", [f"{t}:{p}" for p in obj["policies"]])
@@ -191,6 +195,18 @@ def global_oper(model: Model, obj: dict) -> dict:
     }
 
 
+def service_oper(model: Model, obj: dict) -> dict:
+    key = f"{obj['tenantName']}:{obj['serviceName']}"
+    provs = [model._ep_view(e) for e in model.providers(obj)]
+    return {
+        "serviceVip": model.meta("serviceLB", key).get("vip", ""),
+        "serviceId": model.meta("serviceLB", key).get("id", 0),
+        "numProviders": len(provs),
+        "providers": [dict(_ep_brief(e), labels=list(e.get("labels") or ()),
+                           containerName=e.get("containerName", "")) for e in provs],
+    }
+
+
 def _int_ranges(nums: list[int]) -> str:
     return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ipam.runs(nums))
 
@@ -201,6 +217,7 @@ OPER = {
     "tenant": tenant_oper,
     "policy": policy_oper,
     "global": global_oper,
+    "serviceLB": service_oper,
 }
 
 
