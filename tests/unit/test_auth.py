@@ -102,6 +102,8 @@ BODIES = {
                                        "direction": "in", "action": "deny"}),
     "appProfiles": lambda t: (f"{t}:ap1", {"tenantName": t, "appProfileName": "ap1", "endpointGroups": []}),
     "netprofiles": lambda t: (f"{t}:np1", {"tenantName": t, "profileName": "np1", "bandwidth": "10mbps"}),
+    "serviceLBs": lambda t: (f"{t}:sv1", {"tenantName": t, "serviceName": "sv1", "networkName": "net",
+                                          "selectors": ["app=x"], "ports": ["80:80:TCP"]}),
     "globals": lambda t: ("global", {"name": "global", "arpMode": "proxy"}),
     "hosts": lambda t: ("h9", {"hostLabel": "h9", "vtepIP": "10.99.0.9", "dpid": "00000000000000a9"}),
     "endpoints": lambda t: ("ep9", {"tenantName": t, "networkName": "net", "host": "h2",
