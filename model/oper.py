@@ -115,15 +115,14 @@ def network_oper(model: Model, obj: dict) -> dict:
     sub = ipam.parse_subnet(obj["subnet"])
     used = {ipam.ip_int(k.rsplit("/", 1)[1]) for k in model.store.keys(f"ip/{key}/")}
     gw = {ipam.ip_int(obj["gateway"])} if obj.get("gateway") else set()
-    free = [a for a in range(sub.first, sub.last + 1) if a not in used and a not in gw] \
-        if sub.last - sub.first < 1 << 20 else []
+    free = ipam.free_runs(sub.first, sub.last, used | gw)
     eps = _endpoints(model, lambda e: e["network"] == key)
     oper = {
         "pktTag": meta.get("pktTag", 0),
         "numEndpoints": len(eps),
         "allocatedAddressesCount": len(used),
         "allocatedIPAddresses": ipam.ranges_text(used | gw),
-        "availableIPAddresses": ipam.ranges_text(free),
+        "availableIPAddresses": ipam.runs_text(free),
         "networkTag": obj.get("cfgdTag") or f"{obj['networkName']}.{obj['tenantName']}",
         "netId": meta.get("id", 0),
         "endpoints": [_ep_brief(e) for e in eps],
@@ -151,7 +150,7 @@ def group_oper(model: Model, obj: dict) -> dict:
         lo, hi = ipam.parse_pool(obj["ipPool"])
         used = {ipam.ip_int(e["ipAddress"][0]) for e in eps}
         oper["allocatedIPAddresses"] = ipam.ranges_text(used)
-        oper["availableIPAddresses"] = ipam.ranges_text(a for a in range(lo, hi + 1) if a not in used)
+        oper["availableIPAddresses"] = ipam.runs_text(ipam.free_runs(lo, hi, used))
     return oper
 
 
