@@ -562,7 +562,7 @@ def build_parser():
     p.add_argument("--uplink", default="", help="interface for VLAN networks (optional)")
     p.add_argument("--bridge", default="br-int")
     p.add_argument("--no-host-access", action="store_true",
-                   help="no host port: by default netplugin keeps nwhost0 (ofport 102) with this host's "
+                   help="no host port: by default netplugin keeps nethost0 (ofport 102) with this host's "
                         "pvtSubnet address, IPv4 forwarding and masquerading, so that endpoints reach "
                         "this host and the outside")
     p.add_argument("--heartbeat-interval", type=float, default=2.0)

@@ -107,7 +107,7 @@ TUNNEL_PORT_NAME = "vxlan0"       # type=vxlan options:remote_ip=flow options:ke
 # The host port: an internal port whose kernel side holds the host's pvtSubnet address;
 # endpoints reach their host and, through the host's masquerading, the outside by it.
 HOST_PORT = 102
-HOST_PORT_NAME = "nwhost0"
+HOST_PORT_NAME = "nethost0"
 HOST_PORT_MAC = "02:4e:57:00:00:02"       # the kernel side's MAC (the agent sets it)
 DEFAULT_PVT_SUBNET = "172.19.0.0/16"
 

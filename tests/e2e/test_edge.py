@@ -154,7 +154,7 @@ def test_endpoint_reaches_its_host_and_the_outside_and_nothing_gets_in(cluster):
     e = cluster
     c = e.c
     out_ip, h1_ip = c.outside_ip, c.state["hosts"]["h1"]["vtep"]
-    wait_until(lambda: "172.19.255.254/16" in c.exec("h1", "ip", "-o", "addr", "show", "dev", "nwhost0").stdout,
+    wait_until(lambda: "172.19.255.254/16" in c.exec("h1", "ip", "-o", "addr", "show", "dev", "nethost0").stdout,
                20, interval=0.2, what="h1's host port has its pvtSubnet address")
     # the outside namespace, beyond the underlay, and the host itself: ping and TCP
     _serve_in(e, c.outside_ns, 7070)
