@@ -150,7 +150,12 @@ def _replay(steps):
         eng.apply()
         for label, t in eng.tables.items():
             fl, gr = replicas.setdefault(label, ({}, {}))
-            dflows, dgroups = t.take_changes()
+            d = t.take_changes()
+            if d is None:                    # first taker: the whole table, as a switch's first reconcile
+                fl.update(t.flows)
+                gr.update(t.groups)
+                continue
+            dflows, dgroups = d
             for old, new in dflows:
                 if new is None:
                     del fl[old.key]
