@@ -53,3 +53,12 @@ def test_a_stray_flow_is_named():
     assert verify(FlowEntry.make(99, 0)) == ["table 99 is not declared"]
     assert verify(FlowEntry.make(T.L2, 0, {"eth_dst": "02:00:00:00:00:01"})) == [
         "table L2: a priority-0 flow is the table miss and matches nothing"]
+
+
+def test_only_groups_netweave_makes_are_its_own():
+    from flows.pipeline import GROUP_FLOOD_ALL, GROUP_FLOOD_LOCAL, flood_group_id, group_owned
+    for snap in SNAPSHOTS:
+        for _, groups in compile_all(snap).values():
+            assert all(group_owned(g.group_id) for g in groups)
+    assert group_owned(flood_group_id(GROUP_FLOOD_ALL, 7)) and group_owned(flood_group_id(GROUP_FLOOD_LOCAL, 7))
+    assert not any(group_owned(g) for g in (1, 2, 7, 0x30000001, GROUP_FLOOD_ALL << 28))
