@@ -208,8 +208,6 @@ class Netmaster:
         (of logged deny rules) of a tenant, or of all tenants, oldest first."""
         if parts:
             raise HTTPError(404, "the policy log is /api/v1/policylog/?tenant=T&limit=N")
-        if req.method != "GET":
-            raise HTTPError(405, f"method {req.method} is not allowed on {req.path}")
         raw = req.GET.get("limit", "100")
         try:
             limit = int(raw)

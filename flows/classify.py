@@ -17,7 +17,8 @@ def base_flows() -> List[FlowEntry]:
     the next table, or drop), and a multicast source dropped on entry."""
     from flows.contract import CONTRACT
     c = cookie(Owner.BASE)
-    out = [F(t, 0, {}, () if d.miss is None else (("goto", int(d.miss)),), c) for t, d in CONTRACT.items()]
+    out = [F(t, 0, {}, () if d.miss is None else (("goto", int(d.miss)),), c)
+           for t, d in CONTRACT.items() if d.base]
     out.append(F(T.INGRESS, 200, {"eth_src": MULTICAST_BIT}, (), c))
     return out
 

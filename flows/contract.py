@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import FrozenSet, List, Optional
 
 from flows.entry import FlowEntry
-from flows.pipeline import REG_DST_GROUP, REG_SRC_GROUP, T
+from flows.pipeline import REG_DST_GROUP, REG_SRC_GROUP, REG_UNNAT, T
 
 
 @dataclass(frozen=True)
@@ -23,10 +23,13 @@ class Table:
     next: FrozenSet[T]                   # tables it may continue in (goto, or ct(table=))
     miss: Optional[T]                    # where a packet no flow matches goes; None = dropped
     sets: FrozenSet[str] = frozenset()   # fields its actions may set (set_field)
+    base: bool = True                    # its miss is a base flow on every switch (else its
+                                         # feature installs it where it is used: services)
 
 
-def _t(matches, nxt=(), miss=None, sets=()) -> Table:
-    return Table(frozenset(matches.split()), frozenset(nxt), miss, frozenset(sets.split() if sets else ()))
+def _t(matches, nxt=(), miss=None, sets=(), base=True) -> Table:
+    return Table(frozenset(matches.split()), frozenset(nxt), miss, frozenset(sets.split() if sets else ()),
+                 base)
 
 
 _POLICY = "eth_type ct_state metadata conj_id ip_proto ip_src ip_dst tcp_dst udp_dst " + \
@@ -35,8 +38,12 @@ _POLICY = "eth_type ct_state metadata conj_id ip_proto ip_src ip_dst tcp_dst udp
 CONTRACT = {
     T.INGRESS: _t("in_port eth_src eth_type ip_src arp_sha arp_spa tun_id vlan_vid", [T.ARP],
                   sets="ip_dscp"),
-    T.ARP: _t("eth_type arp_op arp_tpa metadata ip_proto icmp_type ip_dst eth_dst", [T.SRC_GROUP], T.SRC_GROUP,
-              sets="eth_src arp_op arp_sha arp_spa ip_src icmp_type"),
+    T.ARP: _t("eth_type arp_op arp_tpa metadata ip_proto icmp_type ip_dst eth_dst", [T.SERVICE, T.SRC_GROUP],
+              T.SRC_GROUP, sets="eth_src arp_op arp_sha arp_spa ip_src icmp_type"),
+    T.SERVICE: _t("eth_type ip_dst ip_proto tcp_dst udp_dst metadata", [T.SERVICE_LB, T.SRC_GROUP], T.SRC_GROUP,
+                  base=False),
+    T.SERVICE_LB: _t("eth_type ip_dst ip_proto tcp_dst udp_dst ct_state metadata", [T.SERVICE_FWD], base=False),
+    T.SERVICE_FWD: _t("eth_type ip_dst metadata", [T.SRC_GROUP], sets="eth_dst", base=False),
     T.SRC_GROUP: _t("eth_type metadata ip_src", [T.DST_GROUP], T.DST_GROUP, sets=REG_SRC_GROUP),
     T.DST_GROUP: _t("eth_type metadata ip_dst", [T.EGRESS_CT], T.EGRESS_CT, sets=REG_DST_GROUP),
     T.EGRESS_CT: _t(f"eth_type metadata {REG_SRC_GROUP}", [T.EGRESS_POLICY, T.ROUTING], T.ROUTING),
@@ -45,7 +52,8 @@ CONTRACT = {
     T.L2: _t("eth_dst metadata", [T.INGRESS_CT], sets="tun_dst tun_id vlan_vid"),
     T.INGRESS_CT: _t(f"eth_type metadata {REG_DST_GROUP}", [T.INGRESS_POLICY, T.DELIVER], T.DELIVER),
     T.INGRESS_POLICY: _t(_POLICY, [T.DELIVER]),
-    T.DELIVER: _t("eth_dst metadata"),
+    T.DELIVER: _t(f"eth_dst metadata eth_type ip_proto tcp_src udp_src {REG_UNNAT}", [T.DELIVER],
+                  sets=REG_UNNAT),
 }
 
 

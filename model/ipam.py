@@ -88,9 +88,28 @@ def runs(nums) -> list[tuple[int, int]]:
     return [(a, b) for a, b in out]
 
 
+def free_runs(lo: int, hi: int, used) -> list[tuple[int, int]]:
+    """The runs of [lo, hi] that no address of `used` falls in: the gaps
+    between the used addresses, so the cost grows with how many are used,
+    never with the size of the range (a /8 pool is 16M addresses)."""
+    out, n = [], lo
+    for u in sorted(a for a in set(used) if lo <= a <= hi):
+        if u > n:
+            out.append((n, u - 1))
+        n = u + 1
+    if n <= hi:
+        out.append((n, hi))
+    return out
+
+
+def runs_text(spans) -> str:
+    """Contiv's format for runs: joined by ', ', e.g. '10.1.1.1-10.1.1.3, 10.1.1.9'."""
+    return ", ".join(ip_str(a) if a == b else f"{ip_str(a)}-{ip_str(b)}" for a, b in spans)
+
+
 def ranges_text(addrs) -> str:
-    """Contiv's format: runs joined by ', ', e.g. '10.1.1.1-10.1.1.3, 10.1.1.9'."""
-    return ", ".join(ip_str(a) if a == b else f"{ip_str(a)}-{ip_str(b)}" for a, b in runs(addrs))
+    """Contiv's format for a set of addresses (see runs_text)."""
+    return runs_text(runs(addrs))
 
 
 def mac_for(ip: str) -> str:

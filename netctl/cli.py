@@ -250,6 +250,18 @@ def build_parser() -> Parser:
     flag(p, "-x", "vxlan-range", default=None); flag(p, "-b", "fwd-mode", default=None)
     flag(p, "-a", "arp-mode", default=None); flag(p, "-s", "private-subnet", default="172.19.0.0/16")
 
+    # service load balancer
+    s = group("service", [], "service load balancers (a VIP balanced over labelled endpoints)")
+    p = sp(s, "create"); _common(p); p.add_argument("name")
+    flag(p, "-s", "network", default="", help="the network the VIP belongs to")
+    flag(p, "-l", "selector", action="append", default=[], help="key=value, repeatable")
+    flag(p, "-p", "port", action="append", default=[], help="svcPort:provPort:protocol, repeatable")
+    flag(p, None, "preferred-ip", default="", help="the VIP wanted (default: allocated)")
+    p.add_argument("--ip", dest="preferred_ip")
+    for n, a in (("rm", ["delete"]), ("inspect", [])):
+        p = sp(s, n, a); _common(p); p.add_argument("name")
+    p = sp(s, "ls", ["list"]); _common(p, ls=True)
+
     # endpoint
     s = group("endpoint", ["ep"], "endpoints")
     sp(s, "inspect").add_argument("id")
@@ -418,6 +430,27 @@ def run(args, c: Client):
                 if val is not None:
                     g[field] = val
             c.post(f"/api/v1/globals/{g.get('name', 'global')}/", g); _done("updated", "global")
+    elif cmd == "service":
+        key = f"{t}:{args.name}" if sub != "ls" else None
+        if sub == "create":
+            if not args.network:
+                print("netctl: error: service create needs --network", file=sys.stderr)
+                return EXIT_USAGE
+            body = {"tenantName": t, "serviceName": args.name, "networkName": args.network,
+                    "selectors": args.selector, "ports": args.port, "ipAddress": args.preferred_ip or ""}
+            c.post(f"/api/v1/serviceLBs/{key}/", body); _done("created", f"service {key}")
+        elif sub == "rm":
+            c.delete(f"/api/v1/serviceLBs/{key}/"); _done("deleted", f"service {key}")
+        elif sub == "inspect":
+            _inspect(c, "serviceLBs", key)
+        else:
+            def row(o):
+                oper = c.get(f"/api/v1/inspect/serviceLBs/{o['tenantName']}:{o['serviceName']}/").get("Oper", {})
+                return [o["tenantName"], o["serviceName"], o["networkName"], oper.get("serviceVip", ""),
+                        ",".join(o.get("ports", [])), ",".join(o.get("selectors", [])),
+                        oper.get("numProviders", 0)]
+            _ls(c, args, "serviceLBs", "serviceName",
+                ["Tenant", "Service", "Network", "VIP", "Ports", "Selectors", "Providers"], row)
     elif cmd == "endpoint":
         if sub == "inspect":
             _inspect(c, "endpoints", args.id)
@@ -581,6 +614,9 @@ def run_trace(args, c) -> int:
         for d in hop["drops"]:
             print(f"      x {d}")
     d = t.get("decidedBy") or {}
+    if t["to"].get("service"):
+        got = [x["endpoint"] for x in t.get("delivered", []) if x.get("endpoint")]
+        print(f"\nservice {t['to']['service']}: provider {', '.join(got) if got else 'none'}")
     print(f"\nverdict: {t['verdict'].upper()}", end="")
     if d:
         print(f"  (by {d.get('by')} on {d.get('host')}: {d.get('why')})")

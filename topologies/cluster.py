@@ -294,8 +294,9 @@ class Cluster:
         self._save()
 
     # ------------------------------------------------------------ endpoints
-    def cni(self, host: str, command: str, ep: str, conf: dict) -> dict:
-        rc, out, err = launch.cni(self.python, self.state["hosts"][host]["ns"], command, ep, self.ep_ns(ep), conf)
+    def cni(self, host: str, command: str, ep: str, conf: dict, labels: list[str] = ()) -> dict:
+        rc, out, err = launch.cni(self.python, self.state["hosts"][host]["ns"], command, ep, self.ep_ns(ep), conf,
+                                  labels)
         if rc != 0:
             raise ClusterError(f"CNI {command} failed: {out.get('msg') or err} (code {out.get('code')})")
         return out
@@ -303,7 +304,8 @@ class Cluster:
     def net_conf(self, host: str, net: str, tenant: str, group: str) -> dict:
         return launch.net_conf(self.hosts_url, tenant, net, group, self.ovs(host).remote, host)
 
-    def run(self, host: str, ep: str, net: str, tenant: str = "default", group: str = "") -> dict:
+    def run(self, host: str, ep: str, net: str, tenant: str = "default", group: str = "",
+            labels: list[str] = ()) -> dict:
         if host not in self.state["hosts"]:
             raise ClusterError(f"host {host} is not in cluster {self.name} ({', '.join(sorted(self.state['hosts']))})")
         if ep in self.state["endpoints"]:
@@ -313,7 +315,7 @@ class Cluster:
         self.state["endpoints"][ep] = {"host": host, "ns": ns, "net": net, "tenant": tenant, "group": group}
         self._save()
         try:
-            res = self.cni(host, "ADD", ep, self.net_conf(host, net, tenant, group))
+            res = self.cni(host, "ADD", ep, self.net_conf(host, net, tenant, group), list(labels))
         except Exception:
             self.state["endpoints"].pop(ep, None)
             self._save()
@@ -490,6 +492,8 @@ def main(argv=None) -> int:
     r.add_argument("host"); r.add_argument("ep")
     r.add_argument("--net", required=True); r.add_argument("--tenant", default="default")
     r.add_argument("--group", default="")
+    r.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="a label of the endpoint (services select providers by them); repeatable")
     sub.add_parser("rm").add_argument("ep")
     e = sub.add_parser("exec")
     e.add_argument("target"); e.add_argument("command", nargs=argparse.REMAINDER)
@@ -511,7 +515,7 @@ def main(argv=None) -> int:
             c.down()
             print(f"cluster {c.name}: removed")
         elif args.cmd == "run":
-            ep = c.run(args.host, args.ep, args.net, args.tenant, args.group)
+            ep = c.run(args.host, args.ep, args.net, args.tenant, args.group, args.label)
             print(ep["ip"])
         elif args.cmd == "rm":
             c.rm(args.ep)

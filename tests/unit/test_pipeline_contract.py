@@ -19,6 +19,14 @@ DSCP = replace(snapshot(), groups=tuple(replace(g, dscp=10) if isinstance(g, Gro
 SNAPSHOTS = [snapshot(), policy_snapshot(), LOGGED, DSCP, scale_snapshot(300, 12, 40, n_hosts=4)]
 
 
+def _with_service():
+    from tests.unit.test_service import _snap
+    return _snap()
+
+
+SNAPSHOTS.append(_with_service())
+
+
 def _problems(compiled):
     return [(h, f.to_ofctl(), p) for h, (flows, _) in compiled.items() for f in flows for p in verify(f)]
 
@@ -37,7 +45,7 @@ def test_every_engine_flow_keeps_to_its_table():
 
 
 def test_every_table_has_its_declared_miss():
-    flows = compile_all(snapshot())["h1"][0]
+    flows = compile_all(_with_service())["h1"][0]
     for t, decl in CONTRACT.items():
         miss = [f for f in flows if f.table == t and f.priority == 0]
         assert len(miss) == 1 and not miss[0].match, t
@@ -56,9 +64,10 @@ def test_a_stray_flow_is_named():
 
 
 def test_only_groups_netweave_makes_are_its_own():
-    from flows.pipeline import GROUP_FLOOD_ALL, GROUP_FLOOD_LOCAL, flood_group_id, group_owned
+    from flows.pipeline import GROUP_FLOOD_ALL, GROUP_FLOOD_LOCAL, flood_group_id, group_owned, service_group_id
     for snap in SNAPSHOTS:
         for _, groups in compile_all(snap).values():
             assert all(group_owned(g.group_id) for g in groups)
     assert group_owned(flood_group_id(GROUP_FLOOD_ALL, 7)) and group_owned(flood_group_id(GROUP_FLOOD_LOCAL, 7))
-    assert not any(group_owned(g) for g in (1, 2, 7, 0x30000001, GROUP_FLOOD_ALL << 28))
+    assert group_owned(service_group_id(5, 0))
+    assert not any(group_owned(g) for g in (1, 2, 7, 0x50000001, GROUP_FLOOD_ALL << 28))
