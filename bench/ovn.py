@@ -26,7 +26,7 @@ ports are real namespaces with real packets, in network 0:
       tcp.dst == 8080` allow-related), until the first new TCP connection from the client is
       established (bench/ovn_probe.py: a fresh connection attempt every 5 ms). Then the rule is
       deleted and we time until a new connection gets no answer (attempts in sequence, 5 ms
-      apart, each given 0.3 s).
+      apart, each given 0.3 s; the first of three failures in a row).
 Sizes grow in one cluster per system: population to the first size, measure, grow to the next.
 
     python -m bench.ovn [--ports 1000,10000] [-n 20] [--rules 10] [--systems netweave,ovn] [--quick]
@@ -37,6 +37,7 @@ import argparse
 import ipaddress
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -47,7 +48,9 @@ import requests
 from bench import common
 from bench.ovn_sim import OvnCluster, missing_binaries
 from model import ipam
+from topologies import launch
 from topologies.cluster import Cluster
+from topologies.ovs import sh
 
 log = logging.getLogger("bench.ovn")
 TENANT, NETS, GROUPS_PER_NET, RULES_PER_GROUP = "nwo", 10, 2, 5
@@ -163,18 +166,51 @@ class Netweave:
                                                         "networkName": net_name(0), "policies": pol})
 
     def populate(self, total: int):
+        """Endpoint records through netweave's REST API, each with a link of its name in its
+        host's namespace (a tap device; netplugin releases an endpoint whose link is gone).
+        They are written to the cluster's store by a second netmaster without OpenFlow while
+        the cluster's is stopped: through the live one, 10k creates took over 6 minutes here
+        (each write re-derives the switches' flows; issue 12), more than one lock hold. The
+        cluster's netmaster then starts on that store and reconciles every switch, as after
+        any restart; settle() waits for that."""
         hosts = sorted(self.c.state["hosts"])
+        for i, h in enumerate(hosts):
+            links = [f"tuntap add dev nwop{j} mode tap" for j in range(self.pop, total) if j % len(hosts) == i]
+            if links:
+                sh("ip", "-n", self.c.host_ns(h), "-batch", "-", input="\n".join(links) + "\n")
+        self.c.netmaster_stop()
+        rest = common.free_port()
+        cmd = launch.netmaster_cmd(self.c.python, [f"127.0.0.1:{rest}"], common.free_port(),
+                                   f"sqlite://{self.c.workdir}/state.db", extra=["--no-openflow"])
+        with open(os.path.join(self.c.workdir, "netmaster-populate.log"), "ab") as logf:
+            nm = subprocess.Popen(cmd, cwd=common.ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{rest}/api/v1/"
+        try:
+            _wait_http(f"http://127.0.0.1:{rest}/version", nm)
 
-        def one(rng):
-            with requests.Session() as s:
-                for j in rng:
-                    net, ip, g = pop_port(j)
-                    self.post(f"endpoints/nwop{j}/", {"tenantName": TENANT, "networkName": net, "groupName": g,
-                                                      "host": hosts[j % len(hosts)], "intfName": f"nwop{j}",
-                                                      "ipAddress": ip}, session=s)
-        todo = list(range(self.pop, total))
-        with ThreadPoolExecutor(4) as ex:             # 4 clients: creation is set-up, not measured
-            list(ex.map(one, [todo[k::4] for k in range(4)]))
+            def one(rng):
+                with requests.Session() as s:
+                    for j in rng:
+                        net, ip, g = pop_port(j)
+                        r = s.post(f"{url}endpoints/nwop{j}/", json={
+                            "tenantName": TENANT, "networkName": net, "groupName": g, "host": hosts[j % len(hosts)],
+                            "intfName": f"nwop{j}", "ipAddress": ip}, timeout=120)
+                        if not r.ok:
+                            raise RuntimeError(f"POST endpoints/nwop{j}/: {r.status_code} {r.text[:300]}")
+            for start in range(self.pop, total, 2000):
+                todo = list(range(start, min(total, start + 2000)))
+                with ThreadPoolExecutor(4) as ex:         # 4 clients: creation is set-up, not measured
+                    list(ex.map(one, [todo[k::4] for k in range(4)]))
+                log.info("event=bench_populating system=netweave ports=%d", todo[-1] + 1)
+        finally:
+            nm.terminate()
+            try:
+                nm.wait(30)
+            except subprocess.TimeoutExpired:
+                nm.kill()
+                nm.wait()
+        self.c.netmaster_start()
+        self.c.wait_ready(120)
         self.pop = total
 
     def settle(self, timeout: float = 300):
@@ -304,6 +340,20 @@ class Ovn:
         self.c.down()
 
 
+def _wait_http(url: str, proc, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited with code {proc.returncode}")
+        try:
+            if requests.get(url, timeout=1).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url}: no answer within {timeout:.0f} s")
+
+
 def pg(group: str) -> str:
     """OVN port group names must be identifiers (they appear in `@pg` and `$pg_ip4`)."""
     return group if group.startswith("nwo_") else f"nwo_{group}"
@@ -416,7 +466,12 @@ def table(r: list) -> str:
     return "\n".join(lines)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")          # so every `finally` removes what it made
+
+
 def main(argv=None) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
     p = argparse.ArgumentParser(prog="python -m bench.ovn")
     p.add_argument("--ports", default="1000,10000", help="population sizes, grown in one cluster (default 1000,10000)")
     p.add_argument("-n", type=int, default=20, help="ports attached per size (default 20)")

@@ -4,7 +4,7 @@ read on stdin, each answered with one line of CLOCK_MONOTONIC time or "timeout".
     open IP PORT     a new connection attempt (fresh source port) every INTERVAL s until one
                      is established; prints when it was
     closed IP PORT   one attempt after another, 5 ms apart, each given HOLD s; prints when the first
-                     attempt that never got an answer started (the rule was enforced by then)
+                     attempt that got no answer started, once CONFIRM in a row got none
 
 A new source port per attempt, so a SYN dropped before the rule changed (whose retransmission
 waits a second) never hides the first one sent after it."""
@@ -16,6 +16,7 @@ import time
 
 INTERVAL = 0.005
 HOLD = 0.3
+CONFIRM = 3
 TIMEOUT = float(os.environ.get("PROBE_TIMEOUT", "30"))
 
 
@@ -55,14 +56,20 @@ def first_open(ip: str, port: int):
 
 
 def first_closed(ip: str, port: int):
+    """The start of the first of CONFIRM failed attempts in a row: one attempt alone can miss
+    its HOLD while the switch is busy (an upcall behind a big bundle), not refused."""
     deadline = time.monotonic() + TIMEOUT
+    first, fails = None, 0
     while time.monotonic() < deadline:
         t = time.monotonic()
         try:
             with socket.create_connection((ip, port), timeout=HOLD):
                 pass
+            first, fails = None, 0
         except OSError:
-            return t
+            first, fails = (first if fails else t), fails + 1
+            if fails >= CONFIRM:
+                return first
         time.sleep(0.005)
     return None
 
