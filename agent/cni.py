@@ -335,6 +335,16 @@ class Context:
     def nm(self):
         url = (self.conf.get("netmaster") or self.host_info().get("netweave-netmaster")
                or nmc.DEFAULT_NETMASTER)
+        state = self.host_info().get("netweave-state-dir")
+        if state and url.rstrip("/") not in nmc._CREDENTIALS:
+            # the plugin working alone (netplugin not listening): the host's credential
+            from agent.credential import HostCredential
+            cred = HostCredential(state, self.host_label)
+            try:
+                if cred.load():
+                    nmc.set_credential(url, cred.token, cred.ca)
+            except OSError:
+                pass
         return nmc.NetmasterClient(url, timeout=10.0)
 
     def close(self):

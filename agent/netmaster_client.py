@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import socket
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -51,19 +52,47 @@ def dpid_for_host(host_label):
     return value or 1
 
 
+# netmaster URL -> (token, CA file): the host credential netplugin holds, used by every
+# client it makes for that URL (heartbeat, CNI server, Docker driver)
+_CREDENTIALS = {}
+
+
+def set_credential(base_url, token, cafile=None):
+    _CREDENTIALS[base_url.rstrip("/")] = (token, cafile)
+
+
+_CONTEXTS = {}
+
+
+def _context(cafile):
+    """One TLS client context per CA file (loading a CA costs more than a request)."""
+    if cafile not in _CONTEXTS:
+        _CONTEXTS[cafile] = ssl.create_default_context(cafile=cafile)
+    return _CONTEXTS[cafile]
+
+
 class NetmasterClient:
-    def __init__(self, base_url=DEFAULT_NETMASTER, timeout=5.0):
+    """token/cafile: None takes what set_credential() recorded for this URL when the
+    request is made, so clients made before the credential arrived use it too."""
+
+    def __init__(self, base_url=DEFAULT_NETMASTER, timeout=5.0, token=None, cafile=None):
         self.base = base_url.rstrip("/")
         self.timeout = timeout
+        self.token = token
+        self.cafile = cafile
 
-    def _call(self, method, path, body=None):
+    def call(self, method, path, body=None):
         url = self.base + path
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json",
-                                              "Accept": "application/json"})
+        known = _CREDENTIALS.get(self.base, ("", None))
+        token = known[0] if self.token is None else self.token
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if token:
+            headers["Authorization"] = "Bearer " + token
+        ctx = _context(self.cafile or known[1]) if self.base.startswith("https:") else None
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=ctx) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as e:
             raw = e.read()
@@ -88,18 +117,20 @@ class NetmasterClient:
         return urllib.parse.quote(name, safe="")
 
     # -- hosts -----------------------------------------------------------------------------
-    def register_host(self, host_label, vtep_ip, dpid, uplink="", agent_port=0):
+    def register_host(self, host_label, vtep_ip, dpid, uplink="", agent_port=0, vtep_mac=""):
         """Register, and heartbeat: netmaster expects this POST every few seconds."""
         if isinstance(dpid, int):
             dpid = "%016x" % dpid
         body = {"hostLabel": host_label, "vtepIP": vtep_ip or "", "dpid": dpid,
                 "uplink": uplink or "", "agentPort": int(agent_port or 0)}
-        return self._call("POST", "/api/v1/hosts/%s/" % self._q(host_label), body)
+        if vtep_mac:
+            body["vtepMAC"] = vtep_mac
+        return self.call("POST", "/api/v1/hosts/%s/" % self._q(host_label), body)
 
     heartbeat = register_host
 
     def list_hosts(self):
-        return self._call("GET", "/api/v1/hosts/") or []
+        return self.call("GET", "/api/v1/hosts/") or []
 
     # -- endpoints -------------------------------------------------------------------------
     def create_endpoint(self, ep_id, tenant, network, group, host, container_id,
@@ -112,12 +143,12 @@ class NetmasterClient:
                 "host": host, "containerID": container_id, "intfName": intf_name,
                 "ifName": if_name}
         body.update({k: v for k, v in extra.items() if v})
-        return self._call("POST", "/api/v1/endpoints/%s/" % self._q(ep_id), body)
+        return self.call("POST", "/api/v1/endpoints/%s/" % self._q(ep_id), body)
 
     def get(self, path):
         """GET an API path (e.g. /api/v1/networks/); None when it is not there (404)."""
         try:
-            return self._call("GET", path)
+            return self.call("GET", path)
         except NetmasterError as e:
             if e.status == 404:
                 return None
@@ -126,7 +157,7 @@ class NetmasterClient:
     def delete_endpoint(self, ep_id):
         """Release the endpoint. Returns False when netmaster did not know it (404)."""
         try:
-            self._call("DELETE", "/api/v1/endpoints/%s/" % self._q(ep_id))
+            self.call("DELETE", "/api/v1/endpoints/%s/" % self._q(ep_id))
             return True
         except NetmasterError as e:
             if e.status == 404:
@@ -134,7 +165,7 @@ class NetmasterClient:
             raise
 
     def list_endpoints(self, host=None):
-        eps = self._call("GET", "/api/v1/endpoints/") or []
+        eps = self.call("GET", "/api/v1/endpoints/") or []
         if host is not None:
             eps = [e for e in eps if e.get("homingHost") == host]
         return eps

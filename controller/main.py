@@ -20,6 +20,7 @@ import eventlet  # noqa: E402
 eventlet.monkey_patch()
 
 import argparse  # noqa: E402
+import ipaddress  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
@@ -42,6 +43,18 @@ def build_parser():
     p = argparse.ArgumentParser(prog="netmaster", description="netweave's netmaster: REST API and OpenFlow controller")
     p.add_argument("--listen", "--listen-url", action="append", dest="listen",
                    help="REST address HOST:PORT; repeat to listen on several (default 127.0.0.1:9999)")
+    p.add_argument("--tls-listen", action="append", dest="tls_listen",
+                   help="authenticated HTTPS address HOST:PORT for agents and remote users; repeat "
+                        "for several; 'none' for no such listener (default 0.0.0.0:10000)")
+    p.add_argument("--pki-dir", default=None,
+                   help="folder of the local CA, certificates, the admin credential and the agents' "
+                        "bootstrap token (default: 'pki' beside the SQLite file, else "
+                        "/var/lib/netweave/pki)")
+    p.add_argument("--tls-san", action="append", default=[],
+                   help="another DNS name or address clients use to reach netmaster, put in its "
+                        "certificate; repeat for several")
+    p.add_argument("--token-ttl", type=float, default=12 * 3600,
+                   help="seconds a login token lives (default 43200)")
     p.add_argument("--of-listen", default="0.0.0.0", help="OpenFlow listen address (default 0.0.0.0)")
     p.add_argument("--of-port", type=int, default=6653, help="OpenFlow port (default 6653)")
     p.add_argument("--no-openflow", action="store_true", help="serve REST only (no OpenFlow controller)")
@@ -67,6 +80,61 @@ def _split(addr: str):
     return host or "0.0.0.0", int(port)
 
 
+def pki_dir(args) -> str:
+    if args.pki_dir:
+        return args.pki_dir
+    if args.store.startswith("etcd"):
+        return "/var/lib/netweave/pki"
+    path = args.store[len("sqlite://"):] if args.store.startswith("sqlite://") else args.store
+    return os.path.join(os.path.dirname(os.path.abspath(path)), "pki")
+
+
+def _local_addresses() -> list[str]:
+    """This machine's IPv4 addresses, for the certificate of a listener on 0.0.0.0."""
+    import subprocess
+    try:
+        out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True,
+                             timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.split()[3].split("/")[0] for line in out.splitlines() if len(line.split()) > 3]
+
+
+def tls_setup(args, tls_listen: list[str]):
+    """The CA, netmaster's server and client certificates, and the PKI."""
+    import ipaddress
+    import socket as _socket
+
+    from netweave.pki import PKI
+    pki = PKI(pki_dir(args))
+    pki.ensure_ca()
+    ips, dns = {"127.0.0.1"}, {"localhost", _socket.gethostname()}
+    for addr in tls_listen:
+        host = _split(addr)[0]
+        ips.update(_local_addresses() if host in ("0.0.0.0", "") else [host])
+    for name in args.tls_san:
+        try:
+            ips.add(str(ipaddress.ip_address(name)))
+        except ValueError:
+            dns.add(name)
+    crt, key = pki.ensure_cert("netmaster", dns=sorted(dns), ips=sorted(ips))
+    # netmaster's client identity towards agents' local APIs (CN netmaster)
+    pki.ensure_cert("netmaster-client", cn="netmaster", server=False)
+    return pki, crt, key
+
+
+class _Listener:
+    """Marks each request with the listener it came through (rest/app.py decides
+    from it whether a credential is needed)."""
+
+    def __init__(self, app, kind: str):
+        self.app, self.kind = app, kind
+
+    def __call__(self, environ, start_response):
+        environ["netweave.listener"] = self.kind
+        return self.app(environ, start_response)
+
+
 class _WsgiLog:
     """eventlet.wsgi writes access lines to a file-like object; send them to logging."""
 
@@ -82,15 +150,30 @@ def main(argv=None):
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from controller.netmaster import Netmaster
 
+    from rest.auth import ensure_local_credentials
+    from netweave.pki import server_context
+
     listen = args.listen or ["127.0.0.1:9999"]
+    tls_listen = [a for a in (args.tls_listen or ["0.0.0.0:10000"]) if a.lower() not in ("none", "")]
+    pki, crt, key = tls_setup(args, tls_listen)
     nm = Netmaster(args.store, host_timeout=args.host_timeout, underlay_mtu=args.underlay_mtu,
                    openflow=None if args.no_openflow else (args.of_listen, args.of_port),
-                   deny_log_rate=args.deny_log_rate)
+                   deny_log_rate=args.deny_log_rate, pki=pki, token_ttl=args.token_ttl)
+    creds = ensure_local_credentials(nm.auth, pki.dir)
     socks = []
-    for addr in listen:
+    ctx = server_context(crt, key)
+    for addr, kind in [(a, "local") for a in listen] + [(a, "tls") for a in tls_listen]:
         try:
-            socks.append(eventlet.listen(_split(addr)))
-        except OSError as exc:
+            sock = eventlet.listen(_split(addr))
+            if kind == "tls":
+                # eventlet's green SSL socket: the handshake runs in each connection's
+                # own green thread, so a silent client cannot stall accept()
+                sock = ctx.wrap_socket(sock, server_side=True)
+            elif not ipaddress.ip_address(_split(addr)[0]).is_loopback:
+                log.warning("event=listener_unauthenticated address=%s note=every client reaching "
+                            "it is the administrator; use --tls-listen for other hosts", addr)
+            socks.append((sock, kind))
+        except (OSError, ValueError) as exc:
             log.error("event=listen_failed address=%s error=%s", addr, exc)
             return 1
     stop = eventlet.event.Event()
@@ -101,18 +184,21 @@ def main(argv=None):
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    servers = [eventlet.spawn(eventlet.wsgi.server, s, nm.rest, log=_WsgiLog(), log_output=True,
-                              keepalive=True, socket_timeout=30) for s in socks]
+    servers = [eventlet.spawn(eventlet.wsgi.server, s, _Listener(nm.rest, kind), log=_WsgiLog(),
+                              log_output=True, keepalive=True, socket_timeout=30) for s, kind in socks]
     nm.start()
-    log.info("event=netmaster_started rest=%s openflow=%s store=%s", ",".join(listen),
-             "off" if args.no_openflow else f"{args.of_listen}:{args.of_port}", args.store)
+    log.info("event=netmaster_started rest=%s tls=%s openflow=%s store=%s", ",".join(listen),
+             ",".join(tls_listen) or "off", "off" if args.no_openflow else f"{args.of_listen}:{args.of_port}",
+             args.store)
+    log.info("event=credentials ca=%s admin_token=%s admin_password=%s bootstrap_token=%s",
+             pki.ca_cert, creds["admin_token"], creds["admin_password"], creds["bootstrap_token"])
     try:
         stop.wait()
     finally:
         log.info("event=netmaster_stopping")
         for s in servers:
             s.kill()
-        for s in socks:
+        for s, _ in socks:
             s.close()
         nm.stop()
     return 0

@@ -13,6 +13,7 @@ from controller.denylog import DenyLog
 from controller.fabric import Fabric
 from model import schema
 from model.service import Model, okey
+from rest import auth
 from rest.app import HTTPError, RestApp
 from store.base import StoreError, open_store
 
@@ -21,9 +22,12 @@ log = logging.getLogger(__name__)
 
 class Netmaster:
     def __init__(self, store_url: str, host_timeout: float = 6.0, underlay_mtu: int = 1500,
-                 openflow: tuple | None = ("0.0.0.0", 6653), deny_log_rate: int = 100):
+                 openflow: tuple | None = ("0.0.0.0", 6653), deny_log_rate: int = 100,
+                 pki=None, token_ttl: float = auth.TOKEN_TTL):
         self.store = open_store(store_url)
         self.model = Model(self.store, host_timeout=host_timeout, underlay_mtu=underlay_mtu)
+        self.auth = auth.Auth(self.store, token_ttl=token_ttl)
+        self.pki = pki
         self.openflow = openflow
         self.fabric = Fabric(self.model)
         self.deny_log_rate = deny_log_rate
@@ -32,7 +36,8 @@ class Netmaster:
         self.rest = RestApp(self.model, extensions={"switches": self._switches, "flows": self._flows,
                                                     "trace": self._trace, "policylog": self._policylog,
                                                     "realization": self._realization},
-                            extra_oper=self._extra_oper, ready=self.ready, realize=self.realize)
+                            extra_oper=self._extra_oper, ready=self.ready, realize=self.realize,
+                            auth=self.auth, pki=pki)
         self._threads = []
         self._host_states: dict[str, str] = {}
 
@@ -52,6 +57,7 @@ class Netmaster:
             metrics.COLLECTOR.netmaster = None
         for t in self._threads:
             t.kill()
+        self.fabric.stop()
         if self.of is not None:
             self.of.stop()
         self.store.close()
@@ -184,7 +190,7 @@ class Netmaster:
             snap = self.fabric.snapshot()
             in_port = snap.ofports[t["from"]["host"]][next(
                 e.port_name for e in snap.endpoints if e.endpoint_id == t["from"]["endpoint"])]
-            t["live"] = livetrace.trace(self.model, t["from"], t["packet"], in_port)
+            t["live"] = livetrace.trace(self.model, t["from"], t["packet"], in_port, pki=self.pki)
             # the simulator's verdict at the same place: did the source switch send it anywhere?
             first = t["hops"][0] if t["hops"] else {"outputs": []}
             t["live"]["simulated"] = "forwarded" if first["outputs"] else "dropped"

@@ -9,10 +9,14 @@ OpenFlow listener plus `SwitchManager` in-process and returns a `Handle`.
 Event handlers are thin: they update a dict, call the fabric and mark a switch
 dirty.  Fabric callbacks (switch_up, port_changed, switch_down) run in the
 app's event loop and must return quickly (hand slow work to a greenthread);
-fabric.desired() runs in the reconcile worker.  The work happens in `reconcile()`, run by one worker greenthread per
-switch, which diffs the fabric's desired entries against the switch's own
-(cookie-marked) flows and its groups, and applies the difference in one atomic
-OpenFlow bundle.  Conversions live in controller/ofmsg.py.
+fabric.desired() and fabric.delta() run in the reconcile worker.  The work
+happens in `reconcile()`, run by one worker greenthread per switch.  On
+connect, after a failure and at each audit it diffs the fabric's whole
+desired set against the switch's own (cookie-marked) flows and its groups;
+otherwise it takes the fabric's delta (the flows and groups whose desired
+entry changed since) and compares only those with what it last committed.
+Either way the difference goes in one atomic OpenFlow bundle.  Conversions
+live in controller/ofmsg.py.
 """
 from __future__ import annotations
 
@@ -59,6 +63,10 @@ class Fabric(Protocol):
 
     def desired(self, dpid: int) -> Optional[tuple[set[FlowEntry], set[GroupEntry]]]:
         """Flows and groups the switch should hold; None = unknown switch, touch nothing."""
+
+    def delta(self, dpid: int) -> Optional[tuple[list, list]]:
+        """Optional. ([(old, new)] flows, [(old, new)] groups) whose desired entry changed since
+        the last desired()/delta() of this switch (None: absent); None = take desired()."""
 
     def switch_up(self, dpid: int, ports: dict[str, int]) -> None: ...
 
@@ -260,20 +268,38 @@ class SwitchManager(app_manager.OSKenApp):
         res.started = time.perf_counter()
         # taken before desired(): what the switch holds after this reconcile is that version
         version = getattr(self.fabric, "version", lambda: None)()
-        desired = self.fabric.desired(dpid) if self.fabric is not None else None
-        if desired is None:
-            res.outcome = "skipped"
-            LOG.info("event=reconcile dpid=%s outcome=skipped reason=unknown_switch", _dpid(dpid))
-            return self._done(res)
+        delta = None
+        if dpid in self._held and dpid in self._meter_ok:
+            # the switch holds what we last committed: only what changed since goes out
+            delta_of = getattr(self.fabric, "delta", None)
+            delta = delta_of(dpid) if delta_of is not None else None
+        desired = None
+        if delta is None:
+            desired = self.fabric.desired(dpid) if self.fabric is not None else None
+            if desired is None:
+                res.outcome = "skipped"
+                LOG.info("event=reconcile dpid=%s outcome=skipped reason=unknown_switch", _dpid(dpid))
+                return self._done(res)
         try:
             if dpid not in self._meter_ok:
                 self._ensure_meter(dp)
                 self._meter_ok.add(dpid)
-            msgs = self._diff(dp, desired, res)
+            msgs = None
+            if delta is not None:
+                msgs = self._delta_msgs(dp, delta, res)
+                if msgs is None:             # an entry it cannot send: the full path says which
+                    self._held.pop(dpid, None)
+                    res = ReconcileResult(dpid, started=res.started)
+                    desired = self.fabric.desired(dpid)
+                    if desired is None:
+                        res.outcome = "skipped"
+                        return self._done(res)
+            if msgs is None:
+                msgs = self._diff(dp, desired, res)
             if msgs:
                 self._apply_bundle(dp, msgs, res)
             if res.outcome in ("noop", "committed") and dpid in self._pending:
-                self._held[dpid] = self._pending.pop(dpid)
+                self._commit_held(dpid, self._pending.pop(dpid))
                 self._tell("realized", dpid, version)
             else:
                 self._held.pop(dpid, None)
@@ -387,6 +413,78 @@ class SwitchManager(app_manager.OSKenApp):
                     dp, ofp.OFPGC_DELETE, ofp.OFPGT_ALL, gid, [])))
                 res.groups_deleted += 1
         return first + flows + last
+
+    def _delta_msgs(self, dp, delta, res: ReconcileResult):
+        """Messages for what changed in the desired table since the last reconcile
+        (delta: [(old, new)] of flows and of groups), against what we committed;
+        None when an entry cannot be sent (the full path then reports it)."""
+        flow_changes, group_changes = delta
+        held, groups_held = self._held[dp.id]
+        res.read = "delta"
+        upd_flows, upd_groups = {}, {}
+        first, flows, last = [], [], []
+        try:
+            for old, new in group_changes:
+                if new is None:
+                    gid = old.group_id
+                    if gid in groups_held and self.group_owned(gid):
+                        last.append((f"delete group_id={gid}", parser.OFPGroupMod(
+                            dp, ofp.OFPGC_DELETE, ofp.OFPGT_ALL, gid, [])))
+                        upd_groups[gid] = None
+                        res.groups_deleted += 1
+                    continue
+                g = ofmsg.normalize_group(new)
+                h = groups_held.get(g.group_id)
+                if h == g:
+                    continue
+                cmd = ofp.OFPGC_ADD if g.group_id not in groups_held else ofp.OFPGC_MODIFY
+                first.append((g.to_ofctl(), ofmsg.group_mod(dp, g, cmd)))
+                upd_groups[g.group_id] = g
+                if cmd == ofp.OFPGC_ADD:
+                    res.groups_added += 1
+                else:
+                    res.groups_modified += 1
+            for old, new in flow_changes:
+                if new is None:
+                    k = ofmsg.normalize(old).key
+                    h = held.get(k)
+                    if h is not None:
+                        flows.append(_flow_msg(dp, h, ofp.OFPFC_DELETE_STRICT))
+                        upd_flows[k] = None
+                        res.deleted += 1
+                    continue
+                e = ofmsg.normalize(new)
+                if e.cookie & COOKIE_MARK_MASK != COOKIE_MARK:
+                    return None
+                h = held.get(e.key)
+                if h == e:
+                    continue
+                if h is not None and h.cookie == e.cookie:
+                    flows.append(_flow_msg(dp, e, ofp.OFPFC_MODIFY_STRICT))
+                    res.modified += 1
+                else:
+                    flows.append(_flow_msg(dp, e, ofp.OFPFC_ADD))
+                    res.added += 1
+                upd_flows[e.key] = e
+        except ofmsg.ConversionError as x:
+            LOG.warning("event=delta_unsendable dpid=%s error=%s action=full_reconcile", _dpid(dp.id), x)
+            return None
+        self._pending[dp.id] = ("delta", upd_flows, upd_groups)
+        return first + flows + last
+
+    def _commit_held(self, dpid: int, pending) -> None:
+        """What the switch holds now that the bundle committed."""
+        if pending[0] == "delta":
+            held, groups_held = self._held[dpid]
+            for table, upd in ((held, pending[1]), (groups_held, pending[2])):
+                for k, v in upd.items():
+                    if v is None:
+                        table.pop(k, None)
+                    else:
+                        table[k] = v
+        else:
+            # a copy: deltas change it in place, and the desired memo must not move
+            self._held[dpid] = (dict(pending[0]), dict(pending[1]))
 
     def _read_switch(self, dp):
         """Our flows (by the cookie mark) and all groups, as the switch holds them."""

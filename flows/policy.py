@@ -69,18 +69,30 @@ def tenant_flows(t: Tenant, guarded: List[int]) -> List[FlowEntry]:
     group's own connections are thus tracked both ways on its host, so the
     replies of a connection it opened pass its 'in' rules as +est, and the
     replies of one it accepted pass its 'out' rules."""
+    out = []
+    for gid in guarded:
+        out += guard_flows(t, gid)
+    return out + vrf_flows(t)
+
+
+def guard_flows(t: Tenant, gid: int) -> List[FlowEntry]:
+    """The two conntrack passes of one guarded group (a group with rules)."""
+    gc = cookie(Owner.GROUP, gid)
+    z = t.vrf_id
+    # Only traffic from local ports is checked on egress; the fabric's was checked at its source.
+    return [F(T.EGRESS_CT, 100, {"eth_type": ETH_IP, REG_SRC_GROUP: gid,
+                                 "metadata": (md(t.vrf_id), MD_VRF_MASK | MD_FROM_FABRIC)},
+              (_ct(table=int(T.EGRESS_POLICY), zone=z),), gc),
+            F(T.INGRESS_CT, 100, {"eth_type": ETH_IP, REG_DST_GROUP: gid, "metadata": (md(t.vrf_id), MD_VRF_MASK)},
+              (_ct(table=int(T.INGRESS_POLICY), zone=z),), gc)]
+
+
+def vrf_flows(t: Tenant) -> List[FlowEntry]:
+    """What every VRF has: +est/+rel pass, and the default verdict of a new connection."""
     c = cookie(Owner.TENANT, t.vrf_id)
     z = t.vrf_id
     vrf = (md(t.vrf_id), MD_VRF_MASK)
     out = []
-    for gid in guarded:
-        gc = cookie(Owner.GROUP, gid)
-        # Only traffic from local ports is checked on egress; the fabric's was checked at its source.
-        out.append(F(T.EGRESS_CT, 100, {"eth_type": ETH_IP, REG_SRC_GROUP: gid,
-                                        "metadata": (md(t.vrf_id), MD_VRF_MASK | MD_FROM_FABRIC)},
-                     (_ct(table=int(T.EGRESS_POLICY), zone=z),), gc))
-        out.append(F(T.INGRESS_CT, 100, {"eth_type": ETH_IP, REG_DST_GROUP: gid, "metadata": vrf},
-                     (_ct(table=int(T.INGRESS_POLICY), zone=z),), gc))
     for table, nxt in ((T.EGRESS_POLICY, T.ROUTING), (T.INGRESS_POLICY, T.DELIVER)):
         for st in ("+est+trk", "+rel+trk"):
             out.append(F(table, PRIO_CT_PASS, {"eth_type": ETH_IP, "ct_state": st, "metadata": vrf},

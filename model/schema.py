@@ -158,6 +158,8 @@ HOST = Kind("host", "hosts", ("hostLabel",), (
     _key("hostLabel", "host label", length=256),
     Field("uplink", length=15, description="uplink interface for VLAN networks"),
     Field("vtepIP", format=rf"^{IPV4}$", required=True, description="underlay (VTEP) address"),
+    Field("vtepMAC", length=17, format=r"^$|^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$",
+          description="MAC of the VTEP interface; other hosts pre-resolve their tunnels with it"),
 ))
 
 # An endpoint (read-only to users; the agent allocates it on CNI ADD).
@@ -218,6 +220,7 @@ FORMAT_WORDS = {
     r"^(tcp|udp|icmp||[0-9]{1,3}?)$": "tcp, udp, icmp, a protocol number or empty",
     rf"^$|{EP_IP}": "empty or an IPv4 address (a.b.c.d or a.b.c.d/len)",
     rf"^$|{MAC}": "empty or a MAC address (six hex pairs joined by ':')",
+    r"^$|^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$": "empty or a MAC address (six hex pairs joined by ':')",
 }
 
 

@@ -1,6 +1,7 @@
 """The desired state and its rules: Contiv's semantics on top of the store.
 
-Every write is validate-then-commit under the store's write lock: an object
+Every write is validate-then-commit under the store's write lock (retried
+when the commit finds the store moved on, see store.base.Stale): an object
 and everything allocated for it (packet tag, ids, an endpoint's address)
 change in one atomic commit or not at all.  Nothing here talks to switches;
 the controller learns about changes from the store's watch.
@@ -22,7 +23,7 @@ import time
 
 from model import ipam, objects, schema
 from model.validate import Conflict, ModelError, NotFound, ValidationError, parse
-from store.base import Store
+from store.base import Store, retry_stale
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class Model:
         self.bootstrap()
 
     # ------------------------------------------------------------------ start
+    @retry_stale
     def bootstrap(self):
         """Tenant 'default' and the global object exist from the first start."""
         with self.store.write_lock():
@@ -92,6 +94,7 @@ class Model:
         return self.store.get(f"meta/{kind}/{key}") or {}
 
     # ---------------------------------------------------------------- writes
+    @retry_stale
     def upsert(self, kind: schema.Kind, path_key: str, body) -> dict:
         """POST/PUT: create, or update the fields that may change."""
         if kind.read_only:
@@ -118,6 +121,7 @@ class Model:
         log.info("event=object_%s kind=%s key=%s", "updated" if old else "created", kind.name, key)
         return new
 
+    @retry_stale
     def delete(self, kind: schema.Kind, key: str) -> str:
         if kind.read_only:
             raise ModelError(f"{kind.collection}: read-only; endpoints are removed by the agent "
@@ -188,6 +192,12 @@ class Model:
     def _check_network(self, n, old, puts, deletes):
         if old is not None:
             return None                              # only cfgdTag may change
+        for name in ("ipv6Subnet", "ipv6Gateway"):
+            # refused rather than stored: the pipeline carries IPv4 only, and a network that
+            # took an IPv6 subnet would drop every IPv6 packet at the spoof guard, silently
+            if getattr(n, name):
+                raise ValidationError(f"{name}: IPv6 is not supported by netweave yet "
+                                      f"(the pipeline carries IPv4 and ARP only); leave it empty")
         self._require("tenant", n.tenantName, "tenantName")
         key = objects.key(n)
         if self.store.get(okey("endpointGroup", key)):
@@ -384,6 +394,7 @@ class Model:
         raise Conflict("global: cannot be deleted; POST it to change its settings")
 
     # --------------------------------------------------------------- hosts
+    @retry_stale
     def register_host(self, path_key: str, body) -> dict:
         """A netplugin registers its host; every later POST is a heartbeat."""
         h = parse(schema.HOST, body, path_key)
@@ -452,6 +463,7 @@ class Model:
             grp = g2
         return net, grp
 
+    @retry_stale
     def allocate_endpoint(self, endpoint_id: str, body) -> dict:
         req = parse(schema.ENDPOINT, body, endpoint_id)
         with self.store.write_lock():
@@ -573,6 +585,7 @@ class Model:
                      new.get("containerID", ""), new.get("containerName", ""))
         return new
 
+    @retry_stale
     def release_endpoint(self, endpoint_id: str) -> str:
         with self.store.write_lock():
             rec = self.store.get(f"ep/{endpoint_id}")

@@ -16,6 +16,7 @@ anything but a 500.  No input yields a 5xx or a traceback.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -30,7 +31,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram,
 from model import oper, schema
 from model.service import Model
 from model.validate import ModelError
+from rest import auth as authz
 from rest import openapi
+from store.base import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +81,12 @@ class RestApp:
     routes (flows, trace) without this module knowing about switches."""
 
     def __init__(self, model: Model, info=None, extensions=None, extra_oper=None, ready=None,
-                 realize=None):
+                 realize=None, auth: authz.Auth | None = None, pki=None):
         self.model = model
+        # auth: users, tokens and host credentials (None: only the loopback door works);
+        # pki: netweave.pki.PKI that signs host certificates with their credential
+        self.auth = auth
+        self.pki = pki
         self.info = info or (lambda: {})
         self.extensions = extensions or {}
         self.extra_oper = extra_oper
@@ -96,10 +103,17 @@ class RestApp:
         route = _route_label(req.path)
         REQUESTS.labels(req.method, route, str(resp.status_code)).inc()
         LATENCY.labels(req.method, route).observe(time.perf_counter() - t0)
+        p = req.environ.get("netweave.principal") or _ANONYMOUS
+        # a host's heartbeat (a POST of its own record every second or two) is not news
+        beat = p.kind == "host" and route == "/api/v1/hosts/{key}" and resp.status_code == 200
+        if (req.method not in authz.READ and not beat) or resp.status_code in (401, 403):
+            authz.audit(p, req.method, req.path, resp.status_code,
+                        req.environ.get("netweave.listener", "local"), req.remote_addr)
         return resp
 
     def _answer(self, req: webob.Request) -> webob.Response:
         try:
+            self._authenticate(req)
             data = self.route(req)
             if isinstance(data, webob.Response):
                 return data
@@ -108,9 +122,107 @@ class RestApp:
             return error_response(exc.status, str(exc))
         except HTTPError as exc:
             return error_response(exc.status, str(exc))
+        except authz.AuthError as exc:
+            resp = error_response(exc.status, str(exc))
+            if exc.status == 401:
+                resp.headers["WWW-Authenticate"] = 'Bearer realm="netweave"'
+            return resp
+        except StoreError as exc:               # the store is out of reach: nothing was stored
+            log.warning("event=rest_store_unavailable method=%s path=%s error=%r", req.method, req.path, str(exc))
+            return error_response(503, str(exc))
         except Exception:                       # a bug: log it, never leak a traceback
             log.exception("event=rest_internal_error method=%s path=%s", req.method, req.path)
             return error_response(500, "internal error; see netmaster's log")
+
+    # ------------------------------------------------------------ authentication
+    def _authenticate(self, req: webob.Request) -> None:
+        """The loopback listener's requests are the local administrator's; any other
+        listener (main.py marks its requests netweave.listener=tls) needs a token,
+        except for the few public routes (login, version, health, OpenAPI, the web
+        view's static files)."""
+        if req.environ.get("netweave.listener", "local") == "local":
+            req.environ["netweave.principal"] = authz.LOCAL
+            return
+        parts = [p for p in req.path.split("/") if p]
+        if _public(req.method, parts):
+            return
+        header = req.headers.get("Authorization", "")
+        token = header[7:].strip() if header[:7].lower() == "bearer " else \
+            req.headers.get("X-Auth-Token", "").strip()          # Contiv's netctl sends x-auth-token
+        if not token:
+            raise authz.AuthError(401, "authorization: a token is required on this listener "
+                                       "(Authorization: Bearer TOKEN; netctl login)")
+        if self.auth is None:
+            raise authz.AuthError(401, "authorization: this netmaster has no user store")
+        p = self.auth.authenticate(token)
+        req.environ["netweave.principal"] = p
+        if parts[:2] == ["api", "v1"]:
+            authz.authorize(p, req.method, parts[2:])
+        elif p.kind == "bootstrap":
+            raise authz.AuthError(403, f"forbidden: the bootstrap token may not {req.method} {req.path}")
+
+    @staticmethod
+    def principal(req) -> authz.Principal:
+        return req.environ.get("netweave.principal") or authz.LOCAL
+
+    def _auth_proxy(self, req: webob.Request, parts: list[str]):
+        """Contiv's auth proxy paths, served by netmaster itself:
+          POST /api/v1/auth_proxy/login/                      {"username","password"} -> token
+          GET  /api/v1/auth_proxy/whoami/
+          GET  /api/v1/auth_proxy/local_users/[<name>/]       (admin)
+          POST|PUT|DELETE /api/v1/auth_proxy/local_users/<name>/   {"password","role","tenants"}
+          POST|DELETE /api/v1/auth_proxy/host_credentials/<label>/ a host's credential (bootstrap, admin)
+        """
+        if self.auth is None:
+            raise HTTPError(404, "auth_proxy: this netmaster has no user store")
+        p = self.principal(req)
+        what = parts[0] if parts else ""
+        if what == "login" and len(parts) == 1:
+            self._method(req, "POST")
+            try:
+                out = self.auth.login(self._body(req))
+            except authz.AuthError:
+                log.info("event=login_failed remote=%s", req.remote_addr or "-")
+                raise
+            log.info("event=login user=%s remote=%s", out["username"], req.remote_addr or "-")
+            req.environ["netweave.principal"] = authz.Principal("user", out["username"], out["role"])
+            return out
+        if what == "whoami" and len(parts) == 1:
+            self._method(req, "GET")
+            return {"principal": str(p), "kind": p.kind, "name": p.name, "role": p.role,
+                    "tenants": list(p.tenants)}
+        if what == "local_users":
+            if len(parts) == 1:
+                self._method(req, "GET")
+                return self.auth.users()
+            if len(parts) != 2:
+                raise HTTPError(404, "user paths are /api/v1/auth_proxy/local_users/<name>/")
+            if req.method == "GET":
+                return self.auth.user(parts[1])
+            if req.method in ("POST", "PUT"):
+                return self.auth.put_user(parts[1], self._body(req))
+            if req.method == "DELETE":
+                return self.auth.delete_user(parts[1])
+            raise HTTPError(405, f"method {req.method} is not allowed on {req.path}")
+        if what == "host_credentials" and len(parts) == 2:
+            label = parts[1]
+            if req.method == "DELETE":
+                return self.auth.revoke_host(label)
+            self._method(req, "POST")
+            body = self._body(req)
+            vtep = body.get("vtepIP", "") if isinstance(body, dict) else ""
+            try:
+                ips = [str(ipaddress.ip_address(vtep))] if vtep else []
+            except ValueError:
+                raise HTTPError(400, f"vtepIP: {vtep!r} is not an IP address")
+            out = {"hostLabel": label, "token": self.auth.issue_host(label, p)}
+            if self.pki is not None:
+                # the host's certificate: its local API serves TLS with it, and OpenFlow ssl: may too
+                out["cert"], out["key"] = self.pki.issue(f"host:{label}", ips=ips)
+                out["ca"] = self.pki.ca_pem()
+            log.info("event=host_credential_issued host=%s by=%s", label, p)
+            return out
+        raise HTTPError(404, f"no such path {req.path}")
 
     # ------------------------------------------------------------ routing
     def route(self, req: webob.Request):
@@ -136,6 +248,8 @@ class RestApp:
         rest = parts[2:]
         if rest == ["openapi.json"]:
             return self.spec
+        if rest[0] == "auth_proxy":
+            return self._auth_proxy(req, rest[1:])
         if rest[0] in self.extensions:
             return self.extensions[rest[0]](req, rest[1:])
         if rest[0] == "inspect":
@@ -158,14 +272,30 @@ class RestApp:
             wait = self._wait_param(req)
             body = self._body(req)
             if kind is schema.ENDPOINT:
+                self._own_endpoint(req, key, body)
                 return self._written(self.model.allocate_endpoint(key, body), wait)
             return self._written(self._wire(kind, self.model.upsert(kind, key, body)), wait)
         if req.method == "DELETE":
             wait = self._wait_param(req)
             if kind is schema.ENDPOINT:
+                self._own_endpoint(req, key, None)
                 return self._written(self.model.release_endpoint(key), wait)
             return self._written(self.model.delete(kind, key), wait)
         raise HTTPError(405, f"method {req.method} is not allowed on {req.path}")
+
+    def _own_endpoint(self, req, key: str, body) -> None:
+        """A host's agent writes only endpoints homed on its host."""
+        p = self.principal(req)
+        if p.kind != "host":
+            return
+        rec = self.model.store.get(f"ep/{key}")
+        if body is not None and (not isinstance(body, dict) or body.get("host") != p.name):
+            raise authz.AuthError(403, f"forbidden: {p.describe()} may not write endpoint {key} for "
+                                       f"host {body.get('host') if isinstance(body, dict) else '?'}; "
+                                       f"needs that host's own credential")
+        if rec is not None and rec["homingHost"] != p.name:
+            raise authz.AuthError(403, f"forbidden: {p.describe()} may not {req.method} endpoint {key} "
+                                       f"of host {rec['homingHost']}; needs that host's own credential")
 
     @staticmethod
     def _web(req, rest):
@@ -273,6 +403,17 @@ class RestApp:
         return base
 
 
+_ANONYMOUS = authz.Principal("anonymous", "-")
+
+
+def _public(method: str, parts: list[str]) -> bool:
+    """Routes any client may call on the authenticated listener."""
+    if parts[:1] == ["ui"] or (method in authz.READ and parts in (["version"], ["healthz"], ["readyz"],
+                                                                  ["api", "v1", "openapi.json"])):
+        return True
+    return method == "POST" and parts == ["api", "v1", "auth_proxy", "login"]
+
+
 def _route_label(path: str) -> str:
     """The route a path took, with keys replaced, so metric labels stay few."""
     parts = [p for p in path.split("/") if p]
@@ -291,7 +432,8 @@ def _route_label(path: str) -> str:
 
 
 _TOP_ROUTES = {"version", "info", "healthz", "readyz", "metrics"}
-_API_ROUTES = {"inspect", "openapi.json", "switches", "flows", "trace", "realization", "policylog"}
+_API_ROUTES = {"inspect", "openapi.json", "switches", "flows", "trace", "realization", "policylog",
+               "auth_proxy"}
 
 
 def _local_ip() -> str:

@@ -5,12 +5,14 @@ Every backend keeps the whole (small) desired state mirrored in memory, so
 reads never touch disk or the network; writes go through `commit`, which is
 atomic (all puts and deletes apply, or none), and every committed change is
 announced to watchers as a list of Events.  Writers serialise through
-`write_lock()`, which is process-local for the embedded store and an etcd lock
-when several netmasters share one etcd.
+`write_lock()`, which is process-local; with etcd a commit is also guarded by
+a revision comparison and raises Stale when another netmaster wrote first, so
+read-validate-commit methods are wrapped in `retry_stale`.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -33,7 +35,28 @@ class Event:
 
 
 class StoreError(Exception):
-    pass
+    """The store cannot be used now (REST answers 503 with this message)."""
+
+
+class Stale(StoreError):
+    """A guarded commit found that another writer changed the store after the
+    mirror was read: read again (the mirror is current now) and retry."""
+
+
+STALE_RETRIES = 50
+
+
+def retry_stale(fn):
+    """Run a read-validate-commit method again while its commit is Stale."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        for _ in range(STALE_RETRIES - 1):
+            try:
+                return fn(*args, **kwargs)
+            except Stale:
+                continue
+        return fn(*args, **kwargs)
+    return wrapper
 
 
 class Store:

@@ -108,7 +108,8 @@ class Netmaster:
     def start(self):
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [PY, "-m", "controller.main", "--listen", "0.0.0.0:%d" % self.port,
+            [PY, "-m", "controller.main", "--listen", "0.0.0.0:%d" % self.port, "--tls-listen", "none",
+             "--pki-dir", os.path.join(self.dir, "pki"),
              "--of-port", str(self.of_port), "--store", "sqlite:///%s/state.db" % self.dir,
              "--host-timeout", str(self.host_timeout), "--log-level", "DEBUG"],
             cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
@@ -202,7 +203,8 @@ class AgentProc:
                      "--netmaster", netmaster_url, "--host-label", self.label,
                      "--vtep-ip", host.ip, "--datapath", "auto",
                      "--heartbeat-interval", str(interval), "--log-level", "DEBUG",
-                     "--docker-plugin-dir", "", "--docker-socket", ""]
+                     "--docker-plugin-dir", "", "--docker-socket", "",
+                     "--state-dir", os.path.join(host.dir, "agent-" + self.label)]
         if controller:
             self.args += ["--controller", controller]
         self.args += list(extra)

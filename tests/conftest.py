@@ -2,6 +2,9 @@ import os
 import sys
 
 import pytest
+# hypothesis's pytest plugin imports this at the end of the session, and it pulls in
+# trio, which fails to import once a test module has monkey-patched sockets (eventlet)
+import hypothesis.internal.observability  # noqa: F401
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

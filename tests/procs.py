@@ -48,12 +48,18 @@ class Netmaster:
         self.extra = list(extra)
         self.listen_host = listen_host
         self.url = f"http://127.0.0.1:{self.port}"
+        # the authenticated HTTPS listener, on loopback so that parallel netmasters never collide
+        self.tls_port = free_port()
+        self.tls_url = f"https://127.0.0.1:{self.tls_port}"
+        self.pki = os.path.join(self.workdir, "pki")
         self.proc = None
         self.log_path = os.path.join(self.workdir, "netmaster.log")
 
     def start(self):
         cmd = [sys.executable, "-m", "controller.main", "--listen", f"{self.listen_host}:{self.port}",
-               "--of-port", str(self.of_port), "--store", self.store, *self.extra]
+               "--of-port", str(self.of_port), "--store", self.store, "--pki-dir", self.pki, *self.extra]
+        if "--tls-listen" not in self.extra:
+            cmd += ["--tls-listen", f"127.0.0.1:{self.tls_port}"]
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
         wait_until(lambda: requests.get(self.url + "/version", timeout=1).ok, 30, what="netmaster up")

@@ -139,7 +139,7 @@ def test_example_file_lists_every_key_with_its_default(tmp_path):
     uncommented = re.sub(r"(?m)^# ([a-z][a-z-]* = )", r"\1", text)
     path = write(tmp_path, uncommented)
     data = tomllib.loads(uncommented)
-    dynamic = {"host-label", "vtep-ip", "controller", "cni-socket"}    # computed when unset
+    dynamic = {"host-label", "vtep-ip", "controller", "cni-socket", "pki-dir"}    # computed when unset
     for prog, build in [("netmaster", controller_main.build_parser), ("netplugin", agent_main.build_parser)]:
         parser = build()
         keys = {k for k in config.options(parser) if "_" not in k} - {"listen-url", "cluster-store"}
@@ -150,5 +150,7 @@ def test_example_file_lists_every_key_with_its_default(tmp_path):
             dest = key.replace("-", "_")
             if key == "listen":
                 assert values[dest] == ["127.0.0.1:9999"]               # main()'s default
+            elif key == "tls-listen":
+                assert values[dest] == ["0.0.0.0:10000"]
             elif key not in dynamic:
                 assert values[dest] == getattr(defaults, dest), key

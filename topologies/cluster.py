@@ -5,7 +5,9 @@ Each host is a network namespace with its own ovsdb-server, ovs-vswitchd
 bridge in the root namespace, with each host's VTEP address on its OVS
 bridge `br-phy` (whose port is the host's end of a veth into the underlay
 bridge).  netmaster runs in the root namespace and listens on 127.0.0.1
-(for curl and netctl) and on the underlay (for the hosts).  Endpoints are
+(for curl and netctl: the local administrator's door) and, over HTTPS with
+authentication, on the underlay (for the hosts: each agent obtains its host's
+credential with the cluster netmaster's bootstrap token, and trusts its CA).  Endpoints are
 namespaces attached through the CNI plugin, run inside their host's namespace.
 
 Every name starts with the cluster's name, so two clusters never collide, and
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import re
 import logging
 import os
 import shutil
@@ -118,7 +121,16 @@ class Cluster:
         """The address hosts use to reach netmaster (over the underlay)."""
         if self.state["netmaster"]:
             return self.state["netmaster"]
-        return f"http://{self.root_ip}:{self.state['rest_port']}"
+        return f"https://{self.root_ip}:{self.state['rest_port']}"
+
+    @property
+    def pki(self) -> str:
+        """The cluster netmaster's PKI folder: ca.crt, admin.token, bootstrap.token."""
+        return os.path.join(self.workdir, "pki")
+
+    @property
+    def ca(self) -> str:
+        return os.path.join(self.pki, "ca.crt")
 
     def ovs(self, label: str) -> OvsInstance:
         return OvsInstance(os.path.join(self.workdir, label), netns=self.host_ns(label))
@@ -192,10 +204,13 @@ class Cluster:
         ovs = self.ovs(label)
         of_host = self.root_ip if not self.state["netmaster"] else _url_host(self.state["netmaster"])
         dk = self.docker(label) if self.state.get("docker") else None
+        auth = [] if self.state["netmaster"] else [
+            "--cacert", self.ca, "--bootstrap-token-file", os.path.join(self.pki, "bootstrap.token")]
         cmd = launch.netplugin_cmd(self.python, h["ns"], self.hosts_url, label, h["vtep"], ovs.remote,
                                    f"tcp:{of_host}:{self.state['of_port']}",
                                    "eth2" if self.state["uplinks"] else "",
-                                   dk.plugins if dk else "", dk.socket if dk else "")
+                                   dk.plugins if dk else "", dk.socket if dk else "",
+                                   state_dir=os.path.join(self.workdir, f"{label}-agent"), extra=auth)
         logf = open(os.path.join(self.workdir, f"{label}-netplugin.log"), "ab")
         p = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         h["agent_pid"] = p.pid
@@ -222,13 +237,20 @@ class Cluster:
             except (requests.RequestException, ValueError):
                 up = set()
             for label in list(pending):
-                if label in up and self.switch_connected(label):
+                if label in up and self.switch_connected(label) and self.tunnels_resolved(label):
                     pending.discard(label)
             if pending:
                 time.sleep(0.2)
         if pending:
             raise ClusterError(f"hosts not ready after {timeout:.0f}s: {', '.join(sorted(pending))} "
                                f"(see {self.workdir}/*-netplugin.log and netmaster.log)")
+
+    def tunnels_resolved(self, label: str) -> bool:
+        """The host's OVS knows every other host's VTEP MAC (its agent set them), so no
+        first packet between two hosts is dropped while OVS would ARP."""
+        out = self.ovs(label).appctl("tnl/neigh/show", check=False)
+        have = set(re.findall(r"^(\d+\.\d+\.\d+\.\d+)\s", out, re.M))
+        return all(h["vtep"] in have for k, h in self.state["hosts"].items() if k != label)
 
     def switch_connected(self, label: str) -> bool:
         out = self.ovs(label).vsctl("--columns=is_connected", "find", "Controller", check=False)
@@ -243,9 +265,10 @@ class Cluster:
         if self.state["netmaster"]:
             raise ClusterError("this cluster uses an external netmaster")
         port = self.state["rest_port"]
-        cmd = launch.netmaster_cmd(self.python, [f"127.0.0.1:{port}", f"{self.root_ip}:{port}"],
+        cmd = launch.netmaster_cmd(self.python, [f"127.0.0.1:{port}"],
                                    self.state["of_port"], f"sqlite://{self.workdir}/state.db",
-                                   extra=self.state.get("netmaster_args") or [])
+                                   extra=self.state.get("netmaster_args") or [],
+                                   tls_listen=[f"{self.root_ip}:{port}"], pki_dir=self.pki)
         logf = open(os.path.join(self.workdir, "netmaster.log"), "ab")
         p = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         self.state["netmaster_pid"] = p.pid

@@ -11,17 +11,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def netmaster_cmd(python: str, listen: list[str], of_port: int, store: str, host_timeout: float = 5,
-                  extra: list[str] = ()) -> list[str]:
-    """extra: more netmaster flags (e.g. --deny-log-rate 10)."""
+                  extra: list[str] = (), tls_listen: list[str] = (), pki_dir: str = "") -> list[str]:
+    """listen: plain (unauthenticated) addresses; tls_listen: authenticated HTTPS ones
+    (none when empty); extra: more netmaster flags (e.g. --deny-log-rate 10)."""
     cmd = [python, "-m", "controller.main"]
     for addr in listen:
         cmd += ["--listen", addr]
+    for addr in tls_listen or ["none"]:
+        cmd += ["--tls-listen", addr]
+    if pki_dir:
+        cmd += ["--pki-dir", pki_dir]
     return cmd + ["--of-port", str(of_port), "--store", store, "--host-timeout", str(host_timeout), *extra]
 
 
 def netplugin_cmd(python: str, netns: str, netmaster: str, label: str, vtep: str, ovsdb: str,
                   controller: str, uplink: str = "", docker_plugin_dir: str = "",
-                  docker_socket: str = "") -> list[str]:
+                  docker_socket: str = "", state_dir: str = "", extra: list[str] = ()) -> list[str]:
     """netplugin inside a host's namespace, on the userspace datapath, beating every second.
     A simulated host has no Docker driver unless given its own plugin folder (all hosts
     share the machine's /run/docker/plugins otherwise) and its own dockerd's socket."""
@@ -29,6 +34,8 @@ def netplugin_cmd(python: str, netns: str, netmaster: str, label: str, vtep: str
            "--host-label", label, "--vtep-ip", vtep, "--ovsdb", ovsdb, "--controller", controller,
            "--datapath", "netdev", "--heartbeat-interval", "1", "--api-port", "0",
            "--docker-plugin-dir", docker_plugin_dir, "--docker-socket", docker_socket]
+    # state_dir: the host's credential (agent/credential.py)
+    cmd += (["--state-dir", state_dir] if state_dir else []) + list(extra)
     return cmd + (["--uplink", uplink] if uplink else [])
 
 
