@@ -181,7 +181,7 @@ class Netweave:
         self.c.netmaster_stop()
         rest = common.free_port()
         cmd = launch.netmaster_cmd(self.c.python, [f"127.0.0.1:{rest}"], common.free_port(),
-                                   f"sqlite://{self.c.workdir}/state.db", extra=["--no-openflow"])
+                                   f"sqlite://{self.c.workdir}/state.db", extra=["--no-openflow"], pki_dir=self.c.pki)
         with open(os.path.join(self.c.workdir, "netmaster-populate.log"), "ab") as logf:
             nm = subprocess.Popen(cmd, cwd=common.ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         url = f"http://127.0.0.1:{rest}/api/v1/"
