@@ -218,11 +218,13 @@ class Netweave:
         wait: GET /api/v1/realization/?wait=S)."""
         deadline = time.monotonic() + timeout
         while True:
-            r = self.s.get(self.c.url + "/api/v1/realization/?wait=30", timeout=60)
+            r = self.s.get(self.c.url + "/api/v1/realization/?wait=5", timeout=60)
             r.raise_for_status()
             r = r.json()
             if len(r.get("live", [])) == 3 and not r.get("lagging"):
                 return
+            log.info("event=bench_settling system=netweave live=%s lagging=%s generation=%s hosts=%s",
+                     r.get("live"), r.get("lagging"), r.get("generation"), r.get("hosts"))
             if time.monotonic() > deadline:
                 raise RuntimeError(f"netweave: switches did not realize the store within {timeout:.0f} s: {r}")
 
