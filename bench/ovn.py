@@ -54,7 +54,7 @@ from topologies.ovs import sh
 
 log = logging.getLogger("bench.ovn")
 TENANT, NETS, GROUPS_PER_NET, RULES_PER_GROUP = "nwo", 10, 2, 5
-NW_NAME, NW_UNDERLAY, OVN_UNDERLAY = "nwo", "10.94.0.0/24", "10.93.0.0/24"
+NW_NAME, NW_UNDERLAY, OVN_UNDERLAY = "nwo", "10.97.0.0/24", "10.93.0.0/24"
 PORT = 8080
 
 
@@ -213,20 +213,32 @@ class Netweave:
         self.c.wait_ready(120)
         self.pop = total
 
-    def settle(self, timeout: float = 300):
-        """Until every live host's switch has realized the store's generation (netmaster's own
-        wait: GET /api/v1/realization/?wait=S)."""
+    def settle(self, timeout: float = 300) -> str:
+        """Until every live host's switch has realized the store's generation (GET
+        /api/v1/realization/), or, failing that, holds exactly the flows netmaster wants
+        (GET /api/v1/flows/HOST/: no missing, extra or changed entry). The second is there
+        because on 2026-11-30 a switch that reconnected after a netmaster restart kept
+        realized generation 0 with every flow in place. Returns which said so."""
         deadline = time.monotonic() + timeout
         while True:
-            r = self.s.get(self.c.url + "/api/v1/realization/?wait=5", timeout=60)
+            r = self.s.get(self.c.url + "/api/v1/realization/?wait=2", timeout=60)
             r.raise_for_status()
             r = r.json()
             if len(r.get("live", [])) == 3 and not r.get("lagging"):
-                return
-            log.info("event=bench_settling system=netweave live=%s lagging=%s generation=%s hosts=%s",
-                     r.get("live"), r.get("lagging"), r.get("generation"), r.get("hosts"))
+                return "realization"
+            if all(self._flows_equal(h) for h in self.c.state["hosts"]):
+                log.warning("event=bench_realization_lags_flows_equal system=netweave lagging=%s hosts=%s",
+                            r.get("lagging"), r.get("hosts"))
+                return "flows"
             if time.monotonic() > deadline:
                 raise RuntimeError(f"netweave: switches did not realize the store within {timeout:.0f} s: {r}")
+            log.info("event=bench_settling system=netweave lagging=%s", r.get("lagging"))
+
+    def _flows_equal(self, host: str) -> bool:
+        f = self.s.get(f"{self.c.url}/api/v1/flows/{host}/", timeout=60).json()
+        d = f.get("diff") or {}
+        return bool(f.get("connected")) and f.get("desired", 0) > 0 and not any(
+            d.get(k) for k in ("missing", "extra", "changed"))
 
     def endpoint(self, host: str, name: str, group: str) -> str:
         return self.c.run(host, name, net_name(0), TENANT, group)["ip"]
@@ -302,8 +314,9 @@ class Ovn:
         self.c.nb_batch(cmds, chunk=1500)            # 500 ports a transaction
         self.pop = total
 
-    def settle(self, timeout: float = 600):
+    def settle(self, timeout: float = 300) -> str:
         self.c.nbctl("--wait=hv", "--timeout=%d" % timeout, "sync", timeout=timeout + 10)
+        return "nbctl --wait=hv sync"
 
     def endpoint(self, host: str, name: str, group: str) -> str:
         ip = self.next_ip()
@@ -391,7 +404,7 @@ def measure(sysm, sizes: list[int], n: int, rules: int) -> dict:
             t = time.monotonic()
             sysm.populate(size)
             t_pop = time.monotonic() - t
-            sysm.settle()
+            settled_by = sysm.settle()
             t_settle = time.monotonic() - t - t_pop
             log.info("event=bench_populated system=%s ports=%d populate_s=%.1f settle_s=%.1f", sysm.name, size,
                      t_pop, t_settle)
@@ -426,7 +439,7 @@ def measure(sysm, sizes: list[int], n: int, rules: int) -> dict:
                 seq += 1
                 log.info("event=bench_attach system=%s ports=%d sample=%d first_ping_ms=%.0f cmd_ms=%.0f", sysm.name,
                          size, k, 1000 * samples[-1], 1000 * cmds[-1])
-            out[str(size)] = {"populate_s": round(t_pop, 1), "settle_s": round(t_settle, 1),
+            out[str(size)] = {"populate_s": round(t_pop, 1), "settle_s": round(t_settle, 1), "settled_by": settled_by,
                               "flows_per_host": {h: sysm.flows(h) for h in ("h1", "h2", "h3")},
                               "attach_first_ping": stats(samples), "attach_cmd": stats(cmds),
                               "rule_add_enforced": stats(opened), "rule_add_cmd": stats(cmd_add),
