@@ -52,12 +52,43 @@ def dpid_for_host(host_label):
 
 
 class NetmasterClient:
+    """``base_url``: one netmaster URL, or several comma-separated (clustered netmasters:
+    every member serves the API). A request goes to the member that answered last and
+    moves to the next one when a member is unreachable or answers 503 (cut off from the
+    store), each tried once: a failover costs at most ``timeout`` per member."""
+
     def __init__(self, base_url=DEFAULT_NETMASTER, timeout=5.0):
-        self.base = base_url.rstrip("/")
+        self.bases = [b.strip().rstrip("/") for b in base_url.split(",") if b.strip()] \
+            or [DEFAULT_NETMASTER]
+        self._cur = 0
         self.timeout = timeout
 
+    @property
+    def base(self):
+        return self.bases[self._cur]
+
     def _call(self, method, path, body=None):
-        url = self.base + path
+        last = None
+        for i in range(len(self.bases)):
+            n = (self._cur + i) % len(self.bases)
+            try:
+                out = self._call_one(self.bases[n], method, path, body)
+            except NetmasterUnreachable as e:
+                last = e
+                continue
+            except NetmasterError as e:
+                if e.status != 503 or len(self.bases) == 1:
+                    raise
+                last = e
+                continue
+            if n != self._cur:
+                LOG.info("event=netmaster_failover from=%s to=%s", self.bases[self._cur], self.bases[n])
+                self._cur = n
+            return out
+        raise last
+
+    def _call_one(self, base, method, path, body=None):
+        url = base + path
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(url, data=data, method=method,
                                      headers={"Content-Type": "application/json",
@@ -75,7 +106,7 @@ class NetmasterClient:
         except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise NetmasterUnreachable("netmaster at %s is unreachable: %s" %
-                                       (self.base, reason)) from None
+                                       (base, reason)) from None
         if not raw:
             return None
         try:

@@ -33,12 +33,27 @@ class RequestFailed(Exception):
 
 class Client:
     def __init__(self, base: str, timeout: float = 30, wait: float | None = None):
-        self.base = base.rstrip("/")
+        # several comma-separated URLs (clustered netmasters): the next is tried when one
+        # cannot be reached or answers 503 (cut off from the store)
+        self.bases = [b.strip().rstrip("/") for b in base.split(",") if b.strip()] or [base]
+        self.base = self.bases[0]
         self.wait = wait               # seconds a write may wait to be live (None: no wait)
         self.timeout = timeout if wait is None else timeout + wait
         self.realized = []             # per write with wait: (path, "k/n", [lagging hosts])
 
     def call(self, method: str, path: str, body=None):
+        for i, base in enumerate(self.bases):
+            self.base = base
+            try:
+                return self._call(method, path, body)
+            except RequestFailed:
+                if i == len(self.bases) - 1:
+                    raise
+            except Refused as exc:
+                if exc.status != 503 or i == len(self.bases) - 1:
+                    raise
+
+    def _call(self, method: str, path: str, body=None):
         data = json.dumps(body).encode() if body is not None else None
         write = method in ("POST", "PUT", "DELETE") and self.wait is not None
         url = self.base + path + (f"?wait=true&timeout={self.wait:g}" if write else "")
@@ -351,6 +366,12 @@ def run(args, c: Client):
             emit(args, g, None if args.json else [[o.get("fwdMode", ""), o.get("arpMode", ""), o.get("vlans", ""),
                                                  o.get("vxlans", ""), o.get("pvtSubnet", "")] for o in g],
                  ["Fwd-Mode", "ARP-Mode", "Vlans", "Vxlans", "Private-Subnet"])
+            if not args.json:
+                cl = (c.get("/info") or {}).get("cluster") or {}
+                if cl:
+                    members = ", ".join(m.get("id", "") for m in cl.get("members", []))
+                    print(f"\nLeader: {cl.get('leader') or '(none)'}  generation {cl.get('generation', 0)}"
+                          f"\nMembers: {members}")
         else:
             g = c.get("/api/v1/globals/global/")
             for field, val in (("networkInfraType", args.fabric_mode), ("vlans", args.vlan_range),

@@ -65,6 +65,7 @@ class EtcdCluster:
         if self.alive(i):
             return
         exe = shutil.which("etcd") or "/usr/bin/etcd"
+        os.makedirs(self.workdir, exist_ok=True)
         client, peer = self.ports[i]
         initial = ",".join(f"{self.member_name(j)}=http://{self.host}:{p}" for j, (_, p) in enumerate(self.ports))
         data = os.path.join(self.workdir, f"{self.member_name(i)}.data")
