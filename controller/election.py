@@ -37,7 +37,7 @@ def _unb64(s: str) -> str:
 
 
 class Election:
-    def __init__(self, store, member_id: str, record: dict, ttl: int = 2,
+    def __init__(self, store, member_id: str, record: dict, ttl: int = 3,
                  on_change: Callable[[bool, int], None] | None = None):
         self.store = store                   # an EtcdStore: its members, failover and timeouts
         self.id = member_id

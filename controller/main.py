@@ -69,9 +69,9 @@ def build_parser():
     p.add_argument("--advertise", default="",
                    help="this netmaster's address as other members, hosts and clients reach it "
                         "(default: the first non-loopback REST listen address, else this host's)")
-    p.add_argument("--election-ttl", type=_positive_int, default=2,
+    p.add_argument("--election-ttl", type=_positive_int, default=3,
                    help="seconds of the leader's etcd lease: a dead leader is replaced, and a leader "
-                        "cut off from etcd steps down, within this time (default 2)")
+                        "cut off from etcd steps down, within this time (default 3)")
     p.add_argument("--log-level", default="INFO")
     config.add_config_option(p)
     return p

@@ -24,7 +24,7 @@ class Netmaster:
     def __init__(self, store_url: str, host_timeout: float = 6.0, underlay_mtu: int = 1500,
                  openflow: tuple | None = ("0.0.0.0", 6653), deny_log_rate: int = 100,
                  pki=None, token_ttl: float = auth.TOKEN_TTL, member: dict | None = None,
-                 election_ttl: int = 2):
+                 election_ttl: int = 3):
         self.store = open_store(store_url)
         # Several netmasters on one etcd elect a leader (controller/election.py); only it
         # writes switches. member: this one's record (id, address, rest, of ports).
