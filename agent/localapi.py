@@ -10,7 +10,9 @@
 
 It listens on the host's VTEP address (where netmaster reaches it), runs
 ovs-appctl without a shell, and accepts only flow text made of the characters
-ofproto/trace's flow syntax uses.
+ofproto/trace's flow syntax uses.  With `tls`, it speaks HTTPS with this host's
+certificate, and /trace answers only a client holding netmaster's certificate
+(CN netmaster, signed by netweave's CA); health and metrics need none.
 """
 import glob
 import json
@@ -18,11 +20,14 @@ import logging
 import os
 import re
 import subprocess
+import sys
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from netweave import pki
 
 LOG = logging.getLogger(__name__)
 
@@ -85,6 +90,10 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if path != "/trace":
             return self._send(404, {"error": f"no such path {url.path}"})
+        if self.server.tls and self._peer_cn() != "netmaster":
+            LOG.warning("event=local_api_refused path=%s peer=%s cn=%r", path, self.client_address[0],
+                        self._peer_cn())
+            return self._send(403, {"error": "trace: needs netmaster's client certificate"})
         q = urllib.parse.parse_qs(url.query)
         flow = (q.get("flow") or [""])[0]
         ct = [s for s in (q.get("ct") or [""])[0].split(";") if s]
@@ -99,18 +108,42 @@ class _Handler(BaseHTTPRequestHandler):
         LOG.info("event=live_trace flow=%s", flow)
         self._send(200, {"output": out})
 
+    def _peer_cn(self) -> str:
+        getpeercert = getattr(self.connection, "getpeercert", None)
+        return pki.common_name(getpeercert()) if getpeercert else ""
+
     def log_message(self, *args):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    tls = None          # ssl.SSLContext, when serving HTTPS
+
+    def finish_request(self, request, client_address):
+        # the handshake runs here, in the connection's own thread: a silent client
+        # cannot hold up accept()
+        if self.tls is not None:
+            request.settimeout(10)
+            request = self.tls.wrap_socket(request, server_side=True)
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request, client_address):
+        LOG.info("event=local_api_connection_failed peer=%s error=%r", client_address[0],
+                 str(sys.exc_info()[1]))
+
+
 def serve(address: str, port: int, ovsdb_remote: str, bridge: str,
-          ready=lambda: (True, {})) -> ThreadingHTTPServer:
+          ready=lambda: (True, {}), tls=None) -> ThreadingHTTPServer:
     """Start the API in a daemon thread; returns the server (its port is .server_port).
-    ready() -> (bool, {check: "ok" | reason}) answers /readyz."""
-    srv = ThreadingHTTPServer((address, port), _Handler)
+    ready() -> (bool, {check: "ok" | reason}) answers /readyz.
+    tls: (cert file, key file, CA file) to serve HTTPS."""
+    srv = _Server((address, port), _Handler)
+    if tls is not None:
+        srv.tls = pki.server_context(tls[0], tls[1], tls[2], require_client=False)
     srv.target = vswitchd_target(ovsdb_remote)
     srv.bridge = bridge
     srv.ready = ready
     threading.Thread(target=srv.serve_forever, name="localapi", daemon=True).start()
-    LOG.info("event=local_api_started address=%s port=%d vswitchd=%s", address, srv.server_port, srv.target)
+    LOG.info("event=local_api_started address=%s port=%d vswitchd=%s tls=%s", address, srv.server_port,
+             srv.target, "on" if tls else "off")
     return srv

@@ -28,7 +28,7 @@ import urllib.parse
 
 from agent import cni_plugin, cni_server
 from agent import docker_api, docker_plugin
-from agent import localapi, metrics, tunnel_neigh
+from agent import credential, localapi, metrics, tunnel_neigh
 from agent import netmaster_client as nmc
 from agent import ovsdb as ovsdb_mod
 from netweave import config
@@ -38,6 +38,7 @@ LOG = logging.getLogger("netplugin")
 HOST_LABEL_KEY = "netweave-host-label"   # Open_vSwitch external_ids, read by netweave-cni
 NETMASTER_KEY = "netweave-netmaster"
 BRIDGE_KEY = "netweave-bridge"
+STATE_KEY = "netweave-state-dir"          # where the host credential is (agent/credential.py)
 
 
 def default_controller(netmaster_url, port=6653):
@@ -94,6 +95,9 @@ class Agent:
         self.datapath_type = ovsdb_mod.choose_datapath(args.datapath)
         self.controller = args.controller or default_controller(args.netmaster)
         self.vtep_ip = args.vtep_ip if args.vtep_ip is not None else guess_vtep_ip(args.netmaster)
+        self.credential = credential.HostCredential(args.state_dir, self.host_label)
+        self._no_credential = False  # netmaster offers no credentials (plain URL, 404)
+        self._credential_error = None
         self.nm = nmc.NetmasterClient(args.netmaster, timeout=max(1.0, args.heartbeat_interval))
         self.stop_event = threading.Event()
         self.resync_wanted = threading.Event()
@@ -150,7 +154,7 @@ class Agent:
             self._repaired(reason, "event=tunnel_port_ensured bridge=%s port=vxlan0 reason=%s",
                            self.bridge, reason)
         db.set_host_info({HOST_LABEL_KEY: self.host_label, NETMASTER_KEY: self.args.netmaster,
-                          BRIDGE_KEY: self.bridge})
+                          BRIDGE_KEY: self.bridge, STATE_KEY: os.path.abspath(self.args.state_dir)})
         if self.args.uplink:
             try:
                 db.ensure_uplink_port(self.bridge, self.args.uplink, 101)
@@ -289,15 +293,53 @@ class Agent:
         self.apply_qos(mine)
         return True
 
+    def ensure_credential(self):
+        """This host's credential: from the state folder, else issued by netmaster (with
+        the bootstrap token over HTTPS, or as the local admin over the loopback door).
+        True once held; the heartbeat thread retries until then."""
+        if self.credential.token or self._no_credential:
+            return True
+        if not self.credential.load():
+            try:
+                self.credential.obtain(self.args.netmaster, self._bootstrap_token(),
+                                       self.args.cacert or None, self.vtep_ip or "")
+            except (nmc.NetmasterError, nmc.NetmasterUnreachable, OSError) as e:
+                if isinstance(e, nmc.NetmasterError) and e.status == 404 and \
+                        self.args.netmaster.startswith("http:"):
+                    # a plain (loopback) netmaster without credentials: go on as before,
+                    # with no local API, which needs the host's certificate
+                    if not self._no_credential:
+                        LOG.warning("event=host_credential_unavailable host=%s netmaster=%s "
+                                    "local_api=off", self.host_label, self.args.netmaster)
+                    self._no_credential = True
+                    return True
+                self.checks["netmaster"] = f"no host credential yet: {e}"
+                if str(e) != self._credential_error:      # once per distinct error, not per beat
+                    LOG.warning("event=host_credential_failed host=%s error=%r", self.host_label, str(e))
+                self._credential_error = str(e)
+                return False
+        # every client of this URL in this process (heartbeat, CNI server, Docker driver) uses it
+        nmc.set_credential(self.args.netmaster, self.credential.token,
+                           self.args.cacert or self.credential.ca)
+        return True
+
+    def _bootstrap_token(self):
+        if self.args.bootstrap_token_file:
+            with open(self.args.bootstrap_token_file) as f:
+                return f.read().strip()
+        return os.environ.get("NETWEAVE_BOOTSTRAP_TOKEN", "")
+
     def start_local_api(self):
         """netmaster's way to this host's own switch (ofproto/trace for `netctl trace --live`),
-        on the VTEP address where netmaster reaches the host."""
-        if self.args.api_port < 0:
+        on the VTEP address where netmaster reaches the host; TLS with this host's
+        certificate, /trace only for netmaster's client certificate."""
+        if self.args.api_port < 0 or self.api_port or not self.credential.token:
             return
         addr = self.vtep_ip or "127.0.0.1"
         try:
             srv = localapi.serve(addr, self.args.api_port, self.args.ovsdb, self.bridge,
-                                 ready=self.ready)
+                                 ready=self.ready,
+                                 tls=(self.credential.cert, self.credential.key, self.credential.ca))
             self.api_port = srv.server_port
         except OSError as e:
             LOG.error("event=local_api_failed address=%s port=%d error=%r", addr, self.args.api_port, str(e))
@@ -339,6 +381,10 @@ class Agent:
     def heartbeat_loop(self):
         up = None
         while not self.stop_event.is_set():
+            if not self.ensure_credential():
+                self.stop_event.wait(self.args.heartbeat_interval)
+                continue
+            self.start_local_api()
             try:
                 self._find_vtep()
                 answer = self.nm.register_host(self.host_label, self.vtep_ip, self.dpid,
@@ -361,6 +407,10 @@ class Agent:
                     self.resync_wanted.set()
                 up = True
             except (nmc.NetmasterError, nmc.NetmasterUnreachable) as e:
+                if isinstance(e, nmc.NetmasterError) and e.status == 401:
+                    # revoked or rotated by an admin: bootstrap again on the next beat
+                    LOG.warning("event=host_credential_refused host=%s error=%r", self.host_label, str(e))
+                    self.credential.forget()
                 metrics.HEARTBEATS.labels("failed").inc()
                 self.checks["netmaster"] = f"heartbeat failed: {e}"
                 if up is not False:
@@ -407,7 +457,6 @@ class Agent:
         if not self.connect_ovsdb():
             return 0
         self.reconcile("start")
-        self.start_local_api()
         self.start_cni_server()
         self.start_docker_plugin()
         self._hb_thread = threading.Thread(target=self.heartbeat_loop, name="heartbeat",
@@ -500,6 +549,14 @@ def build_parser():
                    help="seconds between resyncs with netmaster; a resync releases endpoints "
                         "whose port and veth are gone and that are older than this interval "
                         "(0: resync only at start and reconnect)")
+    p.add_argument("--cacert", default="",
+                   help="CA certificate to trust for an https:// netmaster (netmaster's pki folder's "
+                        "ca.crt); default: the system's, then the CA netmaster gave with the credential")
+    p.add_argument("--bootstrap-token-file", default="",
+                   help="file holding netmaster's bootstrap token (its pki folder's bootstrap.token), "
+                        "to obtain this host's credential once; or $NETWEAVE_BOOTSTRAP_TOKEN")
+    p.add_argument("--state-dir", default="/var/lib/netweave/netplugin",
+                   help="folder of this host's credential and certificate (root only)")
     p.add_argument("--api-port", type=int, default=9090,
                    help="port of the local API on the VTEP address (0: any free port, -1: off)")
     p.add_argument("--docker-plugin-dir", default="/run/docker/plugins",

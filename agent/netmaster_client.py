@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import socket
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -51,23 +52,48 @@ def dpid_for_host(host_label):
     return value or 1
 
 
+# netmaster URL -> (token, CA file): the host credential netplugin holds, used by every
+# client it makes for that URL (heartbeat, CNI server, Docker driver)
+_CREDENTIALS = {}
+
+
+def set_credential(base_url, token, cafile=None):
+    _CREDENTIALS[base_url.rstrip("/")] = (token, cafile)
+
+
+_CONTEXTS = {}
+
+
+def _context(cafile):
+    """One TLS client context per CA file (loading a CA costs more than a request)."""
+    if cafile not in _CONTEXTS:
+        _CONTEXTS[cafile] = ssl.create_default_context(cafile=cafile)
+    return _CONTEXTS[cafile]
+
+
 class NetmasterClient:
-    """``base_url``: one netmaster URL, or several comma-separated (clustered netmasters:
+    """token/cafile: None takes what set_credential() recorded for this URL when the
+    request is made, so clients made before the credential arrived use it too.
+
+    ``base_url``: one netmaster URL, or several comma-separated (clustered netmasters:
     every member serves the API). A request goes to the member that answered last and
     moves to the next one when a member is unreachable or answers 503 (cut off from the
     store), each tried once: a failover costs at most ``timeout`` per member."""
 
-    def __init__(self, base_url=DEFAULT_NETMASTER, timeout=5.0):
+    def __init__(self, base_url=DEFAULT_NETMASTER, timeout=5.0, token=None, cafile=None):
+        self.url = base_url.rstrip("/")
         self.bases = [b.strip().rstrip("/") for b in base_url.split(",") if b.strip()] \
             or [DEFAULT_NETMASTER]
         self._cur = 0
         self.timeout = timeout
+        self.token = token
+        self.cafile = cafile
 
     @property
     def base(self):
         return self.bases[self._cur]
 
-    def _call(self, method, path, body=None):
+    def call(self, method, path, body=None):
         last = None
         for i in range(len(self.bases)):
             n = (self._cur + i) % len(self.bases)
@@ -90,11 +116,15 @@ class NetmasterClient:
     def _call_one(self, base, method, path, body=None):
         url = base + path
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json",
-                                              "Accept": "application/json"})
+        known = _CREDENTIALS.get(base) or _CREDENTIALS.get(self.url, ("", None))
+        token = known[0] if self.token is None else self.token
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if token:
+            headers["Authorization"] = "Bearer " + token
+        ctx = _context(self.cafile or known[1]) if base.startswith("https:") else None
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=ctx) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as e:
             raw = e.read()
@@ -127,12 +157,12 @@ class NetmasterClient:
                 "uplink": uplink or "", "agentPort": int(agent_port or 0)}
         if vtep_mac:
             body["vtepMAC"] = vtep_mac
-        return self._call("POST", "/api/v1/hosts/%s/" % self._q(host_label), body)
+        return self.call("POST", "/api/v1/hosts/%s/" % self._q(host_label), body)
 
     heartbeat = register_host
 
     def list_hosts(self):
-        return self._call("GET", "/api/v1/hosts/") or []
+        return self.call("GET", "/api/v1/hosts/") or []
 
     # -- endpoints -------------------------------------------------------------------------
     def create_endpoint(self, ep_id, tenant, network, group, host, container_id,
@@ -145,12 +175,12 @@ class NetmasterClient:
                 "host": host, "containerID": container_id, "intfName": intf_name,
                 "ifName": if_name}
         body.update({k: v for k, v in extra.items() if v})
-        return self._call("POST", "/api/v1/endpoints/%s/" % self._q(ep_id), body)
+        return self.call("POST", "/api/v1/endpoints/%s/" % self._q(ep_id), body)
 
     def get(self, path):
         """GET an API path (e.g. /api/v1/networks/); None when it is not there (404)."""
         try:
-            return self._call("GET", path)
+            return self.call("GET", path)
         except NetmasterError as e:
             if e.status == 404:
                 return None
@@ -159,7 +189,7 @@ class NetmasterClient:
     def delete_endpoint(self, ep_id):
         """Release the endpoint. Returns False when netmaster did not know it (404)."""
         try:
-            self._call("DELETE", "/api/v1/endpoints/%s/" % self._q(ep_id))
+            self.call("DELETE", "/api/v1/endpoints/%s/" % self._q(ep_id))
             return True
         except NetmasterError as e:
             if e.status == 404:
@@ -167,7 +197,7 @@ class NetmasterClient:
             raise
 
     def list_endpoints(self, host=None):
-        eps = self._call("GET", "/api/v1/endpoints/") or []
+        eps = self.call("GET", "/api/v1/endpoints/") or []
         if host is not None:
             eps = [e for e in eps if e.get("homingHost") == host]
         return eps

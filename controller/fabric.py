@@ -18,7 +18,7 @@ from flows import snapshot as snap
 from flows.engine import Engine
 from flows.entry import FlowEntry, GroupEntry
 from model import ipam, schema
-from model.service import Model, okey
+from model.service import Model, okey, parse_service_port
 from store.base import Event
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,18 @@ def host_of_record(h: dict) -> snap.Host:
 
 def endpoint_of_record(e: dict) -> snap.Endpoint:
     return snap.Endpoint(e["endpointID"], e["tenantName"], e["networkName"], e["groupName"],
-                         e["ipAddress"][0], e["macAddress"], e["homingHost"], e["intfName"])
+                         e["ipAddress"][0], e["macAddress"], e["homingHost"], e["intfName"],
+                         tuple(sorted(e.get("labels") or ())))
+
+
+def service_of(model: Model, key: str) -> Optional[snap.Service]:
+    s = model.store.get(okey("serviceLB", key))
+    if s is None:
+        return None
+    m = model.meta("serviceLB", key)
+    return snap.Service(s["tenantName"], s["serviceName"], s["networkName"], m.get("vip", ""),
+                        tuple(parse_service_port(p) for p in s["ports"]),
+                        tuple(sorted(s["selectors"])), m.get("id", 0))
 
 
 def build_snapshot(model: Model, ofports: dict[str, dict[str, int]]) -> snap.Snapshot:
@@ -82,20 +93,24 @@ def build_snapshot(model: Model, ofports: dict[str, dict[str, int]]) -> snap.Sna
              for r in model.objects_of(schema.RULE)]
     hosts = [host_of_record(h) for h in st.list("host/").values()]
     endpoints = [endpoint_of_record(e) for e in st.list("ep/").values()]
+    services = [service_of(model, f"{s['tenantName']}:{s['serviceName']}")
+                for s in model.objects_of(schema.SERVICE_LB)]
     return snap.Snapshot(tuple(sorted(tenants, key=lambda t: t.name)),
                          tuple(sorted(networks, key=lambda n: (n.tenant, n.name))),
                          tuple(sorted(endpoints, key=lambda e: e.endpoint_id)),
                          tuple(sorted(hosts, key=lambda h: h.label)),
                          tuple(sorted(groups, key=lambda g: (g.tenant, g.name))),
                          tuple(sorted(rules, key=lambda r: (r.tenant, r.policy, r.rule_id))),
-                         {h: dict(p) for h, p in ofports.items()})
+                         {h: dict(p) for h, p in ofports.items()},
+                         tuple(sorted(services, key=lambda s: (s.tenant, s.name))))
 
 
 ENGINE_AUDIT_INTERVAL = 600.0     # seconds between full recomputes that check the increments
 
 # store key prefix -> (engine kind, converter of the key); see model/service.py's layout
 _OBJ_KINDS = {"tenant": ("tenant", tenant_of), "network": ("network", network_of),
-              "endpointGroup": ("group", group_of), "rule": ("rule", rule_of)}
+              "endpointGroup": ("group", group_of), "rule": ("rule", rule_of),
+              "serviceLB": ("service", service_of)}
 # what no switch sees: allocations, users and tokens (auth/), objects the snapshot does not carry
 _IGNORED = ("id/", "tag/", "ip/", "auth/", "obj/global/", "obj/policy/", "obj/appProfile/",
             "meta/global/", "meta/policy/", "meta/appProfile/", "meta/netprofile/")

@@ -212,7 +212,8 @@ def main(argv=None):
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    servers = [eventlet.spawn(eventlet.wsgi.server, s, _Listener(nm.rest, kind), log=_WsgiLog(),
+    from rest.accept_guard import GuardedListener
+    servers = [eventlet.spawn(eventlet.wsgi.server, GuardedListener(s), _Listener(nm.rest, kind), log=_WsgiLog(),
                               log_output=True, keepalive=True, socket_timeout=30) for s, kind in socks]
     nm.start()
     log.info("event=netmaster_started rest=%s tls=%s openflow=%s store=%s", ",".join(listen),

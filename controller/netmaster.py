@@ -236,7 +236,7 @@ class Netmaster:
             snap = self.fabric.snapshot()
             in_port = snap.ofports[t["from"]["host"]][next(
                 e.port_name for e in snap.endpoints if e.endpoint_id == t["from"]["endpoint"])]
-            t["live"] = livetrace.trace(self.model, t["from"], t["packet"], in_port)
+            t["live"] = livetrace.trace(self.model, t["from"], t["packet"], in_port, pki=self.pki)
             # the simulator's verdict at the same place: did the source switch send it anywhere?
             first = t["hops"][0] if t["hops"] else {"outputs": []}
             t["live"]["simulated"] = "forwarded" if first["outputs"] else "dropped"
@@ -251,8 +251,6 @@ class Netmaster:
         (of logged deny rules) of a tenant, or of all tenants, oldest first."""
         if parts:
             raise HTTPError(404, "the policy log is /api/v1/policylog/?tenant=T&limit=N")
-        if req.method != "GET":
-            raise HTTPError(405, f"method {req.method} is not allowed on {req.path}")
         raw = req.GET.get("limit", "100")
         try:
             limit = int(raw)

@@ -135,6 +135,8 @@ class State:
         self.groups_by_policy: Dict[tuple, Dict[tuple, Group]] = defaultdict(dict)
         self.rules_by_tenant: Dict[str, Dict[tuple, Rule]] = defaultdict(dict)
         self.rules_by_policy: Dict[tuple, int] = defaultdict(int)         # (t, policy) -> rules
+        self.services_by_tenant: Dict[str, Dict[tuple, object]] = defaultdict(dict)
+        self.tenant_eps: Dict[str, Dict[str, Endpoint]] = defaultdict(dict)  # accepted, per tenant
         self.raw_by_net: Dict[tuple, set] = defaultdict(set)               # (t, n) -> endpoint ids
         self.claims: Dict[tuple, set] = defaultdict(set)                   # claim -> endpoint ids
         self.contested: set = set()                                        # claims with 2+ endpoints
@@ -197,6 +199,14 @@ class State:
             if obj is not None:
                 for p in obj.policies:
                     self.groups_by_policy[(obj.tenant, p)][key] = obj
+        elif kind == "service":
+            for sv in (old, obj):
+                if sv is not None:
+                    self.changed.add(("tenant_services", sv.tenant))
+            if old is not None:
+                self.services_by_tenant[old.tenant].pop(key, None)
+            if obj is not None:
+                self.services_by_tenant[obj.tenant][key] = obj
         elif kind == "rule":
             for r in (old, obj):
                 if r is not None:
@@ -281,9 +291,13 @@ class State:
         if old is not None:
             del self.eps[eid]
             self._count(old, -1)
+            self.tenant_eps[old.tenant].pop(eid, None)
+            self.changed.add(("tenant_eps", old.tenant))
         if new is not None:
             self.eps[eid] = new
             self._count(new, +1)
+            self.tenant_eps[new.tenant][eid] = new
+            self.changed.add(("tenant_eps", new.tenant))
 
     def _count(self, e: Endpoint, d: int) -> None:
         th = (e.tenant, e.host)
@@ -385,6 +399,18 @@ class View:
     def local_eps(self, tenant: str, network: str, host: str) -> List[Endpoint]:
         self.deps.add(("net_eps_on", (tenant, network, host)))
         eps = self.st.eps_on.get((tenant, network, host))
+        return [eps[i] for i in sorted(eps)] if eps else []
+
+    def tenant_services(self, tenant: str) -> list:
+        """The tenant's services, by key (flows/service.py)."""
+        self.deps.add(("tenant_services", tenant))
+        svcs = self.st.services_by_tenant.get(tenant)
+        return [svcs[k] for k in sorted(svcs)] if svcs else []
+
+    def tenant_eps(self, tenant: str) -> List[Endpoint]:
+        """The tenant's accepted endpoints, by id (a service's providers are among them)."""
+        self.deps.add(("tenant_eps", tenant))
+        eps = self.st.tenant_eps.get(tenant)
         return [eps[i] for i in sorted(eps)] if eps else []
 
     def policy_has_rules(self, tenant: str, policy: str) -> bool:
@@ -695,7 +721,8 @@ def usable(kind: str, obj) -> bool:
 
 
 SNAPSHOT_KINDS = (("tenant", "tenants"), ("network", "networks"), ("group", "groups"),
-                  ("rule", "rules"), ("host", "hosts"), ("endpoint", "endpoints"))
+                  ("rule", "rules"), ("host", "hosts"), ("endpoint", "endpoints"),
+                  ("service", "services"))
 
 
 def snapshot_objects(snap: Snapshot) -> Dict[str, dict]:
@@ -708,7 +735,7 @@ def object_key(kind: str, obj) -> object:
     """The engine's key of a snapshot object of `kind`."""
     if kind == "tenant":
         return obj.name
-    if kind in ("network", "group"):
+    if kind in ("network", "group", "service"):
         return (obj.tenant, obj.name)
     if kind == "rule":
         return (obj.tenant, obj.policy, obj.rule_id)

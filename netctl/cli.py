@@ -8,12 +8,20 @@ refused (its message is printed as it wrote it); and netweave's own 4: with
 `--wait [--timeout S]`, anywhere on the line, makes every write return only
 once netmaster says it is live on every host that is up (or names the hosts
 that lag).
+
+Credentials: the loopback URL (http://127.0.0.1:9999) needs none. Elsewhere
+(https://NETMASTER:10000) `--token` or $NETMASTER_TOKEN, or the token that
+`netctl login` saved in ~/.netctl/config.json (0600, per netmaster URL, as
+Contiv's netctl kept it), and `--cacert` or $NETMASTER_CACERT to trust
+netweave's CA.
 """
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -31,15 +39,41 @@ class RequestFailed(Exception):
     pass
 
 
+CONFIG = os.path.join(os.path.expanduser("~"), ".netctl", "config.json")
+
+
+def load_config(path: str = CONFIG) -> dict:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def save_config(data: dict, path: str = CONFIG) -> None:
+    """The login's token, readable by its owner only."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
 class Client:
-    def __init__(self, base: str, timeout: float = 30, wait: float | None = None):
+    def __init__(self, base: str, timeout: float = 30, wait: float | None = None,
+                 token: str = "", cacert: str = ""):
         # several comma-separated URLs (clustered netmasters): the next is tried when one
         # cannot be reached or answers 503 (cut off from the store)
-        self.bases = [b.strip().rstrip("/") for b in base.split(",") if b.strip()] or [base]
+        self.bases = [b.strip().rstrip("/") for b in base.split(",") if b.strip()] or [base.rstrip("/")]
         self.base = self.bases[0]
         self.wait = wait               # seconds a write may wait to be live (None: no wait)
         self.timeout = timeout if wait is None else timeout + wait
         self.realized = []             # per write with wait: (path, "k/n", [lagging hosts])
+        self.token = token
+        self.cacert = os.path.abspath(cacert) if cacert else ""
+        self.ctx = ssl.create_default_context(cafile=cacert or None) \
+            if any(b.startswith("https:") for b in self.bases) else None
 
     def call(self, method: str, path: str, body=None):
         for i, base in enumerate(self.bases):
@@ -57,10 +91,13 @@ class Client:
         data = json.dumps(body).encode() if body is not None else None
         write = method in ("POST", "PUT", "DELETE") and self.wait is not None
         url = self.base + path + (f"?wait=true&timeout={self.wait:g}" if write else "")
-        req = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            ctx = self.ctx if self.base.startswith("https:") else None
+            with urllib.request.urlopen(req, timeout=self.timeout, context=ctx) as resp:
                 raw = resp.read()
                 if write:
                     lag = resp.headers.get("X-Netweave-Lagging", "")
@@ -134,6 +171,11 @@ def build_parser() -> Parser:
                  allow_abbrev=False)
     top.add_argument("--netmaster", default=os.environ.get("NETMASTER", "http://127.0.0.1:9999"),
                      help="netmaster URL (default $NETMASTER or http://127.0.0.1:9999)")
+    top.add_argument("--token", default=os.environ.get("NETMASTER_TOKEN", ""),
+                     help="API token (default $NETMASTER_TOKEN, else the one netctl login saved)")
+    top.add_argument("--cacert", default=os.environ.get("NETMASTER_CACERT", ""),
+                     help="CA certificate that signed netmaster's (its pki folder's ca.crt; default "
+                          "$NETMASTER_CACERT, else the one given to netctl login)")
     sub = top.add_subparsers(dest="cmd", parser_class=Parser)
     sub.required = True
 
@@ -225,6 +267,18 @@ def build_parser() -> Parser:
     flag(p, "-x", "vxlan-range", default=None); flag(p, "-b", "fwd-mode", default=None)
     flag(p, "-a", "arp-mode", default=None); flag(p, "-s", "private-subnet", default="172.19.0.0/16")
 
+    # service load balancer
+    s = group("service", [], "service load balancers (a VIP balanced over labelled endpoints)")
+    p = sp(s, "create"); _common(p); p.add_argument("name")
+    flag(p, "-s", "network", default="", help="the network the VIP belongs to")
+    flag(p, "-l", "selector", action="append", default=[], help="key=value, repeatable")
+    flag(p, "-p", "port", action="append", default=[], help="svcPort:provPort:protocol, repeatable")
+    flag(p, None, "preferred-ip", default="", help="the VIP wanted (default: allocated)")
+    p.add_argument("--ip", dest="preferred_ip")
+    for n, a in (("rm", ["delete"]), ("inspect", [])):
+        p = sp(s, n, a); _common(p); p.add_argument("name")
+    p = sp(s, "ls", ["list"]); _common(p, ls=True)
+
     # endpoint
     s = group("endpoint", ["ep"], "endpoints")
     sp(s, "inspect").add_argument("id")
@@ -250,6 +304,25 @@ def build_parser() -> Parser:
     s = group("host", [], "registered hosts")
     p = sp(s, "ls", ["list"]); flag(p, "-j", "json", action="store_true"); flag(p, "-q", "quiet", action="store_true")
     sp(s, "inspect").add_argument("name")
+    sp(s, "revoke", help="revoke a host's credential (its agent must bootstrap again)").add_argument("name")
+
+    # authentication (Contiv's login; users and their roles)
+    p = sub.add_parser("login", help="log in to an https:// netmaster; saves the token", allow_abbrev=False)
+    flag(p, "-u", "username", default=os.environ.get("NETMASTER_USER", "admin"))
+    flag(p, None, "password-stdin", action="store_true", help="read the password from stdin")
+    sub.add_parser("logout", help="forget the saved token of this netmaster")
+    sub.add_parser("whoami", help="who netmaster takes you for")
+    s = group("user", [], "users and their roles (admin only)")
+    for name in ("create", "bind"):
+        p = sp(s, name, help="create a user (or change it)" if name == "create" else "change a user's role")
+        p.add_argument("name")
+        flag(p, "-r", "role", choices=["admin", "ops", "viewer"], default=None if name == "bind" else "viewer",
+             required=name == "bind")
+        flag(p, "-t", "tenant", action="append", default=[], help="tenant an ops user works in; repeat")
+        if name == "create":
+            flag(p, None, "password-stdin", action="store_true", help="read the password from stdin")
+    p = sp(s, "ls", ["list"]); flag(p, "-j", "json", action="store_true"); flag(p, "-q", "quiet", action="store_true")
+    sp(s, "rm", ["delete"]).add_argument("name")
     return top
 
 
@@ -380,6 +453,27 @@ def run(args, c: Client):
                 if val is not None:
                     g[field] = val
             c.post(f"/api/v1/globals/{g.get('name', 'global')}/", g); _done("updated", "global")
+    elif cmd == "service":
+        key = f"{t}:{args.name}" if sub != "ls" else None
+        if sub == "create":
+            if not args.network:
+                print("netctl: error: service create needs --network", file=sys.stderr)
+                return EXIT_USAGE
+            body = {"tenantName": t, "serviceName": args.name, "networkName": args.network,
+                    "selectors": args.selector, "ports": args.port, "ipAddress": args.preferred_ip or ""}
+            c.post(f"/api/v1/serviceLBs/{key}/", body); _done("created", f"service {key}")
+        elif sub == "rm":
+            c.delete(f"/api/v1/serviceLBs/{key}/"); _done("deleted", f"service {key}")
+        elif sub == "inspect":
+            _inspect(c, "serviceLBs", key)
+        else:
+            def row(o):
+                oper = c.get(f"/api/v1/inspect/serviceLBs/{o['tenantName']}:{o['serviceName']}/").get("Oper", {})
+                return [o["tenantName"], o["serviceName"], o["networkName"], oper.get("serviceVip", ""),
+                        ",".join(o.get("ports", [])), ",".join(o.get("selectors", [])),
+                        oper.get("numProviders", 0)]
+            _ls(c, args, "serviceLBs", "serviceName",
+                ["Tenant", "Service", "Network", "VIP", "Ports", "Selectors", "Providers"], row)
     elif cmd == "endpoint":
         if sub == "inspect":
             _inspect(c, "endpoints", args.id)
@@ -395,14 +489,58 @@ def run(args, c: Client):
         return run_trace(args, c)
     elif cmd == "flows":
         return run_flows(args, c)
+    elif cmd in ("login", "logout", "whoami", "user"):
+        return run_auth(args, c, cmd, sub)
     elif cmd == "host":
         if sub == "inspect":
             _inspect(c, "hosts", args.name)
+        elif sub == "revoke":
+            c.delete(f"/api/v1/auth_proxy/host_credentials/{args.name}/")
+            _done("revoked", f"credential of host {args.name}")
         else:
             items = sorted(c.get("/api/v1/hosts/") or [], key=lambda h: h["hostLabel"])
             emit(args, items, [[h["hostLabel"], h["state"], h["vtepIP"], h["dpid"], h.get("uplink", ""),
                                 h.get("numEndpoints", 0)] for h in items],
                  ["Host", "State", "VTEP-IP", "Datapath-ID", "Uplink", "Endpoints"], "hostLabel")
+    return 0
+
+
+def _password(args, prompt="Password: ") -> str:
+    if getattr(args, "password_stdin", False) or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    return getpass.getpass(prompt)
+
+
+def run_auth(args, c, cmd, sub):
+    if cmd == "login":
+        out = c.post("/api/v1/auth_proxy/login/", {"username": args.username, "password": _password(args)})
+        conf = load_config()
+        conf.setdefault("netmasters", {})[c.base] = {"token": out["token"],
+                                                     "cacert": c.cacert,
+                                                     "username": out["username"], "expires": out["expires"]}
+        save_config(conf)
+        print(f"logged in to {c.base} as {out['username']} (role {out['role']}) until {out['expires']}")
+    elif cmd == "logout":
+        conf = load_config()
+        conf.get("netmasters", {}).pop(c.base, None)
+        save_config(conf)
+        print(f"logged out of {c.base}")
+    elif cmd == "whoami":
+        me = c.get("/api/v1/auth_proxy/whoami/")
+        of = f" of {','.join(me['tenants'])}" if me.get("tenants") else ""
+        print(f"{me['principal']}" + (f" (role {me['role']}{of})" if me.get("role") else ""))
+    elif sub in ("create", "bind"):
+        body = {"role": args.role, "tenants": args.tenant}
+        if sub == "create":
+            body["password"] = _password(args, f"Password for {args.name}: ")
+        c.post(f"/api/v1/auth_proxy/local_users/{args.name}/", body)
+        _done("created" if sub == "create" else "bound to role " + args.role, f"user {args.name}")
+    elif sub == "rm":
+        c.delete(f"/api/v1/auth_proxy/local_users/{args.name}/"); _done("deleted", f"user {args.name}")
+    else:
+        items = c.get("/api/v1/auth_proxy/local_users/") or []
+        emit(args, items, [[u["username"], u["role"], ",".join(u["tenants"])] for u in items],
+             ["User", "Role", "Tenants"], "username")
     return 0
 
 
@@ -499,6 +637,9 @@ def run_trace(args, c) -> int:
         for d in hop["drops"]:
             print(f"      x {d}")
     d = t.get("decidedBy") or {}
+    if t["to"].get("service"):
+        got = [x["endpoint"] for x in t.get("delivered", []) if x.get("endpoint")]
+        print(f"\nservice {t['to']['service']}: provider {', '.join(got) if got else 'none'}")
     print(f"\nverdict: {t['verdict'].upper()}", end="")
     if d:
         print(f"  (by {d.get('by')} on {d.get('host')}: {d.get('why')})")
@@ -566,7 +707,9 @@ def _wait_flags(argv: list) -> tuple[list, float | None]:
 def main(argv=None) -> int:
     argv, wait = _wait_flags(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
-    c = Client(args.netmaster, wait=wait)
+    saved = load_config().get("netmasters", {}).get(args.netmaster.rstrip("/"), {})
+    c = Client(args.netmaster, wait=wait, token=args.token or saved.get("token", ""),
+               cacert=args.cacert or saved.get("cacert", ""))
     try:
         rc = run(args, c) or 0
         if rc == 0 and wait is not None:

@@ -203,7 +203,8 @@ class AgentProc:
                      "--netmaster", netmaster_url, "--host-label", self.label,
                      "--vtep-ip", host.ip, "--datapath", "auto",
                      "--heartbeat-interval", str(interval), "--log-level", "DEBUG",
-                     "--docker-plugin-dir", "", "--docker-socket", ""]
+                     "--docker-plugin-dir", "", "--docker-socket", "",
+                     "--state-dir", os.path.join(host.dir, "agent-" + self.label)]
         if controller:
             self.args += ["--controller", controller]
         self.args += list(extra)

@@ -70,3 +70,75 @@ def test_host_ls(netmaster):
     rows = [l.split() for l in out.splitlines()]
     assert rc == 0 and rows[0] == ["Host", "State", "VTEP-IP", "Datapath-ID", "Uplink", "Endpoints"]
     assert rows[2] == ["node1", "up", "10.99.0.1", "00000000000000a1", "0"]
+
+
+def test_service_commands(netmaster):
+    nm = netmaster
+    assert netctl(nm, "net", "create", "--subnet=10.1.5.0/24", "-g", "10.1.5.1", "svc-net")[0] == 0
+    # Contiv's flags: -s network, -l selector (repeat), -p port (repeat), --ip
+    rc, out, err = netctl(nm, "service", "create", "web", "-s", "svc-net", "-l", "app=web", "-l", "tier=front",
+                          "-p", "80:8080:TCP", "-p", "53:5353:UDP", "--ip", "10.1.5.50")
+    assert rc == 0 and out.strip() == "service default:web created", err
+    rc, out, _ = netctl(nm, "service", "ls")
+    rows = [l.split() for l in out.splitlines()]
+    assert rows[0] == ["Tenant", "Service", "Network", "VIP", "Ports", "Selectors", "Providers"]
+    assert rows[2] == ["default", "web", "svc-net", "10.1.5.50", "80:8080:TCP,53:5353:UDP",
+                       "app=web,tier=front", "0"]
+    rc, out, _ = netctl(nm, "service", "inspect", "web")
+    assert rc == 0 and json.loads(out)["Oper"]["serviceVip"] == "10.1.5.50"
+    rc, _, err = netctl(nm, "service", "create", "bad", "-s", "svc-net", "-l", "app=web", "-p", "80")
+    assert rc == 3 and "ports: '80' is not svcPort:provPort:protocol" in err
+    rc, _, err = netctl(nm, "service", "create", "bad", "-l", "app=web", "-p", "80:80:TCP")
+    assert rc == 1 and "--network" in err
+    assert netctl(nm, "service", "rm", "web") == (0, "service default:web deleted\n", "")
+    assert netctl(nm, "service", "ls", "-q")[1] == ""
+
+
+def test_login_users_and_roles_over_tls(shared_netmaster, tmp_path):
+    """The authenticated listener from netctl: login with the CA, the saved token
+    (0600), users and role bindings, a refusal naming the right, a wrong CA refused,
+    $NETMASTER_TOKEN, host revoke."""
+    import os
+    import stat
+    nm = shared_netmaster
+    ca = os.path.join(nm.pki, "ca.crt")
+    env = dict(os.environ, HOME=str(tmp_path))
+    env.pop("NETMASTER_TOKEN", None)
+
+    def tls(*args, stdin="", extra_env=None):
+        p = subprocess.run([sys.executable, "-m", "netctl.cli", "--netmaster", nm.tls_url, *args], cwd=ROOT,
+                           capture_output=True, text=True, timeout=30, input=stdin, env=dict(env, **(extra_env or {})))
+        return p.returncode, p.stdout, p.stderr
+
+    rc, _, err = tls("tenant", "ls")
+    assert rc == 2 and "CERTIFICATE_VERIFY_FAILED" in err                    # netweave's CA not trusted yet
+    rc, _, err = tls("--cacert", ca, "tenant", "ls")
+    assert rc == 3 and "authorization: a token is required" in err
+    password = open(os.path.join(nm.pki, "admin.password")).read()
+    rc, out, err = tls("--cacert", ca, "login", stdin=password)
+    assert rc == 0 and out.startswith(f"logged in to {nm.tls_url} as admin (role admin) until "), err
+    saved = tmp_path / ".netctl" / "config.json"
+    assert stat.S_IMODE(os.stat(saved).st_mode) == 0o600
+    assert tls("tenant", "create", "green")[0] == 0                            # token and CA remembered
+    assert tls("user", "create", "gina", "--role", "ops", "-t", "green", stdin="gina-password\n")[0] == 0
+    assert tls("user", "create", "vic", "--role", "viewer", stdin="vic-password\n")[0] == 0
+    rc, out, _ = tls("user", "ls")
+    assert rc == 0 and ["gina", "ops", "green"] in [l.split() for l in out.splitlines()]
+    assert tls("login", "-u", "gina", stdin="gina-password\n")[0] == 0
+    assert tls("whoami")[1].strip() == "user:gina (role ops of green)"
+    assert tls("net", "create", "-t", "green", "--subnet", "10.7.0.0/24", "gnet")[0] == 0
+    rc, _, err = tls("net", "create", "--subnet", "10.7.0.0/24", "gnet")
+    assert rc == 3 and err.strip() == ("Error: forbidden: user gina (role ops of green) may not POST networks "
+                                       "of tenant default; needs role admin or ops of tenant default")
+    rc, _, err = tls("user", "rm", "vic")
+    assert rc == 3 and "needs role admin" in err
+    admin = {"NETMASTER_TOKEN": open(os.path.join(nm.pki, "admin.token")).read().strip()}
+    assert tls("user", "bind", "gina", "--role", "viewer", extra_env=admin)[0] == 0
+    assert tls("whoami")[1].strip() == "user:gina (role viewer)"              # a binding applies at once
+    assert tls("net", "rm", "-t", "green", "gnet")[0] == 3
+    assert tls("user", "rm", "gina", extra_env=admin)[0] == 0
+    assert tls("whoami")[0] == 3                                               # her token died with her
+    rc, _, err = tls("host", "revoke", "nohost", extra_env=admin)
+    assert rc == 3 and "holds no credential" in err
+    assert netctl(nm, "net", "rm", "-t", "green", "gnet")[0] == 0              # the loopback door: no token
+    assert netctl(nm, "whoami")[1].strip() == "local (role admin)"

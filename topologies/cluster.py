@@ -5,7 +5,9 @@ Each host is a network namespace with its own ovsdb-server, ovs-vswitchd
 bridge in the root namespace, with each host's VTEP address on its OVS
 bridge `br-phy` (whose port is the host's end of a veth into the underlay
 bridge).  netmaster runs in the root namespace and listens on 127.0.0.1
-(for curl and netctl) and on the underlay (for the hosts).  Endpoints are
+(for curl and netctl: the local administrator's door) and, over HTTPS with
+authentication, on the underlay (for the hosts: each agent obtains its host's
+credential with the cluster netmaster's bootstrap token, and trusts its CA).  Endpoints are
 namespaces attached through the CNI plugin, run inside their host's namespace.
 
 Every name starts with the cluster's name, so two clusters never collide, and
@@ -127,7 +129,16 @@ class Cluster:
         if self.clustered:
             return ",".join(f"http://{self.member_ip(k)}:{self.state['rest_port']}"
                             for k in range(1, self.state["netmasters"] + 1))
-        return f"http://{self.root_ip}:{self.state['rest_port']}"
+        return f"https://{self.root_ip}:{self.state['rest_port']}"
+
+    @property
+    def pki(self) -> str:
+        """The cluster netmaster's PKI folder: ca.crt, admin.token, bootstrap.token."""
+        return os.path.join(self.workdir, "pki")
+
+    @property
+    def ca(self) -> str:
+        return os.path.join(self.pki, "ca.crt")
 
     # ------------------------------------------------------------ clustered netmasters
     @property
@@ -348,10 +359,15 @@ class Cluster:
         else:
             of_hosts = [of_host]
         dk = self.docker(label) if self.state.get("docker") else None
+        # clustered members serve the hosts on a plain underlay listener (see README: no shared
+        # PKI across members yet)
+        auth = [] if self.state["netmaster"] or self.clustered else [
+            "--cacert", self.ca, "--bootstrap-token-file", os.path.join(self.pki, "bootstrap.token")]
         cmd = launch.netplugin_cmd(self.python, h["ns"], self.hosts_url, label, h["vtep"], ovs.remote,
                                    ",".join(f"tcp:{h}:{self.state['of_port']}" for h in of_hosts),
                                    "eth2" if self.state["uplinks"] else "",
-                                   dk.plugins if dk else "", dk.socket if dk else "")
+                                   dk.plugins if dk else "", dk.socket if dk else "",
+                                   state_dir=os.path.join(self.workdir, f"{label}-agent"), extra=auth)
         logf = open(os.path.join(self.workdir, f"{label}-netplugin.log"), "ab")
         p = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         h["agent_pid"] = p.pid
@@ -406,9 +422,10 @@ class Cluster:
         if self.state["netmaster"]:
             raise ClusterError("this cluster uses an external netmaster")
         port = self.state["rest_port"]
-        cmd = launch.netmaster_cmd(self.python, [f"127.0.0.1:{port}", f"{self.root_ip}:{port}"],
+        cmd = launch.netmaster_cmd(self.python, [f"127.0.0.1:{port}"],
                                    self.state["of_port"], f"sqlite://{self.workdir}/state.db",
-                                   extra=self.state.get("netmaster_args") or [])
+                                   extra=self.state.get("netmaster_args") or [],
+                                   tls_listen=[f"{self.root_ip}:{port}"], pki_dir=self.pki)
         logf = open(os.path.join(self.workdir, "netmaster.log"), "ab")
         p = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         self.state["netmaster_pid"] = p.pid
@@ -434,8 +451,9 @@ class Cluster:
         self._save()
 
     # ------------------------------------------------------------ endpoints
-    def cni(self, host: str, command: str, ep: str, conf: dict) -> dict:
-        rc, out, err = launch.cni(self.python, self.state["hosts"][host]["ns"], command, ep, self.ep_ns(ep), conf)
+    def cni(self, host: str, command: str, ep: str, conf: dict, labels: list[str] = ()) -> dict:
+        rc, out, err = launch.cni(self.python, self.state["hosts"][host]["ns"], command, ep, self.ep_ns(ep), conf,
+                                  labels)
         if rc != 0:
             raise ClusterError(f"CNI {command} failed: {out.get('msg') or err} (code {out.get('code')})")
         return out
@@ -443,7 +461,8 @@ class Cluster:
     def net_conf(self, host: str, net: str, tenant: str, group: str) -> dict:
         return launch.net_conf(self.hosts_url, tenant, net, group, self.ovs(host).remote, host)
 
-    def run(self, host: str, ep: str, net: str, tenant: str = "default", group: str = "") -> dict:
+    def run(self, host: str, ep: str, net: str, tenant: str = "default", group: str = "",
+            labels: list[str] = ()) -> dict:
         if host not in self.state["hosts"]:
             raise ClusterError(f"host {host} is not in cluster {self.name} ({', '.join(sorted(self.state['hosts']))})")
         if ep in self.state["endpoints"]:
@@ -453,7 +472,7 @@ class Cluster:
         self.state["endpoints"][ep] = {"host": host, "ns": ns, "net": net, "tenant": tenant, "group": group}
         self._save()
         try:
-            res = self.cni(host, "ADD", ep, self.net_conf(host, net, tenant, group))
+            res = self.cni(host, "ADD", ep, self.net_conf(host, net, tenant, group), list(labels))
         except Exception:
             self.state["endpoints"].pop(ep, None)
             self._save()
@@ -640,6 +659,8 @@ def main(argv=None) -> int:
     r.add_argument("host"); r.add_argument("ep")
     r.add_argument("--net", required=True); r.add_argument("--tenant", default="default")
     r.add_argument("--group", default="")
+    r.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="a label of the endpoint (services select providers by them); repeatable")
     sub.add_parser("rm").add_argument("ep")
     e = sub.add_parser("exec")
     e.add_argument("target"); e.add_argument("command", nargs=argparse.REMAINDER)
@@ -663,7 +684,7 @@ def main(argv=None) -> int:
             c.down()
             print(f"cluster {c.name}: removed")
         elif args.cmd == "run":
-            ep = c.run(args.host, args.ep, args.net, args.tenant, args.group)
+            ep = c.run(args.host, args.ep, args.net, args.tenant, args.group, args.label)
             print(ep["ip"])
         elif args.cmd == "rm":
             c.rm(args.ep)

@@ -26,7 +26,7 @@ def netmaster_cmd(python: str, listen: list[str], of_port: int, store: str, host
 
 def netplugin_cmd(python: str, netns: str, netmaster: str, label: str, vtep: str, ovsdb: str,
                   controller: str, uplink: str = "", docker_plugin_dir: str = "",
-                  docker_socket: str = "") -> list[str]:
+                  docker_socket: str = "", state_dir: str = "", extra: list[str] = ()) -> list[str]:
     """netplugin inside a host's namespace, on the userspace datapath, beating every second.
     A simulated host has no Docker driver unless given its own plugin folder (all hosts
     share the machine's /run/docker/plugins otherwise) and its own dockerd's socket."""
@@ -34,6 +34,8 @@ def netplugin_cmd(python: str, netns: str, netmaster: str, label: str, vtep: str
            "--host-label", label, "--vtep-ip", vtep, "--ovsdb", ovsdb, "--controller", controller,
            "--datapath", "netdev", "--heartbeat-interval", "1", "--api-port", "0",
            "--docker-plugin-dir", docker_plugin_dir, "--docker-socket", docker_socket]
+    # state_dir: the host's credential (agent/credential.py)
+    cmd += (["--state-dir", state_dir] if state_dir else []) + list(extra)
     return cmd + (["--uplink", uplink] if uplink else [])
 
 
@@ -44,11 +46,14 @@ def net_conf(netmaster: str, tenant: str, network: str, group: str, ovsdb: str, 
             "hostLabel": host}
 
 
-def cni(python: str, host_ns: str, command: str, container_id: str, netns: str, conf: dict) -> tuple[int, dict, str]:
+def cni(python: str, host_ns: str, command: str, container_id: str, netns: str, conf: dict,
+        labels: list[str] = ()) -> tuple[int, dict, str]:
     """Run netweave-cni in the host's namespace, as a container runtime would:
-    (exit code, its JSON answer, its stderr)."""
+    (exit code, its JSON answer, its stderr). labels: key=value, sent in CNI_ARGS."""
     env = dict(os.environ, CNI_COMMAND=command, CNI_CONTAINERID=container_id, CNI_NETNS=f"/var/run/netns/{netns}",
                CNI_IFNAME="eth0", CNI_PATH=ROOT, PYTHONPATH=ROOT)
+    if labels:
+        env["CNI_ARGS"] = "LABELS=" + ",".join(labels)
     p = subprocess.run(["ip", "netns", "exec", host_ns, python, "-m", "agent.cni_plugin"], input=json.dumps(conf),
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     try:

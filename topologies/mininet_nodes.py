@@ -305,7 +305,8 @@ class ComputeHost(Host):
     def agent_start(self) -> None:
         nw = self.nw
         cmd = launch.netplugin_cmd(netweave_python(), self.name, nw.hosts_url, self.name, self.vtep,
-                                   self.ovs.remote, f"tcp:{nw['netmaster_ip']}:{nw['of_port']}")
+                                   self.ovs.remote, f"tcp:{nw['netmaster_ip']}:{nw['of_port']}",
+                                   state_dir=os.path.join(self.rundir, "agent"))
         _spawn(cmd, os.path.join(self.rundir, "netplugin.log"), os.path.join(self.rundir, "netplugin.pid"))
 
     def agent_stop(self) -> None:

@@ -213,3 +213,87 @@ def _flow_ids(dump: str) -> set:
         if line.startswith("cookie="):
             out.add(line)
     return out
+
+
+def test_agents_are_authenticated_hosts(cluster):
+    """The hosts reach netmaster over its HTTPS listener with their own credential
+    (obtained once with the bootstrap token, kept 0600), and nothing else may act
+    for them: a second claim of h1, h2 writing h1's endpoint, a wrong CA, the local
+    API's /trace without netmaster's certificate."""
+    import os
+    import stat
+
+    e = cluster
+    c = e.c
+    tls = c.hosts_url
+    assert tls.startswith("https://")
+    for h in c.state["hosts"]:
+        folder = os.path.join(c.workdir, f"{h}-agent")
+        assert stat.S_IMODE(os.stat(os.path.join(folder, "host.token")).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(os.path.join(folder, "host.key")).st_mode) == 0o600
+    token = {h: open(os.path.join(c.workdir, f"{h}-agent", "host.token")).read().strip() for h in ("h1", "h2")}
+    bootstrap = open(os.path.join(c.pki, "bootstrap.token")).read().strip()
+
+    def call(method, path, tok, body=None, verify=c.ca):
+        return requests.request(method, tls + path, json=body, timeout=10, verify=verify,
+                                headers={"Authorization": f"Bearer {tok}"} if tok else {})
+
+    assert call("GET", "/api/v1/auth_proxy/whoami/", token["h1"]).json()["principal"] == "host:h1"
+    # the bootstrap token cannot claim h1 again, nor register a host itself
+    r = call("POST", "/api/v1/auth_proxy/host_credentials/h1/", bootstrap, {})
+    assert r.status_code == 409, r.text
+    r = call("POST", "/api/v1/hosts/h1/", bootstrap, {"hostLabel": "h1", "vtepIP": "10.66.6.6",
+                                                       "dpid": "00000000000000ff"})
+    assert r.status_code == 403
+    # h2's credential cannot re-register h1 (a rogue VTEP) nor touch h1's endpoints
+    r = call("POST", "/api/v1/hosts/h1/", token["h2"], {"hostLabel": "h1", "vtepIP": "10.66.6.6",
+                                                         "dpid": "00000000000000ff"})
+    assert r.status_code == 403 and "may only register host h2" in r.json()["error"]
+    h1_ep = next(ep for ep in requests.get(e.url + "/api/v1/endpoints/", timeout=10).json()
+                 if ep["homingHost"] == "h1")
+    r = call("DELETE", f"/api/v1/endpoints/{h1_ep['endpointID']}/", token["h2"])
+    assert r.status_code == 403 and "of host h1" in r.json()["error"]
+    r = call("POST", "/api/v1/endpoints/rogue/", token["h2"],
+             {"tenantName": h1_ep["tenantName"], "networkName": h1_ep["networkName"], "host": "h1",
+              "intfName": "nwrogue", "containerID": "rogue"})
+    assert r.status_code == 403
+    hosts = {h["hostLabel"]: h for h in requests.get(e.url + "/api/v1/hosts/", timeout=10).json()}
+    assert hosts["h1"]["vtepIP"] == c.state["hosts"]["h1"]["vtep"]
+    assert requests.get(e.url + f"/api/v1/endpoints/{h1_ep['endpointID']}/", timeout=10).ok
+    assert call("GET", "/api/v1/tenants/", None).status_code == 401
+    # a client trusting another CA refuses netmaster's certificate
+    try:
+        requests.get(tls + "/version", timeout=10, verify="/etc/ssl/certs/ca-certificates.crt")
+        raise AssertionError("netmaster's certificate passed for another CA's")
+    except requests.exceptions.SSLError:
+        pass
+    # the agent's local API: health for anyone over TLS, /trace only for netmaster's certificate
+    api = f"https://{hosts['h1']['vtepIP']}:{hosts['h1']['agentPort']}"
+    assert requests.get(api + "/healthz", timeout=10, verify=c.ca).ok
+    r = requests.get(api + "/trace", params={"flow": "in_port=1"}, timeout=10, verify=c.ca)
+    assert r.status_code == 403 and "netmaster's client certificate" in r.json()["error"]
+    me = (os.path.join(c.pki, "netmaster-client.crt"), os.path.join(c.pki, "netmaster-client.key"))
+    r = requests.get(api + "/trace", params={"flow": "in_port=1"}, timeout=10, verify=c.ca, cert=me)
+    assert r.status_code == 200 and "Datapath actions" in r.json()["output"]
+
+
+def test_revoked_host_bootstraps_again(cluster):
+    """An admin revokes h3's credential: its agent's next heartbeat is refused, it
+    claims the label again with the bootstrap token, and h3 stays up."""
+    import os
+    e = cluster
+    path = os.path.join(e.c.workdir, "h3-agent", "host.token")
+    old = open(path).read().strip()
+    assert requests.delete(e.url + "/api/v1/auth_proxy/host_credentials/h3/", timeout=10).ok
+    assert requests.get(e.c.hosts_url + "/api/v1/tenants/", verify=e.c.ca, timeout=10,
+                        headers={"Authorization": f"Bearer {old}"}).status_code == 401
+
+    def renewed():
+        try:
+            new = open(path).read().strip()
+        except OSError:
+            return False
+        return new != old and requests.get(e.c.hosts_url + "/api/v1/auth_proxy/whoami/", verify=e.c.ca, timeout=10,
+                                           headers={"Authorization": f"Bearer {new}"}).json()["principal"] == "host:h3"
+    wait_until(renewed, 30, what="h3's agent holds a new credential")
+    e.c.wait_ready(30)

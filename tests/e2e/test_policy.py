@@ -142,9 +142,9 @@ def test_wait_returns_when_live_everywhere_and_metrics_move(cluster):
         assert metric(text, "netweave_switch_realized_generation", host=h) >= real["generation"]
         assert sum(metric(text, "netweave_switch_flows", host=h, table=str(t)) for t in (0, 51)) > 0
     for rec in requests.get(f"{e.url}/api/v1/hosts/", timeout=10).json():
-        base = f"http://{rec['vtepIP']}:{rec['agentPort']}"
-        assert requests.get(base + "/readyz", timeout=10).json()["ready"] is True, rec["hostLabel"]
-        at = requests.get(base + "/metrics", timeout=10).text
+        base = f"https://{rec['vtepIP']}:{rec['agentPort']}"       # the agent's certificate, by netweave's CA
+        assert requests.get(base + "/readyz", timeout=10, verify=e.c.ca).json()["ready"] is True, rec["hostLabel"]
+        at = requests.get(base + "/metrics", timeout=10, verify=e.c.ca).text
         assert metric(at, "netweave_agent_heartbeats_total", result="ok") > 0
         assert metric(at, "netweave_agent_endpoint_ports") >= 1
         assert metric(at, "netweave_agent_cni_request_duration_seconds_count", command="ADD", result="ok") >= 1
