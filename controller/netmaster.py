@@ -54,6 +54,9 @@ class Netmaster:
             self.of = ofapp.start(self.fabric, host, port, deny_log_rate=self.deny_log_rate,
                                   packet_in=self.denylog.packet_in, roles=self.clustered)
             self.fabric.request_reconcile = self.of.app.request_reconcile
+            # groups are owned like flows: never delete one netweave did not make
+            from flows.pipeline import group_owned
+            self.of.app.group_owned = group_owned
             self.fabric.watch()
         if self.clustered:
             from controller.election import Election
