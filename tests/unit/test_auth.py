@@ -330,3 +330,10 @@ def test_ops_cannot_reach_another_tenant_through_the_path(env, path, body):
     r = env.as_("opsblue", "POST", path, body)
     assert r.status_int in (400, 403, 404), (r.status, r.body[:200])
     assert env.store.list("obj/") == before
+
+
+@pytest.mark.parametrize("body", [{"vtepIP": {}}, {"vtepIP": 5}, [], "x", {"vtepIP": "10.1.2.300"}])
+def test_host_credential_request_is_validated(env, body):
+    r = env.as_("admin", "POST", "/api/v1/auth_proxy/host_credentials/hv/", body)
+    assert r.status_int == 400 and r.json["error"].split(":")[0] in ("body", "vtepIP"), r.json
+    assert env.store.get("auth/host/hv") is None
