@@ -39,6 +39,13 @@ def _positive_int(text: str) -> int:
     return n
 
 
+def _positive_float(text: str) -> float:
+    x = float(text)
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return x
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="netmaster", description="netweave's netmaster: REST API and OpenFlow controller")
     p.add_argument("--listen", "--listen-url", action="append", dest="listen",
@@ -53,7 +60,7 @@ def build_parser():
     p.add_argument("--tls-san", action="append", default=[],
                    help="another DNS name or address clients use to reach netmaster, put in its "
                         "certificate; repeat for several")
-    p.add_argument("--token-ttl", type=float, default=12 * 3600,
+    p.add_argument("--token-ttl", type=_positive_float, default=12.0 * 3600,
                    help="seconds a login token lives (default 43200)")
     p.add_argument("--of-listen", default="0.0.0.0", help="OpenFlow listen address (default 0.0.0.0)")
     p.add_argument("--of-port", type=int, default=6653, help="OpenFlow port (default 6653)")
