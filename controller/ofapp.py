@@ -167,6 +167,8 @@ class SwitchManager(app_manager.OSKenApp):
             self._held.pop(dp.id, None)
             self._meter_ok.discard(dp.id)
         if ev.state == MAIN_DISPATCHER:
+            if not self._admit(dp):
+                return
             # ofp_handler enters MAIN after the port-desc reply: dp.ports is filled.
             self.datapaths[dp.id] = dp
             ports = {_port_name(p.name): p.port_no for p in dp.ports.values()}
@@ -180,6 +182,19 @@ class SwitchManager(app_manager.OSKenApp):
                 del self.datapaths[dp.id]
                 LOG.info("event=switch_down dpid=%s", _dpid(dp.id))
                 self._tell("switch_down", dp.id)
+
+    def _admit(self, dp) -> bool:
+        """A switch claiming a registered host's datapath id must connect from that
+        host's address; otherwise it is refused (closed) before it gets any flow."""
+        address = dp.address[0] if dp.address else ""
+        ok, why = getattr(self.fabric, "admit", lambda *_: (True, ""))(dp.id, address)
+        if not ok:                  # (a refused switch must not move the address of the admitted one)
+            LOG.warning("event=switch_refused dpid=%s addr=%s reason=%s", _dpid(dp.id), address, why)
+            self._conns.discard(dp)
+            dp.close()
+        elif hasattr(self.fabric, "switch_address"):
+            self.fabric.switch_address(dp.id, address)
+        return ok
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def _port_status(self, ev):
