@@ -163,12 +163,13 @@ class SwitchManager(app_manager.OSKenApp):
         dp = ev.datapath
         if ev.state != DEAD_DISPATCHER:
             self._conns.add(dp)
-        if ev.state in (MAIN_DISPATCHER, DEAD_DISPATCHER) and dp.id is not None:
-            self._held.pop(dp.id, None)
+        if ev.state == MAIN_DISPATCHER and not self._admit(dp):
+            return
+        if ev.state in (MAIN_DISPATCHER, DEAD_DISPATCHER) and dp.id is not None and (
+                ev.state == MAIN_DISPATCHER or self.datapaths.get(dp.id) is dp):
+            self._held.pop(dp.id, None)            # (not for a refused stranger with the same dpid)
             self._meter_ok.discard(dp.id)
         if ev.state == MAIN_DISPATCHER:
-            if not self._admit(dp):
-                return
             # ofp_handler enters MAIN after the port-desc reply: dp.ports is filled.
             self.datapaths[dp.id] = dp
             ports = {_port_name(p.name): p.port_no for p in dp.ports.values()}
@@ -759,6 +760,37 @@ class Handle:
         LOG.info("event=controller_stopped")
 
 
+_FABRIC_ADMIT = [None]          # the running fabric's admit(dpid, address), for the ofctl guard
+
+
+def _guard_ofctl_takeover() -> None:
+    """os-ken's ofctl service closes the connected datapath as soon as another
+    connection announces the same datapath id: whoever knows a host's dpid could
+    push its real switch off. A switch the fabric refuses is closed there instead,
+    before it can replace anyone; an admitted one takes over as before (a switch
+    that reconnects)."""
+    from os_ken.app.ofctl import service
+    orig = service.OfctlService._switch_features_handler
+    if getattr(orig, "netweave_guard", False):
+        return
+
+    def guarded(self, ev):
+        dp = ev.msg.datapath
+        admit = _FABRIC_ADMIT[0]
+        if admit is not None:
+            ok, why = admit(dp.id, dp.address[0] if dp.address else "")
+            if not ok:
+                LOG.warning("event=switch_refused dpid=%s addr=%s reason=%s", _dpid(dp.id),
+                            dp.address[0] if dp.address else "", why)
+                dp.close()
+                return
+        return orig(self, ev)
+
+    guarded.__dict__.update(orig.__dict__)        # set_ev_cls' registration (callers)
+    guarded.netweave_guard = True
+    service.OfctlService._switch_features_handler = guarded
+
+
 def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653, deny_log_rate: int = DENY_LOG_RATE,
           deny_log_burst: Optional[int] = None, packet_in=None) -> Handle:
     """Run os-ken's OpenFlow listener and SwitchManager in this process's hub.
@@ -781,6 +813,8 @@ def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653, deny_log_rate
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((host, port))
+    _FABRIC_ADMIT[0] = getattr(fabric, "admit", None)
+    _guard_ofctl_takeover()
     mgr = app_manager.AppManager.get_instance()
     mgr.load_apps(["os_ken.controller.ofp_handler", __name__])
     contexts = mgr.create_contexts()
