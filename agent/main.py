@@ -95,6 +95,7 @@ class Agent:
         self.vtep_ip = args.vtep_ip if args.vtep_ip is not None else guess_vtep_ip(args.netmaster)
         self.credential = credential.HostCredential(args.state_dir, self.host_label)
         self._no_credential = False  # netmaster offers no credentials (plain URL, 404)
+        self._credential_error = None
         self.nm = nmc.NetmasterClient(args.netmaster, timeout=max(1.0, args.heartbeat_interval))
         self.stop_event = threading.Event()
         self.resync_wanted = threading.Event()
@@ -311,7 +312,9 @@ class Agent:
                     self._no_credential = True
                     return True
                 self.checks["netmaster"] = f"no host credential yet: {e}"
-                LOG.warning("event=host_credential_failed host=%s error=%r", self.host_label, str(e))
+                if str(e) != self._credential_error:      # once per distinct error, not per beat
+                    LOG.warning("event=host_credential_failed host=%s error=%r", self.host_label, str(e))
+                self._credential_error = str(e)
                 return False
         # every client of this URL in this process (heartbeat, CNI server, Docker driver) uses it
         nmc.set_credential(self.args.netmaster, self.credential.token,

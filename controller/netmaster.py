@@ -48,6 +48,9 @@ class Netmaster:
             self.of = ofapp.start(self.fabric, host, port, deny_log_rate=self.deny_log_rate,
                                   packet_in=self.denylog.packet_in)
             self.fabric.request_reconcile = self.of.app.request_reconcile
+            # groups are owned like flows: never delete one netweave did not make
+            from flows.pipeline import group_owned
+            self.of.app.group_owned = group_owned
             self.fabric.watch()
         self._threads.append(eventlet.spawn(self._monitor_hosts))
         metrics.COLLECTOR.netmaster = self

@@ -453,6 +453,9 @@ class Table:
         self.groups: Dict[int, GroupEntry] = {}
         self.changes: Dict[tuple, Optional[FlowEntry]] = {}       # key -> final entry before
         self.group_changes: Dict[int, Optional[GroupEntry]] = {}
+        # Changes are logged only once someone took the table (forget_changes/take_changes):
+        # before that its first reader takes it whole, and a full load logs nothing.
+        self.tracking = False
 
     def add(self, owner: OwnerId, entries) -> None:
         contrib, flows, changes = self.contrib, self.flows, self.changes
@@ -467,7 +470,7 @@ class Table:
                 contrib[k] = {owner: e}
                 old = flows.get(k)
                 if old is None or old != e:
-                    if k not in changes:
+                    if self.tracking and k not in changes:
                         changes[k] = old
                     flows[k] = e
             else:
@@ -498,7 +501,7 @@ class Table:
         old = self.flows.get(k)
         if old == new:
             return
-        if k not in self.changes:
+        if self.tracking and k not in self.changes:
             self.changes[k] = old
         if new is None:
             del self.flows[k]
@@ -514,16 +517,20 @@ class Table:
         old = self.groups.get(gid)
         if old == new and (old is None or old.cookie == new.cookie):
             return
-        if gid not in self.group_changes:
+        if self.tracking and gid not in self.group_changes:
             self.group_changes[gid] = old
         if new is None:
             del self.groups[gid]
         else:
             self.groups[gid] = new
 
-    def take_changes(self) -> Tuple[list, list]:
+    def take_changes(self) -> Optional[Tuple[list, list]]:
         """[(old, new)] of flows and of groups changed since the last call
-        (None: absent), dropping keys that came back to what they were."""
+        (None: absent), dropping keys that came back to what they were; None
+        when nobody took the table before (take it whole: flows, groups)."""
+        if not self.tracking:
+            self.tracking = True
+            return None
         flows = [(o, self.flows.get(k)) for k, o in self.changes.items() if o != self.flows.get(k)]
         groups = [(o, self.groups.get(g)) for g, o in self.group_changes.items() if o != self.groups.get(g)]
         self.changes, self.group_changes = {}, {}
@@ -531,6 +538,7 @@ class Table:
 
     def forget_changes(self) -> None:
         self.changes, self.group_changes = {}, {}
+        self.tracking = True
 
     def compiled(self) -> Tuple[set, set]:
         return set(self.flows.values()), set(self.groups.values())

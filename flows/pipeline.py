@@ -146,6 +146,16 @@ def service_zone(vrf_id: int) -> int:
     return SERVICE_ZONE_BASE | vrf_id
 
 
+# Group kinds netweave makes: the controller deletes a group only when its id is
+# of one of these kinds (OpenFlow 1.3 groups carry no cookie to say whose they are).
+# A new kind of group adds its kind here.
+OWNED_GROUP_KINDS = {GROUP_FLOOD_ALL, GROUP_FLOOD_LOCAL, GROUP_SERVICE}
+
+
+def group_owned(group_id: int) -> bool:
+    return (group_id >> 28) in OWNED_GROUP_KINDS and (group_id & NET_ID_MAX) != 0
+
+
 def flood_group_id(kind: int, net_id: int) -> int:
     if not 0 < net_id <= NET_ID_MAX:
         raise ValueError(f"net_id {net_id} out of range")

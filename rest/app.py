@@ -215,7 +215,11 @@ class RestApp:
             if req.method != "POST":
                 raise method_not_allowed(req, "POST, DELETE")
             body = self._body(req)
-            vtep = body.get("vtepIP", "") if isinstance(body, dict) else ""
+            if not isinstance(body, dict):
+                raise HTTPError(400, "body: a JSON object, {\"vtepIP\": \"a.b.c.d\"} or {}")
+            vtep = body.get("vtepIP", "")
+            if not isinstance(vtep, str):
+                raise HTTPError(400, f"vtepIP: {vtep!r} is not a string")
             try:
                 ips = [str(ipaddress.ip_address(vtep))] if vtep else []
             except ValueError:

@@ -207,14 +207,101 @@ def _service_paths() -> dict:
     }
 
 
+USER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"      # rest/auth.py NAME
+USER = _object({"username": _S, "role": {"type": "string", "enum": ["admin", "ops", "viewer"]},
+                "tenants": _STRS, "created": _N, "updated": _N}, ["username", "role", "tenants"])
+
+
+def _auth_paths(comps: dict) -> dict:
+    """Contiv's auth proxy paths, served by netmaster itself (rest/auth.py)."""
+    comps["User"] = USER
+    comps["UserRequest"] = {"type": "object", "additionalProperties": False, "properties": {
+        "username": _S, "password": {"type": "string", "minLength": 8},
+        "role": {"type": "string", "enum": ["admin", "ops", "viewer"]}, "tenants": _STRS}}
+    ref = {"$ref": "#/components/schemas/User"}
+
+    def name_param(name, what):
+        return {"name": name, "in": "path", "required": True, "description": what,
+                "schema": {"type": "string", "pattern": USER_NAME}}
+    user_body = {"required": False, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/UserRequest"}}}}
+    user_write = {"responses": {"200": _json(ref), "400": _err(), "404": _err("an unknown tenant")},
+                  "requestBody": user_body}
+    return {
+        "/api/v1/auth_proxy/login/": {"post": {
+            "operationId": "login", "summary": "a token for a user's name and password", "security": [],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _object(
+                {"username": _S, "password": _S}, ["username", "password"])}}},
+            "responses": {"200": _json(_object({"token": _S, "username": _S, "role": _S, "tenants": _STRS,
+                                                "expires": _S}, ["token", "username", "role", "expires"])),
+                          "400": _err(), "401": _err("wrong name or password")}}},
+        "/api/v1/auth_proxy/whoami/": _get("whoami", "who the request's credential is", {"200": _json(_object(
+            {"principal": _S, "kind": _S, "name": _S, "role": _S, "tenants": _STRS}, ["principal", "kind"]))}),
+        "/api/v1/auth_proxy/local_users/": _get("listUsers", "users, their role and tenants (admin)",
+                                                {"200": _json({"type": "array", "items": ref})}),
+        "/api/v1/auth_proxy/local_users/{name}/": {
+            "parameters": [name_param("name", "user name")],
+            "get": {"operationId": "getUser", "summary": "one user", "responses": {"200": _json(ref),
+                                                                                 "404": _err()}},
+            "post": {"operationId": "postUser", "summary": "create a user, or change its role, tenants or "
+                     "password (admin)", **user_write},
+            "put": {"operationId": "putUser", "summary": "as POST", **user_write},
+            "delete": {"operationId": "deleteUser", "summary": "delete a user and end its tokens",
+                       "responses": {"200": _json(_S, "the deleted name"), "404": _err()}}},
+        "/api/v1/auth_proxy/host_credentials/{label}/": {
+            "parameters": [name_param("label", "host label")],
+            "post": {"operationId": "issueHostCredential",
+                     "summary": "a host's credential and certificate (the bootstrap token, once per host; "
+                                "an admin, at will: the previous one stops working)",
+                     "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                         "type": "object", "properties": {"vtepIP": _S}}}}},
+                     "responses": {"200": _json(_object({"hostLabel": _S, "token": _S, "cert": _S, "key": _S,
+                                                         "ca": _S}, ["hostLabel", "token"])),
+                                   "400": _err(), "409": _err("the label already holds a credential")}},
+            "delete": {"operationId": "revokeHostCredential", "summary": "revoke a host's credential (admin)",
+                       "responses": {"200": _json(_S, "the host label"), "404": _err()}}},
+    }
+
+
+# needs no credential on the authenticated listener either (rest/app.py _public)
+PUBLIC = {"/version", "/healthz", "/readyz", "/api/v1/openapi.json", "/api/v1/auth_proxy/login/"}
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer",
+               "description": "a token from login, an API token, or a host's credential"},
+    "contivToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token",
+                    "description": "the same token, as Contiv's netctl sends it"},
+}
+
+
+def _secure(paths: dict) -> None:
+    """Every operation but the public ones may refuse a missing or weak credential."""
+    for path, item in paths.items():
+        for method, op in item.items():
+            if method == "parameters":
+                continue
+            if path in PUBLIC:
+                op["security"] = []
+            else:
+                op["responses"].setdefault("401", _err("no, an unknown or an expired token (authenticated "
+                                                       "listener only)"))
+                op["responses"].setdefault("403", _err("the credential lacks the right; the message names it"))
+
+
 def document() -> dict:
     comps = {"Error": _object({"error": {"type": "string"}}, ["error"])}
     paths = _object_paths(comps)
     paths.update(_service_paths())
+    paths.update(_auth_paths(comps))
+    _secure(paths)
     return {
         "openapi": "3.0.3",
         "info": {"title": "netweave netmaster", "version": "0.1.0",
-                 "description": "Contiv-compatible object API of netweave's netmaster"},
+                 "description": "Contiv-compatible object API of netweave's netmaster. On the loopback "
+                                "listener (127.0.0.1:9999) no credential is needed; on the HTTPS listener "
+                                "(:10000) every operation but login, version, health and this document "
+                                "needs a token."},
         "paths": paths,
-        "components": {"schemas": comps},
+        # a credential, or none (the loopback listener is the local administrator's)
+        "security": [{"bearer": []}, {"contivToken": []}, {}],
+        "components": {"schemas": comps, "securitySchemes": SECURITY_SCHEMES},
     }

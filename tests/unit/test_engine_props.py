@@ -94,7 +94,7 @@ PRELUDE = [
     ("port", "h2", "uplink", 9),
     ("group", ("ta", "g1"), Group("ta", "g1", "n1", 500, ("p1",))),
     ("rule", ("ta", "p1", "r1"), Rule("ta", "p1", "r1", "in", 5, "deny", protocol="tcp", port=80,
-                                      from_group="g2", rule_uid=2)),
+                                      from_group="g2", rule_uid=99)),   # apart from generated uids
     ("endpoint", "e0", Endpoint("e0", "ta", "n1", "g1", "10.1.0.1", "02:00:0a:01:00:01", "h1", "p-e0")),
     ("endpoint", "e1", Endpoint("e1", "ta", "n2", "", "10.2.0.1", "02:00:0a:02:00:01", "h2", "p-e1")),
     ("endpoint", "e2", Endpoint("e2", "tb", "n1", "", "10.1.0.2", "02:00:0a:01:00:02", "h1", "p-e2")),
@@ -163,7 +163,12 @@ def _replay(steps):
         eng.apply()
         for label, t in eng.tables.items():
             fl, gr = replicas.setdefault(label, ({}, {}))
-            dflows, dgroups = t.take_changes()
+            d = t.take_changes()
+            if d is None:                    # first taker: the whole table, as a switch's first reconcile
+                fl.update(t.flows)
+                gr.update(t.groups)
+                continue
+            dflows, dgroups = d
             for old, new in dflows:
                 if new is None:
                     del fl[old.key]
@@ -186,11 +191,15 @@ def _replay(steps):
             assert set(gr.values()) == eng.compiled(label)[1], (label, step)
         old = compile_all(snap)
         inc = {label: eng.compiled(label) for label in old}
-        if all(_well_formed(c) for c in old.values()):
+        well_formed = all(_well_formed(c) for c in old.values())
+        if well_formed:
             assert inc == old, step
         # no table of its own for a label the compiler does not know
         assert all(not any(eng.compiled(lb)) for lb in labels - set(old))
-    assert _verdicts(snap, inc) == _verdicts(snap, old)
+    # an ill-formed compile (two entries under one flow key, e.g. two tenants given one VRF
+    # id) leaves the simulator's choice to set order: compare verdicts where it is well formed
+    if well_formed:
+        assert _verdicts(snap, inc) == _verdicts(snap, old)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
