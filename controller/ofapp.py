@@ -152,6 +152,8 @@ class SwitchManager(app_manager.OSKenApp):
         self._pending: dict[int, tuple[dict, dict]] = {}
         self._desired_memo: dict[int, tuple] = {}
         self.audit_interval = AUDIT_INTERVAL
+        # Clustered netmasters (controller/roles.py): None = the only controller, always writes.
+        self.roles = None
         self._auditor = hub.spawn(self._audit_loop)
         self._stopping = False
 
@@ -176,13 +178,18 @@ class SwitchManager(app_manager.OSKenApp):
             LOG.info("event=switch_up dpid=%s addr=%s ports=%d", _dpid(dp.id),
                      dp.address, len(ports))
             self._tell("switch_up", dp.id, ports)
-            self.request_reconcile(dp.id)
+            if self.roles is not None:
+                self.roles.switch_up(dp)          # MASTER or SLAVE first; a master audits
+            else:
+                self.request_reconcile(dp.id)
         elif ev.state == DEAD_DISPATCHER:
             self._conns.discard(dp)
             if dp.id is not None and self.datapaths.get(dp.id) is dp:
                 del self.datapaths[dp.id]
                 LOG.info("event=switch_down dpid=%s", _dpid(dp.id))
                 self._tell("switch_down", dp.id)
+                if self.roles is not None:
+                    self.roles.switch_down(dp.id)
 
     def _admit(self, dp) -> bool:
         """A switch claiming a registered host's datapath id must connect from that
@@ -279,6 +286,13 @@ class SwitchManager(app_manager.OSKenApp):
     def reconcile(self, dpid: int) -> Optional[ReconcileResult]:
         dp = self.datapaths.get(dpid)
         if dp is None:
+            return None
+        if self.roles is not None and not self.roles.may_write(dpid):
+            # a standby never writes; it keeps no change log (it audits when it becomes master)
+            self._held.pop(dpid, None)
+            drain = getattr(self.fabric, "delta", None)
+            if drain is not None:
+                drain(dpid)
             return None
         res = ReconcileResult(dpid)
         res.started = time.perf_counter()
@@ -792,7 +806,7 @@ def _guard_ofctl_takeover() -> None:
 
 
 def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653, deny_log_rate: int = DENY_LOG_RATE,
-          deny_log_burst: Optional[int] = None, packet_in=None) -> Handle:
+          deny_log_burst: Optional[int] = None, packet_in=None, roles: bool = False) -> Handle:
     """Run os-ken's OpenFlow listener and SwitchManager in this process's hub.
     deny_log_rate/burst: the deny-log meter on every switch (packets/s, packets;
     burst defaults to one second's worth); packet_in: see SwitchManager."""
@@ -821,6 +835,9 @@ def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653, deny_log_rate
     threads = mgr.instantiate_apps(fabric=fabric, deny_log_rate=deny_log_rate, deny_log_burst=deny_log_burst,
                                    packet_in=packet_in, **contexts)
     app = next(a for a in mgr.applications.values() if isinstance(a, SwitchManager))
+    if roles:
+        from controller.roles import Roles
+        app.roles = Roles(app)
     LOG.info("event=controller_started host=%s port=%d", host, port)
     _running = Handle(app, mgr, threads)
     return _running
