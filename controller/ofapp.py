@@ -165,8 +165,11 @@ class SwitchManager(app_manager.OSKenApp):
         dp = ev.datapath
         if ev.state != DEAD_DISPATCHER:
             self._conns.add(dp)
-        if ev.state in (MAIN_DISPATCHER, DEAD_DISPATCHER) and dp.id is not None:
-            self._held.pop(dp.id, None)
+        if ev.state == MAIN_DISPATCHER and not self._admit(dp):
+            return
+        if ev.state in (MAIN_DISPATCHER, DEAD_DISPATCHER) and dp.id is not None and (
+                ev.state == MAIN_DISPATCHER or self.datapaths.get(dp.id) is dp):
+            self._held.pop(dp.id, None)            # (not for a refused stranger with the same dpid)
             self._meter_ok.discard(dp.id)
         if ev.state == MAIN_DISPATCHER:
             # ofp_handler enters MAIN after the port-desc reply: dp.ports is filled.
@@ -187,6 +190,19 @@ class SwitchManager(app_manager.OSKenApp):
                 self._tell("switch_down", dp.id)
                 if self.roles is not None:
                     self.roles.switch_down(dp.id)
+
+    def _admit(self, dp) -> bool:
+        """A switch claiming a registered host's datapath id must connect from that
+        host's address; otherwise it is refused (closed) before it gets any flow."""
+        address = dp.address[0] if dp.address else ""
+        ok, why = getattr(self.fabric, "admit", lambda *_: (True, ""))(dp.id, address)
+        if not ok:                  # (a refused switch must not move the address of the admitted one)
+            LOG.warning("event=switch_refused dpid=%s addr=%s reason=%s", _dpid(dp.id), address, why)
+            self._conns.discard(dp)
+            dp.close()
+        elif hasattr(self.fabric, "switch_address"):
+            self.fabric.switch_address(dp.id, address)
+        return ok
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def _port_status(self, ev):
@@ -758,6 +774,37 @@ class Handle:
         LOG.info("event=controller_stopped")
 
 
+_FABRIC_ADMIT = [None]          # the running fabric's admit(dpid, address), for the ofctl guard
+
+
+def _guard_ofctl_takeover() -> None:
+    """os-ken's ofctl service closes the connected datapath as soon as another
+    connection announces the same datapath id: whoever knows a host's dpid could
+    push its real switch off. A switch the fabric refuses is closed there instead,
+    before it can replace anyone; an admitted one takes over as before (a switch
+    that reconnects)."""
+    from os_ken.app.ofctl import service
+    orig = service.OfctlService._switch_features_handler
+    if getattr(orig, "netweave_guard", False):
+        return
+
+    def guarded(self, ev):
+        dp = ev.msg.datapath
+        admit = _FABRIC_ADMIT[0]
+        if admit is not None:
+            ok, why = admit(dp.id, dp.address[0] if dp.address else "")
+            if not ok:
+                LOG.warning("event=switch_refused dpid=%s addr=%s reason=%s", _dpid(dp.id),
+                            dp.address[0] if dp.address else "", why)
+                dp.close()
+                return
+        return orig(self, ev)
+
+    guarded.__dict__.update(orig.__dict__)        # set_ev_cls' registration (callers)
+    guarded.netweave_guard = True
+    service.OfctlService._switch_features_handler = guarded
+
+
 def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653, deny_log_rate: int = DENY_LOG_RATE,
           deny_log_burst: Optional[int] = None, packet_in=None, roles: bool = False) -> Handle:
     """Run os-ken's OpenFlow listener and SwitchManager in this process's hub.
@@ -780,6 +827,8 @@ def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653, deny_log_rate
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((host, port))
+    _FABRIC_ADMIT[0] = getattr(fabric, "admit", None)
+    _guard_ofctl_takeover()
     mgr = app_manager.AppManager.get_instance()
     mgr.load_apps(["os_ken.controller.ofp_handler", __name__])
     contexts = mgr.create_contexts()
