@@ -25,7 +25,9 @@ Network configuration (stdin)::
 (one IPv4 address: netweave gives one per interface). ``CNI_ARGS`` is read too: ``IP`` and
 ``MAC`` (the same requests, as podman's --ip and --mac-address send them; runtimeConfig
 wins when both are given), ``K8S_POD_NAME`` and ``K8S_POD_NAMESPACE`` (kept in the endpoint
-record as containerName and podNamespace), ``K8S_POD_INFRA_CONTAINER_ID``, ``K8S_POD_UID``;
+record as containerName and podNamespace), ``K8S_POD_INFRA_CONTAINER_ID``, ``K8S_POD_UID``,
+``LABELS`` (netweave's: ``key=value`` labels joined by ``,``, kept in the endpoint record,
+where a service's selectors find its providers);
 any other key is an error unless ``IgnoreUnknown=1``. The configuration's ``name`` is kept in
 the record as cniNetwork: GC releases this host's endpoints of that name that are not in
 ``cni.dev/valid-attachments``.
@@ -65,7 +67,7 @@ SUPPORTED_VERSIONS = ["0.4.0", "1.0.0", "1.1.0"]
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # CNI_ARGS keys understood; others need IgnoreUnknown=1 (the convention of the reference plugins)
 KNOWN_ARGS = {"IgnoreUnknown", "K8S_POD_NAME", "K8S_POD_NAMESPACE", "K8S_POD_INFRA_CONTAINER_ID",
-              "K8S_POD_UID", "IP", "MAC"}
+              "K8S_POD_UID", "IP", "MAC", "LABELS"}
 DEFAULT_OVSDB = "unix:/var/run/openvswitch/db.sock"
 
 # CNI 1.0.0 well-known error codes
@@ -233,6 +235,12 @@ def parse_cni_args(text):
     if ip and ("," in ip or not valid_ip(ip)):
         raise CniError(E_INVALID_ENV, "CNI_ARGS: IP=%s is not one IPv4 address (a.b.c.d or "
                        "a.b.c.d/len; netweave gives one address per interface)" % ip)
+    labels = [x for x in args.get("LABELS", "").split(",") if x]
+    for label in labels:
+        k, eq, v = label.partition("=")
+        if not eq or not k or not v or "=" in v:
+            raise CniError(E_INVALID_ENV, "CNI_ARGS: LABELS=%s: %r is not key=value (labels are "
+                           "key=value joined by ',')" % (args["LABELS"], label))
     mac = args.get("MAC", "")
     if mac and not valid_mac(mac):
         raise CniError(E_INVALID_ENV, "CNI_ARGS: MAC=%s is not a MAC address (six hex pairs "
@@ -396,7 +404,8 @@ def cmd_add(ctx):
                                     ipAddress=want_ip, macAddress=want_mac,
                                     containerName=args.get("K8S_POD_NAME", ""),
                                     podNamespace=args.get("K8S_POD_NAMESPACE", ""),
-                                    cniNetwork=ctx.net_name)
+                                    cniNetwork=ctx.net_name,
+                                    labels=[x for x in args.get("LABELS", "").split(",") if x])
         except (nmc.NetmasterError, nmc.NetmasterUnreachable) as e:
             what = "allocating endpoint %s in %s/%s" % (ctx.ep_id, ctx.tenant, ctx.network)
             if (want_ip or want_mac) and isinstance(e, nmc.NetmasterError) and \

@@ -122,10 +122,15 @@ class _FakeModel:
 
 
 def _engine_full(snap):
+    """A full recompute as controller.fabric.Fabric._load runs it (GC paused, then frozen)."""
+    import gc
     from flows.engine import Engine
+    from flows.gcpause import paused
     e = Engine()
     e.load(snap)
-    e.recompute()
+    with paused():
+        e.recompute()
+        gc.freeze()
     return e
 
 

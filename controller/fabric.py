@@ -14,11 +14,12 @@ import time
 import eventlet
 from typing import Callable, Optional
 
+from flows import gcpause
 from flows import snapshot as snap
 from flows.engine import Engine
 from flows.entry import FlowEntry, GroupEntry
 from model import ipam, schema
-from model.service import Model, okey
+from model.service import Model, okey, parse_service_port
 from store.base import Event
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,18 @@ def host_of_record(h: dict) -> snap.Host:
 
 def endpoint_of_record(e: dict) -> snap.Endpoint:
     return snap.Endpoint(e["endpointID"], e["tenantName"], e["networkName"], e["groupName"],
-                         e["ipAddress"][0], e["macAddress"], e["homingHost"], e["intfName"])
+                         e["ipAddress"][0], e["macAddress"], e["homingHost"], e["intfName"],
+                         tuple(sorted(e.get("labels") or ())))
+
+
+def service_of(model: Model, key: str) -> Optional[snap.Service]:
+    s = model.store.get(okey("serviceLB", key))
+    if s is None:
+        return None
+    m = model.meta("serviceLB", key)
+    return snap.Service(s["tenantName"], s["serviceName"], s["networkName"], m.get("vip", ""),
+                        tuple(parse_service_port(p) for p in s["ports"]),
+                        tuple(sorted(s["selectors"])), m.get("id", 0))
 
 
 def build_snapshot(model: Model, ofports: dict[str, dict[str, int]]) -> snap.Snapshot:
@@ -82,20 +94,24 @@ def build_snapshot(model: Model, ofports: dict[str, dict[str, int]]) -> snap.Sna
              for r in model.objects_of(schema.RULE)]
     hosts = [host_of_record(h) for h in st.list("host/").values()]
     endpoints = [endpoint_of_record(e) for e in st.list("ep/").values()]
+    services = [service_of(model, f"{s['tenantName']}:{s['serviceName']}")
+                for s in model.objects_of(schema.SERVICE_LB)]
     return snap.Snapshot(tuple(sorted(tenants, key=lambda t: t.name)),
                          tuple(sorted(networks, key=lambda n: (n.tenant, n.name))),
                          tuple(sorted(endpoints, key=lambda e: e.endpoint_id)),
                          tuple(sorted(hosts, key=lambda h: h.label)),
                          tuple(sorted(groups, key=lambda g: (g.tenant, g.name))),
                          tuple(sorted(rules, key=lambda r: (r.tenant, r.policy, r.rule_id))),
-                         {h: dict(p) for h, p in ofports.items()})
+                         {h: dict(p) for h, p in ofports.items()},
+                         tuple(sorted(services, key=lambda s: (s.tenant, s.name))))
 
 
 ENGINE_AUDIT_INTERVAL = 600.0     # seconds between full recomputes that check the increments
 
 # store key prefix -> (engine kind, converter of the key); see model/service.py's layout
 _OBJ_KINDS = {"tenant": ("tenant", tenant_of), "network": ("network", network_of),
-              "endpointGroup": ("group", group_of), "rule": ("rule", rule_of)}
+              "endpointGroup": ("group", group_of), "rule": ("rule", rule_of),
+              "serviceLB": ("service", service_of)}
 # what no switch sees: allocations, users and tokens (auth/), objects the snapshot does not carry
 _IGNORED = ("id/", "tag/", "ip/", "auth/", "obj/global/", "obj/policy/", "obj/appProfile/",
             "meta/global/", "meta/policy/", "meta/appProfile/", "meta/netprofile/")
@@ -124,6 +140,7 @@ class Fabric:
         # registers, and its ports must not be lost meanwhile.
         self.ports: dict[int, dict[str, int]] = {}      # dpid -> port name -> ofport
         self.connected: dict[int, str] = {}             # dpid -> host label ('' = not registered)
+        self.addresses: dict[int, str] = {}             # dpid -> address its OpenFlow connection came from
         self.request_reconcile: Callable[[Optional[int]], None] = lambda dpid=None: None
         self._watching = False
         self._loaded = False
@@ -167,10 +184,11 @@ class Fabric:
         self._label_dpid = {h.label: h.dpid for h in s.hosts}
         for label in self._label_dpid:
             self.engine.set_ports(label, self._ports_of(label))
-        touched = self.engine.recompute()
-        # The tables are a large, long-lived, acyclic heap: keep the cyclic GC from
-        # rescanning it after every change (a full collection cost ~0.6 s at 10k endpoints).
-        gc.freeze()
+        with gcpause.paused():
+            touched = self.engine.recompute()
+            # The tables are a large, long-lived, acyclic heap: keep the cyclic GC from
+            # rescanning it after every change (a full collection cost ~0.7 s at 10k endpoints).
+            gc.freeze()
         self._loaded = True
         log.info("event=recompute owners=%d switches_changed=%d ms=%.1f", self.engine.last_run,
                  len(touched), (time.perf_counter() - t0) * 1000)
@@ -338,10 +356,32 @@ class Fabric:
             del self._version_gen[v]
 
     def host_of(self, dpid: int) -> Optional[str]:
+        """The host a connected switch is: the one registered with its datapath id,
+        if the switch connected from that host's address (see admit)."""
         for h in self.model.store.list("host/").values():
             if int(h["dpid"], 16) == dpid:
-                return h["hostLabel"]
+                return h["hostLabel"] if self.admit(dpid)[0] else None
         return None
+
+    def switch_address(self, dpid: int, address: str) -> None:
+        """The address a switch's OpenFlow connection comes from (ofapp tells, at connect)."""
+        self.addresses[dpid] = address
+
+    def admit(self, dpid: int, address: Optional[str] = None) -> tuple[bool, str]:
+        """May the switch at `address` be the host registered with `dpid`? Only from
+        the address its agent registered from or from its VTEP address: a datapath id
+        is no secret, and a switch taken for a host receives that host's flows, its
+        tenants' addresses and their traffic."""
+        address = address if address is not None else self.addresses.get(dpid)
+        for h in self.model.store.list("host/").values():
+            if int(h["dpid"], 16) != dpid:
+                continue
+            allowed = {h["vtepIP"], h.get("registeredFrom", "")} - {""}
+            if address is None or address in allowed:
+                return True, h["hostLabel"]
+            return False, (f"dpid {dpid:016x} is host {h['hostLabel']}, whose switch connects from "
+                           f"{' or '.join(sorted(allowed))}, not {address}")
+        return True, ""                          # no host claims it: an unnamed switch, no host's flows
 
     def _ensure(self) -> None:
         """Unwatched (no OpenFlow, tests): every answer is computed afresh."""
@@ -368,7 +408,7 @@ class Fabric:
 
     def delta(self, dpid: int):
         """([(old, new) flows], [(old, new) groups]) since the last desired() or delta()
-        of this switch; None for an unknown switch."""
+        of this switch; None for an unknown switch, or when it must take desired()."""
         self._ensure()
         label = self.connected.get(dpid) or self.host_of(dpid)
         if label is None:

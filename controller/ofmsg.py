@@ -16,7 +16,8 @@ Conventions where flows/entry.py leaves room (OVS dump-flows meaning chosen):
   masked value is reported with the bits outside the mask cleared.
 - ct options are a tuple of (key, value) sorted by key; commit appears only
   when true, zone only when non-zero, table only when set, zone_reg is a field
-  name (e.g. "reg6") whose bits [0..15] give the zone.
+  name (e.g. "reg6") whose bits [0..15] give the zone, nat only when there is a
+  nat() ("" plain, "dst=a.b.c.d[:port]" a destination NAT).
 - Instruction-level actions: meter first (OVS reports it before the
   apply-actions, the order OpenFlow runs them in), then apply-actions in their
   own order, then write_metadata, then goto.  No actions = drop.
@@ -193,7 +194,7 @@ def from_ofpmatch(match: parser.OFPMatch) -> tuple:
 
 def _ct_opts(opts: Iterable[tuple]) -> tuple:
     d = dict(opts)
-    unknown = set(d) - {"commit", "zone", "table", "zone_reg"}
+    unknown = set(d) - {"commit", "zone", "table", "zone_reg", "nat"}
     if unknown:
         raise ConversionError(f"unknown ct options {sorted(unknown)}")
     out = {}
@@ -205,7 +206,45 @@ def _ct_opts(opts: Iterable[tuple]) -> tuple:
         out["zone"] = int(d["zone"])
     if d.get("table") is not None:
         out["table"] = int(d["table"])
+    if d.get("nat") is not None:
+        out["nat"] = _nat_text(d["nat"])
     return tuple(sorted(out.items()))
+
+
+NX_NAT_F_DST = 1 << 1           # OVS's nx_nat_flags (os-ken does not name them)
+
+
+def _nat_text(text: str) -> str:
+    """'' (plain nat: apply the connection's translation) or 'dst=a.b.c.d[:port]'."""
+    if not text:
+        return ""
+    m = re.fullmatch(r"dst=(\d+\.\d+\.\d+\.\d+)(?::(\d+))?", text)
+    if not m:
+        raise ConversionError(f"unsupported nat {text!r}")
+    return f"dst={ipaddress.IPv4Address(m[1])}" + (f":{int(m[2])}" if m[2] else "")
+
+
+def _nat_action(text: str):
+    if not text:
+        return parser.NXActionNAT(flags=0)
+    m = re.fullmatch(r"dst=([\d.]+)(?::(\d+))?", text)
+    # os-ken does not pad what it appends after NXActionNAT's header: send the ranges in a
+    # multiple of 8 bytes (address and port ranges of one value each mean the same to OVS)
+    if m[2]:
+        kw = {"range_ipv4_min": m[1], "range_proto_min": int(m[2]), "range_proto_max": int(m[2])}
+    else:
+        kw = {"range_ipv4_min": m[1], "range_ipv4_max": m[1]}
+    return parser.NXActionNAT(flags=NX_NAT_F_DST, **kw)
+
+
+def _nat_from(act) -> str:
+    if act.flags == 0 and not act.range_ipv4_min and act.range_proto_min is None:
+        return ""
+    if act.flags != NX_NAT_F_DST or not act.range_ipv4_min or act.range_ipv6_min \
+            or act.range_ipv4_max not in ("", act.range_ipv4_min) \
+            or act.range_proto_max not in (None, act.range_proto_min):
+        raise ConversionError(f"unsupported nat {act}")
+    return f"dst={act.range_ipv4_min}" + (f":{act.range_proto_min}" if act.range_proto_min else "")
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -265,7 +304,7 @@ def to_ofpaction(a: tuple):
             zsrc, zval = "", d.get("zone", 0)
         return parser.NXActionCT(flags=flags, zone_src=zsrc, zone_ofs_nbits=zval,
                                  recirc_table=d.get("table", nicira_ext.NX_CT_RECIRC_NONE),
-                                 alg=0, actions=[])
+                                 alg=0, actions=[_nat_action(d["nat"])] if "nat" in d else [])
     if kind == "conjunction":
         return parser.NXActionConjunction(clause=a[2] - 1, n_clauses=a[3], id_=a[1])
     raise ConversionError(f"unknown action {a!r}")
@@ -301,8 +340,12 @@ def from_ofpaction(act) -> tuple:
             opts["zone"] = act.zone_ofs_nbits
         if act.recirc_table != nicira_ext.NX_CT_RECIRC_NONE:
             opts["table"] = act.recirc_table
-        if act.flags & ~nicira_ext.NX_CT_F_COMMIT or act.actions or act.alg:
+        nats = [a for a in act.actions if isinstance(a, parser.NXActionNAT)]
+        if act.flags & ~nicira_ext.NX_CT_F_COMMIT or len(nats) != len(act.actions) \
+                or len(nats) > 1 or act.alg:
             raise ConversionError(f"unsupported ct action {act}")
+        if nats:
+            opts["nat"] = _nat_from(nats[0])
         return ("ct", _ct_opts(opts.items()))
     if isinstance(act, parser.NXActionConjunction):
         return ("conjunction", act.id, act.clause + 1, act.n_clauses)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from flows import pipeline
 from flows.fabric import Fabric as SimFabric
 from flows.pipeline import ROUTER_MAC, Owner
+from flows.service import vip_mac
 from model.validate import NotFound, ValidationError
 
 
@@ -29,6 +30,8 @@ def owners(model, snapshot) -> dict:
         names[pipeline.cookie(Owner.GROUP, g.group_id)] = f"group {g.tenant}:{g.name}"
     for h in snapshot.hosts:
         names[pipeline.cookie(Owner.HOST, pipeline.name_owner_id(h.label))] = f"host {h.label}"
+    for sv in snapshot.services:
+        names[pipeline.cookie(Owner.SERVICE, sv.service_id)] = f"service {sv.tenant}:{sv.name} ({sv.vip})"
     for r in snapshot.rules:
         desc = " ".join(x for x in (r.direction, r.protocol or "any", str(r.port) if r.port else "", r.action) if x)
         names[pipeline.cookie(Owner.RULE, r.rule_uid)] = f"rule {r.tenant}:{r.policy}:{r.rule_id} ({desc})"
@@ -37,8 +40,11 @@ def owners(model, snapshot) -> dict:
 
 def build_packet(snapshot, src, dst_ip: str, proto: str, port: int) -> dict:
     same_net = {e.ip: e for e in snapshot.endpoints if e.tenant == src.tenant and e.network == src.network}
+    vips = {sv.vip: sv for sv in snapshot.services if sv.tenant == src.tenant and sv.network == src.network}
     if dst_ip in same_net:
         eth_dst = same_net[dst_ip].mac
+    elif dst_ip in vips:
+        eth_dst = vip_mac(dst_ip)          # what the switch answers an ARP for the VIP with
     else:
         eth_dst = ROUTER_MAC
     pkt = {"eth_src": src.mac, "eth_dst": eth_dst, "eth_type": 0x0800, "ip_src": src.ip, "ip_dst": dst_ip,
@@ -105,8 +111,13 @@ def trace(fabric, model, src_ep: str, dst: str, proto: str = "tcp", port: int = 
         why = last["drops"][-1] if last else "no output"
         if decided is None or decided.get("why") != "rule matched":
             decided = {"host": last["host"] if last else src.host, "by": _drop_owner(last, names), "why": why}
+    to = {"ip": dst_ip, "endpoint": target}
+    svc = next((sv for sv in snap.services if sv.vip == dst_ip and sv.tenant == src.tenant), None)
+    if svc is not None:
+        # a service: delivered means one provider got it (the one the select group chose)
+        to["service"] = f"{svc.tenant}:{svc.name}"
     return {"from": {"endpoint": src.endpoint_id, "host": src.host, "ip": src.ip},
-            "to": {"ip": dst_ip, "endpoint": target}, "packet": pkt, "verdict": verdict,
+            "to": to, "packet": pkt, "verdict": verdict,
             "decidedBy": decided, "delivered": delivered, "hops": hops, "problems": ft.problems}
 
 

@@ -13,23 +13,14 @@ F = flow
 
 
 def base_flows() -> List[FlowEntry]:
-    """Fixed flows: table misses, so each table's default is explicit."""
+    """Fixed flows: each table's miss as flows/contract.py declares it (on to
+    the next table, or drop), and a multicast source dropped on entry."""
+    from flows.contract import CONTRACT
     c = cookie(Owner.BASE)
-    goto = lambda t: (("goto", int(t)),)
-    return [
-        F(T.INGRESS, 0, {}, (), c),                       # unknown port: drop
-        F(T.INGRESS, 200, {"eth_src": MULTICAST_BIT}, (), c),  # multicast source: drop
-        F(T.ARP, 0, {}, goto(T.SRC_GROUP), c),
-        F(T.SRC_GROUP, 0, {}, goto(T.DST_GROUP), c),
-        F(T.DST_GROUP, 0, {}, goto(T.EGRESS_CT), c),
-        F(T.EGRESS_CT, 0, {}, goto(T.ROUTING), c),        # non-IP, or IP from the fabric
-        F(T.EGRESS_POLICY, 0, {}, (), c),                 # ct_state neither new/est/rel: drop
-        F(T.ROUTING, 0, {}, goto(T.L2), c),
-        F(T.L2, 0, {}, (), c),                            # unknown unicast: drop (we know every MAC)
-        F(T.INGRESS_CT, 0, {}, goto(T.DELIVER), c),       # non-IP
-        F(T.INGRESS_POLICY, 0, {}, (), c),
-        F(T.DELIVER, 0, {}, (), c),
-    ]
+    out = [F(t, 0, {}, () if d.miss is None else (("goto", int(d.miss)),), c)
+           for t, d in CONTRACT.items() if d.base]
+    out.append(F(T.INGRESS, 200, {"eth_src": MULTICAST_BIT}, (), c))
+    return out
 
 
 def endpoint_port_flows(e: Endpoint, port: int, vrf: int, net: Network, dscp: int) -> List[FlowEntry]:

@@ -15,7 +15,7 @@ import logging
 from typing import Dict, FrozenSet, List, Set, Tuple
 
 from flows import gcpause
-from flows import arp, classify, l2, policy, routing
+from flows import arp, classify, l2, policy, routing, service
 from flows.entry import FlowEntry, GroupEntry
 from flows.index import Index
 from flows.pipeline import ROUTER_MAC, Owner, cookie, endpoint_cookie
@@ -32,6 +32,7 @@ class _Shared:
         self.ix = ix
         self._tenant: Dict[str, FrozenSet[FlowEntry]] = {}
         self._remote: Dict[tuple, Tuple[Dict[str, FlowEntry], FrozenSet[FlowEntry]]] = {}
+        self._services: Dict[str, Tuple[FrozenSet[FlowEntry], FrozenSet[GroupEntry]]] = {}
 
     def tenant(self, name: str) -> FrozenSet[FlowEntry]:
         """Tenant-wide flows: VRF conntrack, rules, gateways, per-endpoint ARP/group/route."""
@@ -58,6 +59,12 @@ class _Shared:
                 out += policy.group_classify(t.vrf_id, e.ip, g.group_id, c)
         fs = self._tenant[name] = frozenset(out)
         return fs
+
+    def services(self, name: str) -> Tuple[FrozenSet[FlowEntry], FrozenSet[GroupEntry]]:
+        if name not in self._services:
+            fl, gr = service.for_tenant(self.ix, name)
+            self._services[name] = (frozenset(fl), frozenset(gr))
+        return self._services[name]
 
     def remote_l2(self, net: Network, uplink: int | None
                   ) -> Tuple[Dict[str, FlowEntry], FrozenSet[FlowEntry]]:
@@ -86,6 +93,9 @@ def _compile(ix: Index, sh: _Shared, host: str) -> Compiled:
         local_by_net.setdefault((e.tenant, e.network), []).append(e)
     for t in ix.tenants_on(host):
         flows |= sh.tenant(t)
+        sf, sg = sh.services(t)
+        flows |= sf
+        groups |= sg
         for n in ix.nets_by_tenant.get(t, ()):
             remote = sh.remote_l2(n, uplink)
             mine = [remote[0][e.endpoint_id] for e in local_by_net.get((t, n.name), ())

@@ -135,6 +135,8 @@ class State:
         self.groups_by_policy: Dict[tuple, Dict[tuple, Group]] = defaultdict(dict)
         self.rules_by_tenant: Dict[str, Dict[tuple, Rule]] = defaultdict(dict)
         self.rules_by_policy: Dict[tuple, int] = defaultdict(int)         # (t, policy) -> rules
+        self.services_by_tenant: Dict[str, Dict[tuple, object]] = defaultdict(dict)
+        self.tenant_eps: Dict[str, Dict[str, Endpoint]] = defaultdict(dict)  # accepted, per tenant
         self.raw_by_net: Dict[tuple, set] = defaultdict(set)               # (t, n) -> endpoint ids
         self.claims: Dict[tuple, set] = defaultdict(set)                   # claim -> endpoint ids
         self.contested: set = set()                                        # claims with 2+ endpoints
@@ -197,6 +199,14 @@ class State:
             if obj is not None:
                 for p in obj.policies:
                     self.groups_by_policy[(obj.tenant, p)][key] = obj
+        elif kind == "service":
+            for sv in (old, obj):
+                if sv is not None:
+                    self.changed.add(("tenant_services", sv.tenant))
+            if old is not None:
+                self.services_by_tenant[old.tenant].pop(key, None)
+            if obj is not None:
+                self.services_by_tenant[obj.tenant][key] = obj
         elif kind == "rule":
             for r in (old, obj):
                 if r is not None:
@@ -281,9 +291,13 @@ class State:
         if old is not None:
             del self.eps[eid]
             self._count(old, -1)
+            self.tenant_eps[old.tenant].pop(eid, None)
+            self.changed.add(("tenant_eps", old.tenant))
         if new is not None:
             self.eps[eid] = new
             self._count(new, +1)
+            self.tenant_eps[new.tenant][eid] = new
+            self.changed.add(("tenant_eps", new.tenant))
 
     def _count(self, e: Endpoint, d: int) -> None:
         th = (e.tenant, e.host)
@@ -387,6 +401,18 @@ class View:
         eps = self.st.eps_on.get((tenant, network, host))
         return [eps[i] for i in sorted(eps)] if eps else []
 
+    def tenant_services(self, tenant: str) -> list:
+        """The tenant's services, by key (flows/service.py)."""
+        self.deps.add(("tenant_services", tenant))
+        svcs = self.st.services_by_tenant.get(tenant)
+        return [svcs[k] for k in sorted(svcs)] if svcs else []
+
+    def tenant_eps(self, tenant: str) -> List[Endpoint]:
+        """The tenant's accepted endpoints, by id (a service's providers are among them)."""
+        self.deps.add(("tenant_eps", tenant))
+        eps = self.st.tenant_eps.get(tenant)
+        return [eps[i] for i in sorted(eps)] if eps else []
+
     def policy_has_rules(self, tenant: str, policy: str) -> bool:
         self.deps.add(("policy_rules", (tenant, policy)))
         return self.st.rules_by_policy.get((tenant, policy), 0) > 0
@@ -427,6 +453,9 @@ class Table:
         self.groups: Dict[int, GroupEntry] = {}
         self.changes: Dict[tuple, Optional[FlowEntry]] = {}       # key -> final entry before
         self.group_changes: Dict[int, Optional[GroupEntry]] = {}
+        # Changes are logged only once someone took the table (forget_changes/take_changes):
+        # before that its first reader takes it whole, and a full load logs nothing.
+        self.tracking = False
 
     def add(self, owner: OwnerId, entries) -> None:
         contrib, flows, changes = self.contrib, self.flows, self.changes
@@ -441,7 +470,7 @@ class Table:
                 contrib[k] = {owner: e}
                 old = flows.get(k)
                 if old is None or old != e:
-                    if k not in changes:
+                    if self.tracking and k not in changes:
                         changes[k] = old
                     flows[k] = e
             else:
@@ -472,7 +501,7 @@ class Table:
         old = self.flows.get(k)
         if old == new:
             return
-        if k not in self.changes:
+        if self.tracking and k not in self.changes:
             self.changes[k] = old
         if new is None:
             del self.flows[k]
@@ -488,16 +517,20 @@ class Table:
         old = self.groups.get(gid)
         if old == new and (old is None or old.cookie == new.cookie):
             return
-        if gid not in self.group_changes:
+        if self.tracking and gid not in self.group_changes:
             self.group_changes[gid] = old
         if new is None:
             del self.groups[gid]
         else:
             self.groups[gid] = new
 
-    def take_changes(self) -> Tuple[list, list]:
+    def take_changes(self) -> Optional[Tuple[list, list]]:
         """[(old, new)] of flows and of groups changed since the last call
-        (None: absent), dropping keys that came back to what they were."""
+        (None: absent), dropping keys that came back to what they were; None
+        when nobody took the table before (take it whole: flows, groups)."""
+        if not self.tracking:
+            self.tracking = True
+            return None
         flows = [(o, self.flows.get(k)) for k, o in self.changes.items() if o != self.flows.get(k)]
         groups = [(o, self.groups.get(g)) for g, o in self.group_changes.items() if o != self.groups.get(g)]
         self.changes, self.group_changes = {}, {}
@@ -505,6 +538,7 @@ class Table:
 
     def forget_changes(self) -> None:
         self.changes, self.group_changes = {}, {}
+        self.tracking = True
 
     def compiled(self) -> Tuple[set, set]:
         return set(self.flows.values()), set(self.groups.values())
@@ -695,7 +729,8 @@ def usable(kind: str, obj) -> bool:
 
 
 SNAPSHOT_KINDS = (("tenant", "tenants"), ("network", "networks"), ("group", "groups"),
-                  ("rule", "rules"), ("host", "hosts"), ("endpoint", "endpoints"))
+                  ("rule", "rules"), ("host", "hosts"), ("endpoint", "endpoints"),
+                  ("service", "services"))
 
 
 def snapshot_objects(snap: Snapshot) -> Dict[str, dict]:
@@ -708,7 +743,7 @@ def object_key(kind: str, obj) -> object:
     """The engine's key of a snapshot object of `kind`."""
     if kind == "tenant":
         return obj.name
-    if kind in ("network", "group"):
+    if kind in ("network", "group", "service"):
         return (obj.tenant, obj.name)
     if kind == "rule":
         return (obj.tenant, obj.policy, obj.rule_id)

@@ -42,7 +42,8 @@ ACTIONS = {
     "dec_ttl": "",
     "push_vlan": "ethertype (int)",
     "pop_vlan": "",
-    "ct": "frozen dict as tuple of (key, value): commit, zone, table, zone_reg",
+    "ct": "frozen dict as tuple of (key, value): commit, zone, table, zone_reg, nat "
+          "('' for plain nat, 'dst=a.b.c.d[:port]' for a destination NAT)",
     "conjunction": "id, clause (1-based), n_clauses",
     "goto": "table id (int) -- instruction",
     "write_metadata": "value, mask -- instruction",
@@ -143,6 +144,8 @@ def _action_ofctl(a: tuple) -> str:
             inner.append(f"zone={opts['zone_reg']}[0..15]")
         if "table" in opts:
             inner.append(f"table={opts['table']}")
+        if "nat" in opts:
+            inner.append(f"nat({opts['nat']})" if opts["nat"] else "nat")
         return "ct(" + ",".join(inner) + ")"
     if kind == "conjunction":
         return f"conjunction({a[1]},{a[2]}/{a[3]})"

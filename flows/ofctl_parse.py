@@ -107,6 +107,8 @@ def parse_action(a: str) -> tuple | None:
         for o in split_top(m[1]):
             if o == "commit":
                 opts.append(("commit", True))
+            elif o == "nat" or o.startswith("nat("):
+                opts.append(("nat", o[4:-1] if o != "nat" else ""))
             else:
                 k, v = o.split("=", 1)
                 opts.append((k, _num(v)))

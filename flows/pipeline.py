@@ -3,7 +3,7 @@ cookie layout, fixed ports, group ids and the router MAC.
 
 Packet walk (every table misses to the next one unless stated):
 
-  INGRESS -> ARP -> SRC_GROUP -> DST_GROUP -> EGRESS_CT => EGRESS_POLICY
+  INGRESS -> ARP -> [SERVICE => SERVICE_LB -> (group) => SERVICE_FWD] -> SRC_GROUP -> DST_GROUP -> EGRESS_CT => EGRESS_POLICY
           -> ROUTING -> L2 -> (local) INGRESS_CT => INGRESS_POLICY -> DELIVER
                           -> (remote) tunnel / uplink output, (bcast) flood group
 """
@@ -19,6 +19,9 @@ class T(IntEnum):
     """Table ids."""
     INGRESS = 0          # classify by in_port/tun_id/vlan into VRF+network; spoof guard
     ARP = 1              # proxy ARP for endpoints and gateways of the network
+    SERVICE = 2          # IP to a service VIP:port from a local port -> ct(nat) in the service zone
+    SERVICE_LB = 3       # +new: the service port's select group (ct commit+DNAT); +est: on
+    SERVICE_FWD = 4      # after DNAT: ip_dst -> the provider's MAC and network
     SRC_GROUP = 10       # ip_src within the VRF -> source group id (reg5)
     DST_GROUP = 11       # ip_dst within the VRF -> destination group id (reg6)
     EGRESS_CT = 20       # IP from a local port -> conntrack in the VRF's zone
@@ -27,7 +30,7 @@ class T(IntEnum):
     L2 = 40              # (network, eth_dst) -> local / remote host; flood
     INGRESS_CT = 50      # IP to a local port -> conntrack in the VRF's zone
     INGRESS_POLICY = 51  # 'in' rules of the destination group, +new only
-    DELIVER = 52         # (network, eth_dst) -> local ofport
+    DELIVER = 52         # (network, eth_dst) -> local ofport; replies of a service un-DNATed first
 
 
 # --- metadata: | flags 63..56 | reserved 55..48 | VRF 47..32 | network 31..0 |
@@ -40,6 +43,7 @@ MD_ALL = MD_NET_MASK | MD_VRF_MASK | MD_FROM_FABRIC
 # --- registers (32 bits each)
 REG_SRC_GROUP = "reg5"            # source endpoint group id, 0 = none/unknown
 REG_DST_GROUP = "reg6"            # destination endpoint group id, 0 = none/unknown
+REG_UNNAT = "reg7"                # 1 once a packet went through the service un-DNAT in DELIVER
 
 
 def md(vrf: int = 0, net: int = 0, fabric: bool = False) -> int:
@@ -55,6 +59,7 @@ class Owner(IntEnum):
     ENDPOINT = 5   # per-endpoint flows; id = endpoint_owner_id(endpoint_id)
     GROUP = 6      # per-group flows; id = group_id
     RULE = 7       # per-rule flows (conjunction members and conj_id); id = rule_uid
+    SERVICE = 8    # per-service flows and select groups; id = service_id
 
 
 OWNER_SHIFT = 48
@@ -115,10 +120,40 @@ DENY_LOG_METER = 1
 # + the TCP/UDP/ICMP header, which is all the log needs.
 DENY_LOG_MAX_LEN = 128
 
-# --- group ids: | kind 31..28 | net_id 27..0 |
+# --- group ids: | kind 31..28 | net_id 27..0 |  or  | 3 | service_id 27..4 | port index 3..0 |
 GROUP_FLOOD_ALL = 1      # local ports + remote hosts (from a local port)
 GROUP_FLOOD_LOCAL = 2    # local ports only (from the fabric: split horizon)
+GROUP_SERVICE = 3        # select: one bucket per provider of one service port
 NET_ID_MAX = (1 << 28) - 1
+SERVICE_ID_MAX = (1 << 24) - 1
+SERVICE_PORTS_MAX = 16
+
+
+def service_group_id(service_id: int, port_index: int) -> int:
+    if not 0 < service_id <= SERVICE_ID_MAX or not 0 <= port_index < SERVICE_PORTS_MAX:
+        raise ValueError(f"service {service_id} port {port_index} out of range")
+    return (GROUP_SERVICE << 28) | (service_id << 4) | port_index
+
+
+# --- conntrack zones: a tenant's policy uses zone vrf_id; its services' NAT a zone of its
+# own, so policy sees the translated connection and NAT the original one, each once.
+SERVICE_ZONE_BASE = 0x8000
+
+
+def service_zone(vrf_id: int) -> int:
+    if not 0 < vrf_id < SERVICE_ZONE_BASE:
+        raise ValueError(f"vrf {vrf_id}: services need a VRF id below {SERVICE_ZONE_BASE}")
+    return SERVICE_ZONE_BASE | vrf_id
+
+
+# Group kinds netweave makes: the controller deletes a group only when its id is
+# of one of these kinds (OpenFlow 1.3 groups carry no cookie to say whose they are).
+# A new kind of group adds its kind here.
+OWNED_GROUP_KINDS = {GROUP_FLOOD_ALL, GROUP_FLOOD_LOCAL, GROUP_SERVICE}
+
+
+def group_owned(group_id: int) -> bool:
+    return (group_id >> 28) in OWNED_GROUP_KINDS and (group_id & NET_ID_MAX) != 0
 
 
 def flood_group_id(kind: int, net_id: int) -> int:

@@ -15,12 +15,15 @@ Engine): the engine learns what it depends on from what it reads.
              port and local L2 flows on its own host  anchor: endpoint
     nethost  a network on one host: fabric classification, flood flows and
              groups                                   anchor: (tenant, network, host)
+    service  a service: VIP ARP and match, its select groups   anchor: service
+    svcvrf   a tenant with services: into SERVICE, the translated path, un-DNAT
+                                                      anchor: tenant
 """
 from __future__ import annotations
 
 from typing import Optional
 
-from flows import arp, classify, l2, policy, routing
+from flows import arp, classify, l2, policy, routing, service as svc_flows
 from flows.engine import OwnerKind, Out, View
 from flows.pipeline import ROUTER_MAC, Owner, cookie, endpoint_cookie
 
@@ -93,6 +96,8 @@ def endpoint(v: View, eid: str) -> Optional[Out]:
         shared.append(routing.route(t.vrf_id, n.net_id, e.ip, e.mac, c))
     if g is not None:
         shared += policy.group_classify(t.vrf_id, e.ip, g.group_id, c)
+    if any(svc_flows.usable(t, s) for s in v.tenant_services(e.tenant)):
+        shared.append(svc_flows.forward(t, n, e))
     out = Out()
     out.add_scoped(e.tenant, shared)
     # how other hosts reach it (never its own host: local L2 is there)
@@ -138,6 +143,27 @@ def nethost(v: View, key) -> Optional[Out]:
     return out
 
 
+def service(v: View, key) -> Optional[Out]:
+    s = v.get("service", key)
+    t = v.tenant(key[0]) if s is not None else None
+    if s is None or not svc_flows.usable(t, s):
+        return None
+    out = Out()
+    out.add_scoped(s.tenant, svc_flows.service_entries(
+        t, s, v.network(s.tenant, s.network), svc_flows.providers(s, v.tenant_eps(s.tenant))))
+    return out
+
+
+def svcvrf(v: View, name: str) -> Optional[Out]:
+    t = v.tenant(name)
+    svcs = [s for s in v.tenant_services(name) if svc_flows.usable(t, s)] if t is not None else []
+    if not svcs:
+        return None
+    out = Out()
+    out.add_scoped(name, svc_flows.tenant_entries(t, svcs))
+    return out
+
+
 KINDS = (
     OwnerKind("base", "labels", base),
     OwnerKind("tenant", "tenant", tenant),
@@ -146,4 +172,6 @@ KINDS = (
     OwnerKind("netgw", "network", netgw),
     OwnerKind("ep", "endpoint", endpoint),
     OwnerKind("nethost", "net_eps_on", nethost),
+    OwnerKind("service", "service", service),
+    OwnerKind("svcvrf", "tenant", svcvrf),
 )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import zlib
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
@@ -134,10 +135,17 @@ class Trace:
 class Conntrack:
     """Per-switch connection table: commit records a connection; a later lookup
     of the reply direction is +est+rpl, the original direction +new until a
-    reply was seen, +est after (as Linux conntrack reports it)."""
+    reply was seen, +est after (as Linux conntrack reports it).
+
+    NAT (destination only, what services use): a commit with nat(dst=IP[:port])
+    records the translation with the connection, once (a later commit keeps it);
+    a lookup with nat applies it: the original direction's destination, or the
+    reply direction's source, rewritten as conntrack would."""
 
     def __init__(self) -> None:
         self.conns: Dict[tuple, bool] = {}     # (zone, 5-tuple) -> reply seen
+        self.nats: Dict[tuple, Tuple[str, int]] = {}      # (zone, original 5-tuple) -> (ip, port)
+        self.replies: Dict[tuple, tuple] = {}  # (zone, translated reply 5-tuple) -> (zone, original)
 
     @staticmethod
     def _key(pkt: dict) -> tuple:
@@ -146,10 +154,28 @@ class Conntrack:
         dp = pkt.get("tcp_dst", pkt.get("udp_dst", 0))
         return (proto, pkt.get("ip_src"), sp, pkt.get("ip_dst"), dp)
 
-    def lookup(self, zone: int, pkt: dict) -> str:
+    @staticmethod
+    def _set_l4(pkt: dict, side: str, port: int) -> None:
+        for proto in ("tcp", "udp"):
+            if f"{proto}_{side}" in pkt and port:
+                pkt[f"{proto}_{side}"] = port
+
+    def lookup(self, zone: int, pkt: dict, nat: bool = False) -> str:
         k = self._key(pkt)
         if (zone, k) in self.conns:
+            if nat and (zone, k) in self.nats:
+                ip, port = self.nats[(zone, k)]
+                pkt["ip_dst"] = ip
+                self._set_l4(pkt, "dst", port)
             return "+trk+est" if self.conns[(zone, k)] else "+trk+new"
+        if (zone, k) in self.replies:
+            orig = self.replies[(zone, k)]
+            self.conns[orig] = True
+            if nat:
+                _p, _s, _sp, d, dp = orig[1]
+                pkt["ip_src"] = d
+                self._set_l4(pkt, "src", dp)
+            return "+trk+est+rpl"
         p, s, sp, d, dp = k
         rk = (zone, (p, d, dp, s, sp))
         if rk in self.conns:
@@ -157,11 +183,22 @@ class Conntrack:
             return "+trk+est+rpl"
         return "+trk+new"
 
-    def commit(self, zone: int, pkt: dict) -> None:
+    def commit(self, zone: int, pkt: dict, nat: str | None = None) -> None:
+        """Record pkt's connection; with nat 'dst=IP[:port]', translate pkt in place."""
         k = self._key(pkt)
         p, s, sp, d, dp = k
-        if (zone, (p, d, dp, s, sp)) not in self.conns:
-            self.conns.setdefault((zone, k), False)
+        if (zone, (p, d, dp, s, sp)) in self.conns or (zone, k) in self.replies:
+            return                          # pkt is a reply: its connection is recorded already
+        self.conns.setdefault((zone, k), False)
+        if nat and (zone, k) not in self.nats:
+            ip, _, port = nat[len("dst="):].partition(":")
+            self.nats[(zone, k)] = (ip, int(port) if port else dp)
+            tip, tport = self.nats[(zone, k)]
+            self.replies[(zone, (p, tip, tport, s, sp))] = (zone, k)
+        if (zone, k) in self.nats:
+            ip, port = self.nats[(zone, k)]
+            pkt["ip_dst"] = ip
+            self._set_l4(pkt, "dst", port)
 
 
 class Switch:
@@ -265,15 +302,8 @@ class Switch:
                         raise ValueError(f"goto backwards from {table} to {a[1]}: {f.to_ofctl()}")
                     nxt = a[1]
                 elif kind == "ct":
-                    opts = dict(a[1])
-                    zone = opts.get("zone", 0)
-                    if opts.get("commit"):
-                        self.conntrack.commit(zone, pkt)
-                    if "table" in opts:
-                        rec = dict(pkt, ct_zone=zone,
-                                   ct_state=forced or self.conntrack.lookup(zone, pkt))
-                        self._run(opts["table"], rec, tr, forced, depth + 1)
-                elif not self._apply(a, pkt, tr):
+                    self._ct(a, pkt, tr, forced, depth)
+                elif not self._apply(a, pkt, tr, forced, depth):
                     return
             if nxt is None:
                 if not any(a[0] in ("output", "in_port", "group")
@@ -284,7 +314,29 @@ class Switch:
                 return
             table = nxt
 
-    def _apply(self, a: tuple, pkt: dict, tr: Trace) -> bool:
+    def _ct(self, a: tuple, pkt: dict, tr: Trace, forced: Optional[str], depth: int) -> None:
+        """ct(): commit (with a NAT), look up (applying a NAT), recirculate to table.
+        The packet that goes on is a copy; after ct() with a table nothing else runs on
+        the original (the pipeline resumes in the recirculation)."""
+        opts = dict(a[1])
+        zone = opts.get("zone", 0)
+        rec = dict(pkt)
+        nat = opts.get("nat")
+        if opts.get("commit"):
+            self.conntrack.commit(zone, rec, nat or None)
+        if "table" in opts:
+            state = self.conntrack.lookup(zone, dict(rec) if opts.get("commit") else rec,
+                                          nat is not None and not opts.get("commit"))
+            rec.update(ct_zone=zone, ct_state=forced or state)
+            self._run(opts["table"], rec, tr, forced, depth + 1)
+
+    @staticmethod
+    def select_bucket(g: GroupEntry, pkt: dict) -> int:
+        """A select group's choice: a stable hash of the 5-tuple, as OVS's is of its fields."""
+        key = repr(Conntrack._key(pkt)).encode()
+        return zlib.crc32(key) % len(g.buckets)
+
+    def _apply(self, a: tuple, pkt: dict, tr: Trace, forced: Optional[str] = None, depth: int = 0) -> bool:
         """Apply one action in place; False stops the pipeline (packet dropped)."""
         kind = a[0]
         if kind == "output":
@@ -299,10 +351,18 @@ class Switch:
             if g is None:
                 tr.drops.append(f"group {a[1]} missing")
                 return False
-            for bucket in g.buckets:
+            buckets = g.buckets
+            if g.group_type == "select":
+                if not buckets:
+                    tr.drops.append(f"group {a[1]}: select group without buckets")
+                    return False
+                buckets = (buckets[self.select_bucket(g, pkt)],)
+            for bucket in buckets:
                 copy_ = dict(pkt)
                 for b in bucket:
-                    if not self._apply(b, copy_, tr):
+                    if b[0] == "ct":
+                        self._ct(b, copy_, tr, forced, depth)
+                    elif not self._apply(b, copy_, tr, forced, depth):
                         break
         elif kind == "set_field":
             if a[1] == "vlan_vid" and "vlan_vid" not in pkt:

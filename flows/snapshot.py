@@ -66,6 +66,7 @@ class Endpoint:
     port_name:   OVS port name on that host; its ofport comes from
                  Snapshot.ofports and, until known, the endpoint gets no local
                  port flows (remote hosts can still reach it).
+    labels:      'key=value' strings (a service's selectors pick its providers by them).
     """
     endpoint_id: str
     tenant: str
@@ -75,6 +76,28 @@ class Endpoint:
     mac: str
     host: str
     port_name: str
+    labels: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Service:
+    """A service load balancer (Contiv's serviceLB).
+
+    tenant, name: key.
+    network:    the network its VIP belongs to (ARP for the VIP is answered there).
+    vip:        the virtual IPv4 address 'a.b.c.d'.
+    ports:      (service port, provider port, 'tcp' | 'udp') triples.
+    selectors:  'key=value' labels; its providers are the tenant's endpoints that carry
+                them all.
+    service_id: netmaster-allocated, 1..SERVICE_ID_MAX: group ids and cookies.
+    """
+    tenant: str
+    name: str
+    network: str
+    vip: str
+    ports: Tuple[Tuple[int, int, str], ...]
+    selectors: Tuple[str, ...]
+    service_id: int
 
 
 @dataclass(frozen=True)
@@ -173,3 +196,4 @@ class Snapshot:
     groups: Tuple[Group, ...] = ()
     rules: Tuple[Rule, ...] = ()
     ofports: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    services: Tuple[Service, ...] = ()

@@ -2,6 +2,7 @@
 allocation of the lowest free address, and Contiv's range-string oper format."""
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -16,9 +17,21 @@ class Subnet:
     def prefixlen(self) -> int:
         return self.network.prefixlen
 
+    def __post_init__(self):
+        # bounds as integers, once (a network create checks every other network's)
+        object.__setattr__(self, "_lo", int(self.network.network_address))
+        object.__setattr__(self, "_hi", int(self.network.broadcast_address))
 
+    def overlaps(self, other: "Subnet") -> bool:
+        """Same answer as IPv4Network.overlaps."""
+        return self._lo <= other._hi and other._lo <= self._hi
+
+
+@functools.lru_cache(maxsize=1 << 16)
 def parse_subnet(text: str) -> Subnet:
-    """'10.1.2.0/24' or '10.1.2.10-10.1.2.20/24' (the range limits allocation)."""
+    """'10.1.2.0/24' or '10.1.2.10-10.1.2.20/24' (the range limits allocation).
+    Cached: a network create checks its subnet against every other network's
+    (Subnet is frozen, and a refused text raises, which is not cached)."""
     addr, plen = text.rsplit("/", 1)
     lo_text, _, hi_text = addr.partition("-")
     net = ipaddress.IPv4Network(f"{lo_text}/{plen}", strict=False)
@@ -75,9 +88,28 @@ def runs(nums) -> list[tuple[int, int]]:
     return [(a, b) for a, b in out]
 
 
+def free_runs(lo: int, hi: int, used) -> list[tuple[int, int]]:
+    """The runs of [lo, hi] that no address of `used` falls in: the gaps
+    between the used addresses, so the cost grows with how many are used,
+    never with the size of the range (a /8 pool is 16M addresses)."""
+    out, n = [], lo
+    for u in sorted(a for a in set(used) if lo <= a <= hi):
+        if u > n:
+            out.append((n, u - 1))
+        n = u + 1
+    if n <= hi:
+        out.append((n, hi))
+    return out
+
+
+def runs_text(spans) -> str:
+    """Contiv's format for runs: joined by ', ', e.g. '10.1.1.1-10.1.1.3, 10.1.1.9'."""
+    return ", ".join(ip_str(a) if a == b else f"{ip_str(a)}-{ip_str(b)}" for a, b in spans)
+
+
 def ranges_text(addrs) -> str:
-    """Contiv's format: runs joined by ', ', e.g. '10.1.1.1-10.1.1.3, 10.1.1.9'."""
-    return ", ".join(ip_str(a) if a == b else f"{ip_str(a)}-{ip_str(b)}" for a, b in runs(addrs))
+    """Contiv's format for a set of addresses (see runs_text)."""
+    return runs_text(runs(addrs))
 
 
 def mac_for(ip: str) -> str:

@@ -39,11 +39,12 @@ Rule = _make(schema.RULE, "Rule")
 AppProfile = _make(schema.APP_PROFILE, "AppProfile")
 NetProfile = _make(schema.NETPROFILE, "NetProfile")
 Global = _make(schema.GLOBAL, "Global")
+ServiceLB = _make(schema.SERVICE_LB, "ServiceLB")
 Host = _make(schema.HOST, "Host")
 EndpointRequest = _make(schema.ENDPOINT, "EndpointRequest")
 
 CLASSES = {c.KIND.name: c for c in (Tenant, Network, EndpointGroup, Policy, Rule, AppProfile,
-                                    NetProfile, Global, Host, EndpointRequest)}
+                                    NetProfile, Global, ServiceLB, Host, EndpointRequest)}
 
 
 def key(obj) -> str:

@@ -59,7 +59,7 @@ def _link_sets(model: Model, kind: schema.Kind, obj: dict) -> dict:
         name = obj["tenantName"]
         for label, k in (("AppProfiles", schema.APP_PROFILE), ("EndpointGroups", schema.ENDPOINT_GROUP),
                          ("NetProfiles", schema.NETPROFILE), ("Networks", schema.NETWORK),
-                         ("Policies", schema.POLICY)):
+                         ("Policies", schema.POLICY), ("Servicelbs", schema.SERVICE_LB)):
             keys = [schema.key_of(k, o) for o in model.objects_of(k, name)]
             if keys:
                 sets[label] = _keyed(k.name, keys)
@@ -68,6 +68,10 @@ def _link_sets(model: Model, kind: schema.Kind, obj: dict) -> dict:
                 if g["networkName"] == obj["networkName"]]
         if keys:
             sets["EndpointGroups"] = _keyed("endpointGroup", keys)
+        svcs = [f"{t}:{s['serviceName']}" for s in model.objects_of(schema.SERVICE_LB, t)
+                if s["networkName"] == obj["networkName"]]
+        if svcs:
+            sets["Servicelbs"] = _keyed("serviceLB", svcs)
     elif kind is schema.ENDPOINT_GROUP:
         if obj.get("policies"):
             sets["Policies"] = _keyed("policy", [f"{t}:{p}" for p in obj["policies"]])
@@ -111,15 +115,14 @@ def network_oper(model: Model, obj: dict) -> dict:
     sub = ipam.parse_subnet(obj["subnet"])
     used = {ipam.ip_int(k.rsplit("/", 1)[1]) for k in model.store.keys(f"ip/{key}/")}
     gw = {ipam.ip_int(obj["gateway"])} if obj.get("gateway") else set()
-    free = [a for a in range(sub.first, sub.last + 1) if a not in used and a not in gw] \
-        if sub.last - sub.first < 1 << 20 else []
+    free = ipam.free_runs(sub.first, sub.last, used | gw)
     eps = _endpoints(model, lambda e: e["network"] == key)
     oper = {
         "pktTag": meta.get("pktTag", 0),
         "numEndpoints": len(eps),
         "allocatedAddressesCount": len(used),
         "allocatedIPAddresses": ipam.ranges_text(used | gw),
-        "availableIPAddresses": ipam.ranges_text(free),
+        "availableIPAddresses": ipam.runs_text(free),
         "networkTag": obj.get("cfgdTag") or f"{obj['networkName']}.{obj['tenantName']}",
         "netId": meta.get("id", 0),
         "endpoints": [_ep_brief(e) for e in eps],
@@ -147,7 +150,7 @@ def group_oper(model: Model, obj: dict) -> dict:
         lo, hi = ipam.parse_pool(obj["ipPool"])
         used = {ipam.ip_int(e["ipAddress"][0]) for e in eps}
         oper["allocatedIPAddresses"] = ipam.ranges_text(used)
-        oper["availableIPAddresses"] = ipam.ranges_text(a for a in range(lo, hi + 1) if a not in used)
+        oper["availableIPAddresses"] = ipam.runs_text(ipam.free_runs(lo, hi, used))
     return oper
 
 
@@ -192,6 +195,18 @@ def global_oper(model: Model, obj: dict) -> dict:
     }
 
 
+def service_oper(model: Model, obj: dict) -> dict:
+    key = f"{obj['tenantName']}:{obj['serviceName']}"
+    provs = [model._ep_view(e) for e in model.providers(obj)]
+    return {
+        "serviceVip": model.meta("serviceLB", key).get("vip", ""),
+        "serviceId": model.meta("serviceLB", key).get("id", 0),
+        "numProviders": len(provs),
+        "providers": [dict(_ep_brief(e), labels=list(e.get("labels") or ()),
+                           containerName=e.get("containerName", "")) for e in provs],
+    }
+
+
 def _int_ranges(nums: list[int]) -> str:
     return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ipam.runs(nums))
 
@@ -202,6 +217,7 @@ OPER = {
     "tenant": tenant_oper,
     "policy": policy_oper,
     "global": global_oper,
+    "serviceLB": service_oper,
 }
 
 

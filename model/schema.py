@@ -150,6 +150,21 @@ GLOBAL = Kind("global", "globals", ("name",), (
     Field("vxlans", format=r"^([0-9]{1,8}?-[0-9]{1,8}?)$", default="1-10000"),
 ))
 
+# Contiv's service load balancer: a VIP (allocated from the network when empty) whose ports
+# lead to the tenant's endpoints carrying every selector label (model/service.py checks the
+# selectors and ports; flows/service.py balances connections over the providers).
+SERVICE_LB = Kind("serviceLB", "serviceLBs", ("tenantName", "serviceName"), (
+    Field("ipAddress", length=15, format=IPV4_OPT, mutable=False,
+          description="the VIP wanted, inside the network (empty: the lowest free address)"),
+    Field("networkName", length=64, format=NAME, required=True, mutable=False,
+          description="the network the VIP belongs to"),
+    Field("ports", type="array", description="svcPort:provPort:protocol (TCP or UDP), at least one"),
+    Field("selectors", type="array", description="key=value labels a provider endpoint carries, "
+                                                  "at least one"),
+    _key("serviceName", "service name", length=256),
+    _key("tenantName", "tenant name"),
+), links={"Tenant": ("tenant", ("tenantName",)), "Network": ("network", ("tenantName", "networkName"))})
+
 # A registered host (netweave's own object; Contiv kept hosts in its service registry).
 HOST = Kind("host", "hosts", ("hostLabel",), (
     Field("agentPort", type="int", min=0, max=65535, default=0,
@@ -193,7 +208,7 @@ ENDPOINT = Kind("endpoint", "endpoints", ("endpointID",), (
 ENDPOINT_ATTACHMENT = ("containerID", "containerName", "dockerEndpoint", "labels")
 
 KINDS = {k.collection: k for k in (TENANT, NETWORK, ENDPOINT_GROUP, POLICY, RULE, APP_PROFILE,
-                                   NETPROFILE, GLOBAL, HOST, ENDPOINT)}
+                                   NETPROFILE, GLOBAL, SERVICE_LB, HOST, ENDPOINT)}
 BY_NAME = {k.name: k for k in KINDS.values()}
 
 

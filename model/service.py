@@ -27,7 +27,7 @@ from store.base import Store, retry_stale
 
 log = logging.getLogger(__name__)
 
-ID_LIMITS = {"vrf": 0xFFFF, "net": 0xFFFF, "group": 0x7FFF, "rule": 0xFFFFF}
+ID_LIMITS = {"vrf": 0xFFFF, "net": 0xFFFF, "group": 0x7FFF, "rule": 0xFFFFF, "svc": 0xFFFFFF}
 VXLAN_OVERHEAD = 50
 
 
@@ -38,6 +38,25 @@ def bandwidth_kbps(text: str) -> int:
     if not m:
         return 0
     return int(m.group(1)) * {"k": 1, "m": 1000, "g": 1000000}[m.group(2).lower()]
+
+
+SERVICE_PORTS_MAX = 16          # flows/pipeline.py: 4 bits of a service's group id
+
+
+def parse_service_port(text: str) -> tuple[int, int, str]:
+    """'80:8080:TCP' -> (80, 8080, 'tcp'), or a ValidationError naming the entry."""
+    parts = text.split(":")
+    bad = ValidationError(f"ports: {text!r} is not svcPort:provPort:protocol "
+                          f"(ports 1-65535, protocol TCP or UDP)")
+    if len(parts) != 3 or parts[2].lower() not in ("tcp", "udp"):
+        raise bad
+    try:
+        sport, pport = int(parts[0]), int(parts[1])
+    except ValueError:
+        raise bad from None
+    if not (0 < sport < 65536 and 0 < pport < 65536):
+        raise bad
+    return sport, pport, parts[2].lower()
 
 
 def okey(kind: str, key: str) -> str:
@@ -152,7 +171,8 @@ class Model:
         n = ipam.lowest_free(1, ID_LIMITS[space], taken)
         if n is None:
             raise Conflict(f"{space} ids exhausted ({ID_LIMITS[space]} in use)")
-        kind = {"vrf": "tenant", "net": "network", "group": "endpointGroup", "rule": "rule"}[space]
+        kind = {"vrf": "tenant", "net": "network", "group": "endpointGroup", "rule": "rule",
+                "svc": "serviceLB"}[space]
         meta = dict(pending.get(f"meta/{kind}/{owner}") or self.meta(kind, owner))
         meta["id"] = n
         return {f"id/{space}/{n}": {"owner": owner}, f"meta/{kind}/{owner}": meta}
@@ -183,7 +203,7 @@ class Model:
     def _delete_tenant(self, key, old, deletes):
         for kind, what in ((schema.APP_PROFILE, "app profiles"), (schema.ENDPOINT_GROUP, "endpoint groups"),
                            (schema.POLICY, "policies"), (schema.NETPROFILE, "netprofiles"),
-                           (schema.NETWORK, "networks")):
+                           (schema.SERVICE_LB, "services"), (schema.NETWORK, "networks")):
             n = len(self.objects_of(kind, key))
             if n:
                 raise Conflict(f"tenant {key}: cannot delete, it has {n} {what}")
@@ -215,8 +235,7 @@ class Model:
         for other in self.objects_of(schema.NETWORK, n.tenantName):
             if other["networkName"] == n.networkName:
                 continue
-            onet = ipam.parse_subnet(other["subnet"]).network
-            if onet.overlaps(sub.network):
+            if ipam.parse_subnet(other["subnet"]).overlaps(sub):
                 raise Conflict(f"subnet: {n.subnet} overlaps network {other['networkName']} "
                                f"({other['subnet']}) in tenant {n.tenantName}")
         g = self._global()
@@ -245,6 +264,11 @@ class Model:
         if groups:
             raise Conflict(f"network {key}: cannot delete, it has {len(groups)} endpoint groups "
                            f"({', '.join(sorted(groups))})")
+        svcs = sorted(s["serviceName"] for s in self.objects_of(schema.SERVICE_LB, old["tenantName"])
+                      if s["networkName"] == old["networkName"])
+        if svcs:
+            raise Conflict(f"network {key}: cannot delete, it has {len(svcs)} services "
+                           f"({', '.join(svcs)})")
         eps = self.store.keys(f"ip/{key}/")
         if eps:
             raise Conflict(f"network {key}: cannot delete, it has {len(eps)} active endpoints")
@@ -390,13 +414,86 @@ class Model:
             if g.pvtSubnet != old["pvtSubnet"] and self.objects_of(schema.NETWORK):
                 raise Conflict("pvtSubnet: cannot change while networks exist")
 
+    def _check_serviceLB(self, svc, old, puts, deletes):
+        """Contiv's checks, done fully (Contiv's looked at the first port only and crashed
+        on one without colons): selectors key=value, ports svcPort:provPort:TCP|UDP; the VIP
+        is a free host address of the network, allocated when empty, kept with the service."""
+        if not svc.selectors:
+            raise ValidationError("selectors: at least one key=value label is required")
+        for sel in svc.selectors:
+            k, eq, v = sel.partition("=")
+            if not eq or not k.strip() or not v.strip() or "=" in v:
+                raise ValidationError(f"selectors: {sel!r} is not key=value")
+        if not svc.ports:
+            raise ValidationError("ports: at least one svcPort:provPort:protocol is required")
+        if len(svc.ports) > SERVICE_PORTS_MAX:
+            raise ValidationError(f"ports: at most {SERVICE_PORTS_MAX} per service")
+        seen = set()
+        for text in svc.ports:
+            sport, pport, proto = parse_service_port(text)
+            if (sport, proto) in seen:
+                raise ValidationError(f"ports: service port {sport}/{proto} appears twice")
+            seen.add((sport, proto))
+        if old is not None:
+            return None                  # selectors and ports may change; the VIP stays
+        self._require("tenant", svc.tenantName, "tenantName")
+        net_key = f"{svc.tenantName}:{svc.networkName}"
+        net = self.store.get(okey("network", net_key))
+        if net is None:
+            raise NotFound(f"networkName: network {net_key} does not exist")
+        vrf = self.meta("tenant", svc.tenantName).get("id", 0)
+        if vrf >= 0x8000:
+            raise Conflict(f"tenantName: tenant {svc.tenantName} has VRF id {vrf}; services need one "
+                           f"below 32768 (their conntrack zone is 0x8000 + the VRF id)")
+        sub = ipam.parse_subnet(net["subnet"])
+        used = {ipam.ip_int(k.rsplit("/", 1)[1]) for k in self.store.keys(f"ip/{net_key}/")}
+        if net["gateway"]:
+            used.add(ipam.ip_int(net["gateway"]))
+        if svc.ipAddress:
+            addr = ipam.ip_int(svc.ipAddress)
+            if not sub.first <= addr <= sub.last:
+                raise ValidationError(f"ipAddress: {svc.ipAddress} is outside the subnet {net['subnet']} "
+                                      f"of network {net_key}")
+            if net["gateway"] and addr == ipam.ip_int(net["gateway"]):
+                raise Conflict(f"ipAddress: {svc.ipAddress} is the gateway of network {net_key}")
+            if addr in used:
+                owner = self.store.get(f"ip/{net_key}/{svc.ipAddress}") or {}
+                raise Conflict(f"ipAddress: {svc.ipAddress} is already taken in network {net_key} "
+                               f"({'service ' + owner['service'] if 'service' in owner else 'endpoint ' + owner.get('endpoint', '?')})")
+        else:
+            addr = ipam.lowest_free(sub.first, sub.last, used, self._other_pools(net))
+            if addr is None:
+                raise Conflict(f"ipAddress: no free address left in the subnet {net['subnet']} of "
+                               f"network {net_key}")
+        key = objects.key(svc)
+        vip = ipam.ip_str(addr)
+        more = self._alloc_id("svc", key, puts)
+        more[f"meta/serviceLB/{key}"]["vip"] = vip
+        more[f"ip/{net_key}/{vip}"] = {"service": key}
+        return more
+
+    def _delete_serviceLB(self, key, old, deletes):
+        vip = self.meta("serviceLB", key).get("vip")
+        if vip:
+            deletes.append(f"ip/{old['tenantName']}:{old['networkName']}/{vip}")
+        self._free_id("serviceLB", "svc", key, deletes)
+
+    def providers(self, svc: dict) -> list[dict]:
+        """The tenant's endpoints carrying every selector label (what flows/service.py picks)."""
+        want = set(svc["selectors"])
+        return sorted((e for e in self.store.list("ep/").values()
+                       if e["tenantName"] == svc["tenantName"] and want <= set(e.get("labels") or ())),
+                      key=lambda e: e["endpointID"])
+
     def _delete_global(self, key, old, deletes):
         raise Conflict("global: cannot be deleted; POST it to change its settings")
 
     # --------------------------------------------------------------- hosts
     @retry_stale
-    def register_host(self, path_key: str, body) -> dict:
-        """A netplugin registers its host; every later POST is a heartbeat."""
+    def register_host(self, path_key: str, body, source: str = "") -> dict:
+        """A netplugin registers its host; every later POST is a heartbeat. `source`
+        is the address the request came from: the host's switch must connect from
+        it (or from its VTEP address) to be taken as that host (controller/fabric.py)."""
         h = parse(schema.HOST, body, path_key)
         new = objects.to_dict(h)
         now = self.clock()
@@ -406,6 +503,8 @@ class Model:
                 if other["hostLabel"] != h.hostLabel and other["dpid"].lower() == h.dpid.lower():
                     raise Conflict(f"dpid: {h.dpid} is already used by host {other['hostLabel']}")
             rec = dict(new, lastHeartbeat=now)
+            if source:
+                rec["registeredFrom"] = source
             if old is None:
                 rec["registered"] = now
                 log.info("event=host_registered host=%s vtep=%s dpid=%s", h.hostLabel, h.vtepIP, h.dpid)

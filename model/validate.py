@@ -36,6 +36,7 @@ def _regex(pattern: str):
     return re.compile(pattern)
 
 
+_TYPE_WORDS = {"string": "a string", "int": "an integer", "bool": "true or false"}
 IGNORED = {"key", "link-sets", "links"}   # owned by the server; clients send them
 
 
@@ -72,6 +73,9 @@ def parse(kind: schema.Kind, body, path_key: str | None = None):
     """Validate a request body for `kind` against the key in the URL."""
     if not isinstance(body, dict):
         raise ValidationError(f"body: expected a JSON object, got {type(body).__name__}")
+    for name, typ, words in (("key", str, "a string"), ("link-sets", dict, "an object"), ("links", dict, "an object")):
+        if name in body and not isinstance(body[name], typ):      # server-owned, ignored, but typed
+            raise ValidationError(f"{name}: expected {words}, got {body[name]!r}"[:200])
     if kind is schema.RULE and body.get("priority") == 0:
         body = dict(body, priority=1)        # Contiv: priority 0 means 1
     values = {}
@@ -86,6 +90,10 @@ def parse(kind: schema.Kind, body, path_key: str | None = None):
                 raise ValidationError(f"{name}: the body says {given!r} but the path says {part!r}")
             values[name] = part
     for f in kind.fields:
+        if f.name in body and body[f.name] is None and f.type != "array":
+            # Go's encoder writes a nil slice as null, so arrays may be null (empty);
+            # a null scalar is a client bug that must not pass as "left out"
+            raise ValidationError(f"{f.name}: null is not allowed (expected {_TYPE_WORDS[f.type]})")
         if f.name in values:
             values[f.name] = check_field(f, values[f.name])
             continue

@@ -63,15 +63,31 @@ def save_config(data: dict, path: str = CONFIG) -> None:
 class Client:
     def __init__(self, base: str, timeout: float = 30, wait: float | None = None,
                  token: str = "", cacert: str = ""):
-        self.base = base.rstrip("/")
+        # several comma-separated URLs (clustered netmasters): the next is tried when one
+        # cannot be reached or answers 503 (cut off from the store)
+        self.bases = [b.strip().rstrip("/") for b in base.split(",") if b.strip()] or [base.rstrip("/")]
+        self.base = self.bases[0]
         self.wait = wait               # seconds a write may wait to be live (None: no wait)
         self.timeout = timeout if wait is None else timeout + wait
         self.realized = []             # per write with wait: (path, "k/n", [lagging hosts])
         self.token = token
         self.cacert = os.path.abspath(cacert) if cacert else ""
-        self.ctx = ssl.create_default_context(cafile=cacert or None) if self.base.startswith("https:") else None
+        self.ctx = ssl.create_default_context(cafile=cacert or None) \
+            if any(b.startswith("https:") for b in self.bases) else None
 
     def call(self, method: str, path: str, body=None):
+        for i, base in enumerate(self.bases):
+            self.base = base
+            try:
+                return self._call(method, path, body)
+            except RequestFailed:
+                if i == len(self.bases) - 1:
+                    raise
+            except Refused as exc:
+                if exc.status != 503 or i == len(self.bases) - 1:
+                    raise
+
+    def _call(self, method: str, path: str, body=None):
         data = json.dumps(body).encode() if body is not None else None
         write = method in ("POST", "PUT", "DELETE") and self.wait is not None
         url = self.base + path + (f"?wait=true&timeout={self.wait:g}" if write else "")
@@ -80,7 +96,8 @@ class Client:
             headers["Authorization"] = f"Bearer {self.token}"
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout, context=self.ctx) as resp:
+            ctx = self.ctx if self.base.startswith("https:") else None
+            with urllib.request.urlopen(req, timeout=self.timeout, context=ctx) as resp:
                 raw = resp.read()
                 if write:
                     lag = resp.headers.get("X-Netweave-Lagging", "")
@@ -250,6 +267,18 @@ def build_parser() -> Parser:
     flag(p, "-x", "vxlan-range", default=None); flag(p, "-b", "fwd-mode", default=None)
     flag(p, "-a", "arp-mode", default=None); flag(p, "-s", "private-subnet", default="172.19.0.0/16")
 
+    # service load balancer
+    s = group("service", [], "service load balancers (a VIP balanced over labelled endpoints)")
+    p = sp(s, "create"); _common(p); p.add_argument("name")
+    flag(p, "-s", "network", default="", help="the network the VIP belongs to")
+    flag(p, "-l", "selector", action="append", default=[], help="key=value, repeatable")
+    flag(p, "-p", "port", action="append", default=[], help="svcPort:provPort:protocol, repeatable")
+    flag(p, None, "preferred-ip", default="", help="the VIP wanted (default: allocated)")
+    p.add_argument("--ip", dest="preferred_ip")
+    for n, a in (("rm", ["delete"]), ("inspect", [])):
+        p = sp(s, n, a); _common(p); p.add_argument("name")
+    p = sp(s, "ls", ["list"]); _common(p, ls=True)
+
     # endpoint
     s = group("endpoint", ["ep"], "endpoints")
     sp(s, "inspect").add_argument("id")
@@ -410,6 +439,12 @@ def run(args, c: Client):
             emit(args, g, None if args.json else [[o.get("fwdMode", ""), o.get("arpMode", ""), o.get("vlans", ""),
                                                  o.get("vxlans", ""), o.get("pvtSubnet", "")] for o in g],
                  ["Fwd-Mode", "ARP-Mode", "Vlans", "Vxlans", "Private-Subnet"])
+            if not args.json:
+                cl = (c.get("/info") or {}).get("cluster") or {}
+                if cl:
+                    members = ", ".join(m.get("id", "") for m in cl.get("members", []))
+                    print(f"\nLeader: {cl.get('leader') or '(none)'}  generation {cl.get('generation', 0)}"
+                          f"\nMembers: {members}")
         else:
             g = c.get("/api/v1/globals/global/")
             for field, val in (("networkInfraType", args.fabric_mode), ("vlans", args.vlan_range),
@@ -418,6 +453,27 @@ def run(args, c: Client):
                 if val is not None:
                     g[field] = val
             c.post(f"/api/v1/globals/{g.get('name', 'global')}/", g); _done("updated", "global")
+    elif cmd == "service":
+        key = f"{t}:{args.name}" if sub != "ls" else None
+        if sub == "create":
+            if not args.network:
+                print("netctl: error: service create needs --network", file=sys.stderr)
+                return EXIT_USAGE
+            body = {"tenantName": t, "serviceName": args.name, "networkName": args.network,
+                    "selectors": args.selector, "ports": args.port, "ipAddress": args.preferred_ip or ""}
+            c.post(f"/api/v1/serviceLBs/{key}/", body); _done("created", f"service {key}")
+        elif sub == "rm":
+            c.delete(f"/api/v1/serviceLBs/{key}/"); _done("deleted", f"service {key}")
+        elif sub == "inspect":
+            _inspect(c, "serviceLBs", key)
+        else:
+            def row(o):
+                oper = c.get(f"/api/v1/inspect/serviceLBs/{o['tenantName']}:{o['serviceName']}/").get("Oper", {})
+                return [o["tenantName"], o["serviceName"], o["networkName"], oper.get("serviceVip", ""),
+                        ",".join(o.get("ports", [])), ",".join(o.get("selectors", [])),
+                        oper.get("numProviders", 0)]
+            _ls(c, args, "serviceLBs", "serviceName",
+                ["Tenant", "Service", "Network", "VIP", "Ports", "Selectors", "Providers"], row)
     elif cmd == "endpoint":
         if sub == "inspect":
             _inspect(c, "endpoints", args.id)
@@ -581,6 +637,9 @@ def run_trace(args, c) -> int:
         for d in hop["drops"]:
             print(f"      x {d}")
     d = t.get("decidedBy") or {}
+    if t["to"].get("service"):
+        got = [x["endpoint"] for x in t.get("delivered", []) if x.get("endpoint")]
+        print(f"\nservice {t['to']['service']}: provider {', '.join(got) if got else 'none'}")
     print(f"\nverdict: {t['verdict'].upper()}", end="")
     if d:
         print(f"  (by {d.get('by')} on {d.get('host')}: {d.get('why')})")

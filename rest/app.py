@@ -32,7 +32,8 @@ from model import oper, schema
 from model.service import Model
 from model.validate import ModelError
 from rest import auth as authz
-from rest import openapi
+from rest import guard, openapi
+from rest.guard import HTTPError
 from store.base import StoreError
 
 log = logging.getLogger(__name__)
@@ -50,12 +51,6 @@ WEB_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",
              ".svg": "image/svg+xml", ".ico": "image/x-icon"}
 WEB_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 VERSION = {"GitCommit": "", "Version": "netweave-0.1.0", "BuildTime": "", "Product": "netweave"}
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 def _reason(message: str) -> str:
@@ -99,20 +94,27 @@ class RestApp:
     @webob.dec.wsgify
     def __call__(self, req: webob.Request):
         t0 = time.perf_counter()
-        resp = self._answer(req)
-        route = _route_label(req.path)
+        try:
+            path = guard.path(req.environ)
+        except HTTPError as exc:
+            path, resp = "", error_response(exc.status, str(exc))
+        else:
+            resp = self._answer(req)
+        route = _route_label(path)
         REQUESTS.labels(req.method, route, str(resp.status_code)).inc()
         LATENCY.labels(req.method, route).observe(time.perf_counter() - t0)
         p = req.environ.get("netweave.principal") or _ANONYMOUS
         # a host's heartbeat (a POST of its own record every second or two) is not news
         beat = p.kind == "host" and route == "/api/v1/hosts/{key}" and resp.status_code == 200
         if (req.method not in authz.READ and not beat) or resp.status_code in (401, 403):
-            authz.audit(p, req.method, req.path, resp.status_code,
+            authz.audit(p, req.method, path, resp.status_code,
                         req.environ.get("netweave.listener", "local"), req.remote_addr)
         return resp
 
     def _answer(self, req: webob.Request) -> webob.Response:
         try:
+            guard.check_host(req.environ)
+            guard.check_origin(req.environ, req.method)
             self._authenticate(req)
             data = self.route(req)
             if isinstance(data, webob.Response):
@@ -121,7 +123,9 @@ class RestApp:
         except ModelError as exc:
             return error_response(exc.status, str(exc))
         except HTTPError as exc:
-            return error_response(exc.status, str(exc))
+            resp = error_response(exc.status, str(exc))
+            resp.headers.update(exc.headers)
+            return resp
         except authz.AuthError as exc:
             resp = error_response(exc.status, str(exc))
             if exc.status == 401:
@@ -203,14 +207,19 @@ class RestApp:
                 return self.auth.put_user(parts[1], self._body(req))
             if req.method == "DELETE":
                 return self.auth.delete_user(parts[1])
-            raise HTTPError(405, f"method {req.method} is not allowed on {req.path}")
+            raise method_not_allowed(req, "GET, POST, PUT, DELETE")
         if what == "host_credentials" and len(parts) == 2:
             label = parts[1]
             if req.method == "DELETE":
                 return self.auth.revoke_host(label)
-            self._method(req, "POST")
+            if req.method != "POST":
+                raise method_not_allowed(req, "POST, DELETE")
             body = self._body(req)
-            vtep = body.get("vtepIP", "") if isinstance(body, dict) else ""
+            if not isinstance(body, dict):
+                raise HTTPError(400, "body: a JSON object, {\"vtepIP\": \"a.b.c.d\"} or {}")
+            vtep = body.get("vtepIP", "")
+            if not isinstance(vtep, str):
+                raise HTTPError(400, f"vtepIP: {vtep!r} is not a string")
             try:
                 ips = [str(ipaddress.ip_address(vtep))] if vtep else []
             except ValueError:
@@ -229,29 +238,36 @@ class RestApp:
         parts = [p for p in req.path.split("/") if p]
         if parts[:1] == ["ui"]:
             return self._web(req, parts[1:])
-        if parts == ["version"] and req.method == "GET":
+        if len(parts) == 1 and parts[0] in _TOP_ROUTES:
+            self._method(req, "GET")
+        if parts == ["version"]:
             return VERSION
-        if parts == ["info"] and req.method == "GET":
+        if parts == ["info"]:
             return self._info()
-        if parts == ["healthz"] and req.method == "GET":
+        if parts == ["healthz"]:
             return {"status": "ok"}
-        if parts == ["readyz"] and req.method == "GET":
+        if parts == ["readyz"]:
             ok, checks = self.ready()
             return json_response({"ready": ok, "checks": checks}, 200 if ok else 503,
                                  None if ok else _reason("not ready: " + "; ".join(
                                      f"{k}: {v}" for k, v in checks.items() if v != "ok")))
-        if parts == ["metrics"] and req.method == "GET":
+        if parts == ["metrics"]:
             return webob.Response(body=generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST,
                                   charset=None)
         if len(parts) < 3 or parts[:2] != ["api", "v1"]:
             raise HTTPError(404, f"no such path {req.path}")
         rest = parts[2:]
         if rest == ["openapi.json"]:
+            self._method(req, "GET")
             return self.spec
         if rest[0] == "auth_proxy":
             return self._auth_proxy(req, rest[1:])
         if rest[0] in self.extensions:
-            return self.extensions[rest[0]](req, rest[1:])
+            handler = self.extensions[rest[0]]
+            allowed = getattr(handler, "methods", ("GET",))      # the controller's routes only read
+            if req.method not in allowed:
+                raise method_not_allowed(req, ", ".join(allowed))
+            return handler(req, rest[1:])
         if rest[0] == "inspect":
             if len(rest) != 3:
                 raise HTTPError(404, "inspect paths are /api/v1/inspect/<collection>/<key>/")
@@ -274,6 +290,8 @@ class RestApp:
             if kind is schema.ENDPOINT:
                 self._own_endpoint(req, key, body)
                 return self._written(self.model.allocate_endpoint(key, body), wait)
+            if kind is schema.HOST:             # where the agent spoke from: its switch must too
+                return self._written(self.model.register_host(key, body, req.remote_addr or ""), wait)
             return self._written(self._wire(kind, self.model.upsert(kind, key, body)), wait)
         if req.method == "DELETE":
             wait = self._wait_param(req)
@@ -281,7 +299,7 @@ class RestApp:
                 self._own_endpoint(req, key, None)
                 return self._written(self.model.release_endpoint(key), wait)
             return self._written(self.model.delete(kind, key), wait)
-        raise HTTPError(405, f"method {req.method} is not allowed on {req.path}")
+        raise method_not_allowed(req, "GET, POST, PUT, DELETE")
 
     def _own_endpoint(self, req, key: str, body) -> None:
         """A host's agent writes only endpoints homed on its host."""
@@ -303,9 +321,7 @@ class RestApp:
         A name is served only when it is a listed regular file of that folder,
         so '..', encoded slashes and sub-paths can never leave it."""
         if req.method not in ("GET", "HEAD"):
-            resp = error_response(405, f"method {req.method} is not allowed on {req.path}")
-            resp.headers["Allow"] = "GET, HEAD"
-            return resp
+            raise method_not_allowed(req, "GET, HEAD")
         if not rest and not req.path.endswith("/"):
             return webob.Response(status=301, location=req.script_name + "/ui/")
         name = rest[0] if len(rest) == 1 else "index.html" if not rest else None
@@ -332,18 +348,16 @@ class RestApp:
     def _wait_param(req) -> float | None:
         """None, or the seconds a write may wait until it is live (?wait=true&timeout=S)."""
         wait = req.GET.get("wait", "")
-        if wait.lower() in ("", "0", "false", "no"):
-            return None
-        if wait.lower() not in ("1", "true", "yes"):
+        if wait.lower() not in ("", "0", "false", "no", "1", "true", "yes"):
             raise HTTPError(400, f"wait: {wait!r} is not true or false")
         raw = req.GET.get("timeout", "")
         try:
             timeout = float(raw) if raw else WAIT_DEFAULT
         except ValueError:
             raise HTTPError(400, f"timeout: {raw!r} is not a number of seconds")
-        if not 0 <= timeout <= WAIT_MAX:
+        if not 0 <= timeout <= WAIT_MAX:        # checked even without wait: a bad value is a bad request
             raise HTTPError(400, f"timeout: {raw} is outside 0-{WAIT_MAX:.0f} seconds")
-        return timeout
+        return None if wait.lower() in ("", "0", "false", "no") else timeout
 
     def _written(self, data, wait: float | None) -> webob.Response:
         """The write's answer, with its generation, and with ?wait how far it is live."""
@@ -367,7 +381,7 @@ class RestApp:
     @staticmethod
     def _method(req, allowed):
         if req.method != allowed:
-            raise HTTPError(405, f"method {req.method} is not allowed on {req.path}")
+            raise method_not_allowed(req, allowed)
 
     @staticmethod
     def _kind(collection: str) -> schema.Kind:
@@ -378,17 +392,10 @@ class RestApp:
 
     @staticmethod
     def _body(req):
-        if req.content_length is not None and req.content_length > MAX_BODY:
-            raise HTTPError(413, f"body: larger than {MAX_BODY} bytes")
-        raw = req.body_file.read(MAX_BODY + 1)
-        if len(raw) > MAX_BODY:
-            raise HTTPError(413, f"body: larger than {MAX_BODY} bytes")
-        if not raw.strip():
+        raw = guard.read_body(req.environ, req.content_length, MAX_BODY)
+        if not raw:                 # no body: the key in the path says it all (Contiv's clients)
             return {}
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise HTTPError(400, f"body: malformed JSON ({exc})")
+        return guard.parse_json(raw)
 
     def _info(self):
         hosts = self.model.list(schema.HOST)
@@ -401,6 +408,11 @@ class RestApp:
         }
         base.update(self.info())
         return base
+
+
+def method_not_allowed(req, allowed: str) -> HTTPError:
+    """405 with the Allow header RFC 9110 asks for."""
+    return HTTPError(405, f"method {req.method} is not allowed on {req.path}", {"Allow": allowed})
 
 
 _ANONYMOUS = authz.Principal("anonymous", "-")

@@ -72,6 +72,28 @@ def test_host_ls(netmaster):
     assert rows[2] == ["node1", "up", "10.99.0.1", "00000000000000a1", "0"]
 
 
+def test_service_commands(netmaster):
+    nm = netmaster
+    assert netctl(nm, "net", "create", "--subnet=10.1.5.0/24", "-g", "10.1.5.1", "svc-net")[0] == 0
+    # Contiv's flags: -s network, -l selector (repeat), -p port (repeat), --ip
+    rc, out, err = netctl(nm, "service", "create", "web", "-s", "svc-net", "-l", "app=web", "-l", "tier=front",
+                          "-p", "80:8080:TCP", "-p", "53:5353:UDP", "--ip", "10.1.5.50")
+    assert rc == 0 and out.strip() == "service default:web created", err
+    rc, out, _ = netctl(nm, "service", "ls")
+    rows = [l.split() for l in out.splitlines()]
+    assert rows[0] == ["Tenant", "Service", "Network", "VIP", "Ports", "Selectors", "Providers"]
+    assert rows[2] == ["default", "web", "svc-net", "10.1.5.50", "80:8080:TCP,53:5353:UDP",
+                       "app=web,tier=front", "0"]
+    rc, out, _ = netctl(nm, "service", "inspect", "web")
+    assert rc == 0 and json.loads(out)["Oper"]["serviceVip"] == "10.1.5.50"
+    rc, _, err = netctl(nm, "service", "create", "bad", "-s", "svc-net", "-l", "app=web", "-p", "80")
+    assert rc == 3 and "ports: '80' is not svcPort:provPort:protocol" in err
+    rc, _, err = netctl(nm, "service", "create", "bad", "-l", "app=web", "-p", "80:80:TCP")
+    assert rc == 1 and "--network" in err
+    assert netctl(nm, "service", "rm", "web") == (0, "service default:web deleted\n", "")
+    assert netctl(nm, "service", "ls", "-q")[1] == ""
+
+
 def test_login_users_and_roles_over_tls(shared_netmaster, tmp_path):
     """The authenticated listener from netctl: login with the CA, the saved token
     (0600), users and role bindings, a refusal naming the right, a wrong CA refused,

@@ -108,7 +108,7 @@ def test_network_bad_input(shared_netmaster, body, status, message):
     ("/api/v1/networks/default:n1/", b"[1,2]", 400, "body: expected a JSON object, got list"),
     ("/api/v1/nosuch/x/", b"{}", 404,
      "collection nosuch: unknown (known: appProfiles, endpointGroups, endpoints, globals, hosts, netprofiles, "
-     "networks, policys, rules, tenants)"),
+     "networks, policys, rules, serviceLBs, tenants)"),
     ("/api/v1/networks/just-one-part/", b"{}", 400, "key: 'just-one-part' must be tenantName:networkName (2 parts)"),
     ("/api/v1/networks/default:n1/", b"{\"subnet\": \"" + b"1" * (1 << 20) + b"\"}", 413,
      "body: larger than 1048576 bytes"),
@@ -346,3 +346,69 @@ def test_policy_log_route(shared_netmaster):
     refused(nm.get("/api/v1/policylog/?limit=0"), 400, "limit: 0 is not between 1 and 1000")
     refused(nm.get("/api/v1/policylog/?tenant=nosuch"), 404, "tenant nosuch not found")
     refused(nm.post("/api/v1/policylog/", {}), 405, "method POST is not allowed on /api/v1/policylog/")
+
+
+SVC = {"networkName": "svc-net", "selectors": ["app=web"], "ports": ["80:8080:TCP"]}
+
+
+def test_service_lb_vip_providers_and_refusals(netmaster):
+    nm = netmaster
+    ok(nm.post("/api/v1/networks/default:svc-net/", dict(NET, networkName="svc-net")))
+    ok(nm.post("/api/v1/hosts/h1/", {"vtepIP": "10.99.0.1", "dpid": "00000000000000a1"}))
+    ep = {"tenantName": "default", "networkName": "svc-net", "host": "h1", "intfName": "nwsv1",
+          "labels": ["app=web", "tier=front"]}
+    ok(nm.post("/api/v1/endpoints/e1/", ep))                                    # 10.1.2.2
+    ok(nm.post("/api/v1/endpoints/e2/", dict(ep, intfName="nwsv2", labels=["app=db"])))
+    created = ok(nm.post("/api/v1/serviceLBs/default:web/", SVC))
+    assert created["key"] == "default:web"
+    ins = ok(nm.get("/api/v1/inspect/serviceLBs/default:web/"))
+    oper = ins["Oper"]
+    assert oper["serviceVip"] == "10.1.2.4" and oper["numProviders"] == 1       # lowest free address
+    assert [p["endpointID"] for p in oper["providers"]] == ["e1"]
+    assert ins["Config"]["links"] == {"Tenant": {"type": "tenant", "key": "default"},
+                                      "Network": {"type": "network", "key": "default:svc-net"}}
+    # the VIP is taken: an endpoint never gets it, another service cannot ask for it
+    assert ok(nm.post("/api/v1/endpoints/e3/", dict(ep, intfName="nwsv3")))["ipAddress"][0] == "10.1.2.5"
+    refused(nm.post("/api/v1/serviceLBs/default:web2/", dict(SVC, ipAddress="10.1.2.4")), 409,
+            "ipAddress: 10.1.2.4 is already taken in network default:svc-net (service default:web)")
+    # a preferred VIP
+    ok(nm.post("/api/v1/serviceLBs/default:web2/", dict(SVC, ipAddress="10.1.2.77")))
+    assert ok(nm.get("/api/v1/inspect/serviceLBs/default:web2/"))["Oper"]["serviceVip"] == "10.1.2.77"
+    # selectors may change: providers follow; the VIP may not
+    ok(nm.post("/api/v1/serviceLBs/default:web/", dict(SVC, selectors=["app=db"])))
+    oper = ok(nm.get("/api/v1/inspect/serviceLBs/default:web/"))["Oper"]
+    assert oper["serviceVip"] == "10.1.2.4" and [p["endpointID"] for p in oper["providers"]] == ["e2"]
+    refused(nm.post("/api/v1/serviceLBs/default:web/", dict(SVC, ipAddress="10.1.2.9")), 409,
+            "ipAddress: cannot change after the serviceLB is created (is '', asked '10.1.2.9')")
+    # in use: the network cannot go while services use it
+    refused(nm.delete("/api/v1/networks/default:svc-net/"), 409,
+            "network default:svc-net: cannot delete, it has 2 services (web, web2)")
+    assert ok(nm.delete("/api/v1/serviceLBs/default:web/")) == "default:web"
+    # its VIP is free again
+    assert ok(nm.post("/api/v1/endpoints/e4/", dict(ep, intfName="nwsv4")))["ipAddress"][0] == "10.1.2.4"
+    refused(nm.get("/api/v1/serviceLBs/default:web/"), 404, "serviceLB default:web not found")
+
+
+@pytest.mark.parametrize("body,status,message", [
+    (dict(SVC, selectors=[]), 400, "selectors: at least one key=value label is required"),
+    (dict(SVC, selectors=["app"]), 400, "selectors: 'app' is not key=value"),
+    (dict(SVC, ports=[]), 400, "ports: at least one svcPort:provPort:protocol is required"),
+    (dict(SVC, ports=["80"]), 400,
+     "ports: '80' is not svcPort:provPort:protocol (ports 1-65535, protocol TCP or UDP)"),
+    (dict(SVC, ports=["80:8080:TCP", "0:1:UDP"]), 400,
+     "ports: '0:1:UDP' is not svcPort:provPort:protocol (ports 1-65535, protocol TCP or UDP)"),
+    (dict(SVC, ports=["80:8080:SCTP"]), 400,
+     "ports: '80:8080:SCTP' is not svcPort:provPort:protocol (ports 1-65535, protocol TCP or UDP)"),
+    (dict(SVC, ports=["80:8080:TCP", "80:9090:tcp"]), 400, "ports: service port 80/tcp appears twice"),
+    (dict(SVC, networkName="nosuch"), 404, "networkName: network default:nosuch does not exist"),
+    (dict(SVC, ipAddress="10.9.9.9"), 400,
+     "ipAddress: 10.9.9.9 is outside the subnet 10.1.2.0/24 of network default:svc-net"),
+    (dict(SVC, ipAddress="10.1.2.1"), 409, "ipAddress: 10.1.2.1 is the gateway of network default:svc-net"),
+    (dict(SVC, ipAddress="10.1.2"), 400, "ipAddress: 10.1.2 is not empty or a valid IPv4 address"),
+    ({k: v for k, v in SVC.items() if k != "networkName"}, 400, "networkName: is required"),
+])
+def test_service_lb_bad_input(shared_netmaster, body, status, message):
+    nm = shared_netmaster
+    nm.post("/api/v1/networks/default:svc-net/", dict(NET, networkName="svc-net"))
+    refused(nm.post("/api/v1/serviceLBs/default:bad/", body), status, message)
+    refused(nm.get("/api/v1/serviceLBs/default:bad/"), 404, "serviceLB default:bad not found")

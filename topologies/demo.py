@@ -119,6 +119,7 @@ class Demo:
         eps = {e["containerID"]: e["endpointID"] for e in requests.get(c.url + "/api/v1/endpoints/", timeout=10).json()}
         self.netctl("trace", eps["web1"], dbs[1], "-protocol=tcp", "-port=5432")
         self.netctl("policy", "rule-ls", "db-policy", "--stats")
+        self.service_step(eps["web1"])
         if c.state.get("docker"):
             self.docker_tutorial()
         self.say("Tear down")
@@ -129,6 +130,32 @@ class Demo:
         self.netctl("net", "rm", "contiv-net")
         self.netctl("net", "rm", "-t", "blue", "contiv-net")
         self.netctl("tenant", "rm", "blue")
+
+    def service_step(self, web1_id):
+        """Contiv's serviceLB: a VIP balanced over the endpoints that carry its labels."""
+        c = self.c
+        self.say("A service: VIP:80 balanced over three endpoints labelled app=shop (port 8080)")
+        for i, h in enumerate(("h1", "h2", "h3"), 1):
+            e = c.run(h, f"shop{i}", "contiv-net", labels=["app=shop"])
+            print(f"  endpoint shop{i:<2} on {h}: {e['ip']:<10} (labels app=shop)")
+            ns = c.state["endpoints"][f"shop{i}"]["ns"]
+            p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, ECHO, "serve", "8080", f"shop{i}"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            p.stdout.readline()
+            self.servers.append(p)
+        self.netctl("service", "create", "shop", "-s", "contiv-net", "-l", "app=shop", "-p", "80:8080:TCP")
+        self.netctl("service", "ls")
+        vip = requests.get(c.url + "/api/v1/inspect/serviceLBs/default:shop/", timeout=10).json()["Oper"]["serviceVip"]
+
+        def spread():
+            p = c.exec("web1", sys.executable, ECHO, "names", vip, "80", "12")
+            got = p.stdout.split()
+            print(f"  12 new connections from web1 to {vip}:80 reached: "
+                  f"{', '.join(f'{n} x{got.count(n)}' for n in sorted(set(got)))}")
+            return p.returncode == 0 and set(got) == {"shop1", "shop2", "shop3"}
+        self.expect(f"web1 -> service shop {vip}:80 spread over shop1..3", spread, True)
+        self.netctl("trace", web1_id, vip, "-protocol=tcp", "-port=80")
+        self.netctl("service", "rm", "shop")
 
     def docker(self, host, *args, show=True) -> subprocess.CompletedProcess:
         """`docker ARGS` against the host's dockerd, printed as a person types it there."""

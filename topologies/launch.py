@@ -46,11 +46,14 @@ def net_conf(netmaster: str, tenant: str, network: str, group: str, ovsdb: str, 
             "hostLabel": host}
 
 
-def cni(python: str, host_ns: str, command: str, container_id: str, netns: str, conf: dict) -> tuple[int, dict, str]:
+def cni(python: str, host_ns: str, command: str, container_id: str, netns: str, conf: dict,
+        labels: list[str] = ()) -> tuple[int, dict, str]:
     """Run netweave-cni in the host's namespace, as a container runtime would:
-    (exit code, its JSON answer, its stderr)."""
+    (exit code, its JSON answer, its stderr). labels: key=value, sent in CNI_ARGS."""
     env = dict(os.environ, CNI_COMMAND=command, CNI_CONTAINERID=container_id, CNI_NETNS=f"/var/run/netns/{netns}",
                CNI_IFNAME="eth0", CNI_PATH=ROOT, PYTHONPATH=ROOT)
+    if labels:
+        env["CNI_ARGS"] = "LABELS=" + ",".join(labels)
     p = subprocess.run(["ip", "netns", "exec", host_ns, python, "-m", "agent.cni_plugin"], input=json.dumps(conf),
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     try:

@@ -275,3 +275,25 @@ def test_agents_are_authenticated_hosts(cluster):
     me = (os.path.join(c.pki, "netmaster-client.crt"), os.path.join(c.pki, "netmaster-client.key"))
     r = requests.get(api + "/trace", params={"flow": "in_port=1"}, timeout=10, verify=c.ca, cert=me)
     assert r.status_code == 200 and "Datapath actions" in r.json()["output"]
+
+
+def test_revoked_host_bootstraps_again(cluster):
+    """An admin revokes h3's credential: its agent's next heartbeat is refused, it
+    claims the label again with the bootstrap token, and h3 stays up."""
+    import os
+    e = cluster
+    path = os.path.join(e.c.workdir, "h3-agent", "host.token")
+    old = open(path).read().strip()
+    assert requests.delete(e.url + "/api/v1/auth_proxy/host_credentials/h3/", timeout=10).ok
+    assert requests.get(e.c.hosts_url + "/api/v1/tenants/", verify=e.c.ca, timeout=10,
+                        headers={"Authorization": f"Bearer {old}"}).status_code == 401
+
+    def renewed():
+        try:
+            new = open(path).read().strip()
+        except OSError:
+            return False
+        return new != old and requests.get(e.c.hosts_url + "/api/v1/auth_proxy/whoami/", verify=e.c.ca, timeout=10,
+                                           headers={"Authorization": f"Bearer {new}"}).json()["principal"] == "host:h3"
+    wait_until(renewed, 30, what="h3's agent holds a new credential")
+    e.c.wait_ready(30)

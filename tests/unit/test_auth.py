@@ -102,6 +102,8 @@ BODIES = {
                                        "direction": "in", "action": "deny"}),
     "appProfiles": lambda t: (f"{t}:ap1", {"tenantName": t, "appProfileName": "ap1", "endpointGroups": []}),
     "netprofiles": lambda t: (f"{t}:np1", {"tenantName": t, "profileName": "np1", "bandwidth": "10mbps"}),
+    "serviceLBs": lambda t: (f"{t}:sv1", {"tenantName": t, "serviceName": "sv1", "networkName": "net",
+                                          "selectors": ["app=x"], "ports": ["80:80:TCP"]}),
     "globals": lambda t: ("global", {"name": "global", "arpMode": "proxy"}),
     "hosts": lambda t: ("h9", {"hostLabel": "h9", "vtepIP": "10.99.0.9", "dpid": "00000000000000a9"}),
     "endpoints": lambda t: ("ep9", {"tenantName": t, "networkName": "net", "host": "h2",
@@ -312,3 +314,26 @@ def test_audit_line_per_change_and_refusal(env, caplog):
     assert "path=/api/v1/netprofiles/blue:audited/" in lines[0] and " at=20" in lines[0]
     assert "who=user:viewer" in lines[1] and "status=403" in lines[1] and "listener=tls" in lines[1]
     ok(env.local("DELETE", "/api/v1/netprofiles/blue:audited/"))
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/api/v1/networks/blue/", {"tenantName": "red", "networkName": "x", "subnet": "10.9.0.0/24"}),
+    ("/api/v1/networks/blue:x/", {"tenantName": "red", "networkName": "x", "subnet": "10.9.0.0/24"}),
+    ("/api/v1/networks/blue:red:x/", {"tenantName": "red", "networkName": "x", "subnet": "10.9.0.0/24"}),
+    ("/api/v1/networks/blue%3Ax/", {"tenantName": "red", "networkName": "x", "subnet": "10.9.0.0/24"}),
+    ("/api/v1//networks/blue:x/", {"tenantName": "red", "networkName": "x", "subnet": "10.9.0.0/24"}),
+    ("/api/v1/rules/blue:p0:1/", {"tenantName": "red", "policyName": "p0", "ruleId": "1"}),
+])
+def test_ops_cannot_reach_another_tenant_through_the_path(env, path, body):
+    """The tenant is read from the path's key, and the body must agree with the key."""
+    before = dict(env.store.list("obj/"))
+    r = env.as_("opsblue", "POST", path, body)
+    assert r.status_int in (400, 403, 404), (r.status, r.body[:200])
+    assert env.store.list("obj/") == before
+
+
+@pytest.mark.parametrize("body", [{"vtepIP": {}}, {"vtepIP": 5}, [], "x", {"vtepIP": "10.1.2.300"}])
+def test_host_credential_request_is_validated(env, body):
+    r = env.as_("admin", "POST", "/api/v1/auth_proxy/host_credentials/hv/", body)
+    assert r.status_int == 400 and r.json["error"].split(":")[0] in ("body", "vtepIP"), r.json
+    assert env.store.get("auth/host/hv") is None

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from flows.compiler import compile_all
 from flows.engine import Engine, object_key
 from flows.fabric import Fabric as SimFabric
-from flows.snapshot import Endpoint, Group, Host, Network, Rule, Snapshot, Tenant
+from flows.snapshot import Endpoint, Group, Host, Network, Rule, Service, Snapshot, Tenant
 
 TENANTS = ("ta", "tb")
 NETS = ("n1", "n2", "n3")
@@ -60,17 +60,27 @@ rules = st.builds(
 hosts = st.builds(lambda h, up: ("host", h, Host(h, f"192.168.0.{HOSTS.index(h) + 1}", HOSTS.index(h) + 1,
                                                  "uplink" if up else "")),
                   st.sampled_from(HOSTS), st.booleans())
+LABELS = ((), ("app=a",), ("app=a", "x=1"), ("app=b",))
 endpoints = st.builds(
-    lambda eid, t, n, g, host, ipn: ("endpoint", eid, Endpoint(
+    lambda eid, t, n, g, host, ipn, labels: ("endpoint", eid, Endpoint(
         eid, t, n, g, f"10.{NETS.index(n) + 1}.0.{ipn}", f"02:00:0a:0{NETS.index(n) + 1}:00:{ipn:02x}", host,
-        f"p-{eid}")),
+        f"p-{eid}", labels)),
     st.sampled_from(EPS), st.sampled_from(TENANTS), st.sampled_from(NETS), st.sampled_from(("",) + GROUPS),
-    st.sampled_from(HOSTS), st.integers(1, 6))      # few addresses: clashes happen, and must be resolved alike
+    st.sampled_from(HOSTS), st.integers(1, 6),      # few addresses: clashes happen, and must be resolved alike
+    st.sampled_from(LABELS))
+SERVICES = ("s1", "s2")
+services = st.builds(
+    lambda t, name, n, ports, sel: ("service", (t, name), Service(
+        t, name, n, f"10.{NETS.index(n) + 1}.0.{200 + SERVICES.index(name)}", ports, sel,
+        1 + SERVICES.index(name) + 10 * TENANTS.index(t))),
+    st.sampled_from(TENANTS), st.sampled_from(SERVICES), st.sampled_from(NETS),
+    st.sampled_from((((80, 8080, "tcp"),), ((80, 8080, "tcp"), (53, 5353, "udp")), ((81, 8080, "tcp"),))),
+    st.sampled_from((("app=a",), ("app=a", "x=1"), ("app=b",))))
 deletes = st.builds(lambda kind, key: ("delete", kind, key), st.sampled_from(
-    ("tenant", "network", "group", "rule", "host", "endpoint")), st.integers(0, 40))
+    ("tenant", "network", "group", "rule", "host", "endpoint", "service")), st.integers(0, 40))
 ports = st.builds(lambda h, name, n: ("port", h, name, n), st.sampled_from(HOSTS),
                   st.sampled_from(tuple(f"p-{e}" for e in EPS) + ("uplink",)), st.sampled_from((None, 5, 6, 7)))
-ops = st.lists(st.one_of(tenants, networks, groups, rules, hosts, endpoints, deletes, ports), min_size=3,
+ops = st.lists(st.one_of(tenants, networks, groups, rules, hosts, endpoints, services, deletes, ports), min_size=3,
                max_size=20)
 
 # Every sequence starts from a small populated fabric, so that random steps meet
@@ -84,11 +94,14 @@ PRELUDE = [
     ("port", "h2", "uplink", 9),
     ("group", ("ta", "g1"), Group("ta", "g1", "n1", 500, ("p1",))),
     ("rule", ("ta", "p1", "r1"), Rule("ta", "p1", "r1", "in", 5, "deny", protocol="tcp", port=80,
-                                      from_group="g2", rule_uid=2)),
+                                      from_group="g2", rule_uid=99)),   # apart from generated uids
     ("endpoint", "e0", Endpoint("e0", "ta", "n1", "g1", "10.1.0.1", "02:00:0a:01:00:01", "h1", "p-e0")),
     ("endpoint", "e1", Endpoint("e1", "ta", "n2", "", "10.2.0.1", "02:00:0a:02:00:01", "h2", "p-e1")),
     ("endpoint", "e2", Endpoint("e2", "tb", "n1", "", "10.1.0.2", "02:00:0a:01:00:02", "h1", "p-e2")),
     ("port", "h1", "p-e0", 5), ("port", "h2", "p-e1", 5), ("port", "h1", "p-e2", 6),
+    ("endpoint", "e3", Endpoint("e3", "ta", "n1", "", "10.1.0.3", "02:00:0a:01:00:03", "h2", "p-e3", ("app=a",))),
+    ("port", "h2", "p-e3", 6),
+    ("service", ("ta", "s1"), Service("ta", "s1", "n1", "10.1.0.200", ((80, 8080, "tcp"),), ("app=a",), 1)),
 ]
 
 
@@ -96,7 +109,7 @@ def _snapshot(objs: dict, ofports: dict) -> Snapshot:
     return Snapshot(tuple(objs["tenant"].values()), tuple(objs["network"].values()),
                     tuple(objs["endpoint"].values()), tuple(objs["host"].values()),
                     tuple(objs["group"].values()), tuple(objs["rule"].values()),
-                    {h: dict(p) for h, p in ofports.items() if p})
+                    {h: dict(p) for h, p in ofports.items() if p}, tuple(objs["service"].values()))
 
 
 def _well_formed(compiled) -> bool:
@@ -123,7 +136,7 @@ def _verdicts(snap: Snapshot, compiled: dict) -> list:
 
 def _replay(steps):
     eng = Engine()
-    objs = {k: {} for k in ("tenant", "network", "group", "rule", "host", "endpoint")}
+    objs = {k: {} for k in ("tenant", "network", "group", "rule", "host", "endpoint", "service")}
     ofports: dict = {h: {} for h in HOSTS}
     replicas: dict = {}                      # label -> (flows by key, groups by id), from deltas only
     for step in steps:
@@ -150,7 +163,12 @@ def _replay(steps):
         eng.apply()
         for label, t in eng.tables.items():
             fl, gr = replicas.setdefault(label, ({}, {}))
-            dflows, dgroups = t.take_changes()
+            d = t.take_changes()
+            if d is None:                    # first taker: the whole table, as a switch's first reconcile
+                fl.update(t.flows)
+                gr.update(t.groups)
+                continue
+            dflows, dgroups = d
             for old, new in dflows:
                 if new is None:
                     del fl[old.key]
@@ -173,11 +191,15 @@ def _replay(steps):
             assert set(gr.values()) == eng.compiled(label)[1], (label, step)
         old = compile_all(snap)
         inc = {label: eng.compiled(label) for label in old}
-        if all(_well_formed(c) for c in old.values()):
+        well_formed = all(_well_formed(c) for c in old.values())
+        if well_formed:
             assert inc == old, step
         # no table of its own for a label the compiler does not know
         assert all(not any(eng.compiled(lb)) for lb in labels - set(old))
-    assert _verdicts(snap, inc) == _verdicts(snap, old)
+    # an ill-formed compile (two entries under one flow key, e.g. two tenants given one VRF
+    # id) leaves the simulator's choice to set order: compare verdicts where it is well formed
+    if well_formed:
+        assert _verdicts(snap, inc) == _verdicts(snap, old)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

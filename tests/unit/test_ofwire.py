@@ -128,7 +128,7 @@ def _with(actions=(), instructions=None, match=None):
     (_with([parser.NXActionCT(flags=2, zone_src="", zone_ofs_nbits=0, recirc_table=255,
                               alg=0, actions=[])]), False),
     (_with([parser.NXActionCT(flags=1, zone_src="", zone_ofs_nbits=0, recirc_table=255, alg=0,
-                              actions=[parser.NXActionNAT(flags=0)])]), False),
+                              actions=[parser.NXActionNAT(flags=1)])]), False),    # source NAT
     # what the fast path leaves to the slow one, which reads it its own way
     (_with([parser.NXActionRegMove(src_field="reg0", dst_field="reg1", n_bits=8)]), True),
     (_with([parser.NXActionRegMove(src_field="reg0", dst_field="reg1", n_bits=32,
@@ -136,6 +136,12 @@ def _with(actions=(), instructions=None, match=None):
     (_with([parser.NXActionCT(flags=0, zone_src="reg6", zone_ofs_nbits=nbits(0, 7),
                               recirc_table=255, alg=0, actions=[])]), True),
     (_with([parser.OFPActionSetField(ip_dscp=1)]), True),
+    # ct with a nat (services): the slow path's
+    (_with([parser.NXActionCT(flags=1, zone_src="", zone_ofs_nbits=0, recirc_table=255, alg=0,
+                              actions=[parser.NXActionNAT(flags=0)])]), True),
+    (_with([parser.NXActionCT(flags=1, zone_src="", zone_ofs_nbits=5, recirc_table=4, alg=0,
+                              actions=[parser.NXActionNAT(flags=2, range_ipv4_min="10.1.2.3",
+                                                          range_proto_min=80)])]), True),
     # (ofmsg's slow path reads an ipv6 match as if it were a MAC; not ours to judge here)
     (_with(match=parser.OFPMatch(eth_type=0x86DD, ipv6_src="::1")), True),
 ], ids=lambda x: None if isinstance(x, (bool, type(None))) else "")
