@@ -43,13 +43,15 @@ STATE_KEY = "netweave-state-dir"          # where the host credential is (agent/
 
 
 def default_controller(netmaster_url, port=6653):
-    host = urllib.parse.urlparse(netmaster_url).hostname or "127.0.0.1"
-    return "tcp:%s:%d" % (host, port)
+    """One OpenFlow target per netmaster (comma-separated URLs: clustered netmasters)."""
+    hosts = [urllib.parse.urlparse(u.strip()).hostname or "127.0.0.1"
+             for u in netmaster_url.split(",") if u.strip()] or ["127.0.0.1"]
+    return ",".join("tcp:%s:%d" % (h, port) for h in dict.fromkeys(hosts))
 
 
 def guess_vtep_ip(netmaster_url):
     """The source address this host would use to reach netmaster (best effort)."""
-    host = urllib.parse.urlparse(netmaster_url).hostname or "127.0.0.1"
+    host = urllib.parse.urlparse(netmaster_url.split(",")[0].strip()).hostname or "127.0.0.1"
     try:
         addr = socket.gethostbyname(host)
         out = subprocess.run(["ip", "-o", "route", "get", addr], capture_output=True,
@@ -550,14 +552,17 @@ class Agent:
 
 def build_parser():
     p = argparse.ArgumentParser(prog="netplugin", description="netweave host agent")
-    p.add_argument("--netmaster", default=nmc.DEFAULT_NETMASTER, help="netmaster URL")
+    p.add_argument("--netmaster", default=nmc.DEFAULT_NETMASTER,
+                   help="netmaster URL; several comma-separated (clustered netmasters: "
+                        "requests fail over between them)")
     p.add_argument("--host-label", default=socket.gethostname(),
                    help="this host's name in netmaster (default: hostname)")
     p.add_argument("--vtep-ip", default=None,
                    help="tunnel endpoint IP of this host (default: source IP towards netmaster)")
     p.add_argument("--ovsdb", default="unix:/var/run/openvswitch/db.sock")
     p.add_argument("--controller", default=None,
-                   help="OpenFlow controller target (default tcp:<netmaster host>:6653)")
+                   help="OpenFlow controller target, or several comma-separated (default "
+                        "tcp:<netmaster host>:6653 for each netmaster)")
     p.add_argument("--datapath", choices=["system", "netdev", "auto"], default="auto")
     p.add_argument("--uplink", default="", help="interface for VLAN networks (optional)")
     p.add_argument("--bridge", default="br-int")

@@ -73,23 +73,55 @@ def _context(cafile):
 
 class NetmasterClient:
     """token/cafile: None takes what set_credential() recorded for this URL when the
-    request is made, so clients made before the credential arrived use it too."""
+    request is made, so clients made before the credential arrived use it too.
+
+    ``base_url``: one netmaster URL, or several comma-separated (clustered netmasters:
+    every member serves the API). A request goes to the member that answered last and
+    moves to the next one when a member is unreachable or answers 503 (cut off from the
+    store), each tried once: a failover costs at most ``timeout`` per member."""
 
     def __init__(self, base_url=DEFAULT_NETMASTER, timeout=5.0, token=None, cafile=None):
-        self.base = base_url.rstrip("/")
+        self.url = base_url.rstrip("/")
+        self.bases = [b.strip().rstrip("/") for b in base_url.split(",") if b.strip()] \
+            or [DEFAULT_NETMASTER]
+        self._cur = 0
         self.timeout = timeout
         self.token = token
         self.cafile = cafile
 
+    @property
+    def base(self):
+        return self.bases[self._cur]
+
     def call(self, method, path, body=None):
-        url = self.base + path
+        last = None
+        for i in range(len(self.bases)):
+            n = (self._cur + i) % len(self.bases)
+            try:
+                out = self._call_one(self.bases[n], method, path, body)
+            except NetmasterUnreachable as e:
+                last = e
+                continue
+            except NetmasterError as e:
+                if e.status != 503 or len(self.bases) == 1:
+                    raise
+                last = e
+                continue
+            if n != self._cur:
+                LOG.info("event=netmaster_failover from=%s to=%s", self.bases[self._cur], self.bases[n])
+                self._cur = n
+            return out
+        raise last
+
+    def _call_one(self, base, method, path, body=None):
+        url = base + path
         data = json.dumps(body).encode() if body is not None else None
-        known = _CREDENTIALS.get(self.base, ("", None))
+        known = _CREDENTIALS.get(base) or _CREDENTIALS.get(self.url, ("", None))
         token = known[0] if self.token is None else self.token
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if token:
             headers["Authorization"] = "Bearer " + token
-        ctx = _context(self.cafile or known[1]) if self.base.startswith("https:") else None
+        ctx = _context(self.cafile or known[1]) if base.startswith("https:") else None
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout, context=ctx) as resp:
@@ -104,7 +136,7 @@ class NetmasterClient:
         except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise NetmasterUnreachable("netmaster at %s is unreachable: %s" %
-                                       (self.base, reason)) from None
+                                       (base, reason)) from None
         if not raw:
             return None
         try:

@@ -240,7 +240,8 @@ class Ovsdb:
     # -- bridge ---------------------------------------------------------------------------------
     def ensure_bridge(self, name="br-int", datapath_type="netdev", dpid=None,
                       controller_target=None):
-        """Bridge with OpenFlow13, fail_mode secure, datapath-id, in-band off, one controller.
+        """Bridge with OpenFlow13, fail_mode secure, datapath-id, in-band off, its controllers
+        (``controller_target``: one target or several comma-separated).
 
         Returns True when something was changed (``last_status`` says how)."""
         dpid_s = datapath_id_str(dpid) if dpid is not None else None
@@ -290,20 +291,26 @@ class Ovsdb:
                         br.setkey("other_config", k, v)
                         changed = True
             if controller_target:
+                # one Controller row per target (clustered netmasters: every member)
+                targets = [t.strip() for t in controller_target.split(",") if t.strip()]
                 ctrls = [] if fresh else list(br.controller)
-                if len(ctrls) == 1 and ctrls[0].target == controller_target:
-                    if _opt(ctrls[0].connection_mode) != "out-of-band":
-                        ctrls[0].connection_mode = "out-of-band"
-                        changed = True
-                    if _opt(ctrls[0].max_backoff) != CONTROLLER_MAX_BACKOFF_MS:
-                        ctrls[0].max_backoff = CONTROLLER_MAX_BACKOFF_MS
-                        changed = True
+                if sorted(c.target for c in ctrls) == sorted(targets):
+                    for c in ctrls:
+                        if _opt(c.connection_mode) != "out-of-band":
+                            c.connection_mode = "out-of-band"
+                            changed = True
+                        if _opt(c.max_backoff) != CONTROLLER_MAX_BACKOFF_MS:
+                            c.max_backoff = CONTROLLER_MAX_BACKOFF_MS
+                            changed = True
                 else:
-                    c = txn.insert(self.idl.tables["Controller"])
-                    c.target = controller_target
-                    c.connection_mode = "out-of-band"
-                    c.max_backoff = CONTROLLER_MAX_BACKOFF_MS
-                    br.controller = [c]
+                    rows = []
+                    for t in targets:
+                        c = txn.insert(self.idl.tables["Controller"])
+                        c.target = t
+                        c.connection_mode = "out-of-band"
+                        c.max_backoff = CONTROLLER_MAX_BACKOFF_MS
+                        rows.append(c)
+                    br.controller = rows
                     changed = True
             changed_any[:] = [changed]
             return changed

@@ -142,6 +142,7 @@ class Fabric:
         # registers, and its ports must not be lost meanwhile.
         self.ports: dict[int, dict[str, int]] = {}      # dpid -> port name -> ofport
         self.connected: dict[int, str] = {}             # dpid -> host label ('' = not registered)
+        self.addresses: dict[int, str] = {}             # dpid -> address its OpenFlow connection came from
         self.request_reconcile: Callable[[Optional[int]], None] = lambda dpid=None: None
         self._watching = False
         self._loaded = False
@@ -361,10 +362,32 @@ class Fabric:
             del self._version_gen[v]
 
     def host_of(self, dpid: int) -> Optional[str]:
+        """The host a connected switch is: the one registered with its datapath id,
+        if the switch connected from that host's address (see admit)."""
         for h in self.model.store.list("host/").values():
             if int(h["dpid"], 16) == dpid:
-                return h["hostLabel"]
+                return h["hostLabel"] if self.admit(dpid)[0] else None
         return None
+
+    def switch_address(self, dpid: int, address: str) -> None:
+        """The address a switch's OpenFlow connection comes from (ofapp tells, at connect)."""
+        self.addresses[dpid] = address
+
+    def admit(self, dpid: int, address: Optional[str] = None) -> tuple[bool, str]:
+        """May the switch at `address` be the host registered with `dpid`? Only from
+        the address its agent registered from or from its VTEP address: a datapath id
+        is no secret, and a switch taken for a host receives that host's flows, its
+        tenants' addresses and their traffic."""
+        address = address if address is not None else self.addresses.get(dpid)
+        for h in self.model.store.list("host/").values():
+            if int(h["dpid"], 16) != dpid:
+                continue
+            allowed = {h["vtepIP"], h.get("registeredFrom", "")} - {""}
+            if address is None or address in allowed:
+                return True, h["hostLabel"]
+            return False, (f"dpid {dpid:016x} is host {h['hostLabel']}, whose switch connects from "
+                           f"{' or '.join(sorted(allowed))}, not {address}")
+        return True, ""                          # no host claims it: an unnamed switch, no host's flows
 
     def _ensure(self) -> None:
         """Unwatched (no OpenFlow, tests): every answer is computed afresh."""

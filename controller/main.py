@@ -23,6 +23,7 @@ import argparse  # noqa: E402
 import ipaddress  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
+import socket  # noqa: E402
 import sys  # noqa: E402
 
 import eventlet.wsgi  # noqa: E402
@@ -39,6 +40,13 @@ def _positive_int(text: str) -> int:
     return n
 
 
+def _positive_float(text: str) -> float:
+    x = float(text)
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return x
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="netmaster", description="netweave's netmaster: REST API and OpenFlow controller")
     p.add_argument("--listen", "--listen-url", action="append", dest="listen",
@@ -53,18 +61,27 @@ def build_parser():
     p.add_argument("--tls-san", action="append", default=[],
                    help="another DNS name or address clients use to reach netmaster, put in its "
                         "certificate; repeat for several")
-    p.add_argument("--token-ttl", type=float, default=12 * 3600,
+    p.add_argument("--token-ttl", type=_positive_float, default=12.0 * 3600,
                    help="seconds a login token lives (default 43200)")
     p.add_argument("--of-listen", default="0.0.0.0", help="OpenFlow listen address (default 0.0.0.0)")
     p.add_argument("--of-port", type=int, default=6653, help="OpenFlow port (default 6653)")
     p.add_argument("--no-openflow", action="store_true", help="serve REST only (no OpenFlow controller)")
     p.add_argument("--store", "--cluster-store", dest="store", default="sqlite:///var/lib/netweave/state.db",
-                   help="sqlite:///PATH (embedded, default) or etcd://HOST:PORT[/prefix]")
+                   help="sqlite:///PATH (embedded, default), etcd://HOST:PORT[,HOST:PORT][/prefix], or etcds://... over TLS")
+    p.add_argument("--etcd-cacert", default="", help="CA bundle that verifies etcd's certificate (etcds://; default the system's)")
+    p.add_argument("--etcd-cert", default="", help="client certificate netmaster shows etcd (etcd --client-cert-auth)")
+    p.add_argument("--etcd-key", default="", help="the client certificate's key")
     p.add_argument("--host-timeout", type=float, default=6.0,
                    help="seconds without a heartbeat before a host is marked down (default 6)")
     p.add_argument("--underlay-mtu", type=int, default=1500, help="underlay MTU (default 1500)")
     p.add_argument("--deny-log-rate", type=_positive_int, default=100,
                    help="packets/s per host that logged deny rules may send to netmaster (default 100)")
+    p.add_argument("--advertise", default="",
+                   help="this netmaster's address as other members, hosts and clients reach it "
+                        "(default: the first non-loopback REST listen address, else this host's)")
+    p.add_argument("--election-ttl", type=_positive_int, default=3,
+                   help="seconds of the leader's etcd lease: a dead leader is replaced, and a leader "
+                        "cut off from etcd steps down, within this time (default 3)")
     p.add_argument("--log-level", default="INFO")
     config.add_config_option(p)
     return p
@@ -135,6 +152,26 @@ class _Listener:
         return self.app(environ, start_response)
 
 
+def _member(args, listen: list[str], tls_listen: list[str]) -> dict:
+    """This netmaster's record in the cluster: where others and clients reach it."""
+    addr = args.advertise
+    if not addr:
+        for a in listen + tls_listen:
+            host = _split(a)[0]
+            if host not in ("0.0.0.0", "::") and not ipaddress.ip_address(host).is_loopback:
+                addr = host
+                break
+    if not addr:
+        try:
+            addr = socket.gethostbyname(socket.gethostname())
+        except OSError:
+            addr = "127.0.0.1"
+    rest_port = _split(listen[0])[1] if listen else 0
+    return {"id": f"{addr}:{rest_port}", "address": addr, "restPort": rest_port,
+            "tlsPort": _split(tls_listen[0])[1] if tls_listen else 0,
+            "ofPort": 0 if args.no_openflow else args.of_port}
+
+
 class _WsgiLog:
     """eventlet.wsgi writes access lines to a file-like object; send them to logging."""
 
@@ -156,9 +193,17 @@ def main(argv=None):
     listen = args.listen or ["127.0.0.1:9999"]
     tls_listen = [a for a in (args.tls_listen or ["0.0.0.0:10000"]) if a.lower() not in ("none", "")]
     pki, crt, key = tls_setup(args, tls_listen)
-    nm = Netmaster(args.store, host_timeout=args.host_timeout, underlay_mtu=args.underlay_mtu,
-                   openflow=None if args.no_openflow else (args.of_listen, args.of_port),
-                   deny_log_rate=args.deny_log_rate, pki=pki, token_ttl=args.token_ttl)
+    from store.base import StoreError
+    from store.etcd_tls import with_flags
+    try:
+        store = with_flags(args.store, args.etcd_cacert, args.etcd_cert, args.etcd_key)
+        nm = Netmaster(store, host_timeout=args.host_timeout, underlay_mtu=args.underlay_mtu,
+                       openflow=None if args.no_openflow else (args.of_listen, args.of_port),
+                       deny_log_rate=args.deny_log_rate, pki=pki, token_ttl=args.token_ttl,
+                       member=_member(args, listen, tls_listen), election_ttl=args.election_ttl)
+    except StoreError as exc:             # unreachable, refused TLS, a bad option: say which, exit
+        log.error("event=store_failed store=%s error=%s", args.store, exc)
+        return 1
     creds = ensure_local_credentials(nm.auth, pki.dir)
     socks = []
     ctx = server_context(crt, key)

@@ -23,8 +23,14 @@ log = logging.getLogger(__name__)
 class Netmaster:
     def __init__(self, store_url: str, host_timeout: float = 6.0, underlay_mtu: int = 1500,
                  openflow: tuple | None = ("0.0.0.0", 6653), deny_log_rate: int = 100,
-                 pki=None, token_ttl: float = auth.TOKEN_TTL):
+                 pki=None, token_ttl: float = auth.TOKEN_TTL, member: dict | None = None,
+                 election_ttl: int = 3):
         self.store = open_store(store_url)
+        # Several netmasters on one etcd elect a leader (controller/election.py); only it
+        # writes switches. member: this one's record (id, address, rest, of ports).
+        self.member = dict(member or {})
+        self.election_ttl = election_ttl
+        self.election = None
         self.model = Model(self.store, host_timeout=host_timeout, underlay_mtu=underlay_mtu)
         self.auth = auth.Auth(self.store, token_ttl=token_ttl)
         self.pki = pki
@@ -37,7 +43,7 @@ class Netmaster:
                                                     "trace": self._trace, "policylog": self._policylog,
                                                     "realization": self._realization},
                             extra_oper=self._extra_oper, ready=self.ready, realize=self.realize,
-                            auth=self.auth, pki=pki)
+                            auth=self.auth, pki=pki, info=self._cluster_info)
         self._threads = []
         self._host_states: dict[str, str] = {}
 
@@ -46,24 +52,64 @@ class Netmaster:
             from controller import ofapp
             host, port = self.openflow
             self.of = ofapp.start(self.fabric, host, port, deny_log_rate=self.deny_log_rate,
-                                  packet_in=self.denylog.packet_in)
+                                  packet_in=self.denylog.packet_in, roles=self.clustered)
             self.fabric.request_reconcile = self.of.app.request_reconcile
             # groups are owned like flows: never delete one netweave did not make
             from flows.pipeline import group_owned
             self.of.app.group_owned = group_owned
             self.fabric.watch()
+        if self.clustered:
+            from controller.election import Election
+            self.election = Election(self.store, self.member.get("id") or "netmaster", self.member,
+                                     ttl=self.election_ttl, on_change=self._leadership).start()
         self._threads.append(eventlet.spawn(self._monitor_hosts))
         metrics.COLLECTOR.netmaster = self
 
     def stop(self):
         if metrics.COLLECTOR.netmaster is self:
             metrics.COLLECTOR.netmaster = None
+        if self.election is not None:
+            self.election.stop()          # the next leader need not wait for our lease
         for t in self._threads:
             t.kill()
         self.fabric.stop()
         if self.of is not None:
             self.of.stop()
         self.store.close()
+
+    # ------------------------------------------------------------ cluster
+    @property
+    def clustered(self) -> bool:
+        """On etcd, netmasters may be several: they elect the one that writes switches."""
+        return getattr(self.store, "backend", "") == "etcd"
+
+    def _leadership(self, leader: bool, generation: int) -> None:
+        if self.of is not None and self.of.app.roles is not None:
+            self.of.app.roles.set(leader, generation)
+
+    def cluster_status(self) -> dict:
+        """Leader, generation and live members (a standalone netmaster leads alone)."""
+        if self.election is None:
+            me = dict(self.member, id=self.member.get("id") or "netmaster")
+            return {"id": me["id"], "state": "leader", "leader": me["id"], "leaderRecord": me,
+                    "generation": 0, "members": [me]}
+        return self.election.status()
+
+    def _cluster_info(self) -> dict:
+        """GET /info: Contiv's fields from the election, and the whole of it under "cluster"."""
+        st = self.cluster_status()
+        out = {"current-state": st["state"], "cluster": st}
+        lead = st.get("leaderRecord") or {}
+        if lead.get("address"):
+            out["leader-ip"] = lead["address"]
+        elif not st.get("leader"):
+            out["leader-ip"] = ""
+        if self.member.get("address"):
+            out["local-ip"] = self.member["address"]
+        addrs = [m.get("address") for m in st["members"] if m.get("address")]
+        if addrs:
+            out["netmaster-nodes"] = addrs
+        return out
 
     # ------------------------------------------------------------ health and realization
     def ready(self) -> tuple[bool, dict]:
@@ -224,6 +270,8 @@ class Netmaster:
         """How far the object's last write is live; for rules, their packet and
         byte counters, read from each switch's flow stats."""
         out = {}
+        if kind is schema.GLOBAL:
+            out["cluster"] = self.cluster_status()
         r = self._object_realization(kind, key)
         if r is not None:
             out["realization"] = r

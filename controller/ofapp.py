@@ -152,6 +152,8 @@ class SwitchManager(app_manager.OSKenApp):
         self._pending: dict[int, tuple[dict, dict]] = {}
         self._desired_memo: dict[int, tuple] = {}
         self.audit_interval = AUDIT_INTERVAL
+        # Clustered netmasters (controller/roles.py): None = the only controller, always writes.
+        self.roles = None
         self._auditor = hub.spawn(self._audit_loop)
         self._stopping = False
 
@@ -163,8 +165,11 @@ class SwitchManager(app_manager.OSKenApp):
         dp = ev.datapath
         if ev.state != DEAD_DISPATCHER:
             self._conns.add(dp)
-        if ev.state in (MAIN_DISPATCHER, DEAD_DISPATCHER) and dp.id is not None:
-            self._held.pop(dp.id, None)
+        if ev.state == MAIN_DISPATCHER and not self._admit(dp):
+            return
+        if ev.state in (MAIN_DISPATCHER, DEAD_DISPATCHER) and dp.id is not None and (
+                ev.state == MAIN_DISPATCHER or self.datapaths.get(dp.id) is dp):
+            self._held.pop(dp.id, None)            # (not for a refused stranger with the same dpid)
             self._meter_ok.discard(dp.id)
         if ev.state == MAIN_DISPATCHER:
             # ofp_handler enters MAIN after the port-desc reply: dp.ports is filled.
@@ -173,13 +178,31 @@ class SwitchManager(app_manager.OSKenApp):
             LOG.info("event=switch_up dpid=%s addr=%s ports=%d", _dpid(dp.id),
                      dp.address, len(ports))
             self._tell("switch_up", dp.id, ports)
-            self.request_reconcile(dp.id)
+            if self.roles is not None:
+                self.roles.switch_up(dp)          # MASTER or SLAVE first; a master audits
+            else:
+                self.request_reconcile(dp.id)
         elif ev.state == DEAD_DISPATCHER:
             self._conns.discard(dp)
             if dp.id is not None and self.datapaths.get(dp.id) is dp:
                 del self.datapaths[dp.id]
                 LOG.info("event=switch_down dpid=%s", _dpid(dp.id))
                 self._tell("switch_down", dp.id)
+                if self.roles is not None:
+                    self.roles.switch_down(dp.id)
+
+    def _admit(self, dp) -> bool:
+        """A switch claiming a registered host's datapath id must connect from that
+        host's address; otherwise it is refused (closed) before it gets any flow."""
+        address = dp.address[0] if dp.address else ""
+        ok, why = getattr(self.fabric, "admit", lambda *_: (True, ""))(dp.id, address)
+        if not ok:                  # (a refused switch must not move the address of the admitted one)
+            LOG.warning("event=switch_refused dpid=%s addr=%s reason=%s", _dpid(dp.id), address, why)
+            self._conns.discard(dp)
+            dp.close()
+        elif hasattr(self.fabric, "switch_address"):
+            self.fabric.switch_address(dp.id, address)
+        return ok
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def _port_status(self, ev):
@@ -263,6 +286,13 @@ class SwitchManager(app_manager.OSKenApp):
     def reconcile(self, dpid: int) -> Optional[ReconcileResult]:
         dp = self.datapaths.get(dpid)
         if dp is None:
+            return None
+        if self.roles is not None and not self.roles.may_write(dpid):
+            # a standby never writes; it keeps no change log (it audits when it becomes master)
+            self._held.pop(dpid, None)
+            drain = getattr(self.fabric, "delta", None)
+            if drain is not None:
+                drain(dpid)
             return None
         res = ReconcileResult(dpid)
         res.started = time.perf_counter()
@@ -744,8 +774,39 @@ class Handle:
         LOG.info("event=controller_stopped")
 
 
+_FABRIC_ADMIT = [None]          # the running fabric's admit(dpid, address), for the ofctl guard
+
+
+def _guard_ofctl_takeover() -> None:
+    """os-ken's ofctl service closes the connected datapath as soon as another
+    connection announces the same datapath id: whoever knows a host's dpid could
+    push its real switch off. A switch the fabric refuses is closed there instead,
+    before it can replace anyone; an admitted one takes over as before (a switch
+    that reconnects)."""
+    from os_ken.app.ofctl import service
+    orig = service.OfctlService._switch_features_handler
+    if getattr(orig, "netweave_guard", False):
+        return
+
+    def guarded(self, ev):
+        dp = ev.msg.datapath
+        admit = _FABRIC_ADMIT[0]
+        if admit is not None:
+            ok, why = admit(dp.id, dp.address[0] if dp.address else "")
+            if not ok:
+                LOG.warning("event=switch_refused dpid=%s addr=%s reason=%s", _dpid(dp.id),
+                            dp.address[0] if dp.address else "", why)
+                dp.close()
+                return
+        return orig(self, ev)
+
+    guarded.__dict__.update(orig.__dict__)        # set_ev_cls' registration (callers)
+    guarded.netweave_guard = True
+    service.OfctlService._switch_features_handler = guarded
+
+
 def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653, deny_log_rate: int = DENY_LOG_RATE,
-          deny_log_burst: Optional[int] = None, packet_in=None) -> Handle:
+          deny_log_burst: Optional[int] = None, packet_in=None, roles: bool = False) -> Handle:
     """Run os-ken's OpenFlow listener and SwitchManager in this process's hub.
     deny_log_rate/burst: the deny-log meter on every switch (packets/s, packets;
     burst defaults to one second's worth); packet_in: see SwitchManager."""
@@ -766,12 +827,17 @@ def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653, deny_log_rate
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((host, port))
+    _FABRIC_ADMIT[0] = getattr(fabric, "admit", None)
+    _guard_ofctl_takeover()
     mgr = app_manager.AppManager.get_instance()
     mgr.load_apps(["os_ken.controller.ofp_handler", __name__])
     contexts = mgr.create_contexts()
     threads = mgr.instantiate_apps(fabric=fabric, deny_log_rate=deny_log_rate, deny_log_burst=deny_log_burst,
                                    packet_in=packet_in, **contexts)
     app = next(a for a in mgr.applications.values() if isinstance(a, SwitchManager))
+    if roles:
+        from controller.roles import Roles
+        app.roles = Roles(app)
     LOG.info("event=controller_started host=%s port=%d", host, port)
     _running = Handle(app, mgr, threads)
     return _running

@@ -490,8 +490,10 @@ class Model:
 
     # --------------------------------------------------------------- hosts
     @retry_stale
-    def register_host(self, path_key: str, body) -> dict:
-        """A netplugin registers its host; every later POST is a heartbeat."""
+    def register_host(self, path_key: str, body, source: str = "") -> dict:
+        """A netplugin registers its host; every later POST is a heartbeat. `source`
+        is the address the request came from: the host's switch must connect from
+        it (or from its VTEP address) to be taken as that host (controller/fabric.py)."""
         h = parse(schema.HOST, body, path_key)
         new = objects.to_dict(h)
         now = self.clock()
@@ -501,6 +503,8 @@ class Model:
                 if other["hostLabel"] != h.hostLabel and other["dpid"].lower() == h.dpid.lower():
                     raise Conflict(f"dpid: {h.dpid} is already used by host {other['hostLabel']}")
             rec = dict(new, lastHeartbeat=now)
+            if source:
+                rec["registeredFrom"] = source
             if old is None:
                 rec["registered"] = now
                 log.info("event=host_registered host=%s vtep=%s dpid=%s", h.hostLabel, h.vtepIP, h.dpid)

@@ -63,15 +63,31 @@ def save_config(data: dict, path: str = CONFIG) -> None:
 class Client:
     def __init__(self, base: str, timeout: float = 30, wait: float | None = None,
                  token: str = "", cacert: str = ""):
-        self.base = base.rstrip("/")
+        # several comma-separated URLs (clustered netmasters): the next is tried when one
+        # cannot be reached or answers 503 (cut off from the store)
+        self.bases = [b.strip().rstrip("/") for b in base.split(",") if b.strip()] or [base.rstrip("/")]
+        self.base = self.bases[0]
         self.wait = wait               # seconds a write may wait to be live (None: no wait)
         self.timeout = timeout if wait is None else timeout + wait
         self.realized = []             # per write with wait: (path, "k/n", [lagging hosts])
         self.token = token
         self.cacert = os.path.abspath(cacert) if cacert else ""
-        self.ctx = ssl.create_default_context(cafile=cacert or None) if self.base.startswith("https:") else None
+        self.ctx = ssl.create_default_context(cafile=cacert or None) \
+            if any(b.startswith("https:") for b in self.bases) else None
 
     def call(self, method: str, path: str, body=None):
+        for i, base in enumerate(self.bases):
+            self.base = base
+            try:
+                return self._call(method, path, body)
+            except RequestFailed:
+                if i == len(self.bases) - 1:
+                    raise
+            except Refused as exc:
+                if exc.status != 503 or i == len(self.bases) - 1:
+                    raise
+
+    def _call(self, method: str, path: str, body=None):
         data = json.dumps(body).encode() if body is not None else None
         write = method in ("POST", "PUT", "DELETE") and self.wait is not None
         url = self.base + path + (f"?wait=true&timeout={self.wait:g}" if write else "")
@@ -80,7 +96,8 @@ class Client:
             headers["Authorization"] = f"Bearer {self.token}"
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout, context=self.ctx) as resp:
+            ctx = self.ctx if self.base.startswith("https:") else None
+            with urllib.request.urlopen(req, timeout=self.timeout, context=ctx) as resp:
                 raw = resp.read()
                 if write:
                     lag = resp.headers.get("X-Netweave-Lagging", "")
@@ -422,6 +439,12 @@ def run(args, c: Client):
             emit(args, g, None if args.json else [[o.get("fwdMode", ""), o.get("arpMode", ""), o.get("vlans", ""),
                                                  o.get("vxlans", ""), o.get("pvtSubnet", "")] for o in g],
                  ["Fwd-Mode", "ARP-Mode", "Vlans", "Vxlans", "Private-Subnet"])
+            if not args.json:
+                cl = (c.get("/info") or {}).get("cluster") or {}
+                if cl:
+                    members = ", ".join(m.get("id", "") for m in cl.get("members", []))
+                    print(f"\nLeader: {cl.get('leader') or '(none)'}  generation {cl.get('generation', 0)}"
+                          f"\nMembers: {members}")
         else:
             g = c.get("/api/v1/globals/global/")
             for field, val in (("networkInfraType", args.fabric_mode), ("vlans", args.vlan_range),

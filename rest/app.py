@@ -290,6 +290,8 @@ class RestApp:
             if kind is schema.ENDPOINT:
                 self._own_endpoint(req, key, body)
                 return self._written(self.model.allocate_endpoint(key, body), wait)
+            if kind is schema.HOST:             # where the agent spoke from: its switch must too
+                return self._written(self.model.register_host(key, body, req.remote_addr or ""), wait)
             return self._written(self._wire(kind, self.model.upsert(kind, key, body)), wait)
         if req.method == "DELETE":
             wait = self._wait_param(req)

@@ -69,6 +69,7 @@ HOST_VIEW = _object({
     **{f.name: _prop(f) for f in schema.HOST.fields},
     "key": _S, "state": {"type": "string", "enum": ["up", "down"]}, "lastHeartbeat": _N,
     "registered": _N, "endpointsVersion": _S, "numEndpoints": _I,
+    "registeredFrom": {"type": "string", "description": "the address the agent last registered from"},
 }, ["key", "hostLabel", "dpid", "vtepIP", "state", "lastHeartbeat", "registered", "numEndpoints"])
 
 # What GET /api/v1/endpoints/<id>/ answers: the record allocate_endpoint keeps, plus its view.

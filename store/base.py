@@ -185,8 +185,9 @@ class Store:
 
 
 def open_store(url: str) -> Store:
-    """`sqlite:///path/state.db` (or a bare path) or `etcd://host:port[/prefix]`."""
-    if url.startswith("etcd://"):
+    """`sqlite:///path/state.db` (or a bare path), `etcd://host:port[/prefix]`, or
+    `etcds://...[?cacert=F&cert=F&key=F]` over TLS (store/etcd_tls.py)."""
+    if url.startswith(("etcd://", "etcds://")):
         from store.etcd import EtcdStore
         return EtcdStore.from_url(url)
     from store.sqlite import SqliteStore

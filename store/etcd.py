@@ -32,7 +32,9 @@ import time
 import requests
 from etcd3gw.client import Etcd3Client
 
+from store import etcd_tls
 from store.base import COMMIT_SECONDS, Event, Stale, Store, StoreError
+from store.etcd_tls import EtcdTLS
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +76,9 @@ class EtcdStore(Store):
     backend = "etcd"
 
     def __init__(self, host: str | list = "127.0.0.1", port: int = 2379, prefix: str = "/netweave/",
-                 timeout: float = REQUEST_TIMEOUT, outage: float = OUTAGE):
+                 timeout: float = REQUEST_TIMEOUT, outage: float = OUTAGE, tls: EtcdTLS | None = None):
         super().__init__()
+        self.tls = tls
         self.endpoints = list(host) if isinstance(host, list) else [(host, port)]
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self.timeout = timeout
@@ -94,17 +97,19 @@ class EtcdStore(Store):
         self._watch_thread = threading.Thread(target=self._watch_loop, args=(rev + 1,), daemon=True,
                                               name="etcd-watch")
         self._watch_thread.start()
-        log.info("event=store_opened backend=etcd endpoints=%s prefix=%s keys=%d revision=%d",
-                 self.where, self.prefix, len(self._data), rev)
+        log.info("event=store_opened backend=etcd endpoints=%s prefix=%s keys=%d revision=%d tls=%s",
+                 self.where, self.prefix, len(self._data), rev, "on" if tls else "off")
 
     @classmethod
     def from_url(cls, url: str) -> "EtcdStore":
-        endpoints, prefix = parse_url(url)
-        return cls(endpoints, prefix=prefix)
+        base, tls = etcd_tls.split(url)
+        endpoints, prefix = parse_url(base)
+        return cls(endpoints, prefix=prefix, tls=tls)
 
     def _client(self, host: str, port: int) -> Etcd3Client:
         """The one place a member's client is made (transport options go here)."""
-        return Etcd3Client(host=host, port=port, timeout=self.timeout, api_path="/v3/")
+        tls = self.tls.client_kwargs() if self.tls else {}
+        return Etcd3Client(host=host, port=port, timeout=self.timeout, api_path="/v3/", **tls)
 
     @property
     def where(self) -> str:

@@ -30,8 +30,9 @@ PORT = struct.Struct("!I4x6s2x16sIIIIIIII")  # ofp_port
 
 
 class FakeSwitch:
-    def __init__(self, of_port: int, dpid: int, ports: dict[str, int], host="127.0.0.1"):
+    def __init__(self, of_port: int, dpid: int, ports: dict[str, int], host="127.0.0.1", source=None):
         self.addr = (host, of_port)
+        self.source = source                 # the local address to connect from (127.0.0.2, ...)
         self.dpid = dpid
         self.ports = dict(ports)
         self.sock: socket.socket | None = None
@@ -41,7 +42,8 @@ class FakeSwitch:
         self._stop = threading.Event()
 
     def start(self) -> "FakeSwitch":
-        self.sock = socket.create_connection(self.addr, timeout=10)
+        self.sock = socket.create_connection(self.addr, timeout=10,
+                                             source_address=(self.source, 0) if self.source else None)
         self.sock.settimeout(0.5)
         self._send(T_HELLO, 1, b"")
         self.thread = threading.Thread(target=self._run, name=f"fake-switch-{self.dpid:x}", daemon=True)

@@ -83,14 +83,19 @@ class Writers:
             t.join(60)
 
     def expected(self):
-        """object -> True (must exist) / False (must not), for objects whose fate is known:
-        the last definite outcome, with no unknown after it."""
+        """object -> True (must exist) / False (must not), for objects whose fate is known.
+        A write answered 503 may still land later (its transaction reached a member that
+        commits it once the cluster has a leader again), as long as nothing else was
+        committed since: only a later successful write (which moves the guard) settles the
+        object then; a 404 read in between does not."""
         out = {}
         for obj, ops in self.ops.items():
             if any(o == "unknown" for _, o in ops):
                 last_unknown = max(i for i, (_, o) in enumerate(ops) if o == "unknown")
-                if any(o in ("ok", "absent") for _, o in ops[last_unknown + 1:]):
+                if any(o == "ok" for _, o in ops[last_unknown + 1:]):
                     ops = ops[last_unknown + 1:]
+                    first_ok = next(i for i, (_, o) in enumerate(ops) if o == "ok")
+                    ops = ops[first_ok:]
                 else:
                     continue
             definite = [(op, o) for op, o in ops if o in ("ok", "absent")]

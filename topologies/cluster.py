@@ -18,6 +18,8 @@ Every name starts with the cluster's name, so two clusters never collide, and
     python -m topologies.cluster exec web1 -- ping -c1 10.1.2.3
     python -m topologies.cluster ls [--json]
     python -m topologies.cluster netmaster stop|start|restart
+    python -m topologies.cluster up --hosts 3 --netmasters 3   # 3 netmasters over a 3-member etcd
+    python -m topologies.cluster netmaster stop|start|restart|kill 2
     python -m topologies.cluster up --hosts 2 --docker      # a dockerd per host, netplugin its driver
     python -m topologies.cluster docker h1 -- run -d --net contiv-net nwbusybox sleep 1000
     python -m topologies.cluster down
@@ -39,6 +41,7 @@ import time
 import requests
 
 from topologies import docker_host, launch
+from topologies.etcd import EtcdCluster
 from topologies.ovs import OvsInstance, kill_pidfile, pid_alive, sh
 
 log = logging.getLogger(__name__)
@@ -55,7 +58,7 @@ class Cluster:
     def __init__(self, name: str = "nw", hosts: int = 3, underlay: str = "10.99.0.0/24",
                  rest_port: int = 9999, of_port: int = 6653, netmaster: str | None = None,
                  workdir: str | None = None, python: str | None = None, uplinks: bool = True,
-                 docker: bool = False, netmaster_args: list[str] | None = None):
+                 docker: bool = False, netmaster_args: list[str] | None = None, netmasters: int = 1):
         if not name.isalnum() or len(name) > 5:
             raise ClusterError("name: 1 to 5 letters or digits (it prefixes interface names)")
         self.name = name
@@ -63,7 +66,8 @@ class Cluster:
         self.python = python or sys.executable
         self.state = {"name": name, "hosts": {}, "endpoints": {}, "underlay": underlay,
                       "rest_port": rest_port, "of_port": of_port, "netmaster": netmaster, "own_netmaster": False,
-                      "uplinks": uplinks, "docker": docker, "netmaster_args": list(netmaster_args or [])}
+                      "uplinks": uplinks, "docker": docker, "netmaster_args": list(netmaster_args or []),
+                      "netmasters": netmasters, "members": {}, "etcd_ports": [], "proxy_pid": None}
         self._load()
 
     # ------------------------------------------------------------ state file
@@ -140,9 +144,13 @@ class Cluster:
 
     @property
     def hosts_url(self) -> str:
-        """The address hosts use to reach netmaster (over the underlay)."""
+        """The address hosts use to reach netmaster (over the underlay); with several
+        netmasters, every member's, comma-separated."""
         if self.state["netmaster"]:
             return self.state["netmaster"]
+        if self.clustered:
+            return ",".join(f"http://{self.member_ip(k)}:{self.state['rest_port']}"
+                            for k in range(1, self.state["netmasters"] + 1))
         return f"https://{self.root_ip}:{self.state['rest_port']}"
 
     @property
@@ -153,6 +161,144 @@ class Cluster:
     @property
     def ca(self) -> str:
         return os.path.join(self.pki, "ca.crt")
+
+    # ------------------------------------------------------------ clustered netmasters
+    @property
+    def clustered(self) -> bool:
+        return int(self.state.get("netmasters") or 1) > 1
+
+    def member_ip(self, k: int) -> str:
+        return str(self.net.network_address + 200 + k)
+
+    def member_ns(self, k: int) -> str:
+        return f"{self.name}-m{k}"
+
+    def etcd(self) -> EtcdCluster:
+        return EtcdCluster(os.path.join(self.workdir, "etcd"), host=self.root_ip,
+                           ports=[tuple(p) for p in self.state["etcd_ports"]], name=self.name)
+
+    def _etcd_up(self) -> None:
+        """A 3-member etcd cluster in the root namespace, on the underlay address."""
+        if not self.state["etcd_ports"]:
+            ports, base = [], 32379 + 10 * (sum(map(ord, self.name)) % 100)
+            for i in range(3):
+                ports.append((base + 2 * i, base + 2 * i + 1))
+            self.state["etcd_ports"] = ports
+            self._save()
+        ec = self.etcd()
+        for i in range(ec.members):
+            ec.start_member(i, wait=False)
+        self.state["etcd_pids"] = [ec.pid(i) for i in range(ec.members)]
+        self._save()
+        ec.wait_healthy(30)
+
+    def etcd_kill(self, i: int) -> None:
+        pid = (self.state.get("etcd_pids") or [None] * 3)[i]
+        if pid and pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            _wait_gone(pid)
+
+    def etcd_start(self, i: int) -> None:
+        ec = self.etcd()
+        ec.start_member(i)
+        self.state["etcd_pids"][i] = ec.pid(i)
+        self._save()
+
+    def _member_net(self, k: int) -> None:
+        ns, veth = self.member_ns(k), f"{self.name}-m{k}u"
+        if ns in _netns_list():
+            return
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "set", "lo", "up", netns=ns)
+        sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth1", "netns", ns)
+        sh("ip", "link", "set", veth, "master", self.bridge, "up")
+        sh("ethtool", "-K", veth, "tx", "off", check=False)
+        sh("ip", "addr", "add", f"{self.member_ip(k)}/{self.net.prefixlen}", "dev", "eth1", netns=ns)
+        sh("ip", "link", "set", "eth1", "up", netns=ns)
+        sh("ethtool", "-K", "eth1", "tx", "off", check=False, netns=ns)
+
+    def member_start(self, k: int) -> None:
+        m = self.state["members"].get(str(k)) or {}
+        if m.get("pid") and pid_alive(m["pid"]):
+            return
+        self._member_net(k)
+        ip, port = self.member_ip(k), self.state["rest_port"]
+        store = self.etcd().url("/netweave/")
+        cmd = ["ip", "netns", "exec", self.member_ns(k)] + launch.netmaster_cmd(
+            self.python, [f"{ip}:{port}"], self.state["of_port"], store,
+            pki_dir=os.path.join(self.workdir, f"m{k}-pki"),
+            extra=["--of-listen", ip, "--advertise", ip, *(self.state.get("netmaster_args") or [])])
+        logf = open(os.path.join(self.workdir, f"netmaster{k}.log"), "ab")
+        p = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        self.state["members"][str(k)] = {"pid": p.pid, "ip": ip}
+        self._save()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if p.poll() is not None:
+                raise ClusterError(f"netmaster {k} exited (code {p.returncode}); see {self.workdir}/netmaster{k}.log")
+            if self._member_answers(k):
+                return
+            time.sleep(0.1)
+        raise ClusterError(f"netmaster {k} did not answer within 30 s")
+
+    def _member_answers(self, k: int, path: str = "/version") -> bool:
+        r = subprocess.run(["ip", "netns", "exec", self.member_ns(k), "curl", "-sf", "-m", "1",
+                            f"http://{self.member_ip(k)}:{self.state['rest_port']}{path}"],
+                           capture_output=True)
+        return r.returncode == 0
+
+    def member_stop(self, k: int, sig=signal.SIGTERM) -> None:
+        m = self.state["members"].get(str(k)) or {}
+        if m.get("pid") and pid_alive(m["pid"]):
+            os.kill(m["pid"], sig)
+            _wait_gone(m["pid"], 20)
+        if m:
+            m["pid"] = None
+            self._save()
+
+    def member_pid(self, k: int) -> int | None:
+        pid = (self.state["members"].get(str(k)) or {}).get("pid")
+        return pid if pid and pid_alive(pid) else None
+
+    def _proxy_start(self) -> None:
+        pid = self.state.get("proxy_pid")
+        if pid and pid_alive(pid):
+            return
+        port = self.state["rest_port"]
+        cmd = [self.python, "-m", "topologies.restproxy", f"127.0.0.1:{port}",
+               *[f"{self.member_ip(k)}:{port}" for k in range(1, self.state["netmasters"] + 1)]]
+        logf = open(os.path.join(self.workdir, "restproxy.log"), "ab")
+        p = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        self.state["proxy_pid"] = p.pid
+        self._save()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/version", timeout=1).ok:
+                    return
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise ClusterError("the REST forwarder on 127.0.0.1 did not answer")
+
+    def cluster_status(self) -> dict:
+        """Each member: alive or not, and what its /info says (leader, generation)."""
+        out, leader = [], ""
+        for k in range(1, int(self.state.get("netmasters") or 1) + 1):
+            m = {"index": k, "address": self.member_ip(k), "namespace": self.member_ns(k),
+                 "pid": self.member_pid(k), "alive": self.member_pid(k) is not None, "state": "down"}
+            if m["alive"]:
+                r = subprocess.run(["ip", "netns", "exec", self.member_ns(k), "curl", "-sf", "-m", "2",
+                                    f"http://{self.member_ip(k)}:{self.state['rest_port']}/info"],
+                                   capture_output=True, text=True)
+                try:
+                    cl = json.loads(r.stdout).get("cluster") or {}
+                    m["state"], m["generation"] = cl.get("state", "?"), cl.get("generation", 0)
+                    if m["state"] == "leader":
+                        leader = m["address"]
+                except ValueError:
+                    m["state"] = "not answering"
+            out.append(m)
+        return {"leader": leader, "members": out}
 
     def ovs(self, label: str) -> OvsInstance:
         return OvsInstance(os.path.join(self.workdir, label), netns=self.host_ns(label))
@@ -184,7 +330,12 @@ class Cluster:
         if self.state["uplinks"] and not _link_exists(self.vlan_bridge):
             sh("ip", "link", "add", self.vlan_bridge, "type", "bridge")
             sh("ip", "link", "set", self.vlan_bridge, "up")
-        if not self.state["netmaster"] and not self._netmaster_alive():
+        if self.clustered:
+            self._etcd_up()
+            for k in range(1, self.state["netmasters"] + 1):
+                self.member_start(k)
+            self._proxy_start()
+        elif not self.state["netmaster"] and not self._netmaster_alive():
             self.netmaster_start()
         self._outside_up()
         for i in range(1, hosts + 1):
@@ -226,11 +377,17 @@ class Cluster:
         h = self.state["hosts"][label]
         ovs = self.ovs(label)
         of_host = self.root_ip if not self.state["netmaster"] else _url_host(self.state["netmaster"])
+        if self.clustered:                # every member is a controller of every switch
+            of_hosts = [self.member_ip(k) for k in range(1, self.state["netmasters"] + 1)]
+        else:
+            of_hosts = [of_host]
         dk = self.docker(label) if self.state.get("docker") else None
-        auth = [] if self.state["netmaster"] else [
+        # clustered members serve the hosts on a plain underlay listener (see README: no shared
+        # PKI across members yet)
+        auth = [] if self.state["netmaster"] or self.clustered else [
             "--cacert", self.ca, "--bootstrap-token-file", os.path.join(self.pki, "bootstrap.token")]
         cmd = launch.netplugin_cmd(self.python, h["ns"], self.hosts_url, label, h["vtep"], ovs.remote,
-                                   f"tcp:{of_host}:{self.state['of_port']}",
+                                   ",".join(f"tcp:{h}:{self.state['of_port']}" for h in of_hosts),
                                    "eth2" if self.state["uplinks"] else "",
                                    dk.plugins if dk else "", dk.socket if dk else "",
                                    state_dir=os.path.join(self.workdir, f"{label}-agent"), extra=auth)
@@ -378,7 +535,9 @@ class Cluster:
             hosts = {h["hostLabel"]: h for h in requests.get(self.url + "/api/v1/hosts/", timeout=2).json()}
         except (requests.RequestException, ValueError):
             pass
+        extra = {"netmasters": self.cluster_status()} if self.clustered else {}
         return {
+            **extra,
             "netmaster": self.url,
             "hosts": [{"name": k, "vtep": v["vtep"], "namespace": v["ns"],
                        "state": hosts.get(k, {}).get("state", "unknown")}
@@ -415,6 +574,11 @@ class Cluster:
                 os.kill(pid, signal.SIGTERM)
         if self.state.get("own_netmaster"):
             self.netmaster_stop()
+        for k in list(self.state.get("members") or {}):
+            self.member_stop(int(k), signal.SIGKILL)
+        for pid in [self.state.get("proxy_pid")] + list(self.state.get("etcd_pids") or []):
+            if pid and pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
         # containers of a crashed run, by their cgroup (named after the cluster's hosts)
         for ctrl in os.listdir(docker_host.CGROUP_ROOT) if os.path.isdir(docker_host.CGROUP_ROOT) else []:
             d = os.path.join(docker_host.CGROUP_ROOT, ctrl)
@@ -438,7 +602,8 @@ class Cluster:
             if link.startswith(prefix):
                 sh("ip", "link", "del", link, check=False)
         shutil.rmtree(self.workdir, ignore_errors=True)
-        self.state.update(hosts={}, endpoints={}, netmaster_pid=None, own_netmaster=False)
+        self.state.update(hosts={}, endpoints={}, netmaster_pid=None, own_netmaster=False, members={},
+                          proxy_pid=None, etcd_pids=[])
 
 
 # ---------------------------------------------------------------- helpers
@@ -509,6 +674,8 @@ def main(argv=None) -> int:
     u.add_argument("--underlay", default="10.99.0.0/24")
     u.add_argument("--rest-port", type=int, default=9999)
     u.add_argument("--of-port", type=int, default=6653)
+    u.add_argument("--netmasters", type=int, default=1,
+                   help="several netmasters (each in its namespace) over a 3-member etcd cluster")
     u.add_argument("--docker", action="store_true",
                    help="a dockerd per host, with netplugin as its network and IPAM driver")
     sub.add_parser("down")
@@ -526,13 +693,15 @@ def main(argv=None) -> int:
     ls = sub.add_parser("ls")
     ls.add_argument("--json", action="store_true")
     n = sub.add_parser("netmaster")
-    n.add_argument("action", choices=["stop", "start", "restart"])
+    n.add_argument("action", choices=["stop", "start", "restart", "kill"])
+    n.add_argument("index", nargs="?", type=int, default=0,
+                   help="which netmaster (1..N) of a cluster made with --netmasters N")
     args = p.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(message)s")
     try:
         if args.cmd == "up":
             c = Cluster(args.name, underlay=args.underlay, rest_port=args.rest_port, of_port=args.of_port,
-                        netmaster=args.netmaster, docker=args.docker)
+                        netmaster=args.netmaster, docker=args.docker, netmasters=args.netmasters)
             c.up(args.hosts)
             print(f"cluster {c.name}: {len(c.state['hosts'])} hosts up and connected; netmaster {c.url}; "
                   f"outside {c.outside_ip} (cluster exec outside -- CMD)")
@@ -565,6 +734,9 @@ def main(argv=None) -> int:
                 print(json.dumps(data, indent=1))
             else:
                 print(f"netmaster: {data['netmaster']}")
+                for m in (data.get("netmasters") or {}).get("members", []):
+                    print(f"  netmaster {m['index']} {m['address']:<15} {m['state']}"
+                          + (f" generation {m['generation']}" if m.get("generation") else ""))
                 print("hosts:")
                 for h in data["hosts"]:
                     print(f"  {h['name']:<6} {h['vtep']:<15} {h['state']}")
@@ -572,7 +744,17 @@ def main(argv=None) -> int:
                 for e in data["endpoints"]:
                     print(f"  {e['name']:<12} {e['host']:<6} {e['tenant']:<10} {e['network']:<14} "
                           f"{e['group'] or '-':<12} {e['ip']}")
+        elif args.cmd == "netmaster" and c.clustered:
+            k = args.index
+            if not 1 <= k <= c.state["netmasters"]:
+                raise ClusterError(f"netmaster index: 1 to {c.state['netmasters']}")
+            if args.action in ("stop", "restart", "kill"):
+                c.member_stop(k, signal.SIGKILL if args.action == "kill" else signal.SIGTERM)
+            if args.action in ("start", "restart"):
+                c.member_start(k)
         elif args.cmd == "netmaster":
+            if args.action == "kill":
+                c.netmaster_stop(signal.SIGKILL)
             if args.action in ("stop", "restart"):
                 c.netmaster_stop()
             if args.action in ("start", "restart"):

@@ -1,0 +1,168 @@
+"""Failover of clustered netmasters (not in `make bench`): a simulated cluster of
+3 hosts, 3 netmasters and a 3-member etcd; each round kills the leader with
+SIGKILL and measures
+
+- kill -> a new leader is master of every switch (from the switches' own
+  controller status),
+- kill -> an endpoint attached once the new master is in place pings its peer
+  (an upper bound for an attach started at the kill),
+- the flows the new leader rewrote on taking over (its audit of unchanged
+  switches: added + modified + deleted, goal 0),
+- packets lost by a ping running across the kill (goal 0),
+
+then restarts the killed member as a follower.
+
+    python -m bench.failover [--kills 10]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import statistics
+import subprocess
+import time
+
+from bench import common
+from topologies.cluster import Cluster
+
+log = common.log
+
+
+def _leader(c) -> tuple[int, int]:
+    st = c.cluster_status()
+    leads = [m for m in st["members"] if m["state"] == "leader"]
+    return (leads[0]["index"], leads[0]["generation"]) if len(leads) == 1 else (0, 0)
+
+
+def _masters(c, host) -> list:
+    out = c.ovs(host).vsctl("--format=json", "--columns=target,role,is_connected", "list", "Controller",
+                            check=False)
+    try:
+        return [r[0] for r in json.loads(out)["data"] if r[1] == "master" and r[2] is True]
+    except ValueError:
+        return []
+
+
+def _member_get(c, k, path):
+    r = subprocess.run(["ip", "netns", "exec", c.member_ns(k), "curl", "-sf", "-m", "3",
+                        f"http://{c.member_ip(k)}:{c.state['rest_port']}{path}"], capture_output=True, text=True)
+    return json.loads(r.stdout) if r.returncode == 0 and r.stdout.strip() else None
+
+
+def _wait(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise RuntimeError(f"timed out: {what}")
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def run(kills: int) -> dict:
+    c = Cluster("nwfo", underlay="10.93.0.0/24", rest_port=common.free_port(), of_port=common.free_port(),
+                netmasters=3)
+    c.down()
+    c = Cluster("nwfo", underlay="10.93.0.0/24", rest_port=common.free_port(), of_port=common.free_port(),
+                netmasters=3)
+    rounds = []
+    try:
+        t0 = time.monotonic()
+        c.up(3, wait=90)
+        log.info("cluster up in %.1f s", time.monotonic() - t0)
+        import requests
+        requests.post(c.url + "/api/v1/networks/default:fonet/", json={"subnet": "10.41.0.0/16"},
+                      timeout=10).raise_for_status()
+        c.run("h1", "fo1", "fonet")
+        c.run("h2", "fo2", "fonet")
+        _wait(lambda: c.exec("fo1", "ping", "-c1", "-W1", c.ip("fo2")).returncode == 0, 20, "first ping")
+        for i in range(kills):
+            old, gen = _wait(lambda: _leader(c)[0] and _leader(c), 20, "a leader")
+            _wait(lambda: all(_masters(c, h) == [f"tcp:{c.member_ip(old)}:{c.state['of_port']}"]
+                              for h in c.state["hosts"]), 20, "settled roles")
+            ping = subprocess.Popen(["ip", "netns", "exec", c.ep_ns("fo1"), "ping", "-i", "0.05", "-w", "12",
+                                     c.ip("fo2")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            time.sleep(0.5)
+            c.member_stop(old, signal.SIGKILL)
+            t_kill = time.monotonic()
+            new, new_gen = _wait(lambda: _leader(c)[0] not in (0, old) and _leader(c), 20, "new leader")
+            want = f"tcp:{c.member_ip(new)}:{c.state['of_port']}"
+            _wait(lambda: all(_masters(c, h) == [want] for h in c.state["hosts"]), 20, "new master")
+            t_master = time.monotonic() - t_kill
+            _wait(lambda: _promotion_audits(c, new) >= len(c.state["hosts"]), 20, "promotion audits")
+            rewritten = _rewritten_on_promotion(c, new)   # nothing changed meanwhile: goal 0
+            # then a new endpoint (an upper bound of an attach started at the kill, which
+            # would overlap the election)
+            ep = f"n{i}"
+            c.run("h3", ep, "fonet")
+            _wait(lambda: c.exec(ep, "ping", "-c1", "-W1", c.ip("fo1")).returncode == 0, 30, "new endpoint pings")
+            t_ping = time.monotonic() - t_kill
+            ping.send_signal(signal.SIGINT)
+            out, _ = ping.communicate(timeout=30)
+            lost = _lost(out)
+            c.rm(ep)
+            c.member_start(old)
+            r = {"master_s": t_master, "attach_ping_s": t_ping, "rewritten": rewritten, "lost": lost,
+                 "generation": [gen, new_gen]}
+            log.info("kill %d: leader %d -> %d, master everywhere %.2f s, new endpoint pings %.2f s, "
+                     "flows rewritten %s, ping lost %s", i + 1, old, new, t_master, t_ping, rewritten, lost)
+            rounds.append(r)
+    finally:
+        c.down()
+    ms = [r["attach_ping_s"] for r in rounds]
+    mm = [r["master_s"] for r in rounds]
+    res = {"kills": len(rounds), "attach_ping_p50_s": statistics.median(ms), "attach_ping_p99_s": pct(ms, 99),
+           "master_p50_s": statistics.median(mm), "master_p99_s": pct(mm, 99),
+           "flows_rewritten": [r["rewritten"] for r in rounds], "packets_lost": [r["lost"] for r in rounds]}
+    return res
+
+
+def _promotion_audits(c, k) -> int:
+    text = open(f"{c.workdir}/netmaster{k}.log").read().splitlines()
+    start = max((i for i, line in enumerate(text) if "event=election_leader" in line), default=0)
+    return len({line.split("dpid=")[1].split()[0] for line in text[start:]
+                if "event=reconcile " in line and "read=switch" in line})
+
+
+def _rewritten_on_promotion(c, k) -> int:
+    """added+modified+deleted of the promotion audit: the reconcile lines with read=switch
+    after this member's latest `election_leader` line."""
+    text = open(f"{c.workdir}/netmaster{k}.log").read().splitlines()
+    start = max((i for i, line in enumerate(text) if "event=election_leader" in line), default=0)
+    n, seen = 0, set()
+    for line in text[start:]:
+        if "event=reconcile " in line and "read=switch" in line:
+            f = dict(x.split("=", 1) for x in line.split() if "=" in x)
+            if f.get("dpid") in seen:
+                continue
+            seen.add(f.get("dpid"))
+            n += int(f.get("added", 0)) + int(f.get("modified", 0)) + int(f.get("deleted", 0))
+    return n
+
+
+def _lost(out: str) -> int:
+    for line in out.splitlines():
+        if "packets transmitted" in line:
+            parts = line.split(",")
+            return int(parts[0].split()[0]) - int(parts[1].split()[0])
+    return -1
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.failover")
+    p.add_argument("--kills", type=int, default=10)
+    a = p.parse_args(argv)
+    common.setup_logging()
+    res = run(a.kills)
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
