@@ -28,9 +28,10 @@ import urllib.parse
 
 from agent import cni_plugin, cni_server
 from agent import docker_api, docker_plugin
-from agent import credential, localapi, metrics, tunnel_neigh
+from agent import credential, host_access, localapi, metrics, tunnel_neigh
 from agent import netmaster_client as nmc
 from agent import ovsdb as ovsdb_mod
+from flows.pipeline import DEFAULT_PVT_SUBNET, HOST_PORT, HOST_PORT_NAME
 from netweave import config
 
 LOG = logging.getLogger("netplugin")
@@ -153,6 +154,11 @@ class Agent:
         if db.last_status != "unchanged":
             self._repaired(reason, "event=tunnel_port_ensured bridge=%s port=vxlan0 reason=%s",
                            self.bridge, reason)
+        if not self.args.no_host_access:
+            db.ensure_host_port(self.bridge, HOST_PORT_NAME, HOST_PORT)
+            if db.last_status != "unchanged":
+                self._repaired(reason, "event=host_port_ensured bridge=%s port=%s reason=%s",
+                               self.bridge, HOST_PORT_NAME, reason)
         db.set_host_info({HOST_LABEL_KEY: self.host_label, NETMASTER_KEY: self.args.netmaster,
                           BRIDGE_KEY: self.bridge, STATE_KEY: os.path.abspath(self.args.state_dir)})
         if self.args.uplink:
@@ -400,6 +406,7 @@ class Agent:
                 metrics.HEARTBEATS.labels("ok").inc()
                 self.checks["netmaster"] = "ok"
                 self.sync_tunnel_neighbours()
+                self.sync_host_access()
                 self.sync_docker()
                 if up is not True:
                     LOG.info("event=host_registered host=%s vtep=%s dpid=%016x netmaster=%s",
@@ -430,6 +437,21 @@ class Agent:
         if self.neigh is not None:
             self.neigh.configure(dev, subnet)
         LOG.info("event=vtep_interface device=%s mac=%s subnet=%s", dev, self.vtep_mac, subnet)
+
+    def sync_host_access(self):
+        """The host port's kernel side, for the pvtSubnet netmaster has (heartbeat thread)."""
+        if self.args.no_host_access:
+            return
+        try:
+            g = self.nm.get("/api/v1/globals/global/") or {}
+        except (nmc.NetmasterError, nmc.NetmasterUnreachable) as e:
+            LOG.warning("event=host_access_deferred error=%r", str(e))
+            return
+        try:
+            problem = host_access.ensure(g.get("pvtSubnet") or DEFAULT_PVT_SUBNET)
+        except (OSError, subprocess.SubprocessError, ValueError) as e:
+            problem = f"host access: {e}"
+        self.checks["host_access"] = problem or "ok"
 
     def sync_tunnel_neighbours(self):
         """Peers' VTEP MACs into OVS's tunnel neighbour cache (heartbeat thread: no IDL)."""
@@ -544,6 +566,10 @@ def build_parser():
     p.add_argument("--datapath", choices=["system", "netdev", "auto"], default="auto")
     p.add_argument("--uplink", default="", help="interface for VLAN networks (optional)")
     p.add_argument("--bridge", default="br-int")
+    p.add_argument("--no-host-access", action="store_true",
+                   help="no host port: by default netplugin keeps nethost0 (ofport 102) with this host's "
+                        "pvtSubnet address, IPv4 forwarding and masquerading, so that endpoints reach "
+                        "this host and the outside")
     p.add_argument("--heartbeat-interval", type=float, default=2.0)
     p.add_argument("--resync-interval", type=float, default=30.0,
                    help="seconds between resyncs with netmaster; a resync releases endpoints "

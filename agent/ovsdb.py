@@ -441,6 +441,10 @@ class Ovsdb:
         return self._ensure_port(bridge, name, "vxlan", {"remote_ip": "flow", "key": "flow"},
                                  ofport, what="tunnel_port")
 
+    def ensure_host_port(self, bridge, name, ofport=102):
+        """The internal port to this host's kernel (agent/host_access.py). Returns its ofport."""
+        return self._ensure_port(bridge, name, "internal", None, ofport, what="host_port")
+
     def ensure_uplink_port(self, bridge, ifname, ofport=101):
         """An existing host interface (VLAN uplink) plugged into the bridge. Returns ofport."""
         return self._ensure_port(bridge, ifname, "", None, ofport, what="uplink_port")

@@ -96,6 +96,7 @@ def build_snapshot(model: Model, ofports: dict[str, dict[str, int]]) -> snap.Sna
     endpoints = [endpoint_of_record(e) for e in st.list("ep/").values()]
     services = [service_of(model, f"{s['tenantName']}:{s['serviceName']}")
                 for s in model.objects_of(schema.SERVICE_LB)]
+    g = model.store.get(okey("global", "global")) or {}
     return snap.Snapshot(tuple(sorted(tenants, key=lambda t: t.name)),
                          tuple(sorted(networks, key=lambda n: (n.tenant, n.name))),
                          tuple(sorted(endpoints, key=lambda e: e.endpoint_id)),
@@ -103,7 +104,8 @@ def build_snapshot(model: Model, ofports: dict[str, dict[str, int]]) -> snap.Sna
                          tuple(sorted(groups, key=lambda g: (g.tenant, g.name))),
                          tuple(sorted(rules, key=lambda r: (r.tenant, r.policy, r.rule_id))),
                          {h: dict(p) for h, p in ofports.items()},
-                         tuple(sorted(services, key=lambda s: (s.tenant, s.name))))
+                         tuple(sorted(services, key=lambda s: (s.tenant, s.name))),
+                         g.get("pvtSubnet") or "172.19.0.0/16")
 
 
 ENGINE_AUDIT_INTERVAL = 600.0     # seconds between full recomputes that check the increments
@@ -259,6 +261,10 @@ class Fabric:
                     self.engine.set_ports(label, self._ports_of(label))
             return True
         key = ev.key
+        if key == "obj/global/global":
+            # pvtSubnet: the tenants' egress addresses (it cannot change while networks exist)
+            self.engine.set_pvt_subnet((ev.value or {}).get("pvtSubnet") or "172.19.0.0/16")
+            return True
         if key.startswith(_IGNORED):
             return True
         if key.startswith("ep/"):

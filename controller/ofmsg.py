@@ -211,40 +211,42 @@ def _ct_opts(opts: Iterable[tuple]) -> tuple:
     return tuple(sorted(out.items()))
 
 
-NX_NAT_F_DST = 1 << 1           # OVS's nx_nat_flags (os-ken does not name them)
+NX_NAT_F_SRC, NX_NAT_F_DST = 1 << 0, 1 << 1      # OVS's nx_nat_flags (os-ken does not name them)
 
 
 def _nat_text(text: str) -> str:
-    """'' (plain nat: apply the connection's translation) or 'dst=a.b.c.d[:port]'."""
+    """'' (plain nat: apply the connection's translation) or '(src|dst)=a.b.c.d[:port]'."""
     if not text:
         return ""
-    m = re.fullmatch(r"dst=(\d+\.\d+\.\d+\.\d+)(?::(\d+))?", text)
+    m = re.fullmatch(r"(src|dst)=(\d+\.\d+\.\d+\.\d+)(?::(\d+))?", text)
     if not m:
         raise ConversionError(f"unsupported nat {text!r}")
-    return f"dst={ipaddress.IPv4Address(m[1])}" + (f":{int(m[2])}" if m[2] else "")
+    return f"{m[1]}={ipaddress.IPv4Address(m[2])}" + (f":{int(m[3])}" if m[3] else "")
 
 
 def _nat_action(text: str):
     if not text:
         return parser.NXActionNAT(flags=0)
-    m = re.fullmatch(r"dst=([\d.]+)(?::(\d+))?", text)
+    m = re.fullmatch(r"(src|dst)=([\d.]+)(?::(\d+))?", text)
+    flags = NX_NAT_F_SRC if m[1] == "src" else NX_NAT_F_DST
     # os-ken does not pad what it appends after NXActionNAT's header: send the ranges in a
     # multiple of 8 bytes (address and port ranges of one value each mean the same to OVS)
-    if m[2]:
-        kw = {"range_ipv4_min": m[1], "range_proto_min": int(m[2]), "range_proto_max": int(m[2])}
+    if m[3]:
+        kw = {"range_ipv4_min": m[2], "range_proto_min": int(m[3]), "range_proto_max": int(m[3])}
     else:
-        kw = {"range_ipv4_min": m[1], "range_ipv4_max": m[1]}
-    return parser.NXActionNAT(flags=NX_NAT_F_DST, **kw)
+        kw = {"range_ipv4_min": m[2], "range_ipv4_max": m[2]}
+    return parser.NXActionNAT(flags=flags, **kw)
 
 
 def _nat_from(act) -> str:
     if act.flags == 0 and not act.range_ipv4_min and act.range_proto_min is None:
         return ""
-    if act.flags != NX_NAT_F_DST or not act.range_ipv4_min or act.range_ipv6_min \
+    if act.flags not in (NX_NAT_F_SRC, NX_NAT_F_DST) or not act.range_ipv4_min or act.range_ipv6_min \
             or act.range_ipv4_max not in ("", act.range_ipv4_min) \
             or act.range_proto_max not in (None, act.range_proto_min):
         raise ConversionError(f"unsupported nat {act}")
-    return f"dst={act.range_ipv4_min}" + (f":{act.range_proto_min}" if act.range_proto_min else "")
+    side = "src" if act.flags == NX_NAT_F_SRC else "dst"
+    return f"{side}={act.range_ipv4_min}" + (f":{act.range_proto_min}" if act.range_proto_min else "")
 
 
 @functools.lru_cache(maxsize=1 << 16)

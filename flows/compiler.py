@@ -15,7 +15,7 @@ import logging
 from typing import Dict, FrozenSet, List, Set, Tuple
 
 from flows import gcpause
-from flows import arp, classify, l2, policy, routing, service
+from flows import arp, classify, egress, l2, policy, routing, service
 from flows.entry import FlowEntry, GroupEntry
 from flows.index import Index
 from flows.pipeline import ROUTER_MAC, Owner, cookie, endpoint_cookie
@@ -96,6 +96,9 @@ def _compile(ix: Index, sh: _Shared, host: str) -> Compiled:
         sf, sg = sh.services(t)
         flows |= sf
         groups |= sg
+        flows.update(egress.tenant_entries(ix.tenants[t], ix.snap.pvt_subnet))
+        if egress.usable(ix.tenants[t], ix.snap.pvt_subnet):
+            flows.update(egress.base_entries())
         for n in ix.nets_by_tenant.get(t, ()):
             remote = sh.remote_l2(n, uplink)
             mine = [remote[0][e.endpoint_id] for e in local_by_net.get((t, n.name), ())

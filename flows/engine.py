@@ -123,6 +123,7 @@ class State:
     def __init__(self):
         self.objects: Dict[str, dict] = defaultdict(dict)   # kind -> key -> object (any kind)
         self.ofports: Dict[str, Dict[str, int]] = {}
+        self.pvt_subnet = "172.19.0.0/16"
         # accepted endpoints and the sets derived from them
         self.eps: Dict[str, Endpoint] = {}
         self.host_tenants: Dict[Tuple[str, str], int] = defaultdict(int)    # (tenant, host) -> count
@@ -220,6 +221,11 @@ class State:
             if obj is not None:
                 self.rules_by_tenant[obj.tenant][key] = obj
                 self.rules_by_policy[(obj.tenant, obj.policy)] += 1
+
+    def set_pvt_subnet(self, subnet: str) -> None:
+        if subnet != self.pvt_subnet:
+            self.pvt_subnet = subnet
+            self.changed.add(("pvt", None))
 
     def set_ports(self, host: str, ports: Dict[str, int]) -> None:
         old = self.ofports.get(host, {})
@@ -401,6 +407,10 @@ class View:
         eps = self.st.eps_on.get((tenant, network, host))
         return [eps[i] for i in sorted(eps)] if eps else []
 
+    def pvt_subnet(self) -> str:
+        self.deps.add(("pvt", None))
+        return self.st.pvt_subnet
+
     def tenant_services(self, tenant: str) -> list:
         """The tenant's services, by key (flows/service.py)."""
         self.deps.add(("tenant_services", tenant))
@@ -575,6 +585,9 @@ class Engine:
     def set_ports(self, host: str, ports: Dict[str, int]) -> None:
         self.st.set_ports(host, ports)
 
+    def set_pvt_subnet(self, subnet: str) -> None:
+        self.st.set_pvt_subnet(subnet)
+
     def load(self, snap: Snapshot) -> None:
         """Make the state equal to a Snapshot (puts and deletes only for what differs)."""
         want = snapshot_objects(snap)
@@ -587,6 +600,7 @@ class Engine:
                 self.st.put(kind, key, obj)
         for h in set(self.st.ofports) | set(snap.ofports):
             self.st.set_ports(h, dict(snap.ofports.get(h, {})))
+        self.st.set_pvt_subnet(snap.pvt_subnet)
 
     # -- processing --------------------------------------------------------------
     def apply(self) -> set:

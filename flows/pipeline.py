@@ -22,11 +22,14 @@ class T(IntEnum):
     SERVICE = 2          # IP to a service VIP:port from a local port -> ct(nat) in the service zone
     SERVICE_LB = 3       # +new: the service port's select group (ct commit+DNAT); +est: on
     SERVICE_FWD = 4      # after DNAT: ip_dst -> the provider's MAC and network
+    HOST_IN = 5          # from the host port: only replies of SNATed connections, un-SNATed, in
     SRC_GROUP = 10       # ip_src within the VRF -> source group id (reg5)
     DST_GROUP = 11       # ip_dst within the VRF -> destination group id (reg6)
     EGRESS_CT = 20       # IP from a local port -> conntrack in the VRF's zone
     EGRESS_POLICY = 21   # 'out' rules of the source group, +new only
     ROUTING = 30         # eth_dst=router MAC: route by ip_dst within the VRF
+    HOST_NAT = 35        # routed to no endpoint: SNAT to the tenant's pvtSubnet address
+    HOST_OUT = 36        # ... and out of the host port to the host's kernel (which masquerades)
     L2 = 40              # (network, eth_dst) -> local / remote host; flood
     INGRESS_CT = 50      # IP to a local port -> conntrack in the VRF's zone
     INGRESS_POLICY = 51  # 'in' rules of the destination group, +new only
@@ -101,6 +104,30 @@ def endpoint_cookie(endpoint_id: str) -> int:
 # --- ports
 TUNNEL_PORT = 100                 # ofport requested for the flow-based VXLAN port
 TUNNEL_PORT_NAME = "vxlan0"       # type=vxlan options:remote_ip=flow options:key=flow
+# The host port: an internal port whose kernel side holds the host's pvtSubnet address;
+# endpoints reach their host and, through the host's masquerading, the outside by it.
+HOST_PORT = 102
+HOST_PORT_NAME = "nethost0"
+HOST_PORT_MAC = "02:4e:57:00:00:02"       # the kernel side's MAC (the agent sets it)
+DEFAULT_PVT_SUBNET = "172.19.0.0/16"
+
+
+def pvt_tenant_ip(pvt_subnet: str, vrf_id: int) -> str:
+    """A tenant's address in pvtSubnet: its SNAT source, and how the host's replies name it."""
+    import ipaddress
+    net = ipaddress.IPv4Network(pvt_subnet, strict=False)
+    if not 0 < vrf_id < net.num_addresses - 2:
+        raise ValueError(f"vrf {vrf_id} has no address in {pvt_subnet}")
+    return str(net.network_address + vrf_id)
+
+
+def pvt_host_ip(pvt_subnet: str) -> str:
+    """The host kernel's address on the host port (the last usable one of pvtSubnet)."""
+    import ipaddress
+    net = ipaddress.IPv4Network(pvt_subnet, strict=False)
+    return str(net.broadcast_address - 1)
+
+
 # The uplink of 'vlan' networks has no fixed number: it is the ofport that
 # Snapshot.ofports gives for Host.uplink_port (see index.Index.uplink).
 OFPVID_PRESENT = 0x1000

@@ -18,12 +18,14 @@ Engine): the engine learns what it depends on from what it reads.
     service  a service: VIP ARP and match, its select groups   anchor: service
     svcvrf   a tenant with services: into SERVICE, the translated path, un-DNAT
                                                       anchor: tenant
+    hostnat  a tenant's egress SNAT to pvtSubnet and the replies' way back
+                                                      anchor: tenant
 """
 from __future__ import annotations
 
 from typing import Optional
 
-from flows import arp, classify, l2, policy, routing, service as svc_flows
+from flows import arp, classify, egress, l2, policy, routing, service as svc_flows
 from flows.engine import OwnerKind, Out, View
 from flows.pipeline import ROUTER_MAC, Owner, cookie, endpoint_cookie
 
@@ -164,6 +166,20 @@ def svcvrf(v: View, name: str) -> Optional[Out]:
     return out
 
 
+def hostnat(v: View, name: str) -> Optional[Out]:
+    """A tenant's way to its hosts and the outside (flows/egress.py)."""
+    t = v.tenant(name)
+    if t is None:
+        return None
+    pvt = v.pvt_subnet()
+    own = egress.tenant_entries(t, pvt)
+    if not own:
+        return None
+    out = Out()
+    out.add_scoped(name, own + egress.base_entries())
+    return out
+
+
 KINDS = (
     OwnerKind("base", "labels", base),
     OwnerKind("tenant", "tenant", tenant),
@@ -174,4 +190,5 @@ KINDS = (
     OwnerKind("nethost", "net_eps_on", nethost),
     OwnerKind("service", "service", service),
     OwnerKind("svcvrf", "tenant", svcvrf),
+    OwnerKind("hostnat", "tenant", hostnat),
 )

@@ -164,17 +164,16 @@ class Conntrack:
         k = self._key(pkt)
         if (zone, k) in self.conns:
             if nat and (zone, k) in self.nats:
-                ip, port = self.nats[(zone, k)]
-                pkt["ip_dst"] = ip
-                self._set_l4(pkt, "dst", port)
+                self._translate(pkt, self.nats[(zone, k)])
             return "+trk+est" if self.conns[(zone, k)] else "+trk+new"
         if (zone, k) in self.replies:
             orig = self.replies[(zone, k)]
             self.conns[orig] = True
             if nat:
-                _p, _s, _sp, d, dp = orig[1]
-                pkt["ip_src"] = d
-                self._set_l4(pkt, "src", dp)
+                _p, s0, sp0, d0, dp0 = orig[1]
+                side = self.nats[orig][0]
+                # the reply's other side is turned back: a DNAT's source, a SNAT's destination
+                self._translate(pkt, ("src", d0, dp0) if side == "dst" else ("dst", s0, sp0))
             return "+trk+est+rpl"
         p, s, sp, d, dp = k
         rk = (zone, (p, d, dp, s, sp))
@@ -191,14 +190,21 @@ class Conntrack:
             return                          # pkt is a reply: its connection is recorded already
         self.conns.setdefault((zone, k), False)
         if nat and (zone, k) not in self.nats:
-            ip, _, port = nat[len("dst="):].partition(":")
-            self.nats[(zone, k)] = (ip, int(port) if port else dp)
-            tip, tport = self.nats[(zone, k)]
-            self.replies[(zone, (p, tip, tport, s, sp))] = (zone, k)
+            side, _, target = nat.partition("=")
+            ip, _, port = target.partition(":")
+            if side == "dst":
+                self.nats[(zone, k)] = ("dst", ip, int(port) if port else dp)
+                self.replies[(zone, (p, ip, int(port) if port else dp, s, sp))] = (zone, k)
+            else:
+                self.nats[(zone, k)] = ("src", ip, int(port) if port else sp)
+                self.replies[(zone, (p, d, dp, ip, int(port) if port else sp))] = (zone, k)
         if (zone, k) in self.nats:
-            ip, port = self.nats[(zone, k)]
-            pkt["ip_dst"] = ip
-            self._set_l4(pkt, "dst", port)
+            self._translate(pkt, self.nats[(zone, k)])
+
+    def _translate(self, pkt: dict, nat: tuple) -> None:
+        side, ip, port = nat
+        pkt["ip_" + side] = ip
+        self._set_l4(pkt, side, port)
 
 
 class Switch:

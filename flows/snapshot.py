@@ -197,3 +197,4 @@ class Snapshot:
     rules: Tuple[Rule, ...] = ()
     ofports: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     services: Tuple[Service, ...] = ()
+    pvt_subnet: str = "172.19.0.0/16"     # the global pvtSubnet: egress SNAT addresses (flows/egress.py)

@@ -102,6 +102,28 @@ class Cluster:
         return str(self.net.network_address + i)
 
     @property
+    def outside_ip(self) -> str:
+        """The "outside": a namespace on the underlay that is no host of the cluster."""
+        return str(self.net.network_address + 250)
+
+    @property
+    def outside_ns(self) -> str:
+        return f"{self.name}-outside"
+
+    def _outside_up(self) -> None:
+        ns, veth = self.outside_ns, f"{self.name}-out"
+        if ns in _netns_list():
+            return
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "set", "lo", "up", netns=ns)
+        sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        sh("ip", "link", "set", veth, "master", self.bridge, "up")
+        sh("ethtool", "-K", veth, "tx", "off", check=False)
+        sh("ip", "addr", "add", f"{self.outside_ip}/{self.net.prefixlen}", "dev", "eth0", netns=ns)
+        sh("ip", "link", "set", "eth0", "up", netns=ns)
+        sh("ethtool", "-K", "eth0", "tx", "off", check=False, netns=ns)
+
+    @property
     def bridge(self) -> str:
         return f"{self.name}-ul"
 
@@ -315,6 +337,7 @@ class Cluster:
             self._proxy_start()
         elif not self.state["netmaster"] and not self._netmaster_alive():
             self.netmaster_start()
+        self._outside_up()
         for i in range(1, hosts + 1):
             label = f"h{i}"
             if label not in self.state["hosts"]:
@@ -494,7 +517,10 @@ class Cluster:
         self._save()
 
     def exec(self, name: str, *cmd, check=False, timeout=60) -> subprocess.CompletedProcess:
+        """Run cmd in an endpoint's, a host's or (name "outside") the outside's namespace."""
         ns = (self.state["endpoints"].get(name) or {}).get("ns") or (self.state["hosts"].get(name) or {}).get("ns")
+        if name == "outside":
+            ns = self.outside_ns
         if ns is None:
             raise ClusterError(f"no endpoint or host named {name}")
         return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True,
@@ -677,7 +703,8 @@ def main(argv=None) -> int:
             c = Cluster(args.name, underlay=args.underlay, rest_port=args.rest_port, of_port=args.of_port,
                         netmaster=args.netmaster, docker=args.docker, netmasters=args.netmasters)
             c.up(args.hosts)
-            print(f"cluster {c.name}: {len(c.state['hosts'])} hosts up and connected; netmaster {c.url}")
+            print(f"cluster {c.name}: {len(c.state['hosts'])} hosts up and connected; netmaster {c.url}; "
+                  f"outside {c.outside_ip} (cluster exec outside -- CMD)")
             return 0
         c = Cluster(args.name)
         if args.cmd == "down":
@@ -696,6 +723,8 @@ def main(argv=None) -> int:
         elif args.cmd == "exec":
             cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
             ns = (c.state["endpoints"].get(args.target) or c.state["hosts"].get(args.target) or {}).get("ns")
+            if args.target == "outside":
+                ns = c.outside_ns
             if not ns:
                 raise ClusterError(f"no endpoint or host named {args.target}")
             return subprocess.call(["ip", "netns", "exec", ns, *cmd])

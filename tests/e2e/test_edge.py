@@ -141,3 +141,37 @@ def test_deny_rule_on_the_providers_group_blocks_the_service(cluster, service):
     wait_until(e.switches_settled, 20, interval=0.2, what="switches hold their flows")
     rc, got = _names(e, "c1", vip, 80, 3)
     assert rc == 0 and set(got) <= set(PROVIDERS), got
+
+
+def _serve_in(e, ns, port):
+    p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, TCP, "serve", str(port)],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    e.servers.append(p)
+    assert p.stdout.readline().strip() == "listening"
+
+
+def test_endpoint_reaches_its_host_and_the_outside_and_nothing_gets_in(cluster):
+    e = cluster
+    c = e.c
+    out_ip, h1_ip = c.outside_ip, c.state["hosts"]["h1"]["vtep"]
+    wait_until(lambda: "172.19.255.254/16" in c.exec("h1", "ip", "-o", "addr", "show", "dev", "nethost0").stdout,
+               20, interval=0.2, what="h1's host port has its pvtSubnet address")
+    # the outside namespace, beyond the underlay, and the host itself: ping and TCP
+    _serve_in(e, c.outside_ns, 7070)
+    _serve_in(e, c.state["hosts"]["h1"]["ns"], 7071)
+    assert e.ping("f1", out_ip, 2, 1) and e.ping("f2", out_ip, 2, 1)
+    assert e.tcp("f1", out_ip, 7070) and e.tcp("f3", out_ip, 7070)
+    assert e.ping("f1", h1_ip, 2, 1) and e.tcp("f1", h1_ip, 7071)
+    # the outside saw the host's address (masqueraded), never the endpoint's
+    seen = c.exec("outside", "ip", "neigh", "show").stdout
+    assert h1_ip in seen, seen
+    # nothing opens a connection in: not the host (which has a route to pvtSubnet) ...
+    e.serve("f1", 7072)
+    assert e.tcp("f1", "127.0.0.1", 7072)                     # the server is up
+    assert c.exec("h1", sys.executable, TCP, "connect", "172.19.0.1", "7072", "1.5").returncode != 0
+    # ... nor the outside, even given routes through the host to both addresses
+    c.exec("outside", "ip", "route", "add", "172.19.0.0/16", "via", h1_ip, check=True)
+    c.exec("outside", "ip", "route", "add", "10.20.1.0/24", "via", h1_ip, check=True)
+    assert c.exec("outside", sys.executable, TCP, "connect", "172.19.0.1", "7072", "1.5").returncode != 0
+    assert c.exec("outside", sys.executable, TCP, "connect", c.ip("f1"), "7072", "1.5").returncode != 0
+    assert not e.ping("outside", c.ip("f1"), 1, 1)

@@ -132,7 +132,9 @@ def _service_snapshot(providers=("b3", "b2")):
     snap = policy_snapshot()
     eps = tuple(replace(e, labels=("app=web",)) if e.endpoint_id in providers else e for e in snap.endpoints)
     svc = Service("blue", "web-svc", "web", "10.1.1.100", ((80, 8080, "tcp"),), ("app=web",), 1)
-    return replace(snap, endpoints=eps, services=(svc,))
+    ports = {h: dict(p) for h, p in snap.ofports.items()}
+    ports["h1"]["nethost0"] = 102                # the host port (flows/egress.py)
+    return replace(snap, endpoints=eps, services=(svc,), ofports=ports)
 
 
 SVC_CASES = {
@@ -142,8 +144,14 @@ SVC_CASES = {
     "service-reply": ip_pkt(EP["b2"], "10.1.1.1", sport=8080, dport=40000, tun_id=5001),
     # the same port from a provider here: no translation, delivered as it is
     "service-local-reply": ip_pkt(EP["b3"], "10.1.1.1", sport=8080, dport=40000),
+    # egress: routed to no endpoint -> SNAT to blue's pvtSubnet address, out of the host port
+    "egress": ip_pkt(B1, "192.0.2.10", dst_mac=ROUTER_MAC, dport=443),
+    # from the host port to blue's pvtSubnet address: only a reply (+est) gets in
+    "egress-reply": {"eth_src": "02:4e:57:00:00:02", "eth_dst": ROUTER_MAC, "eth_type": 0x0800,
+                     "ip_src": "192.0.2.10", "ip_dst": "172.19.0.1", "nw_ttl": 64, "ip_proto": 6,
+                     "tcp_src": 443, "tcp_dst": 40000},
 }
-SVC_PORT = {"service-reply": TUNNEL_PORT, "service-local-reply": 2}
+SVC_PORT = {"service-reply": TUNNEL_PORT, "service-local-reply": 2, "egress-reply": 102}
 
 
 @pytest.fixture(scope="module")

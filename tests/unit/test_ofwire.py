@@ -89,6 +89,12 @@ def test_fast_equals_slow_compiled():
     assert len(flows) > 500
     for e in flows:
         buf = stats_bytes(e)
+        if any(a[0] == "ct" and "nat" in dict(a[1]) for a in e.actions):
+            # ct with a nat (services, egress: a few per tenant) is left to the slow path
+            with pytest.raises(ofwire.Unsupported):
+                ofwire.decode(buf)
+            assert slow(buf) == ofmsg.normalize(e), e.to_ofctl()
+            continue
         assert ofwire.decode(buf) == slow(buf) == ofmsg.normalize(e), e.to_ofctl()
 
 
