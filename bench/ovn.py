@@ -237,7 +237,7 @@ class Netweave:
     def _flows_equal(self, host: str) -> bool:
         f = self.s.get(f"{self.c.url}/api/v1/flows/{host}/", timeout=60).json()
         d = f.get("diff") or {}
-        return bool(f.get("connected")) and f.get("desired", 0) > 0 and not any(
+        return bool(f.get("connected")) and len(f.get("desired") or []) > 0 and not any(
             d.get(k) for k in ("missing", "extra", "changed"))
 
     def endpoint(self, host: str, name: str, group: str) -> str:

@@ -91,6 +91,7 @@ class EtcdStore(Store):
         self._wlock_local = threading.RLock()
         self._guarded = 0                      # depth of write_lock() in the holding thread
         self._floor = 0                        # revision of the last full read
+        self._commits = 0                      # successful commits, to see a lock body commit
         self._stopped = False
         self._resp = None                      # the watch's open stream, closed by close()
         rev = self.resync()
@@ -277,13 +278,35 @@ class EtcdStore(Store):
     def write_lock(self):
         """Serialise this process's writers; a commit inside raises Stale when
         another netmaster wrote since the mirror was read (the caller retries,
-        see store.base.retry_stale)."""
+        see store.base.retry_stale).  A body that ends without committing (a
+        refusal, or a re-applied identical object) decided on the mirror alone:
+        the guard is read once to make sure the mirror was current, else Stale."""
         with self._wlock_local:
             self._guarded += 1
+            committed = self._commits
             try:
                 yield
+            except StoreError:
+                raise
+            except Exception as exc:
+                if self._commits == committed and self._mirror_behind():
+                    raise Stale(f"etcd store {self.where}: refused on a stale mirror, retrying") from exc
+                raise
+            else:
+                if self._commits == committed and self._mirror_behind():
+                    raise Stale(f"etcd store {self.where}: no-op on a stale mirror, retrying")
             finally:
                 self._guarded -= 1
+
+    def _mirror_behind(self) -> bool:
+        """Read the guard: True (after catching up) when someone wrote since the mirror's view."""
+        res = self.call("/kv/range", {"key": _b64(self.prefix + GUARD)})
+        kvs = res.get("kvs") or []
+        now = int(kvs[0].get("mod_revision", 0)) if kvs else 0
+        if now > self._guard_rev:
+            self._catch_up(now)
+            return True
+        return False
 
     def commit(self, puts=None, deletes=()):
         puts = dict(puts or {})
@@ -318,6 +341,7 @@ class EtcdStore(Store):
             self._catch_up(now)
             raise Stale(f"etcd store {self.where}: another netmaster wrote at revision {now}")
         COMMIT_SECONDS.labels(self.backend).observe(time.perf_counter() - t0)
+        self._commits += 1
         with self._mirror_lock:
             self._guard_rev = max(self._guard_rev, rev)
             for k in list(puts) + deletes:
