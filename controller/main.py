@@ -47,6 +47,16 @@ def _positive_float(text: str) -> float:
     return x
 
 
+def _port_or_none(text) -> int:
+    """A TCP port, or 0 for 'none' (the listener is off)."""
+    if str(text).lower() in ("none", "off", "", "0"):
+        return 0
+    n = int(text)
+    if not 0 < n < 65536:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port")
+    return n
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="netmaster", description="netweave's netmaster: REST API and OpenFlow controller")
     p.add_argument("--listen", "--listen-url", action="append", dest="listen",
@@ -65,6 +75,9 @@ def build_parser():
                    help="seconds a login token lives (default 43200)")
     p.add_argument("--of-listen", default="0.0.0.0", help="OpenFlow listen address (default 0.0.0.0)")
     p.add_argument("--of-port", type=int, default=6653, help="OpenFlow port (default 6653)")
+    p.add_argument("--of-tls-port", type=_port_or_none, default=6643,
+                   help="OpenFlow over TLS port on --of-listen, for switches with `ssl:` targets "
+                        "holding a certificate of netmaster's CA (default 6643; 'none' to disable)")
     p.add_argument("--no-openflow", action="store_true", help="serve REST only (no OpenFlow controller)")
     p.add_argument("--store", "--cluster-store", dest="store", default="sqlite:///var/lib/netweave/state.db",
                    help="sqlite:///PATH (embedded, default), etcd://HOST:PORT[,HOST:PORT][/prefix], or etcds://... over TLS")
@@ -200,7 +213,8 @@ def main(argv=None):
         nm = Netmaster(store, host_timeout=args.host_timeout, underlay_mtu=args.underlay_mtu,
                        openflow=None if args.no_openflow else (args.of_listen, args.of_port),
                        deny_log_rate=args.deny_log_rate, pki=pki, token_ttl=args.token_ttl,
-                       member=_member(args, listen, tls_listen), election_ttl=args.election_ttl)
+                       member=_member(args, listen, tls_listen), election_ttl=args.election_ttl,
+                       of_tls_port=args.of_tls_port or None)
     except StoreError as exc:             # unreachable, refused TLS, a bad option: say which, exit
         log.error("event=store_failed store=%s error=%s", args.store, exc)
         return 1
@@ -233,8 +247,10 @@ def main(argv=None):
     servers = [eventlet.spawn(eventlet.wsgi.server, GuardedListener(s), _Listener(nm.rest, kind), log=_WsgiLog(),
                               log_output=True, keepalive=True, socket_timeout=30) for s, kind in socks]
     nm.start()
-    log.info("event=netmaster_started rest=%s tls=%s openflow=%s store=%s", ",".join(listen),
-             ",".join(tls_listen) or "off", "off" if args.no_openflow else f"{args.of_listen}:{args.of_port}",
+    log.info("event=netmaster_started rest=%s tls=%s openflow=%s openflow_tls=%s store=%s",
+             ",".join(listen), ",".join(tls_listen) or "off",
+             "off" if args.no_openflow else f"{args.of_listen}:{args.of_port}",
+             "off" if args.no_openflow or not args.of_tls_port else f"{args.of_listen}:{args.of_tls_port}",
              args.store)
     log.info("event=credentials ca=%s admin_token=%s admin_password=%s bootstrap_token=%s",
              pki.ca_cert, creds["admin_token"], creds["admin_password"], creds["bootstrap_token"])

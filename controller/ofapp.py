@@ -749,6 +749,7 @@ class Handle:
     app: SwitchManager
     _mgr: app_manager.AppManager
     _threads: list
+    _tls: Optional[tuple] = None               # (green thread, listening socket) of the TLS listener
 
     def stop(self) -> None:
         """Stop listening, drop every switch connection, forget the apps.
@@ -757,6 +758,9 @@ class Handle:
         if app._stopping:
             return
         app._stopping = True
+        if self._tls is not None:
+            hub.kill(self._tls[0])
+            self._tls[1].close()
         for t in list(app._workers.values()) + list(app._retries.values()) + [app._auditor]:
             hub.kill(t)
         self._mgr.close()                      # stops event loops, kills the listener
@@ -805,11 +809,44 @@ def _guard_ofctl_takeover() -> None:
     service.OfctlService._switch_features_handler = guarded
 
 
+def _tls_listen(host: str, port: int):
+    """Bound socket for OpenFlow over TLS (`ssl:` targets), or OSError now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return hub.listen((host, port), family=family)
+
+
+def _tls_serve(sock, tls: tuple) -> None:
+    """OpenFlow over TLS beside os-ken's tcp listener (os-ken serves only one of
+    the two from its CONF). Only switches holding a certificate signed by the CA
+    complete the handshake; each handshake runs in its connection's own green
+    thread, bounded in time, so a silent peer cannot stall accept()."""
+    from os_ken.controller.controller import datapath_connection_factory
+    from netweave.pki import server_context
+    certfile, keyfile, cafile = tls
+    ctx = server_context(certfile, keyfile, cafile, require_client=True)
+
+    def handle(conn, addr):
+        try:
+            conn.settimeout(10)
+            conn = ctx.wrap_socket(conn, server_side=True)
+        except (OSError, ValueError) as exc:           # ssl.SSLError is an OSError
+            LOG.warning("event=openflow_tls_refused addr=%s error=%s", addr[0], exc)
+            conn.close()
+            return
+        datapath_connection_factory(conn, addr)         # os-ken sets its own socket timeout
+
+    while True:
+        conn, addr = sock.accept()
+        hub.spawn(handle, conn, addr)
+
+
 def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653, deny_log_rate: int = DENY_LOG_RATE,
-          deny_log_burst: Optional[int] = None, packet_in=None, roles: bool = False) -> Handle:
+          deny_log_burst: Optional[int] = None, packet_in=None, roles: bool = False,
+          tls_port: Optional[int] = None, tls: Optional[tuple] = None) -> Handle:
     """Run os-ken's OpenFlow listener and SwitchManager in this process's hub.
     deny_log_rate/burst: the deny-log meter on every switch (packets/s, packets;
-    burst defaults to one second's worth); packet_in: see SwitchManager."""
+    burst defaults to one second's worth); packet_in: see SwitchManager.
+    tls_port, tls=(certfile, keyfile, cafile): also listen for OpenFlow over TLS."""
     global _conf_parsed, _running
     if _running is not None:
         raise RuntimeError("an OpenFlow controller already runs in this process; stop() it first")
@@ -827,6 +864,7 @@ def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653, deny_log_rate
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((host, port))
+    tls_sock = _tls_listen(host, tls_port) if tls_port else None
     _FABRIC_ADMIT[0] = getattr(fabric, "admit", None)
     _guard_ofctl_takeover()
     mgr = app_manager.AppManager.get_instance()
@@ -838,6 +876,9 @@ def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653, deny_log_rate
     if roles:
         from controller.roles import Roles
         app.roles = Roles(app)
-    LOG.info("event=controller_started host=%s port=%d", host, port)
-    _running = Handle(app, mgr, threads)
+    tls_thread = None
+    if tls_sock is not None:
+        tls_thread = (hub.spawn(_tls_serve, tls_sock, tls), tls_sock)
+    LOG.info("event=controller_started host=%s port=%d tls_port=%s", host, port, tls_port or "off")
+    _running = Handle(app, mgr, threads, tls_thread)
     return _running

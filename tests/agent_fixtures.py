@@ -110,7 +110,8 @@ class Netmaster:
         self.proc = subprocess.Popen(
             [PY, "-m", "controller.main", "--listen", "0.0.0.0:%d" % self.port, "--tls-listen", "none",
              "--pki-dir", os.path.join(self.dir, "pki"),
-             "--of-port", str(self.of_port), "--store", "sqlite:///%s/state.db" % self.dir,
+             "--of-port", str(self.of_port), "--of-tls-port", "none",
+             "--store", "sqlite:///%s/state.db" % self.dir,
              "--host-timeout", str(self.host_timeout), "--log-level", "DEBUG"],
             cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
             env=dict(os.environ, PYTHONPATH=REPO))

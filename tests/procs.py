@@ -60,6 +60,8 @@ class Netmaster:
                "--of-port", str(self.of_port), "--store", self.store, "--pki-dir", self.pki, *self.extra]
         if "--tls-listen" not in self.extra:
             cmd += ["--tls-listen", f"127.0.0.1:{self.tls_port}"]
+        if "--of-tls-port" not in self.extra:   # tests run netmasters side by side: no fixed port
+            cmd += ["--of-tls-port", "none"]
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
         wait_until(lambda: requests.get(self.url + "/version", timeout=1).ok, 30, what="netmaster up")

@@ -21,6 +21,8 @@ def netmaster_cmd(python: str, listen: list[str], of_port: int, store: str, host
         cmd += ["--tls-listen", addr]
     if pki_dir:
         cmd += ["--pki-dir", pki_dir]
+    if "--of-tls-port" not in extra:      # simulated clusters share one machine: no fixed TLS port
+        cmd += ["--of-tls-port", "none"]
     return cmd + ["--of-port", str(of_port), "--store", store, "--host-timeout", str(host_timeout), *extra]
 
 
