@@ -128,6 +128,8 @@ def _engine_key(kind: str, key: str):
     return tuple(key.split(":", 1))
 
 
+VERSIONS_KEPT = 1024     # realization: desired-state versions remembered for reconciles in flight
+
 class Fabric:
     """Implements controller.ofapp.Fabric over the model, through the
     incremental engine (flows/engine.py): store events and port events become
@@ -357,7 +359,11 @@ class Fabric:
         return 0 if v is None else self._version_gen.get(v, 0)
 
     def _prune_versions(self) -> None:
-        oldest = min(self._switch_version.values(), default=self._version)
+        # A reconcile in flight reports the version it started from, which may be
+        # older than every version switches hold now (a switch that connected beside
+        # another): keep the last VERSIONS_KEPT too, or its realization reads as 0.
+        recent = self._version - VERSIONS_KEPT
+        oldest = min(min(self._switch_version.values(), default=recent), recent)
         for v in [v for v in self._version_gen if v < oldest]:
             del self._version_gen[v]
 

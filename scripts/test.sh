@@ -7,6 +7,6 @@ set -u
 cd "$(dirname "$0")/.."
 rc=0
 .venv/bin/python -m pytest tests -q -p no:cacheprovider --ignore=tests/mininet --ignore=tests/browser "$@" || rc=1
-.venv/bin/python -m pytest tests/browser -q -p no:cacheprovider "$@" || rc=1
-.venv/bin/python -m pytest tests/mininet -q -p no:cacheprovider "$@" || rc=1
+NETWEAVE_NO_EVENTLET=1 .venv/bin/python -m pytest tests/browser -q -p no:cacheprovider "$@" || rc=1
+NETWEAVE_NO_EVENTLET=1 .venv/bin/python -m pytest tests/mininet -q -p no:cacheprovider "$@" || rc=1
 exit $rc
