@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES="openvswitch-switch etcd-server etcd-client iproute2 iputils-ping ethtool iperf3 tcpdump mininet
 python3-venv procps psmisc curl systemd chromium chromium-driver docker.io podman containernetworking-plugins
-busybox-static"
+busybox-static iptables"
 
 missing=""
 for p in $APT_PACKAGES; do
