@@ -10,7 +10,6 @@ Containers are namespaces ``nwag-<pid>-cN``. Every fixture cleans up in its fina
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,12 +30,7 @@ NETMASTER_MAIN = os.path.join(REPO, "controller", "main.py")
 SUBNET_X = 64 + os.getpid() % 60      # 100.64.0.0/10
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from tests.procs import free_port  # noqa: E402,F401 - one way to pick a port
 
 
 def need_root_tools():

@@ -3,6 +3,7 @@ runs even when a test fails."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -17,9 +18,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, picked below the kernel's ephemeral range
+    (32768-60999): a port the kernel hands out there may be taken by some
+    outgoing connection before the server binds it (seen: netmaster's
+    listen_failed, Address already in use)."""
+    for _ in range(500):
+        port = random.randint(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 def wait_until(pred, timeout=20.0, interval=0.05, what="condition"):

@@ -149,8 +149,10 @@ def _check_same_and_noop(lab, flows, groups):
     r, _ = lab.reconcile_from_switch()
     assert (r.outcome, r.read, r.changes, r.rejected) == ("noop", "switch", 0, [])
     assert r.unchanged == len(flows)
-    assert ofwire.COUNTS["fast"] - before["fast"] == len(flows)
-    assert ofwire.COUNTS["slow"] == before["slow"]
+    # ct with a nat (services, egress: a few per tenant) is the slow path's, on purpose
+    natted = sum(1 for f in flows if any(a[0] == "ct" and "nat" in dict(a[1]) for a in f.actions))
+    assert ofwire.COUNTS["fast"] - before["fast"] == len(flows) - natted
+    assert ofwire.COUNTS["slow"] - before["slow"] == natted
 
 
 @needs_ovs
