@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from tests.ovs_fixture import OvsInstance, free_tcp_port, wait_until
+from tests.ovs_fixture import OvsInstance, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ovs-vswitchd"),
                                 reason="needs root and Open vSwitch")
@@ -16,8 +16,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ovs-vswit
 
 @pytest.fixture(scope="module")
 def lab():
-    from tests.procs import Netmaster
-    tls_port = free_tcp_port()
+    from tests.procs import Netmaster, free_port
+    tls_port = free_port()        # below the ephemeral range, as netmaster's other ports
     ovs = OvsInstance(f"nwtls{os.getpid() % 10000}")
     nm = Netmaster(extra=["--of-listen", "0.0.0.0", "--of-tls-port", str(tls_port)])
     rogue_dir = tempfile.mkdtemp(prefix="nwtest-rogue-ca-")
