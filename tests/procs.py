@@ -130,15 +130,23 @@ class Etcd:
         exe = shutil.which("etcd") or "/usr/bin/etcd"
         self._log = open(os.path.join(self.dir, "etcd.log"), "ab")
         self.proc = subprocess.Popen(
-            [exe, "--name", "nwtest", "--data-dir", os.path.join(self.dir, "data"),
-             "--listen-client-urls", f"http://127.0.0.1:{self.port}",
-             "--advertise-client-urls", f"http://127.0.0.1:{self.port}",
+            [exe, "--name", "nwtest", "--data-dir", os.path.join(self.dir, "data"), *self._client_args(),
              "--listen-peer-urls", f"http://127.0.0.1:{self.peer}",
              "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer}",
              "--initial-cluster", f"nwtest=http://127.0.0.1:{self.peer}"],
             stdout=self._log, stderr=subprocess.STDOUT)
-        wait_until(lambda: requests.get(f"http://127.0.0.1:{self.port}/health", timeout=1).ok, 30, what="etcd up")
+        wait_until(self._ready, 30, what="etcd up")
+        assert self.proc.poll() is None, open(os.path.join(self.dir, "etcd.log")).read()[-2000:]
         return self
+
+    def _client_args(self) -> list:
+        return ["--listen-client-urls", f"http://127.0.0.1:{self.port}",
+                "--advertise-client-urls", f"http://127.0.0.1:{self.port}"]
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            return True                       # exited: start() says why
+        return requests.get(f"http://127.0.0.1:{self.port}/health", timeout=1).ok
 
     @property
     def url(self):

@@ -13,45 +13,28 @@ import pytest
 from netweave.pki import PKI
 from store.etcd_tls import split, with_flags
 from store.base import StoreError
-from tests.procs import ROOT, Netmaster, free_port, wait_until
+from tests.procs import ROOT, Etcd, Netmaster, free_port
 
 
-class TlsEtcd:
+class TlsEtcd(Etcd):
     """etcd-server with https client URLs and --client-cert-auth."""
 
     def __init__(self, pki: PKI, workdir: str):
+        super().__init__()
+        shutil.rmtree(self.dir, ignore_errors=True)
         self.dir = workdir
-        self.port, self.peer = free_port(), free_port()
         self.cert, self.key = pki.ensure_cert("etcd-server", ips=["127.0.0.1"], dns=["localhost"])
         self.ca = pki.ca_cert
-        self.proc = None
 
-    def start(self):
-        exe = shutil.which("etcd") or "/usr/bin/etcd"
-        self._log = open(os.path.join(self.dir, "etcd.log"), "ab")
-        self.proc = subprocess.Popen(
-            [exe, "--name", "nwtls", "--data-dir", os.path.join(self.dir, "data"),
-             "--listen-client-urls", f"https://127.0.0.1:{self.port}",
-             "--advertise-client-urls", f"https://127.0.0.1:{self.port}",
-             "--cert-file", self.cert, "--key-file", self.key,
-             "--client-cert-auth", "--trusted-ca-file", self.ca,
-             "--listen-peer-urls", f"http://127.0.0.1:{self.peer}",
-             "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer}",
-             "--initial-cluster", f"nwtls=http://127.0.0.1:{self.peer}"],
-            stdout=self._log, stderr=subprocess.STDOUT)
-        wait_until(lambda: b"ready to serve client requests" in open(os.path.join(self.dir, "etcd.log"), "rb").read()
-                   or self.proc.poll() is not None, 30, what="etcd up")
-        assert self.proc.poll() is None, open(os.path.join(self.dir, "etcd.log")).read()[-2000:]
-        return self
+    def _client_args(self) -> list:
+        return ["--listen-client-urls", f"https://127.0.0.1:{self.port}",
+                "--advertise-client-urls", f"https://127.0.0.1:{self.port}",
+                "--cert-file", self.cert, "--key-file", self.key,
+                "--client-cert-auth", "--trusted-ca-file", self.ca]
 
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    def _ready(self) -> bool:
+        return (b"ready to serve client requests" in open(os.path.join(self.dir, "etcd.log"), "rb").read()
+                or self.proc.poll() is not None)
 
 
 @pytest.fixture(scope="module")
