@@ -129,7 +129,7 @@ _OBJ_KINDS = {"tenant": ("tenant", tenant_of), "network": ("network", network_of
               "endpointGroup": ("group", group_of), "rule": ("rule", rule_of),
               "serviceLB": ("service", service_of)}
 # what no switch sees: allocations, users and tokens (auth/), objects the snapshot does not carry
-_IGNORED = ("id/", "tag/", "ip/", "auth/", "obj/global/", "obj/policy/", "obj/appProfile/",
+_IGNORED = ("id/", "tag/", "ip/", "ip6/", "auth/", "obj/global/", "obj/policy/", "obj/appProfile/",
             "meta/global/", "meta/policy/", "meta/appProfile/", "meta/netprofile/")
 
 

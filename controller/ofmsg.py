@@ -24,13 +24,34 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
+from os_ken.lib import type_desc
 from os_ken.ofproto import nicira_ext
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
+from os_ken.ofproto import oxm_fields
 
 from flows import fields as F
 from flows.entry import FlowEntry, GroupEntry
 from flows.fields import CT_FLAGS, ct_state_to_int, ct_state_to_str  # noqa: F401 (re-exported)
+
+
+class _EricssonOxm(oxm_fields._OxmClass):
+    """OVS's ERICOXM_OF_ class (0x1000): the ND responder's fields, which os-ken lacks."""
+    _class = 0x1000
+
+
+def _register_nd_fields() -> None:
+    """Teach os-ken nd_reserved and nd_options_type (ovs-fields(7): ERICOXM_OF_ICMPV6_ND_RESERVED(1),
+    _ND_OPTIONS_TYPE(2), since OVS 2.11), so set_field on them encodes, decodes and reads back.
+    Regenerating the module's OXM lookups is how os-ken builds them from oxm_types itself."""
+    if any(f.name == "nd_reserved" for f in ofp.oxm_types):
+        return
+    ofp.oxm_types.append(_EricssonOxm("nd_reserved", 1, type_desc.Int4))
+    ofp.oxm_types.append(_EricssonOxm("nd_options_type", 2, type_desc.Int1))
+    oxm_fields.generate(ofp.__name__)
+
+
+_register_nd_fields()
 
 # An entry or a switch's flow that netweave cannot express (one error for both).
 ConversionError = F.EntryError

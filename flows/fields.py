@@ -93,11 +93,10 @@ FIELDS: Dict[str, Field] = {f.name: f for f in [
        _V6 + (("ip_proto", (58,)), ("icmpv6_type", (135,)))),
     _f("nd_tll", 48, "mac", "ipv6_nd_tll", ("NXM_NX_ND_TLL",),
        _V6 + (("ip_proto", (58,)), ("icmpv6_type", (136,)))),
-    # OVS's ERICSSONOXM_ET_ND_RESERVED / _ND_OPTIONS_TYPE: experimenter OXMs os-ken lacks
-    Field("nd_reserved", 32, "int", None, (),
-          _V6 + (("ip_proto", (58,)), ("icmpv6_type", (135, 136)))),
-    Field("nd_options_type", 8, "int", None, (),
-          _V6 + (("ip_proto", (58,)), ("icmpv6_type", (135, 136)))),
+    # OVS's ERICOXM_OF_ICMPV6_ND_RESERVED / _ND_OPTIONS_TYPE (class 0x1000), which
+    # controller/ofmsg registers in os-ken under these names
+    _f("nd_reserved", 32, "int", prereq=_V6 + (("ip_proto", (58,)), ("icmpv6_type", (135, 136)))),
+    _f("nd_options_type", 8, "int", prereq=_V6 + (("ip_proto", (58,)), ("icmpv6_type", (135, 136)))),
     _f("tun_id", 64, "int", "tunnel_id", ("NXM_NX_TUN_ID",)),
     _f("tun_src", 32, "ipv4", "tun_ipv4_src", ("tun_ipv4_src", "NXM_NX_TUN_IPV4_SRC")),
     _f("tun_dst", 32, "ipv4", "tun_ipv4_dst", ("tun_ipv4_dst", "NXM_NX_TUN_IPV4_DST")),

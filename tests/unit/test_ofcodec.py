@@ -29,7 +29,7 @@ DP = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
 _FS = struct.Struct(ofp.OFP_FLOW_STATS_0_PACK_STR)
 CASES = 150                 # per property; bounded for make test's budget
 
-# os-ken cannot express these two (OVS experimenter OXMs); they are not in the reference
+# every field of the table has an os-ken name (ofmsg registers the two os-ken lacks)
 OSKEN_FIELDS = sorted(n for n, f in fields.FIELDS.items() if f.osken is not None)
 
 
