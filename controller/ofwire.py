@@ -189,8 +189,9 @@ def _build_tables():
     for f in ofp.oxm_types:
         if isinstance(f.num, tuple):                # experimenter OXMs: not ours
             continue
+        # every header os-ken knows for a field of ours, OXM or NXM (OVS answers with either)
         name = fields.ALIASES.get(f.name[:-4] if f.name.endswith("_nxm") else f.name)
-        if name is None or fields.FIELDS[name].osken not in (f.name, f.name[:-4]):
+        if name is None:
             continue
         size = f.type.size
         kind = type(f.type).__name__

@@ -165,6 +165,8 @@ def _with(actions=(), instructions=None, match=None):
     (_with(match=parser.OFPMatch(eth_type=0x86DD, ipv6_src="::1")), None),
     (_with(match=parser.OFPMatch(eth_type=0x86DD, ipv6_src=("2001:db8::", "ffff:ffff::"))), None),
     (_with(match=parser.OFPMatch(eth_type_nxm=0x86DD, ipv6_dst_nxm="::ffff:1.2.3.4")), None),
+    # a whole-field move OVS reports with NXM headers (NXM_NX_ND_TARGET): fast too
+    (_with([parser.NXActionRegMove(src_field="nd_target", dst_field="ipv6_src", n_bits=128)]), None),
     (_with([parser.OFPActionSetField(nd_reserved=0x60000000),
             parser.OFPActionSetField(nd_options_type=2)]), None),
 ], ids=lambda x: None if isinstance(x, (bool, type(None))) else "")
