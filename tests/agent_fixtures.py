@@ -91,10 +91,12 @@ def host2():
 
 # -- netmaster ---------------------------------------------------------------------------
 class Netmaster:
-    def __init__(self, host_timeout=2.0):
+    def __init__(self, host_timeout=2.0, of_tls=False):
         self.dir = tempfile.mkdtemp(prefix="nwag-%d-nm-" % os.getpid())
         self.port = free_port()
         self.of_port = free_port()
+        # of_tls: OpenFlow over TLS on a port of its own (agents then move their switch to it)
+        self.of_tls_port = free_port() if of_tls else None
         self.log_path = os.path.join(self.dir, "netmaster.log")
         self.host_timeout = host_timeout
         self.proc = None
@@ -104,7 +106,10 @@ class Netmaster:
         self.proc = subprocess.Popen(
             [PY, "-m", "controller.main", "--listen", "0.0.0.0:%d" % self.port, "--tls-listen", "none",
              "--pki-dir", os.path.join(self.dir, "pki"),
-             "--of-port", str(self.of_port), "--of-tls-port", "none",
+             # the hosts' switches reach the plain listener through their veths: open it
+             # beyond loopback (each switch is then checked by the address it comes from)
+             "--of-listen", "0.0.0.0", "--of-port", str(self.of_port),
+             "--of-tls-port", str(self.of_tls_port or "none"),
              "--store", "sqlite:///%s/state.db" % self.dir,
              "--host-timeout", str(self.host_timeout), "--log-level", "DEBUG"],
             cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,

@@ -1,7 +1,11 @@
 """OpenFlow over TLS: a real Open vSwitch reaches a real netmaster through an
 `ssl:` controller target with a certificate of netmaster's CA and gets its
 flows; with a certificate from another CA netmaster refuses the handshake (not
-connected, no flows). Needs root and Open vSwitch (tests/ovs_fixture.py)."""
+connected, no flows). Over TLS the certificate says which host a switch is:
+host:tls-a is taken for tls-a although it connects from an address tls-a never
+registered from, and the same certificate presenting tls-b's datapath id is
+refused although it connects from tls-b's VTEP. The plain listener is on
+loopback only (the default). Needs root and Open vSwitch (tests/ovs_fixture.py)."""
 import os
 import shutil
 import tempfile
@@ -19,7 +23,7 @@ def lab():
     from tests.procs import Netmaster, free_port
     tls_port = free_port()        # below the ephemeral range, as netmaster's other ports
     ovs = OvsInstance(f"nwtls{os.getpid() % 10000}")
-    nm = Netmaster(extra=["--of-listen", "0.0.0.0", "--of-tls-port", str(tls_port)])
+    nm = Netmaster(extra=["--of-tls-port", str(tls_port)])      # plain OpenFlow: loopback (default)
     rogue_dir = tempfile.mkdtemp(prefix="nwtest-rogue-ca-")
     try:
         ovs.start()
@@ -58,12 +62,49 @@ def test_ovs_over_ssl_connects_only_with_netmasters_ca(lab):
     wait_until(ovs.connected, 20, what="OVS connected over ssl:")
 
     def beat_and_flows():        # the host's agent would heartbeat; its switch gets its flows
-        r = nm.post("/api/v1/hosts/tls-a/", {"dpid": "%016x" % 0x7151, "vtepIP": ovs.switch_ip})
+        # registered from loopback with a VTEP the switch does not connect from: over tcp it
+        # would be refused; over TLS its certificate names it
+        r = nm.post("/api/v1/hosts/tls-a/", {"dpid": "%016x" % 0x7151, "vtepIP": "192.0.2.71"})
         assert r.status_code == 200, r.text
         return _flows(ovs)
 
     flows = wait_until(beat_and_flows, 20, interval=0.5, what="netmaster's flows on the switch")
     assert flows
+    assert _switch_host(nm, 0x7151) == "tls-a"
+    assert f"event=openflow_tls_accepted addr={ovs.switch_ip} identity=host:tls-a" in nm.log()
     status = ovs.vsctl("--columns=status", "list", "Controller")
     assert "ssl" in ovs.vsctl("--columns=target", "list", "Controller")
     assert "state=ACTIVE" in status or "ACTIVE" in status
+
+    # host:tls-a's certificate presenting tls-b's datapath id, from tls-b's own VTEP address
+    # (which the address check would accept): refused, never named tls-b
+    r = nm.post("/api/v1/hosts/tls-b/", {"dpid": "%016x" % 0x7152, "vtepIP": ovs.switch_ip})
+    assert r.status_code == 200, r.text
+    ovs.vsctl("set", "bridge", ovs.bridge, "other-config:datapath-id=%016x" % 0x7152)
+    wait_until(lambda: "event=switch_refused dpid=%016x addr=%s identity=host:tls-a" % (0x7152, ovs.switch_ip)
+               in nm.log(), 20, what="netmaster refusing host:tls-a as tls-b")
+    assert _switch_host(nm, 0x7152) is None
+    assert nm.get("/api/v1/flows/tls-b/").json()["connected"] is False
+    assert "event=switch_connected dpid=%016x host=tls-b" % 0x7152 not in nm.log()
+
+
+def _switch_host(nm, dpid):
+    return next((s["host"] for s in nm.get("/api/v1/switches/").json() if s["dpid"] == f"{dpid:016x}"), None)
+
+
+def test_plain_openflow_listens_on_loopback_only(lab):
+    """--of-listen defaults to 127.0.0.1, and the start-up line says which listeners
+    are open and how each authenticates."""
+    import socket
+    _, nm, tls_port, _ = lab
+    with socket.socket() as s:
+        s.connect(("127.0.0.1", nm.of_port))          # the local door answers
+    ovs = lab[0]
+    with socket.socket() as s:
+        s.settimeout(5)
+        with pytest.raises(OSError):
+            s.connect((ovs.controller_ip, nm.of_port))   # a non-loopback address of this machine does not
+    line = next(x for x in nm.log().splitlines() if "event=netmaster_started" in x)
+    assert f"openflow@127.0.0.1:{nm.of_port}/none-loopback" in line, line
+    assert f"openflow-tls@0.0.0.0:{tls_port}/certificate" in line, line
+    assert f"https@127.0.0.1:{nm.tls_port}/token" in line and f"rest@127.0.0.1:{nm.port}/none-loopback-admin" in line
