@@ -128,6 +128,7 @@ class RestApp:
             return resp
         except authz.AuthError as exc:
             resp = error_response(exc.status, str(exc))
+            resp.headers.update(exc.headers)
             if exc.status == 401:
                 resp.headers["WWW-Authenticate"] = 'Bearer realm="netweave"'
             return resp
@@ -184,9 +185,10 @@ class RestApp:
         if what == "login" and len(parts) == 1:
             self._method(req, "POST")
             try:
-                out = self.auth.login(self._body(req))
-            except authz.AuthError:
-                log.info("event=login_failed remote=%s", req.remote_addr or "-")
+                out = self.auth.login(self._body(req), req.remote_addr or "")
+            except authz.AuthError as exc:
+                log.info("event=%s remote=%s status=%d", "login_limited" if exc.status == 429 else "login_failed",
+                         req.remote_addr or "-", exc.status)
                 raise
             log.info("event=login user=%s remote=%s", out["username"], req.remote_addr or "-")
             req.environ["netweave.principal"] = authz.Principal("user", out["username"], out["role"])

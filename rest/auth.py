@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 
 from model import schema
+from rest import login_limit
 from store.base import Store
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,13 @@ READ = ("GET", "HEAD")
 
 
 class AuthError(Exception):
-    """401 (who are you?) or 403 (you may not), with a message naming the missing right."""
+    """401 (who are you?) or 403 (you may not), with a message naming the missing right;
+    429 (too many wrong passwords) with headers (Retry-After)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
         super().__init__(message)
         self.status = status
+        self.headers = headers or {}
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ class Auth:
         self.clock = clock
         self.token_ttl = token_ttl
         self.scrypt_params = scrypt_params
+        self.limiter = login_limit.LoginLimiter(clock=clock)
 
     # ------------------------------------------------------------ tokens
     def mint(self, principal: str, kind: str, ttl: float | None) -> tuple[str, float]:
@@ -148,15 +152,24 @@ class Auth:
         raise AuthError(401, "authorization: the token names no known principal")
 
     # ------------------------------------------------------------ users
-    def login(self, body) -> dict:
+    def login(self, body, remote: str = "") -> dict:
         if not isinstance(body, dict) or not isinstance(body.get("username"), str) \
                 or not isinstance(body.get("password"), str):
             raise AuthError(400, "username, password: both are required strings")
+        name = body["username"][:64]
+        limited = self.limiter.check(remote or "-", name)
+        if limited is not None:
+            what, wait = limited
+            raise AuthError(429, f"login: too many wrong passwords for {what}; try again in "
+                                 f"{login_limit.retry_after(wait)} s",
+                            {"Retry-After": login_limit.retry_after(wait)})
         user = self.store.get(f"auth/user/{body['username']}") if NAME.match(body["username"]) else None
         # a missing user costs the same scrypt as a wrong password: no user enumeration by timing
         stored = user["hash"] if user else hash_password("-", self.scrypt_params)
         if not check_password(body["password"], stored) or user is None:
+            self.limiter.failed(remote or "-", name)
             raise AuthError(401, "username or password: wrong")
+        self.limiter.succeeded(name)
         self._purge_expired()
         token, expires = self.mint(f"user:{user['username']}", "login", self.token_ttl)
         return {"token": token, "username": user["username"], "role": user["role"],
