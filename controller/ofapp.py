@@ -200,7 +200,7 @@ class SwitchManager(app_manager.OSKenApp):
         ok, why = admit(dp.id, address, identity) if admit else (True, "")
         if not ok:                  # (a refused switch must not move the address of the admitted one)
             LOG.warning("event=switch_refused dpid=%s addr=%s identity=%s reason=%s", _dpid(dp.id),
-                        address, identity if identity is not None else "-", why)
+                        address, _who(identity), why)
             self._conns.discard(dp)
             dp.close()
         elif hasattr(self.fabric, "switch_address"):
@@ -803,7 +803,7 @@ def _guard_ofctl_takeover() -> None:
             ok, why = admit(dp.id, address, identity)
             if not ok:
                 LOG.warning("event=switch_refused dpid=%s addr=%s identity=%s reason=%s", _dpid(dp.id),
-                            address, identity if identity is not None else "-", why)
+                            address, _who(identity), why)
                 dp.close()
                 return
         return orig(self, ev)
@@ -819,15 +819,19 @@ def _tls_listen(host: str, port: int):
     return hub.listen((host, port), family=family)
 
 
-# (peer address, port) of each OpenFlow-over-TLS connection -> the CN of the certificate
-# it showed: os-ken's Datapath keeps the address, not the socket's certificate
+# (peer address, port) of each OpenFlow-over-TLS connection -> (CN, SHA-256) of the
+# certificate it showed: os-ken's Datapath keeps the address, not the socket's certificate
 _TLS_PEERS: dict = {}
 
 
-def tls_identity(dp) -> Optional[str]:
-    """The CN of the certificate a switch showed over TLS ('' when it has none),
-    or None for a plain tcp connection."""
+def tls_identity(dp) -> Optional[tuple]:
+    """(CN, SHA-256) of the certificate a switch showed over TLS, or None for a
+    plain tcp connection."""
     return _TLS_PEERS.get(tuple(dp.address)) if dp.address else None
+
+
+def _who(identity: Optional[tuple]) -> str:
+    return "-" if identity is None else (identity[0] or "nameless")
 
 
 def _tls_serve(sock, tls: tuple) -> None:
@@ -837,7 +841,7 @@ def _tls_serve(sock, tls: tuple) -> None:
     thread, bounded in time, so a silent peer cannot stall accept(). The
     certificate's CN is the switch's identity (see Fabric.admit)."""
     from os_ken.controller.controller import datapath_connection_factory
-    from netweave.pki import common_name, server_context
+    from netweave.pki import cert_sha256, common_name, server_context
     certfile, keyfile, cafile = tls
     ctx = server_context(certfile, keyfile, cafile, require_client=True)
 
@@ -846,12 +850,13 @@ def _tls_serve(sock, tls: tuple) -> None:
             conn.settimeout(10)
             conn = ctx.wrap_socket(conn, server_side=True)
             cn = common_name(conn.getpeercert())
+            sha = cert_sha256(conn.getpeercert(binary_form=True))
         except (OSError, ValueError) as exc:           # ssl.SSLError is an OSError
             LOG.warning("event=openflow_tls_refused addr=%s error=%s", addr[0], exc)
             conn.close()
             return
         LOG.info("event=openflow_tls_accepted addr=%s identity=%s", addr[0], cn or "-")
-        _TLS_PEERS[tuple(addr)] = cn
+        _TLS_PEERS[tuple(addr)] = (cn, sha)
         try:
             datapath_connection_factory(conn, addr)     # os-ken sets its own socket timeout
         finally:

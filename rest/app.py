@@ -31,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram,
 from model import oper, schema
 from model.service import Model
 from model.validate import ModelError
+from netweave.pki import cert_sha256
 from rest import auth as authz
 from rest import guard, openapi
 from rest.guard import HTTPError
@@ -226,11 +227,13 @@ class RestApp:
                 ips = [str(ipaddress.ip_address(vtep))] if vtep else []
             except ValueError:
                 raise HTTPError(400, f"vtepIP: {vtep!r} is not an IP address")
-            out = {"hostLabel": label, "token": self.auth.issue_host(label, p)}
+            cert = key = ""
             if self.pki is not None:
-                # the host's certificate: its local API serves TLS with it, and OpenFlow ssl: may too
-                out["cert"], out["key"] = self.pki.issue(f"host:{label}", ips=ips)
-                out["ca"] = self.pki.ca_pem()
+                # the host's certificate: its local API serves TLS with it, its switch OpenFlow over TLS
+                cert, key = self.pki.issue(f"host:{label}", ips=ips)
+            out = {"hostLabel": label, "token": self.auth.issue_host(label, p, cert_sha256(cert) if cert else "")}
+            if cert:
+                out["cert"], out["key"], out["ca"] = cert, key, self.pki.ca_pem()
             log.info("event=host_credential_issued host=%s by=%s", label, p)
             return out
         raise HTTPError(404, f"no such path {req.path}")

@@ -11,7 +11,8 @@ Principals:
 Kept in the state store (so several netmasters on one etcd agree):
   auth/user/<name>      {"username", "role", "tenants", "hash": "scrypt$n$r$p$salt$key", ...}
   auth/token/<sha256>   {"principal": "user:alice"|"host:h1"|"bootstrap", "kind", "expires", ...}
-  auth/host/<label>     {"tokenHash", "issued"}: the host's one live credential
+  auth/host/<label>     {"tokenHash", "issued", "certSha256"}: the host's one live credential
+                        and the SHA-256 of its certificate (OpenFlow over TLS checks it)
 Only a token's SHA-256 is stored: tokens are 256 random bits, so a fast hash
 is enough; passwords are salted scrypt.
 """
@@ -236,10 +237,12 @@ class Auth:
         return name
 
     # ------------------------------------------------------------ hosts
-    def issue_host(self, label: str, by: Principal) -> str:
+    def issue_host(self, label: str, by: Principal, cert_sha256: str = "") -> str:
         """A host's credential. The bootstrap token claims a label once (a second
         claim would let anyone holding it impersonate a host); an admin re-issues
-        (rotates) at will. The host's previous credential stops working."""
+        (rotates) at will. The host's previous credential stops working, its
+        certificate too where netmaster checks it (OpenFlow over TLS pins the
+        SHA-256 of the one issued last, `cert_sha256`)."""
         if not NAME.match(label):
             raise AuthError(400, f"hostLabel: {label!r} is not a valid host label")
         old = self.store.get(f"auth/host/{label}")
@@ -248,8 +251,10 @@ class Auth:
                                  f"cannot claim it again (an admin may revoke it: netctl host revoke {label})")
         token, _ = self.mint(f"host:{label}", "host", None)
         deletes = [f"auth/token/{old['tokenHash']}"] if old else []
-        self.store.commit({f"auth/host/{label}": {"tokenHash": token_hash(token), "issued": self.clock()}},
-                          deletes)
+        rec = {"tokenHash": token_hash(token), "issued": self.clock()}
+        if cert_sha256:
+            rec["certSha256"] = cert_sha256
+        self.store.commit({f"auth/host/{label}": rec}, deletes)
         return token
 
     def revoke_host(self, label: str) -> str:

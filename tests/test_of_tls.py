@@ -56,8 +56,8 @@ def test_ovs_over_ssl_connects_only_with_netmasters_ca(lab):
     assert not ovs.connected()
     assert _flows(ovs) == []
 
-    # the host certificate netmaster's CA issues (as agent/credential.py gets it)
-    crt, key = PKI(nm.pki).ensure_cert("host-tls-a", cn="host:tls-a")
+    # host tls-a's credential, as agent/credential.py gets it (here through the loopback door)
+    crt, key = _credential(nm, "tls-a", rogue_dir)
     ovs.vsctl("set-ssl", key, crt, ca)
     wait_until(ovs.connected, 20, what="OVS connected over ssl:")
 
@@ -86,6 +86,28 @@ def test_ovs_over_ssl_connects_only_with_netmasters_ca(lab):
     assert _switch_host(nm, 0x7152) is None
     assert nm.get("/api/v1/flows/tls-b/").json()["connected"] is False
     assert "event=switch_connected dpid=%016x host=tls-b" % 0x7152 not in nm.log()
+
+    # revoked, tls-a's certificate (still signed by the CA) is tls-a no more; reissued, the new
+    # files, written in place as the agent does, are read by ovs-vswitchd and taken again
+    assert nm.delete("/api/v1/auth_proxy/host_credentials/tls-a/").status_code == 200
+    ovs.vsctl("set", "bridge", ovs.bridge, "other-config:datapath-id=%016x" % 0x7151)
+    wait_until(lambda: "event=switch_refused dpid=%016x addr=%s identity=host:tls-a reason=the certificate "
+               "host:tls-a is not host tls-a's current one" % (0x7151, ovs.switch_ip) in nm.log(), 20,
+               what="the revoked certificate refused")
+    assert _switch_host(nm, 0x7151) is None
+    _credential(nm, "tls-a", rogue_dir)
+    wait_until(lambda: _switch_host(nm, 0x7151) == "tls-a", 30, what="the reissued certificate taken")
+
+
+def _credential(nm, label, folder):
+    """A host credential from netmaster's API, its key and certificate written as the agent does."""
+    from agent.credential import _write
+    r = nm.post(f"/api/v1/auth_proxy/host_credentials/{label}/", {})
+    assert r.status_code == 200, r.text
+    crt, key = os.path.join(folder, f"{label}.crt"), os.path.join(folder, f"{label}.key")
+    _write(key, r.json()["key"])
+    _write(crt, r.json()["cert"], 0o644)
+    return crt, key
 
 
 def _switch_host(nm, dpid):
