@@ -325,6 +325,12 @@ class Ovsdb:
         ovs-vswitchd reads, and reads again when they change.
         Returns True when something was changed."""
         want = {"private_key": private_key, "certificate": certificate, "ca_cert": ca_cert}
+        self.idl.run()
+        root = self._root()
+        have = _opt(root.ssl) if root is not None else None
+        if have is not None and all(getattr(have, k) == v for k, v in want.items()):
+            self.last_status = "unchanged"          # the common case: no transaction at all
+            return False
         changed_any = []
 
         def build(txn):
