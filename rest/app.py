@@ -227,6 +227,7 @@ class RestApp:
                 ips = [str(ipaddress.ip_address(vtep))] if vtep else []
             except ValueError:
                 raise HTTPError(400, f"vtepIP: {vtep!r} is not an IP address")
+            self.auth.check_issue_host(label, p)     # a bad label or a second claim: no certificate
             cert = key = ""
             if self.pki is not None:
                 # the host's certificate: its local API serves TLS with it, its switch OpenFlow over TLS

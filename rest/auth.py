@@ -243,12 +243,7 @@ class Auth:
         (rotates) at will. The host's previous credential stops working, its
         certificate too where netmaster checks it (OpenFlow over TLS pins the
         SHA-256 of the one issued last, `cert_sha256`)."""
-        if not NAME.match(label):
-            raise AuthError(400, f"hostLabel: {label!r} is not a valid host label")
-        old = self.store.get(f"auth/host/{label}")
-        if old is not None and by.kind == "bootstrap":
-            raise AuthError(409, f"host {label} already holds a credential; the bootstrap token "
-                                 f"cannot claim it again (an admin may revoke it: netctl host revoke {label})")
+        old = self.check_issue_host(label, by)
         token, _ = self.mint(f"host:{label}", "host", None)
         deletes = [f"auth/token/{old['tokenHash']}"] if old else []
         rec = {"tokenHash": token_hash(token), "issued": self.clock()}
@@ -256,6 +251,17 @@ class Auth:
             rec["certSha256"] = cert_sha256
         self.store.commit({f"auth/host/{label}": rec}, deletes)
         return token
+
+    def check_issue_host(self, label: str, by: Principal) -> dict | None:
+        """Raises what issue_host would refuse (before a certificate is made for the
+        label); the host's current credential record, or None."""
+        if not NAME.match(label):
+            raise AuthError(400, f"hostLabel: {label!r} is not a valid host label")
+        old = self.store.get(f"auth/host/{label}")
+        if old is not None and by.kind == "bootstrap":
+            raise AuthError(409, f"host {label} already holds a credential; the bootstrap token "
+                                 f"cannot claim it again (an admin may revoke it: netctl host revoke {label})")
+        return old
 
     def revoke_host(self, label: str) -> str:
         old = self.store.get(f"auth/host/{label}")
