@@ -108,6 +108,8 @@ class OwnerKind:
 
 def _claims(e: Endpoint) -> list:
     c = [("ip", e.tenant, e.ip), ("mac", e.tenant, e.network, e.mac.lower())]
+    if e.ip6:
+        c.append(("ip", e.tenant, e.ip6))
     if e.port_name:
         c.append(("port", e.host, e.port_name))
     return c
