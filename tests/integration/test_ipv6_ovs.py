@@ -17,8 +17,9 @@ import pytest
 
 from flows.compiler import compile_all
 from flows.pipeline import ROUTER_MAC
-from tests.integration.ovs_lab import Lab, run
+from tests.procs import Lab
 from tests.unit.topo import EP, snapshot
+from topologies.ovs import run
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("ovs-vswitchd") or not shutil.which("ip") or os.geteuid() != 0,
@@ -40,9 +41,9 @@ def lab():
             e = EP[eid]
             ns[eid] = lab.netns_add(f"{lab.prefix}-{eid}")
             side = f"v6{eid}{os.getpid() % 10000}"
-            run("ip", "link", "add", side, "type", "veth", "peer", "name", "eth0", ns=h.ns)
-            run("ip", "link", "set", "eth0", "netns", ns[eid], ns=h.ns)
-            run("ip", "link", "set", side, "up", ns=h.ns)
+            run("ip", "link", "add", side, "type", "veth", "peer", "name", "eth0", netns=h.netns)
+            run("ip", "link", "set", "eth0", "netns", ns[eid], netns=h.netns)
+            run("ip", "link", "set", side, "up", netns=h.netns)
             h.vsctl("add-port", "br-int", side, "--", "set", "interface", side,
                     f"ofport_request={SNAP.ofports['h1'][e.port_name]}")
             # the MAC before the link comes up: the kernel derives its link-local from it
@@ -50,10 +51,10 @@ def lab():
                         ("ip", "-6", "addr", "add", f"{e.ip6}/64", "dev", "eth0", "nodad"),
                         ("ip", "-6", "route", "add", "default", "via", GW6[e.network], "dev", "eth0"),
                         ("ethtool", "-K", "eth0", "tx", "off")):
-                run(*cmd, ns=ns[eid])
+                run(*cmd, netns=ns[eid])
         flows, groups = compile_all(SNAP)["h1"]
         for kind, items in (("add-groups", groups), ("add-flows", flows)):
-            path = f"{h.rundir}/{kind}.txt"
+            path = f"{h.dir}/{kind}.txt"
             with open(path, "w") as fh:
                 fh.write("\n".join(x.to_ofctl() for x in sorted(items)) + "\n")
             h.ofctl(kind, path, opts=("--bundle",))
@@ -62,11 +63,11 @@ def lab():
 
 def ping6(ns, dst, src=None):
     args = ["ping", "-6", "-c1", "-W1", dst] + (["-I", src] if src else [])
-    return run(*args, ns=ns, check=False)
+    return run(*args, netns=ns, check=False)
 
 
 def neighbour(ns, addr) -> str:
-    out = run("ip", "-6", "neigh", "show", addr, ns=ns).stdout
+    out = run("ip", "-6", "neigh", "show", addr, netns=ns).stdout
     m = re.search(r"lladdr (\S+)", out)
     return m[1] if m else ""
 
@@ -75,7 +76,7 @@ def test_gateway6_resolved_to_the_router_mac_and_answers_ping(lab):
     r = ping6(lab["b1"], GW6["web"])
     assert r.returncode == 0, r.stdout + r.stderr
     assert neighbour(lab["b1"], GW6["web"]) == ROUTER_MAC
-    assert "router" in run("ip", "-6", "neigh", "show", GW6["web"], ns=lab["b1"]).stdout
+    assert "router" in run("ip", "-6", "neigh", "show", GW6["web"], netns=lab["b1"]).stdout
 
 
 def test_same_network_neighbours_resolved_by_flows(lab):
@@ -92,8 +93,8 @@ def test_routed_to_another_network_with_hop_limit_decremented(lab):
 
 
 def test_spoofed_source_never_gets_through(lab):
-    run("ip", "-6", "addr", "add", "2001:db8:1::99/64", "dev", "eth0", "nodad", ns=lab["b1"])
+    run("ip", "-6", "addr", "add", "2001:db8:1::99/64", "dev", "eth0", "nodad", netns=lab["b1"])
     try:
         assert ping6(lab["b1"], EP["b3"].ip6, src="2001:db8:1::99").returncode != 0
     finally:
-        run("ip", "-6", "addr", "del", "2001:db8:1::99/64", "dev", "eth0", ns=lab["b1"])
+        run("ip", "-6", "addr", "del", "2001:db8:1::99/64", "dev", "eth0", netns=lab["b1"])

@@ -21,10 +21,12 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser  # noqa: E402
 
 from controller import ofapp, ofmsg  # noqa: E402
 from flows.entry import COOKIE_MARK as M, FlowEntry, GroupEntry  # noqa: E402
-from tests.ovs_fixture import OvsInstance, free_tcp_port, wait_until  # noqa: E402
+from tests.procs import linked_ovs  # noqa: E402
+from tests.unit.flow_catalogue import ALL_FLOWS, ALL_GROUPS, DPID  # noqa: E402
+from topologies.common import free_port, wait_until  # noqa: E402
 
-DPID = 0x4E0000000000AB
 F = FlowEntry.make
+<<<<<<< HEAD
 
 # Every match field and action of flows/entry.py, in flows OVS accepts.
 ALL_FLOWS = [
@@ -84,6 +86,8 @@ ALL_GROUPS = [
     GroupEntry(2, ((("output", 7),),), "indirect"),
 ]
 
+=======
+>>>>>>> main
 DP = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
 
 
@@ -191,7 +195,7 @@ class Env:
         return self.handle.app
 
     def start_controller(self):
-        self.handle = ofapp.start(self.fabric, self.ovs.controller_ip, self.port)
+        self.handle = ofapp.start(self.fabric, self.ovs.root_ip, self.port)
 
     def stop_controller(self):
         if self.handle is not None:
@@ -218,12 +222,11 @@ needs_ovs = pytest.mark.skipif(shutil.which("ovs-vswitchd") is None or os.geteui
 @pytest.fixture
 def env(caplog):
     caplog.set_level(logging.INFO, logger="controller.ofapp")
-    ovs = OvsInstance(f"nwof{os.getpid() % 100000}")
-    e = Env(ovs, FakeFreeFabric(DPID), free_tcp_port())
+    ovs = linked_ovs("of", bridge=f"nwof{os.getpid() % 100000}")
+    e = Env(ovs, FakeFreeFabric(DPID), free_port())
     try:
-        ovs.start()
         e.start_controller()
-        ovs.add_bridge(DPID, e.port)
+        ovs.add_bridge(DPID, f"tcp:{ovs.root_ip}:{e.port}")
         ovs.add_internal_port(ovs.bridge[:13] + "p5", 5)
         wait_until(lambda: DPID in e.app.datapaths, 30, what="switch connect")
         yield e
@@ -358,7 +361,7 @@ def test_controller_restart_sends_nothing(env):
     d0 = wait_until(lambda: min(f["duration"] for f in env.ours().values()) >= 1.0
                     and env.ours(), what="flows to age")
     with pytest.raises(RuntimeError):                  # one controller per process
-        ofapp.start(env.fabric, "127.0.0.1", free_tcp_port())
+        ofapp.start(env.fabric, "127.0.0.1", free_port())
     handle = env.handle
     env.stop_controller()
     handle.stop()                                      # idempotent
@@ -471,7 +474,7 @@ def test_deny_log_meter_set_on_connect_modified_and_restored(env, caplog):
     assert env.reconcile().outcome == "noop"
     assert "event=meter_set" not in caplog.text and "event=of_error" not in caplog.text
     env.stop_controller()
-    env.handle = ofapp.start(env.fabric, env.ovs.controller_ip, env.port, deny_log_rate=7, deny_log_burst=3)
+    env.handle = ofapp.start(env.fabric, env.ovs.root_ip, env.port, deny_log_rate=7, deny_log_burst=3)
     wait_until(lambda: env.app.idle() and DPID in env.app.last_result, 60, what="reconnect")
     assert env.app.last_result[DPID].outcome == "noop"
     assert "meter=1 pktps burst bands= type=drop rate=7 burst_size=3" in _meters(env)
