@@ -215,3 +215,20 @@ def test_rule_with_peers_of_two_families_is_inert():
     f = fabric(with_policies([R("p", 1, "in", 10, "deny", from_ip="2001:db8:1::/64", to_ip="10.1.2.1")],
                              {"gdb": ["p"]}))
     assert reaches(f, "b1", "d1") and reaches(f, "b1", "d1", v6=False)
+
+
+# ---------------------------------------------------------------- netctl trace's packet
+
+def test_trace_builds_ipv6_packets_that_walk_the_pipeline():
+    from controller.trace import build_packet
+    from model.validate import ValidationError
+    from tests.unit.topo import snapshot
+    snap = snapshot()
+    for dst, proto in ((D1.ip6, "tcp"), (B3.ip6, "udp"), (GW6, "icmp")):
+        p = build_packet(snap, B1, dst, proto, 80)
+        assert p["eth_type"] == 0x86DD and p["ipv6_src"] == B1.ip6
+        ft = send(FAB, "b1", p)
+        want = [at("b1")] if dst == GW6 else [at("d1")] if dst == D1.ip6 else [at("b3")]
+        assert ft.endpoints() == want
+    with pytest.raises(ValidationError):
+        build_packet(snap, EP["v1"], D1.ip6, "tcp", 80)         # v1 has no IPv6 address
