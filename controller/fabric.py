@@ -8,6 +8,7 @@ reconcile.  It computes nothing about forwarding itself: that is flows/'s job.
 from __future__ import annotations
 
 import gc
+import ipaddress
 import logging
 import time
 
@@ -36,7 +37,18 @@ def network_of(model: Model, key: str) -> Optional[snap.Network]:
         return None
     m = model.meta("network", key)
     return snap.Network(n["tenantName"], n["networkName"], n["encap"], m.get("pktTag", 0),
-                        str(ipam.parse_subnet(n["subnet"]).network), n["gateway"], m.get("id", 0))
+                        str(ipam.parse_subnet(n["subnet"]).network), n["gateway"], m.get("id", 0),
+                        _v6_net(n.get("ipv6Subnet")), _v6_addr(n.get("ipv6Gateway")))
+
+
+def _v6_net(text) -> str:
+    """A network's ipv6Subnet in the snapshot's canonical compressed form, '' for none."""
+    return str(ipaddress.IPv6Network(text, strict=False)) if text else ""
+
+
+def _v6_addr(text) -> str:
+    """An IPv6 address in canonical compressed form ('' for none; a '/len' is dropped)."""
+    return str(ipaddress.IPv6Address(text.split("/")[0])) if text else ""
 
 
 def group_of(model: Model, key: str) -> Optional[snap.Group]:
@@ -67,9 +79,11 @@ def host_of_record(h: dict) -> snap.Host:
 
 
 def endpoint_of_record(e: dict) -> snap.Endpoint:
+    addrs = e["ipAddress"]
     return snap.Endpoint(e["endpointID"], e["tenantName"], e["networkName"], e["groupName"],
-                         e["ipAddress"][0], e["macAddress"], e["homingHost"], e["intfName"],
-                         tuple(sorted(e.get("labels") or ())))
+                         addrs[0], e["macAddress"], e["homingHost"], e["intfName"],
+                         tuple(sorted(e.get("labels") or ())),
+                         _v6_addr(addrs[1]) if len(addrs) > 1 else "")   # Contiv's [v4, v6]
 
 
 def service_of(model: Model, key: str) -> Optional[snap.Service]:
@@ -115,7 +129,7 @@ _OBJ_KINDS = {"tenant": ("tenant", tenant_of), "network": ("network", network_of
               "endpointGroup": ("group", group_of), "rule": ("rule", rule_of),
               "serviceLB": ("service", service_of)}
 # what no switch sees: allocations, users and tokens (auth/), objects the snapshot does not carry
-_IGNORED = ("id/", "tag/", "ip/", "auth/", "obj/global/", "obj/policy/", "obj/appProfile/",
+_IGNORED = ("id/", "tag/", "ip/", "ip6/", "auth/", "obj/global/", "obj/policy/", "obj/appProfile/",
             "meta/global/", "meta/policy/", "meta/appProfile/", "meta/netprofile/")
 
 

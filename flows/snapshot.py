@@ -42,6 +42,10 @@ class Network:
              host, or '' for a network that is not routed.
     net_id:  netmaster-allocated id, unique across all tenants, 1..0x0FFFFFFF;
              carried in metadata and used for flood group ids and cookies.
+    subnet6: '' (IPv4 only) or the IPv6 subnet in canonical compressed form
+             ('2001:db8:1::/64'): the network is dual-stack.
+    gateway6: '' or its IPv6 gateway (canonical compressed form), answered
+             with the router MAC by neighbour discovery on every host.
     """
     tenant: str
     name: str
@@ -50,6 +54,8 @@ class Network:
     subnet: str
     gateway: str
     net_id: int
+    subnet6: str = ""
+    gateway6: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,9 @@ class Endpoint:
                  Snapshot.ofports and, until known, the endpoint gets no local
                  port flows (remote hosts can still reach it).
     labels:      'key=value' strings (a service's selectors pick its providers by them).
+    ip6:         its IPv6 address (canonical compressed form, no prefix length) on a
+                 dual-stack network, else ''.  Without it the endpoint sends and
+                 receives no IPv6 but link-local neighbour discovery (flows/nd.py).
     """
     endpoint_id: str
     tenant: str
@@ -77,6 +86,7 @@ class Endpoint:
     host: str
     port_name: str
     labels: Tuple[str, ...] = ()
+    ip6: str = ""
 
 
 @dataclass(frozen=True)
@@ -157,7 +167,8 @@ class Rule:
     from_network, to_network: network names in the tenant, or '' (matched as
                               that network's subnet, within the tenant's VRF).
     from_ip, to_ip:           '' or 'a.b.c.d', 'a.b.c.d/len' or 'a.b.c.d-e'
-                              (last-octet range, inclusive).
+                              (last-octet range, inclusive), or an IPv6 address
+                              or CIDR (then the rule matches IPv6 only).
     rule_uid:  netmaster-allocated unique id, 1..0xFFFFFFFF: the conjunction id
                and the cookie owner id, so per-rule counters are readable.  The
                default 0 means "not allocated yet": such a rule compiles to nothing.

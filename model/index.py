@@ -11,7 +11,7 @@ guarded commit stays the arbiter between netmasters.
   FreeNumbers  the taken numbers of one space (tags of an encap, ids of a space,
                addresses of a network) and, per allocation range, a lower bound
                of its lowest free number (every number below it is unavailable)
-  SubnetIndex  a tenant's networks as CIDR blocks: two blocks overlap only when
+  SubnetIndex  a tenant's networks as CIDR blocks (IPv4, and IPv6 apart): two blocks overlap only when
                one contains the other, so a query is at most 33 lookups of the
                blocks that could contain it plus a bisection for those inside it
 """
@@ -60,9 +60,11 @@ class FreeNumbers:
 
 
 class SubnetIndex:
-    """One tenant's networks: name -> (start, end, prefixlen, subnet text)."""
+    """One tenant's networks: name -> (start, end, prefixlen, subnet text); addresses
+    of `width` bits (32 for IPv4, 128 for IPv6)."""
 
-    def __init__(self):
+    def __init__(self, width: int = 32):
+        self.width = width
         self.nets: dict[str, tuple[int, int, int, str]] = {}
         self._blocks: dict[tuple[int, int], set[str]] = {}   # (start, prefixlen) -> names
         self._starts: list[tuple[int, str]] = []              # sorted
@@ -71,10 +73,10 @@ class SubnetIndex:
         if name in self.nets:
             self.remove(name)
         try:
-            s = ipam.parse_subnet(subnet)
+            s = ipam.parse_subnet(subnet) if self.width == 32 else ipam.parse_subnet6(subnet)
         except ValueError:
             return                      # never stored by validation; nothing to overlap
-        lo, hi, plen = s._lo, s._hi, s.prefixlen
+        lo, hi, plen = _bounds(s)
         self.nets[name] = (lo, hi, plen, subnet)
         self._blocks.setdefault((lo, plen), set()).add(name)
         bisect.insort(self._starts, (lo, name))
@@ -93,11 +95,12 @@ class SubnetIndex:
         if i < len(self._starts) and self._starts[i] == (lo, name):
             del self._starts[i]
 
-    def overlapping(self, subnet: "ipam.Subnet", exclude: str = "") -> str | None:
+    def overlapping(self, subnet, exclude: str = "") -> str | None:
         """The name of a network whose subnet overlaps `subnet`, or None."""
-        lo, hi, plen = subnet._lo, subnet._hi, subnet.prefixlen
+        lo, hi, plen = _bounds(subnet)
+        full = (1 << self.width) - 1
         for q in range(plen, -1, -1):        # blocks containing it (or equal)
-            mask = ((1 << 32) - 1) ^ ((1 << (32 - q)) - 1)
+            mask = full ^ ((1 << (self.width - q)) - 1)
             for name in self._blocks.get((lo & mask, q), ()):
                 if name != exclude:
                     return name
@@ -109,6 +112,11 @@ class SubnetIndex:
         return None
 
 
+def _bounds(s) -> tuple[int, int, int]:
+    """(network address, broadcast address, prefix length) of an ipam.Subnet or Subnet6."""
+    return int(s.network.network_address), int(s.network.broadcast_address), s.prefixlen
+
+
 class Index:
     """Every index of the model, fed by Store.watch; `lock` is held by updates and
     by the writer's queries (the etcd watch applies events from its own thread)."""
@@ -117,6 +125,7 @@ class Index:
         self.lock = threading.RLock()
         self.numbers: dict[str, FreeNumbers] = {}      # "tag/vxlan", "id/net", "ip/<tenant:net>"
         self.subnets: dict[str, SubnetIndex] = {}      # tenant -> its networks
+        self.subnets6: dict[str, SubnetIndex] = {}     # tenant -> its networks' ipv6Subnet
         self.pools: dict[str, dict[str, tuple[int, int]]] = {}   # "tenant:net" -> group -> pool
         self._pool_net: dict[str, str] = {}            # group key -> the "tenant:net" of its pool
         with self.lock:
@@ -141,16 +150,16 @@ class Index:
     # the one place that knows the store layout (model/service.py's docstring)
     def _one(self, key: str, value) -> None:
         head, _, rest = key.partition("/")
-        if head in ("tag", "id", "ip"):
+        if head in ("tag", "id", "ip", "ip6"):
             space, _, num = rest.rpartition("/")
             try:
-                n = ipam.ip_int(num) if head == "ip" else int(num)
+                n = ipam.ip_int(num) if head == "ip" else ipam.ip6_int(num) if head == "ip6" else int(num)
             except ValueError:
                 return
             fn = self.space(f"{head}/{space}")
             if value is None:
                 fn.discard(n)
-                if head == "ip" and not fn.taken:
+                if head in ("ip", "ip6") and not fn.taken:
                     del self.numbers[f"{head}/{space}"]
             else:
                 fn.add(n)
@@ -158,12 +167,14 @@ class Index:
             kind, _, okey = rest.partition("/")
             if kind == "network":
                 tenant, _, name = okey.partition(":")
-                if value is None:
-                    idx = self.subnets.get(tenant)
+                for table in (self.subnets, self.subnets6):
+                    idx = table.get(tenant)
                     if idx is not None:
                         idx.remove(name)
-                else:
+                if value is not None:
                     self.subnets.setdefault(tenant, SubnetIndex()).add(name, value.get("subnet", ""))
+                    if value.get("ipv6Subnet"):
+                        self.subnets6.setdefault(tenant, SubnetIndex(128)).add(name, value["ipv6Subnet"])
             elif kind == "endpointGroup":
                 was = self._pool_net.pop(okey, None)
                 if was is not None:
@@ -203,9 +214,10 @@ class Index:
             fn = self.numbers.get(space)
             return len(fn.taken) if fn is not None else 0
 
-    def overlapping(self, tenant: str, subnet, exclude: str = "") -> tuple[str, str] | None:
-        """(name, subnet text) of a network of the tenant overlapping `subnet`."""
+    def overlapping(self, tenant: str, subnet, exclude: str = "", v6: bool = False) -> tuple[str, str] | None:
+        """(name, subnet text) of a network of the tenant whose subnet (ipv6Subnet
+        with v6) overlaps `subnet`."""
         with self.lock:
-            idx = self.subnets.get(tenant)
+            idx = (self.subnets6 if v6 else self.subnets).get(tenant)
             name = idx.overlapping(subnet, exclude) if idx is not None else None
             return (name, idx.nets[name][3]) if name is not None else None

@@ -117,3 +117,45 @@ def mac_for(ip: str) -> str:
     since subnets never overlap inside a tenant)."""
     o = ipaddress.IPv4Address(ip).packed
     return "02:4e:" + ":".join(f"{b:02x}" for b in o)
+
+
+# ---------------------------------------------------------------- IPv6
+# A /64 holds 2^64 addresses: nothing here walks or maps a subnet. Allocation is the
+# lowest free address over the set of used ones (lowest_free stops after at most
+# len(used) + 1 steps), oper ranges are runs of the used set (free_runs, runs).
+V6_PREFIX_MIN, V6_PREFIX_MAX = 64, 126
+
+
+@dataclass(frozen=True)
+class Subnet6:
+    network: ipaddress.IPv6Network
+    first: int          # the subnet-router anycast address (the subnet's own) is never handed out
+    last: int
+
+    @property
+    def prefixlen(self) -> int:
+        return self.network.prefixlen
+
+    def overlaps(self, other: "Subnet6") -> bool:
+        return self.network.overlaps(other.network)
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def parse_subnet6(text: str) -> Subnet6:
+    """'2001:db8:1::/64' (host bits are ignored, as for IPv4)."""
+    net = ipaddress.IPv6Network(text, strict=False)
+    return Subnet6(net, int(net.network_address) + 1, int(net.broadcast_address))
+
+
+def ip6_int(text: str) -> int:
+    return int(ipaddress.IPv6Address(text))
+
+
+def ip6_str(n: int) -> str:
+    """Canonical (compressed, lower-case) text: the one form stored and compared."""
+    return str(ipaddress.IPv6Address(n))
+
+
+def runs6_text(spans) -> str:
+    """runs_text for IPv6 addresses."""
+    return ", ".join(ip6_str(a) if a == b else f"{ip6_str(a)}-{ip6_str(b)}" for a, b in spans)

@@ -127,6 +127,15 @@ def network_oper(model: Model, obj: dict) -> dict:
         "netId": meta.get("id", 0),
         "endpoints": [_ep_brief(e) for e in eps],
     }
+    if obj.get("ipv6Subnet"):
+        # runs of the used set only: a /64's free space is two runs, not 2^64 entries
+        sub6 = ipam.parse_subnet6(obj["ipv6Subnet"])
+        used6 = {ipam.ip6_int(k.rsplit("/", 1)[1]) for k in model.store.keys(f"ip6/{key}/")}
+        gw6 = {ipam.ip6_int(obj["ipv6Gateway"])} if obj.get("ipv6Gateway") else set()
+        oper["allocatedIPv6AddressesCount"] = len(used6)
+        oper["allocatedIPv6Addresses"] = ipam.runs6_text(ipam.runs(used6 | gw6))
+        oper["availableIPv6Addresses"] = ipam.runs6_text(ipam.free_runs(sub6.first, sub6.last,
+                                                                          used6 | gw6))
     if obj["encap"] == "vxlan":
         oper["externalPktTag"] = meta.get("pktTag", 0)
     return oper

@@ -17,10 +17,14 @@ IPV4 = rf"{_OCT}(\.{_OCT}){{3}}"
 IPV4_OPT = rf"^({IPV4})?$"
 SUBNET = rf"^({IPV4})(\-({IPV4}))?/(3[0-1]|2[0-9]|1[0-9]|[1-9])$"
 IP_POOL = rf"^$|^({IPV4})(\-({IPV4}))?$"
-RULE_IP = rf"^(({IPV4})(\-{_OCT})?(/(3[0-2]|2[0-9]|1[0-9]|[1-9]))?)?$"
 _H = r"[0-9a-fA-F]{1,4}"
-IPV6_SUBNET = rf"^((({_H})((\:{_H}){{7}}))|((({_H}\:){{0,6}}|\:)((\:{_H}){{0,6}}|\:)))/(12[0-8]|1[01][0-9]|[1-9][0-9]|[1-9])$|^$"
-IPV6 = rf"^((({_H})((\:{_H}){{7}}))|((({_H}\:){{0,6}}|\:)((\:{_H}){{0,6}}|\:)))?$"
+_IPV6 = rf"(({_H})((\:{_H}){{7}}))|((({_H}\:){{0,6}}|\:)((\:{_H}){{0,6}}|\:))"   # Contiv's
+_PLEN6 = r"(12[0-8]|1[01][0-9]|[1-9][0-9]|[0-9])"
+IPV6_SUBNET = rf"^({_IPV6})/(12[0-8]|1[01][0-9]|[1-9][0-9]|[1-9])$|^$"
+IPV6 = rf"^({_IPV6})?$"
+# a rule's peer: Contiv's IPv4 forms, or (netweave) an IPv6 address or CIDR; model/service.py
+# parses it fully (the regex lets some non-addresses through, e.g. '1:2')
+RULE_IP = rf"^(({IPV4})(\-{_OCT})?(/(3[0-2]|2[0-9]|1[0-9]|[1-9]))?)?$|^({_IPV6})(/{_PLEN6})?$"
 BANDWIDTH = (r"^([1-9][0-9]* (([kmgKMG]bps)|[kmgKMG]|(kb|Kb|Gb|gb|Mb|mb)))?$"
              r"|^([1-9][0-9]*(((k|m|g|K|G|M)bps)|(k|m|g|K|M|G)|(kb|Kb|Gb|gb|Mb|mb)))?$")
 
@@ -184,6 +188,7 @@ HOST = Kind("host", "hosts", ("hostLabel",), (
 # CNI GC uses to find the endpoints it answers for).
 EP_IP = rf"^({IPV4})(/(3[0-2]|[12]?[0-9]))?$"
 MAC = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"
+EP_IP6 = rf"^$|^({_IPV6})(/{_PLEN6})?$"
 
 ENDPOINT = Kind("endpoint", "endpoints", ("endpointID",), (
     Field("cniNetwork", length=256, description="the CNI network configuration's name (CNI GC)"),
@@ -198,6 +203,9 @@ ENDPOINT = Kind("endpoint", "endpoints", ("endpointID",), (
     Field("intfName", length=15, required=True, format=r"^[A-Za-z0-9_.\-]+$"),
     Field("ipAddress", length=18, format=rf"^$|{EP_IP}",
           description="the address wanted, a.b.c.d[/len] (empty: the lowest free one)"),
+    Field("ipv6Address", length=43, format=EP_IP6,
+          description="the IPv6 address wanted on a dual-stack network, addr[/len] (empty: the "
+                      "lowest free one); netweave extension"),
     Field("labels", type="array", description="the container's labels, key=value"),
     Field("macAddress", length=17, format=rf"^$|{MAC}", description="the MAC wanted (empty: from the address)"),
     Field("networkName", length=64, format=NAME, required=True),
@@ -223,7 +231,8 @@ FORMAT_WORDS = {
     IPV4_OPT: "empty or a valid IPv4 address",
     SUBNET: "a valid CIDR (a.b.c.d/len or a.b.c.d-e.f.g.h/len, len 1-31)",
     IP_POOL: "empty, an IPv4 address or a range a.b.c.d-e.f.g.h",
-    RULE_IP: "empty, an IPv4 address, a.b.c.d/len or a.b.c.d-N",
+    RULE_IP: "empty, an IPv4 address, a.b.c.d/len, a.b.c.d-N, an IPv6 address or an IPv6 CIDR",
+    EP_IP6: "empty or an IPv6 address (addr or addr/len)",
     IPV6_SUBNET: "empty or a valid IPv6 CIDR",
     IPV6: "empty or a valid IPv6 address",
     BANDWIDTH: "a rate such as 10mbps, 100 kbps or 1gbps",

@@ -13,10 +13,12 @@ Store layout (keys under the store's own prefix):
   id/<space>/<n>            id n in space vrf|net|group|rule is taken
   ep/<endpointID>           an endpoint, with its address and MAC
   ip/<tenant:net>/<a.b.c.d> an address is taken by an endpoint
+  ip6/<tenant:net>/<v6>     an IPv6 address (canonical text) is taken by an endpoint
   host/<label>              a registered host and its last heartbeat
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import time
@@ -125,7 +127,13 @@ class Model:
                              f"through CNI", 405)
         if kind is schema.HOST:
             return self.register_host(path_key, body)
+        if kind is schema.SERVICE_LB and isinstance(body, dict) and ":" in str(body.get("ipAddress") or ""):
+            raise ValidationError(f"ipAddress: {body['ipAddress']} is IPv6; a service's VIP is IPv4 "
+                                  f"only (its load balancing and NAT are)")
         obj = parse(kind, body, path_key)
+        normalize = getattr(self, f"_normalize_{kind.name}", None)
+        if normalize is not None:
+            obj = normalize(obj)
         key = objects.key(obj)
         new = objects.to_dict(obj)
         with self.store.write_lock():
@@ -212,15 +220,40 @@ class Model:
                 raise Conflict(f"tenant {key}: cannot delete, it has {n} {what}")
         self._free_id("tenant", "vrf", key, deletes)
 
+    @staticmethod
+    def _normalize_network(n):
+        """The IPv6 subnet and gateway in canonical text, the gateway defaulting to the
+        subnet's first address (before the immutability check: posting the same network
+        again, in any spelling, changes nothing)."""
+        if not n.ipv6Subnet:
+            if n.ipv6Gateway:
+                raise ValidationError("ipv6Gateway: needs an ipv6Subnet")
+            return n
+        try:
+            sub6 = ipam.parse_subnet6(n.ipv6Subnet)
+        except ValueError as exc:
+            raise ValidationError(f"ipv6Subnet: {exc}")
+        if not ipam.V6_PREFIX_MIN <= sub6.prefixlen <= ipam.V6_PREFIX_MAX:
+            raise ValidationError(f"ipv6Subnet: /{sub6.prefixlen} is outside /{ipam.V6_PREFIX_MIN} to "
+                                  f"/{ipam.V6_PREFIX_MAX}")
+        if sub6.network.is_link_local or sub6.network.is_multicast or sub6.network.is_loopback:
+            raise ValidationError(f"ipv6Subnet: {sub6.network} is a link-local, multicast or loopback "
+                                  f"range")
+        if n.ipv6Gateway:
+            try:
+                gw = ipam.ip6_int(n.ipv6Gateway)
+            except ValueError as exc:
+                raise ValidationError(f"ipv6Gateway: {exc}")
+            if not sub6.first <= gw <= sub6.last:
+                raise ValidationError(f"ipv6Gateway: {n.ipv6Gateway} is not a host address inside "
+                                      f"{sub6.network}")
+        else:
+            gw = sub6.first
+        return dataclasses.replace(n, ipv6Subnet=str(sub6.network), ipv6Gateway=ipam.ip6_str(gw))
+
     def _check_network(self, n, old, puts, deletes):
         if old is not None:
             return None                              # only cfgdTag may change
-        for name in ("ipv6Subnet", "ipv6Gateway"):
-            # refused rather than stored: the pipeline carries IPv4 only, and a network that
-            # took an IPv6 subnet would drop every IPv6 packet at the spoof guard, silently
-            if getattr(n, name):
-                raise ValidationError(f"{name}: IPv6 is not supported by netweave yet "
-                                      f"(the pipeline carries IPv4 and ARP only); leave it empty")
         self._require("tenant", n.tenantName, "tenantName")
         key = objects.key(n)
         if self.store.get(okey("endpointGroup", key)):
@@ -239,6 +272,12 @@ class Model:
         if other is not None:
             raise Conflict(f"subnet: {n.subnet} overlaps network {other[0]} "
                            f"({other[1]}) in tenant {n.tenantName}")
+        if n.ipv6Subnet:
+            other = self.index.overlapping(n.tenantName, ipam.parse_subnet6(n.ipv6Subnet),
+                                           exclude=n.networkName, v6=True)
+            if other is not None:
+                raise Conflict(f"ipv6Subnet: {n.ipv6Subnet} overlaps network {other[0]} "
+                               f"({other[1]}) in tenant {n.tenantName}")
         g = self._global()
         rng_field = "vxlans" if n.encap == "vxlan" else "vlans"
         lo, hi = self._range(g[rng_field])
@@ -360,6 +399,19 @@ class Model:
                 self._require("endpointGroup", f"{r.tenantName}:{grp}", f"{side}EndpointGroup")
             if net:
                 self._require("network", f"{r.tenantName}:{net}", f"{side}Network")
+        for f in ("fromIpAddress", "toIpAddress"):
+            text = getattr(r, f)
+            if text and ":" in text:           # the schema checked Contiv's IPv4 forms
+                try:
+                    ipaddress.IPv6Network(text, strict=False)
+                except ValueError as exc:
+                    raise ValidationError(f"{f}: {text} is not an IPv6 address or CIDR ({exc})")
+                if r.protocol == "1":
+                    raise ValidationError(f"protocol: 1 is ICMP for IPv4, which never matches the "
+                                          f"IPv6 peer {f} {text} (ICMPv6 is 58)")
+            elif text and r.protocol == "58":
+                raise ValidationError(f"protocol: 58 is ICMPv6, which never matches the IPv4 peer "
+                                      f"{f} {text}")
         if r.port and r.protocol not in ("tcp", "udp"):
             raise ValidationError(f"port: needs protocol tcp or udp (protocol is {r.protocol or 'any'!r})")
         if r.protocol and r.protocol.isdigit() and int(r.protocol) > 255:
@@ -587,6 +639,9 @@ class Model:
             if addr is None:
                 raise Conflict(f"ipAddress: no free address left in the {where}")
             ip = ipam.ip_str(addr)
+            ip6, sub6 = self._alloc_ip6(req, net, net_key)
+            if req.ipv6Address and not ip6:
+                raise ValidationError(f"ipv6Address: network {net_key} has no ipv6Subnet")
             mac = self._requested_mac(req.macAddress, net_key) if req.macAddress else ipam.mac_for(ip)
             meta = self.meta("network", net_key)
             rec = {
@@ -596,10 +651,12 @@ class Model:
                 "network": net_key,
                 "groupName": grp["groupName"] if grp else "",
                 "groupKey": f"{grp['tenantName']}:{grp['groupName']}" if grp else "",
-                "ipAddress": [ip, ""],
+                "ipAddress": [ip, ip6],
                 "macAddress": mac,
                 "prefixLen": sub.prefixlen,
                 "gateway": net["gateway"],
+                "prefixLen6": sub6.prefixlen if sub6 else 0,
+                "gateway6": net.get("ipv6Gateway") or "",
                 "encap": net["encap"],
                 "pktTag": meta.get("pktTag", 0),
                 "mtu": self.underlay_mtu - (VXLAN_OVERHEAD if net["encap"] == "vxlan" else 0),
@@ -614,10 +671,48 @@ class Model:
                 "labels": list(req.labels or ()),
                 "created": self.clock(),
             }
-            self.store.commit({f"ep/{endpoint_id}": rec, f"ip/{net_key}/{ip}": {"endpoint": endpoint_id}})
-        log.info("event=endpoint_allocated id=%s network=%s ip=%s host=%s",
-                 endpoint_id, net_key, ip, req.host)
+            puts = {f"ep/{endpoint_id}": rec, f"ip/{net_key}/{ip}": {"endpoint": endpoint_id}}
+            if ip6:
+                puts[f"ip6/{net_key}/{ip6}"] = {"endpoint": endpoint_id}
+            self.store.commit(puts)
+        log.info("event=endpoint_allocated id=%s network=%s ip=%s ip6=%s host=%s",
+                 endpoint_id, net_key, ip, ip6 or "-", req.host)
         return self._ep_view(rec)
+
+    def _alloc_ip6(self, req, net: dict, net_key: str):
+        """(address, subnet) of a new endpoint on a dual-stack network, ("", None) on an
+        IPv4-only one: the one asked for, else the lowest free over the used set (ip6/ keys
+        and the gateway), so the cost follows the endpoints, never the subnet's 2^64."""
+        if not net.get("ipv6Subnet"):
+            return "", None
+        sub6 = ipam.parse_subnet6(net["ipv6Subnet"])
+        gw6 = ipam.ip6_int(net["ipv6Gateway"]) if net.get("ipv6Gateway") else None
+        if req.ipv6Address:
+            text, _, plen = req.ipv6Address.partition("/")
+            where = f"the ipv6Subnet {net['ipv6Subnet']} of network {net_key}"
+            if plen and int(plen) != sub6.prefixlen:
+                raise ValidationError(f"ipv6Address: {req.ipv6Address} has prefix length /{plen}, "
+                                      f"{where} has /{sub6.prefixlen}")
+            try:
+                addr = ipam.ip6_int(text)
+            except ValueError as exc:
+                raise ValidationError(f"ipv6Address: {exc}")
+            if not sub6.first <= addr <= sub6.last:
+                raise ValidationError(f"ipv6Address: {text} is outside {where}")
+            if addr == gw6:
+                raise Conflict(f"ipv6Address: {text} is the ipv6Gateway of network {net_key}")
+            if self.index.is_taken(f"ip6/{net_key}", addr):
+                canon = ipam.ip6_str(addr)
+                owner = (self.store.get(f"ip6/{net_key}/{canon}") or {}).get("endpoint", "?")
+                raise Conflict(f"ipv6Address: {canon} is already taken in network {net_key} "
+                               f"(endpoint {owner})")
+        else:
+            addr = self.index.lowest_free(f"ip6/{net_key}", sub6.first, sub6.last,
+                                          extra=frozenset([gw6] if gw6 else []))
+            if addr is None:
+                raise Conflict(f"ipv6Address: no free address left in the ipv6Subnet "
+                               f"{net['ipv6Subnet']} of network {net_key}")
+        return ipam.ip6_str(addr), sub6
 
     def _requested_ip(self, text: str, net: dict, net_key: str, sub, grp, gw: frozenset) -> int:
         """The address an endpoint asked for (a CNI runtime's IP / ips), when it may have it."""
@@ -664,6 +759,15 @@ class Model:
         Docker's endpoint id); anything else must equal what is stored."""
         if req.ipAddress and req.ipAddress.split("/")[0] != rec["ipAddress"][0]:
             raise Conflict(f"ipAddress: endpoint {rec['endpointID']} already has {rec['ipAddress'][0]}")
+        if req.ipv6Address:
+            have = rec["ipAddress"][1] if len(rec["ipAddress"]) > 1 else ""
+            try:
+                same = have and ipam.ip6_int(req.ipv6Address.split("/")[0]) == ipam.ip6_int(have)
+            except ValueError:
+                same = False
+            if not same:
+                raise Conflict(f"ipv6Address: endpoint {rec['endpointID']} already has "
+                               f"{have or 'no IPv6 address'}")
         new = dict(rec)
         for name in schema.ENDPOINT_ATTACHMENT:
             if isinstance(body, dict) and name in body:
@@ -681,8 +785,13 @@ class Model:
             rec = self.store.get(f"ep/{endpoint_id}")
             if rec is None:
                 raise NotFound(f"endpoint {endpoint_id} not found")
-            self.store.commit({}, [f"ep/{endpoint_id}", f"ip/{rec['network']}/{rec['ipAddress'][0]}"])
-        log.info("event=endpoint_released id=%s network=%s ip=%s", endpoint_id, rec["network"], rec["ipAddress"][0])
+            deletes = [f"ep/{endpoint_id}", f"ip/{rec['network']}/{rec['ipAddress'][0]}"]
+            ip6 = rec["ipAddress"][1] if len(rec["ipAddress"]) > 1 else ""
+            if ip6:
+                deletes.append(f"ip6/{rec['network']}/{ip6}")
+            self.store.commit({}, deletes)
+        log.info("event=endpoint_released id=%s network=%s ip=%s ip6=%s", endpoint_id, rec["network"],
+                 rec["ipAddress"][0], ip6 or "-")
         return endpoint_id
 
     def endpoint(self, ident: str) -> dict:

@@ -76,7 +76,10 @@ HOST_VIEW = _object({
 ENDPOINT_VIEW = _object({
     "key": _S, "endpointID": _S, "tenantName": _S, "networkName": _S, "network": _S, "groupName": _S,
     "groupKey": _S, "endpointGroupKey": _S, "endpointGroupId": _I, "serviceName": _S,
-    "ipAddress": _STRS, "macAddress": _S, "prefixLen": _I, "gateway": _S, "encap": _S, "pktTag": _I,
+    "ipAddress": {"type": "array", "items": _S, "minItems": 2, "maxItems": 2,
+                  "description": "[IPv4, IPv6] (Contiv's shape); IPv6 is \"\" off dual-stack networks"},
+    "macAddress": _S, "prefixLen": _I, "gateway": _S, "encap": _S, "pktTag": _I,
+    "prefixLen6": _I, "gateway6": _S,
     "mtu": _I, "homingHost": _S, "vtepIP": _S, "intfName": _S, "virtualPort": _S, "ifName": _S,
     "containerID": _S, "containerName": _S, "podNamespace": _S, "cniNetwork": _S,
     "dockerEndpoint": _S, "labels": _STRS, "created": _N, "ingressPolicingRate": _I,

@@ -90,12 +90,16 @@ def test_pkt_tags_allocated_without_collision_and_released(netmaster):
     (dict(NET, tenantName="nosuch"), 400, "tenantName: the body says 'nosuch' but the path says 'default'"),
     (dict(NET, cfgdTag="x" * 129), 400, "cfgdTag: longer than 128 characters"),
     (dict(NET, subnet="10.0.0.0/7"), 400, "subnet: /7 is too large (8 to 31)"),
-    # refused, never stored and then dropped at the spoof guard
-    (dict(NET, ipv6Subnet="2001:db8::/64"), 400, "ipv6Subnet: IPv6 is not supported by netweave yet "
-     "(the pipeline carries IPv4 and ARP only); leave it empty"),
-    (dict(NET, ipv6Gateway="2001:db8::1"), 400, "ipv6Gateway: IPv6 is not supported by netweave yet "
-     "(the pipeline carries IPv4 and ARP only); leave it empty"),
     (dict(NET, ipv6Subnet="2001:db8::/129"), 400, "ipv6Subnet: 2001:db8::/129 is not empty or a valid IPv6 CIDR"),
+    (dict(NET, ipv6Subnet="2001:db8::/48"), 400, "ipv6Subnet: /48 is outside /64 to /126"),
+    (dict(NET, ipv6Subnet="2001:db8::/127"), 400, "ipv6Subnet: /127 is outside /64 to /126"),
+    (dict(NET, ipv6Subnet="fe80::/64"), 400, "ipv6Subnet: fe80::/64 is a link-local, multicast or "
+     "loopback range"),
+    (dict(NET, ipv6Gateway="2001:db8::1"), 400, "ipv6Gateway: needs an ipv6Subnet"),
+    (dict(NET, ipv6Subnet="2001:db8::/64", ipv6Gateway="2001:db9::1"), 400,
+     "ipv6Gateway: 2001:db9::1 is not a host address inside 2001:db8::/64"),
+    (dict(NET, ipv6Subnet="2001:db8::/64", ipv6Gateway="2001:db8::"), 400,
+     "ipv6Gateway: 2001:db8:: is not a host address inside 2001:db8::/64"),
 ])
 def test_network_bad_input(shared_netmaster, body, status, message):
     refused(shared_netmaster.post("/api/v1/networks/default:contiv-net/", body), status, message)
@@ -300,6 +304,93 @@ def test_endpoint_requested_address_mac_and_names(netmaster):
     refused(nm.post("/api/v1/endpoints/rq3/", dict(body, macAddress="zz")), 400,
             "macAddress: zz is not empty or a MAC address (six hex pairs joined by ':')")
     assert {e["endpointID"] for e in ok(nm.get("/api/v1/endpoints/"))} == {"rq1", "rq2"}
+
+
+def test_dual_stack_network_endpoints_and_rules(netmaster):
+    """ipv6Subnet/ipv6Gateway stored canonical, checked like IPv4; endpoints get [v4, v6],
+    asked-for IPv6 addresses are checked like IPv4 ones, and a refusal stores nothing."""
+    nm = netmaster
+    ds = dict(NET, networkName="ds", subnet="10.7.0.0/24", gateway="10.7.0.1",
+              ipv6Subnet="2001:DB8:7:0::5/64")
+    net = ok(nm.post("/api/v1/networks/default:ds/", ds))
+    assert (net["ipv6Subnet"], net["ipv6Gateway"]) == ("2001:db8:7::/64", "2001:db8:7::1")
+    assert ok(nm.post("/api/v1/networks/default:ds/", ds)) == net           # same, in any spelling
+    refused(nm.post("/api/v1/networks/default:ds/", dict(ds, ipv6Gateway="2001:db8:7::2")), 409,
+            "ipv6Gateway: cannot change after the network is created (is '2001:db8:7::1', "
+            "asked '2001:db8:7::2')")
+    refused(nm.post("/api/v1/networks/default:ds2/", dict(ds, networkName="ds2", subnet="10.8.0.0/24",
+                                                          gateway="", ipv6Subnet="2001:db8:7::/96")),
+            409, "ipv6Subnet: 2001:db8:7::/96 overlaps network ds (2001:db8:7::/64) in tenant default")
+    ok(nm.post("/api/v1/tenants/blue/", {}))                                  # other tenants may overlap
+    ok(nm.post("/api/v1/networks/blue:ds/", dict(ds, tenantName="blue")))
+    ok(nm.post("/api/v1/networks/default:v4only/", dict(NET, networkName="v4only", subnet="10.9.0.0/24",
+                                                          gateway="10.9.0.1")))
+    ok(nm.post("/api/v1/hosts/h1/", {"vtepIP": "10.99.0.1", "dpid": "00000000000000a1"}))
+    body = {"tenantName": "default", "networkName": "ds", "host": "h1", "intfName": "nwds1"}
+    e1 = ok(nm.post("/api/v1/endpoints/d1/", body))
+    assert e1["ipAddress"] == ["10.7.0.2", "2001:db8:7::2"]
+    assert (e1["prefixLen6"], e1["gateway6"]) == (64, "2001:db8:7::1")
+    e2 = ok(nm.post("/api/v1/endpoints/d2/", dict(body, ipv6Address="2001:db8:7:0:0:0:0:abcd/64")))
+    assert e2["ipAddress"] == ["10.7.0.3", "2001:db8:7::abcd"]
+    assert ok(nm.post("/api/v1/endpoints/d2/", dict(body, ipv6Address="2001:db8:7::abcd"))) == e2
+    refused(nm.post("/api/v1/endpoints/d2/", dict(body, ipv6Address="2001:db8:7::abce")), 409,
+            "ipv6Address: endpoint d2 already has 2001:db8:7::abcd")
+    for ask, status, message in (
+            ("2001:db8:8::1", 400, "ipv6Address: 2001:db8:8::1 is outside the ipv6Subnet "
+                                   "2001:db8:7::/64 of network default:ds"),
+            ("2001:db8:7::9/80", 400, "ipv6Address: 2001:db8:7::9/80 has prefix length /80, the "
+                                      "ipv6Subnet 2001:db8:7::/64 of network default:ds has /64"),
+            ("2001:db8:7::1", 409, "ipv6Address: 2001:db8:7::1 is the ipv6Gateway of network default:ds"),
+            ("2001:db8:7::ABCD", 409, "ipv6Address: 2001:db8:7::abcd is already taken in network "
+                                      "default:ds (endpoint d2)"),
+            ("2001:db8:7::/64/1", 400, "ipv6Address: 2001:db8:7::/64/1 is not empty or an IPv6 address "
+                                       "(addr or addr/len)")):
+        refused(nm.post("/api/v1/endpoints/d3/", dict(body, ipv6Address=ask)), status, message)
+    refused(nm.post("/api/v1/endpoints/d3/", dict(body, networkName="v4only", ipv6Address="2001:db8:7::9")),
+            400, "ipv6Address: network default:v4only has no ipv6Subnet")
+    # nothing half-stored by the refusals: the next endpoint gets the next address of each family
+    e3 = ok(nm.post("/api/v1/endpoints/d3/", body))
+    assert e3["ipAddress"] == ["10.7.0.4", "2001:db8:7::3"]
+    assert ok(nm.post("/api/v1/endpoints/v4/", dict(body, networkName="v4only")))["ipAddress"] == ["10.9.0.2", ""]
+    oper = ok(nm.get("/api/v1/inspect/networks/default:ds/"))["Oper"]
+    assert oper["allocatedIPv6AddressesCount"] == 3
+    assert oper["allocatedIPv6Addresses"] == "2001:db8:7::1-2001:db8:7::3, 2001:db8:7::abcd"
+    assert oper["availableIPv6Addresses"] == ("2001:db8:7::4-2001:db8:7::abcc, "
+                                              "2001:db8:7::abce-2001:db8:7:0:ffff:ffff:ffff:ffff")
+    assert "allocatedIPv6Addresses" not in ok(nm.get("/api/v1/inspect/networks/default:v4only/"))["Oper"]
+    ins = ok(nm.get("/api/v1/inspect/endpoints/d1/"))["Oper"]
+    assert ins["ipAddress"] == ["10.7.0.2", "2001:db8:7::2"]
+    # released with the endpoint: the lowest free is handed out again
+    ok(nm.delete("/api/v1/endpoints/d1/"))
+    assert ok(nm.post("/api/v1/endpoints/d4/", body))["ipAddress"] == ["10.7.0.2", "2001:db8:7::2"]
+    # blue's overlapping subnet has its own addresses
+    assert ok(nm.post("/api/v1/endpoints/b1/", dict(body, tenantName="blue")))["ipAddress"] == \
+        ["10.7.0.2", "2001:db8:7::2"]
+    # rules with IPv6 peers; a protocol of the other family is refused
+    ok(nm.post("/api/v1/policys/default:p6/", {}))
+    rule = {"direction": "in", "action": "deny", "fromIpAddress": "2001:db8:7::/64", "protocol": "tcp",
+            "port": 22}
+    ok(nm.post("/api/v1/rules/default:p6:1/", rule))
+    ok(nm.post("/api/v1/rules/default:p6:2/", dict(rule, fromIpAddress="2001:db8:7::2", protocol="58",
+                                                     port=0)))
+    ok(nm.post("/api/v1/rules/default:p6:3/", {"direction": "out", "action": "allow",
+                                                 "toIpAddress": "::/0"}))
+    for r, message in (
+            (dict(rule, protocol="1", port=0), "protocol: 1 is ICMP for IPv4, which never matches the "
+                                               "IPv6 peer fromIpAddress 2001:db8:7::/64 (ICMPv6 is 58)"),
+            (dict(rule, fromIpAddress="10.7.0.0/24", protocol="58", port=0),
+             "protocol: 58 is ICMPv6, which never matches the IPv4 peer fromIpAddress 10.7.0.0/24"),
+            (dict(rule, fromIpAddress=":1"), "fromIpAddress: :1 is not an IPv6 address or CIDR "
+                                             "(At least 3 parts expected in ':1')"),
+            (dict(rule, fromIpAddress="2001:db8::/129"),
+             "fromIpAddress: 2001:db8::/129 is not empty, an IPv4 address, a.b.c.d/len, a.b.c.d-N, "
+             "an IPv6 address or an IPv6 CIDR")):
+        refused(nm.post("/api/v1/rules/default:p6:9/", r), 400, message)
+    refused(nm.get("/api/v1/rules/default:p6:9/"), 404, "rule default:p6:9 not found")
+    # service VIPs stay IPv4
+    refused(nm.post("/api/v1/serviceLBs/default:s6/", dict(SVC, networkName="ds", ipAddress="2001:db8:7::50")),
+            400, "ipAddress: 2001:db8:7::50 is IPv6; a service's VIP is IPv4 only (its load balancing "
+                 "and NAT are)")
 
 
 def test_openapi_is_the_validation_schema(shared_netmaster):

@@ -5,6 +5,7 @@ refused create stores nothing; the indexes equal a rebuild from the mirror."""
 from __future__ import annotations
 
 import ipaddress
+import itertools
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,8 +29,11 @@ def _subnet(a, b, plen, ranged):
 
 subnets = st.builds(_subnet, st.integers(0, 1), st.sampled_from([0, 1, 2, 4, 128, 130]),
                     st.sampled_from([15, 16, 23, 24, 25, 28, 29, 30]), st.booleans())
+subnets6 = st.one_of(st.just(""), st.builds(lambda a, plen: str(ipaddress.IPv6Network(f"fd00:{a}::/{plen}",
+                                                                                     strict=False)),
+                                            st.sampled_from([0, 1, 0x100]), st.sampled_from([64, 72, 120, 126])))
 net_op = st.tuples(st.just("net"), st.sampled_from(TENANTS), st.integers(0, 7), subnets,
-                   st.sampled_from(["vxlan", "vlan"]), st.sampled_from([0, 0, 0, 1, 2, 3]))
+                   st.sampled_from(["vxlan", "vlan"]), st.sampled_from([0, 0, 0, 1, 2, 3]), subnets6)
 ep_op = st.tuples(st.just("ep"), st.integers(0, 50), st.integers(0, 30), st.booleans(),
                   st.sampled_from([False, False, True]))
 ops = st.lists(st.one_of(           # creates weigh more than deletes, so state builds up
@@ -38,7 +42,7 @@ ops = st.lists(st.one_of(           # creates weigh more than deletes, so state 
     st.tuples(st.just("group"), st.integers(0, 50), st.integers(0, 3), st.integers(2, 12), st.integers(0, 6)),
     st.tuples(st.just("delgroup"), st.integers(0, 50)),
     st.tuples(st.just("delep"), st.integers(0, 200)),
-), min_size=1, max_size=50)
+), min_size=5, max_size=50)
 
 
 # -- the plain reference: what service.py computed before the indexes ----------
@@ -54,6 +58,9 @@ def ref_network(m: Model, body) -> tuple[str, dict]:
     for other in st_.list("obj/network/").values():
         if other["tenantName"] == tenant and ipam.parse_subnet(other["subnet"]).network.overlaps(sub.network):
             return "refused", {}
+        if other["tenantName"] == tenant and body.get("ipv6Subnet") and other.get("ipv6Subnet") and \
+                ipaddress.IPv6Network(other["ipv6Subnet"]).overlaps(ipaddress.IPv6Network(body["ipv6Subnet"])):
+            return "refused", {}
     g = st_.get("obj/global/global")
     lo, hi = (int(x) for x in g["vxlans" if body["encap"] == "vxlan" else "vlans"].split("-"))
     taken = _nums(st_, f"tag/{body['encap']}/")
@@ -64,6 +71,16 @@ def ref_network(m: Model, body) -> tuple[str, dict]:
     else:
         tag = ipam.lowest_free(lo, hi, taken)
     return "ok", {"pktTag": tag, "id": ipam.lowest_free(1, ID_LIMITS["net"], _nums(st_, "id/net/"))}
+
+
+def ref_ip6(m: Model, net: dict) -> str:
+    if not net.get("ipv6Subnet"):
+        return ""
+    sub6 = ipam.parse_subnet6(net["ipv6Subnet"])
+    key = f"{net['tenantName']}:{net['networkName']}"
+    used = _nums(m.store, f"ip6/{key}/", ipam.ip6_int) | {ipam.ip6_int(net["ipv6Gateway"])}
+    a = ipam.lowest_free(sub6.first, sub6.last, used)
+    return ipam.ip6_str(a) if a is not None else None
 
 
 def ref_endpoint(m: Model, net: dict, grp: dict | None, want: str) -> tuple[str, str | None]:
@@ -89,7 +106,11 @@ def ref_endpoint(m: Model, net: dict, grp: dict | None, want: str) -> tuple[str,
 def _index_state(ix: Index):
     return ({k: set(v.taken) for k, v in ix.numbers.items() if v.taken},
             {t: dict(s.nets) for t, s in ix.subnets.items() if s.nets},
+            {t: dict(s.nets) for t, s in ix.subnets6.items() if s.nets},
             {k: dict(v) for k, v in ix.pools.items() if v})
+
+
+_ids = itertools.count()
 
 
 def _pick(items, i):
@@ -102,13 +123,15 @@ def _run(m: Model, op):
     st_ = m.store
     kind = op[0]
     if kind == "net":
-        _, tenant, n, subnet, encap, tag = op
+        _, tenant, n, subnet, encap, tag, subnet6 = op
         plen = int(subnet.rsplit("/", 1)[1])
         sub = ipam.parse_subnet(subnet)
         body = {"tenantName": tenant, "networkName": f"n{n}", "subnet": subnet, "encap": encap,
                 "gateway": ipam.ip_str(sub.first) if plen < 31 else ""}
         if tag:
             body["pktTag"] = tag
+        if subnet6:
+            body["ipv6Subnet"] = subnet6
         if st_.get(f"obj/network/{tenant}:n{n}") is not None:
             return None
         want, alloc = ref_network(m, body)
@@ -162,7 +185,10 @@ def _run(m: Model, op):
         sub = ipam.parse_subnet(net["subnet"])
         want_ip = ipam.ip_str(min(sub.first + off, sub.last)) if ask else ""
         want, ip = ref_endpoint(m, net, grp, want_ip)
-        eid = f"e{len(st_.keys('ep/'))}x{ni}x{off}"
+        ip6 = ref_ip6(m, net)
+        if ip6 is None:
+            want = "refused"
+        eid = f"e{next(_ids)}"
         body = {"tenantName": net["tenantName"], "networkName": net["networkName"], "host": "h1",
                 "intfName": "v" + eid, "groupName": grp["groupName"] if grp else ""}
         if want_ip:
@@ -174,7 +200,7 @@ def _run(m: Model, op):
             assert want == "refused", (body, ip)
             assert st_._data == before, "a refused endpoint stored something"
             return
-        assert (want, ip) == ("ok", rec["ipAddress"][0]), body
+        assert (want, ip, ip6) == ("ok", rec["ipAddress"][0], rec["ipAddress"][1]), body
     elif kind == "delep":
         eid = _pick((k[len("ep/"):] for k in st_.keys("ep/")), op[1])
         if eid:
