@@ -15,7 +15,7 @@ create grows).  Each phase also reports netmaster's own CPU per create (utime+st
 of its process): the clients run on the same cores.
 
     python -m bench.rest [--quick] [--stores sqlite,etcd] [--profile] [--clients 16]
-                         [--load-networks 3000] [--load-endpoints 20000]
+                         [--load-networks 3000] [--load-endpoints 20000] [--door local|tls]
 """
 from __future__ import annotations
 
@@ -44,11 +44,13 @@ LOAD_NETS, LOAD_EPS = 3000, 20000
 class Server:
     """netmaster and, for etcd, an etcd-server: both on free loopback ports, in a temp dir."""
 
-    def __init__(self, store: str, profile: bool = False):
+    def __init__(self, store: str, profile: bool = False, door: str = "local"):
         self.kind = store
+        self.door = door                     # local: the loopback listener; tls: HTTPS with a token
         self.dir = tempfile.mkdtemp(prefix="nwb-rest-")
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}" if door == "local" else f"https://127.0.0.1:{self.tls_port}"
         self.profile = os.path.join(self.dir, "netmaster.prof") if profile else None
         self.etcd = self.nm = None
 
@@ -67,13 +69,25 @@ class Server:
         else:
             store = f"sqlite://{self.dir}/state.db"
         pre = [sys.executable, "-m", "cProfile", "-o", self.profile] if self.profile else [sys.executable]
-        self.nm = subprocess.Popen(pre + ["-m", "controller.main", "--listen", f"127.0.0.1:{self.port}", "--tls-listen", "none",
+        tls = ["--tls-listen", "none"] if self.door == "local" else \
+            ["--tls-listen", f"127.0.0.1:{self.tls_port}", "--pki-dir", f"{self.dir}/pki"]
+        self.nm = subprocess.Popen(pre + ["-m", "controller.main", "--listen", f"127.0.0.1:{self.port}", *tls,
                                           "--no-openflow", "--store", store, "--log-level", "WARNING",
                                           "--host-timeout", "3600"],
                                    cwd=common.ROOT, stdout=open(f"{self.dir}/netmaster.log", "ab"),
                                    stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(lambda: requests.get(self.url + "/version", timeout=1).ok, 30, interval=0.1, what="netmaster")
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{self.port}/version", timeout=1).ok, 30,
+                   interval=0.1, what="netmaster")
         return self
+
+    def session(self) -> requests.Session:
+        """A client of the door measured: on HTTPS, verifying netmaster's CA, with the admin token."""
+        s = requests.Session()
+        if self.door == "tls":
+            s.verify = f"{self.dir}/pki/ca.crt"
+            with open(f"{self.dir}/pki/admin.token") as f:
+                s.headers["Authorization"] = "Bearer " + f.read().strip()
+        return s
 
     def stop(self) -> str:
         """Stop both; returns the netmaster profile's top functions when profiling."""
@@ -103,7 +117,8 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _phase(s: requests.Session, reqs, budget: float, clients: int = 1, pid: int | None = None) -> dict:
+def _phase(s: requests.Session, reqs, budget: float, clients: int = 1, pid: int | None = None,
+           session=requests.Session) -> dict:
     """POST each (url, body), from `clients` threads each with its own session, until
     done or over budget; latencies in seconds."""
     import threading
@@ -127,7 +142,7 @@ def _phase(s: requests.Session, reqs, budget: float, clients: int = 1, pid: int 
             with lock:
                 lat.append(dt)
 
-    sessions = [s] + [requests.Session() for _ in range(clients - 1)]
+    sessions = [s] + [session() for _ in range(clients - 1)]
     threads = [threading.Thread(target=worker, args=(x,)) for x in sessions]
     for t in threads:
         t.start()
@@ -160,15 +175,15 @@ def _ep_reqs(u, first_net, nets, first, count):
 
 
 def bench_store(kind: str, nets: int, eps: int, budget: float, profile: bool, clients: int = 16,
-                load_nets: int = LOAD_NETS, load_eps: int = LOAD_EPS) -> dict:
-    srv = Server(kind, profile)
+                load_nets: int = LOAD_NETS, load_eps: int = LOAD_EPS, door: str = "local") -> dict:
+    srv = Server(kind, profile, door)
     prof = ""
     out = {}
     try:
         srv.start()
         u = srv.url + "/api/v1"
         pid = srv.nm.pid
-        with requests.Session() as s:
+        with srv.session() as s:
             s.post(f"{u}/hosts/nwbh1/", json={"hostLabel": "nwbh1", "vtepIP": "10.95.1.1",
                                              "dpid": "00004e0000b00001"}, timeout=10).raise_for_status()
             n_made = e_made = 0
@@ -176,8 +191,10 @@ def bench_store(kind: str, nets: int, eps: int, budget: float, profile: bool, cl
                                   ("loaded", (nets, eps))):
                 if not nn and not ne:
                     continue
-                n = _phase(s, _net_reqs(u, n_made, nn), budget, clients, pid)
-                e = _phase(s, _ep_reqs(u, n_made, n["done"], e_made, ne), budget, clients, pid)
+                n = _phase(s, _net_reqs(u, n_made, nn), budget, clients, pid, srv.session)
+                e = _phase(s, _ep_reqs(u, n_made, n["done"], e_made, ne), budget, clients, pid, srv.session)
+                for ph in (n, e):
+                    ph["door"] = door
                 for ph, want, held in ((n, nn, (n_made, e_made)), (e, ne, (n_made + n["done"], e_made))):
                     ph.update(asked=want, complete=ph["done"] >= want, clients=clients,
                               extrapolated_wall_s=ph["wall_s"] * want / max(1, ph["done"]),
@@ -198,11 +215,11 @@ def bench_store(kind: str, nets: int, eps: int, budget: float, profile: bool, cl
 
 
 def run(quick=False, stores=("sqlite", "etcd"), profile=False, clients=16, load_nets=None,
-        load_eps=None) -> dict:
+        load_eps=None, door="local") -> dict:
     nets, eps, budget = (200, 1000, 30) if quick else (NETS, EPS, 60)
     ln = (600 if quick else LOAD_NETS) if load_nets is None else load_nets
     le = (3000 if quick else LOAD_EPS) if load_eps is None else load_eps
-    out = {k: bench_store(k, nets, eps, budget, profile, clients, ln, le) for k in stores}
+    out = {k: bench_store(k, nets, eps, budget, profile, clients, ln, le, door) for k in stores}
     out["rows"] = rows(out)
     return out
 
@@ -222,7 +239,8 @@ def rows(out) -> list:
                 goal = 1000 if k == "sqlite" else 300
                 held = (f"tenant holding {p['held_networks']} nets + {p['held_endpoints']} eps"
                         if rnd == "loaded" else "empty tenant")
-                r.append((f"REST {k}: create {p['asked']} {what}, {p.get('clients', 1)} clients, {held}",
+                via = "" if p.get("door", "local") == "local" else ", HTTPS + token"
+                r.append((f"REST {k}{via}: create {p['asked']} {what}, {p.get('clients', 1)} clients, {held}",
                           f"{p['per_s']:.0f}/s, p99 {p['p99_ms']:.1f} ms, last 10% {p['last10pct_mean_ms']:.1f} ms, "
                           f"server CPU {p['server_cpu_ms_per_create']:.2f} ms/create{note}",
                           f">= {goal}/s, p99 < 50 ms", common.verdict(p["per_s"] >= goal and p["p99_ms"] < 50)))
@@ -239,10 +257,13 @@ def main(argv=None) -> int:
                    help=f"networks added between the empty and the loaded round (default {LOAD_NETS})")
     p.add_argument("--load-endpoints", type=int, default=None,
                    help=f"endpoints added between the empty and the loaded round (default {LOAD_EPS})")
+    p.add_argument("--door", choices=("local", "tls"), default="local",
+                   help="local: the loopback HTTP listener (default); tls: the HTTPS listener with the admin token")
     a = p.parse_args(argv)
     common.setup_logging()
-    out = run(a.quick, tuple(a.stores.split(",")), a.profile, a.clients, a.load_networks, a.load_endpoints)
-    common.save("rest", out)
+    out = run(a.quick, tuple(a.stores.split(",")), a.profile, a.clients, a.load_networks, a.load_endpoints,
+              a.door)
+    common.save("rest" if a.door == "local" else "rest_tls", out)
     print(common.rows_table(out["rows"]))
     for k in ("sqlite", "etcd"):
         if "profile" in out.get(k, {}):
