@@ -523,6 +523,7 @@ class SwitchManager(app_manager.OSKenApp):
         req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
                                          COOKIE_MARK, COOKIE_MARK_MASK, parser.OFPMatch())
         with ofwire.gc_paused():            # speed: see controller/ofwire.py
+            n = 0
             for rep in self._request(req, parser.OFPFlowStatsReply, True) or []:
                 for st in rep.body:
                     try:
@@ -530,6 +531,9 @@ class SwitchManager(app_manager.OSKenApp):
                         held[e.key] = e
                     except ofmsg.ConversionError:
                         stale_raw.append(st)
+                    n += 1
+                    if not n % 4096:
+                        hub.sleep(0)            # let other switches' deltas and REST run meanwhile
         groups_held = {}
         req = parser.OFPGroupDescStatsRequest(dp, 0)
         for rep in self._request(req, parser.OFPGroupDescStatsReply, True) or []:
@@ -589,10 +593,21 @@ class SwitchManager(app_manager.OSKenApp):
         self.request_reconcile(dpid)
 
     def _audit_loop(self) -> None:
+        """Each switch is read again once per audit_interval, one at a time, spread
+        over the interval: a full read of a 50k-flow switch holds the event loop for
+        about half a second, and all switches at once held every other change (an
+        attach's flows, REST) back for seconds at 10k endpoints."""
         while not self._stopping:
-            hub.sleep(self.audit_interval)
-            if not self._stopping:
-                self.audit()
+            dpids = sorted(self.datapaths)
+            if not dpids:
+                hub.sleep(self.audit_interval)
+                continue
+            for d in dpids:
+                hub.sleep(self.audit_interval / len(dpids))
+                if self._stopping:
+                    return
+                if d in self.datapaths:
+                    self.audit(d)
 
     def _apply_bundle(self, dp, msgs: list, res: ReconcileResult) -> None:
         """All of msgs or none.  OVS rejects a bad message when it is added yet
