@@ -192,16 +192,19 @@ class SwitchManager(app_manager.OSKenApp):
                     self.roles.switch_down(dp.id)
 
     def _admit(self, dp) -> bool:
-        """A switch claiming a registered host's datapath id must connect from that
-        host's address; otherwise it is refused (closed) before it gets any flow."""
-        address = dp.address[0] if dp.address else ""
-        ok, why = getattr(self.fabric, "admit", lambda *_: (True, ""))(dp.id, address)
+        """A switch claiming a registered host's datapath id must be that host: over
+        TLS by its certificate (CN host:<label>), over tcp by the address it connects
+        from; otherwise it is refused (closed) before it gets any flow."""
+        address, identity = dp.address[0] if dp.address else "", tls_identity(dp)
+        admit = getattr(self.fabric, "admit", None)
+        ok, why = admit(dp.id, address, identity) if admit else (True, "")
         if not ok:                  # (a refused switch must not move the address of the admitted one)
-            LOG.warning("event=switch_refused dpid=%s addr=%s reason=%s", _dpid(dp.id), address, why)
+            LOG.warning("event=switch_refused dpid=%s addr=%s identity=%s reason=%s", _dpid(dp.id),
+                        address, _who(identity), why)
             self._conns.discard(dp)
             dp.close()
         elif hasattr(self.fabric, "switch_address"):
-            self.fabric.switch_address(dp.id, address)
+            self.fabric.switch_address(dp.id, address, identity)
         return ok
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
@@ -813,10 +816,11 @@ def _guard_ofctl_takeover() -> None:
         dp = ev.msg.datapath
         admit = _FABRIC_ADMIT[0]
         if admit is not None:
-            ok, why = admit(dp.id, dp.address[0] if dp.address else "")
+            address, identity = dp.address[0] if dp.address else "", tls_identity(dp)
+            ok, why = admit(dp.id, address, identity)
             if not ok:
-                LOG.warning("event=switch_refused dpid=%s addr=%s reason=%s", _dpid(dp.id),
-                            dp.address[0] if dp.address else "", why)
+                LOG.warning("event=switch_refused dpid=%s addr=%s identity=%s reason=%s", _dpid(dp.id),
+                            address, _who(identity), why)
                 dp.close()
                 return
         return orig(self, ev)
@@ -857,13 +861,28 @@ def _no_osken_listener() -> None:
     osken_controller.OpenFlowController.server_loop = server_loop
 
 
+# (peer address, port) of each OpenFlow-over-TLS connection -> (CN, SHA-256) of the
+# certificate it showed: os-ken's Datapath keeps the address, not the socket's certificate
+_TLS_PEERS: dict = {}
+
+
+def tls_identity(dp) -> Optional[tuple]:
+    """(CN, SHA-256) of the certificate a switch showed over TLS, or None for a
+    plain tcp connection."""
+    return _TLS_PEERS.get(tuple(dp.address)) if dp.address else None
+
+
+def _who(identity: Optional[tuple]) -> str:
+    return "-" if identity is None else (identity[0] or "nameless")
+
+
 def _tls_serve(sock, tls: tuple) -> None:
-    """OpenFlow over TLS beside os-ken's tcp listener (os-ken serves only one of
-    the two from its CONF). Only switches holding a certificate signed by the CA
+    """OpenFlow over TLS beside the tcp listener (_tcp_serve). Only switches holding a certificate signed by the CA
     complete the handshake; each handshake runs in its connection's own green
-    thread, bounded in time, so a silent peer cannot stall accept()."""
+    thread, bounded in time, so a silent peer cannot stall accept(). The
+    certificate's CN is the switch's identity (see Fabric.admit)."""
     from os_ken.controller.controller import datapath_connection_factory
-    from netweave.pki import server_context
+    from netweave.pki import cert_sha256, common_name, server_context
     certfile, keyfile, cafile = tls
     ctx = server_context(certfile, keyfile, cafile, require_client=True)
 
@@ -871,11 +890,18 @@ def _tls_serve(sock, tls: tuple) -> None:
         try:
             conn.settimeout(10)
             conn = ctx.wrap_socket(conn, server_side=True)
+            cn = common_name(conn.getpeercert())
+            sha = cert_sha256(conn.getpeercert(binary_form=True))
         except (OSError, ValueError) as exc:           # ssl.SSLError is an OSError
             LOG.warning("event=openflow_tls_refused addr=%s error=%s", addr[0], exc)
             conn.close()
             return
-        datapath_connection_factory(conn, addr)         # os-ken sets its own socket timeout
+        LOG.info("event=openflow_tls_accepted addr=%s identity=%s", addr[0], cn or "-")
+        _TLS_PEERS[tuple(addr)] = (cn, sha)
+        try:
+            datapath_connection_factory(conn, addr)     # os-ken sets its own socket timeout
+        finally:
+            _TLS_PEERS.pop(tuple(addr), None)
 
     while True:
         conn, addr = sock.accept()
@@ -884,12 +910,14 @@ def _tls_serve(sock, tls: tuple) -> None:
 
 def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653, deny_log_rate: int = DENY_LOG_RATE,
           deny_log_burst: Optional[int] = None, packet_in=None, roles: bool = False,
-          tls_port: Optional[int] = None, tls: Optional[tuple] = None, sock=None) -> Handle:
-    """Run the OpenFlow listener and SwitchManager in this process's hub.
+          tls_port: Optional[int] = None, tls: Optional[tuple] = None,
+          tls_host: Optional[str] = None, sock=None) -> Handle:
+    """Run the OpenFlow listeners and SwitchManager in this process's hub.
     deny_log_rate/burst: the deny-log meter on every switch (packets/s, packets;
     burst defaults to one second's worth); packet_in: see SwitchManager.
-    tls_port, tls=(certfile, keyfile, cafile): also listen for OpenFlow over TLS.
-    sock: the tcp listener on (host, port), bound by the caller (listen()); else bound here."""
+    tls_port, tls=(certfile, keyfile, cafile): also listen for OpenFlow over TLS, on
+    tls_host (default: host). sock: the tcp listener on (host, port), bound by the
+    caller (listen()); else bound here."""
     global _conf_parsed, _running
     if _running is not None:
         raise RuntimeError("an OpenFlow controller already runs in this process; stop() it first")
@@ -904,8 +932,9 @@ def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653, deny_log_rate
     cfg.CONF.set_override("ofp_tcp_listen_port", port)
     # bound now (OSError here, not a silent death in a green thread), served by _tcp_serve
     plain_sock = sock if sock is not None else listen(host, port)
+    tls_host = tls_host or host
     try:
-        tls_sock = listen(host, tls_port) if tls_port else None
+        tls_sock = listen(tls_host, tls_port) if tls_port else None
     except OSError:
         plain_sock.close()
         raise
@@ -925,6 +954,7 @@ def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653, deny_log_rate
     if tls_sock is not None:
         tls_thread = (hub.spawn(_tls_serve, tls_sock, tls), tls_sock)
     plain = (hub.spawn(_tcp_serve, plain_sock), plain_sock)
-    LOG.info("event=controller_started host=%s port=%d tls_port=%s", host, port, tls_port or "off")
+    LOG.info("event=controller_started host=%s port=%d tls=%s", host, port,
+             f"{tls_host}:{tls_port}" if tls_port else "off")
     _running = Handle(app, mgr, threads, tls_thread, plain)
     return _running
