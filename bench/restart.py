@@ -224,7 +224,7 @@ class Bench:
             time.sleep(0.01)
 
     def flow_count(self) -> int:
-        out = self.ovs.ofctl("dump-aggregate", BRIDGE)
+        out = self.ovs.ofctl("dump-aggregate", bridge=BRIDGE)
         return int(out.split("flow_count=")[1].split()[0])
 
 
