@@ -104,9 +104,12 @@ class Model:
             raise NotFound(f"{kind.name} {key} not found")
         return obj
 
-    def list(self, kind: schema.Kind) -> list[dict]:
+    def list(self, kind: schema.Kind, host: str | None = None) -> list[dict]:
+        """Every object of kind; endpoints: only those homed on host when given (an
+        agent asks for its own: 10k views and their JSON held the event loop ~0.1 s)."""
         if kind is schema.ENDPOINT:
-            return [self._ep_view(v) for v in self.store.list("ep/").values()]
+            return [self._ep_view(v) for v in self.store.list("ep/").values()
+                    if host is None or v["homingHost"] == host]
         if kind is schema.HOST:
             return [self._host_view(v) for v in self.store.list("host/").values()]
         return list(self.store.list(f"obj/{kind.name}/").values())
@@ -819,8 +822,19 @@ class Model:
     def endpoints_version(self, host: str) -> str:
         """Changes whenever something the agent applies to this host's endpoints changes."""
         import hashlib
-        items = sorted((e["endpointID"], tuple(sorted(self.qos(e["groupKey"]).items())))
-                       for e in self.store.list("ep/").values() if e["homingHost"] == host)
+        # Endpoints without QoS are left out: a new one gets its QoS at CNI ADD, and counting
+        # it made every attach send its host's agent to re-read all its endpoints.
+        qos: dict = {}
+        items = []
+        for e in self.store.list("ep/").values():
+            if e["homingHost"] != host:
+                continue
+            q = qos.get(e["groupKey"])
+            if q is None:
+                q = qos[e["groupKey"]] = tuple(sorted(self.qos(e["groupKey"]).items()))
+            if any(v for _, v in q):
+                items.append((e["endpointID"], q))
+        items.sort()
         return hashlib.sha1(repr(items).encode()).hexdigest()[:16]
 
     def _ep_view(self, rec: dict) -> dict:
