@@ -5,8 +5,6 @@ serialization of the flow's match and instructions, as OVS would send them.
 
 Run:  .venv/bin/python -m pytest tests/unit/test_ofwire.py -q
 """
-import ast
-import pathlib
 import struct
 
 import pytest
@@ -18,20 +16,11 @@ from controller import ofmsg, ofwire
 from flows.compiler import compile_all
 from flows.entry import COOKIE_MARK as M, FlowEntry
 from tests.unit import scale, topo
+from tests.unit.flow_catalogue import ALL_FLOWS
 
 DP = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
 F = FlowEntry.make
 _FS = struct.Struct(ofp.OFP_FLOW_STATS_0_PACK_STR)
-
-
-def _all_flows():
-    """ALL_FLOWS of tests/integration/test_ofapp.py, read from its source:
-    importing that module would monkey-patch eventlet for the whole unit run."""
-    src = pathlib.Path(__file__).parents[1] / "integration" / "test_ofapp.py"
-    for node in ast.parse(src.read_text()).body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "ALL_FLOWS":
-            return eval(compile(ast.Expression(node.value), str(src), "eval"), {"F": F, "M": M})
-    raise AssertionError("ALL_FLOWS not found")
 
 
 def nbits(ofs, end):
@@ -64,7 +53,7 @@ def compiled_flows():
     return out
 
 
-CASES = _all_flows() + [
+CASES = ALL_FLOWS + [
     F(1, 5, {"ct_state": "+trk-new+est", "ct_zone": (0x10, 0xF0), "tun_id": (5, 0xFF),
              "tun_src": ("192.0.2.0", "255.255.255.0"), "arp_sha": ("02:00:00:00:00:00", "ff:00:00:00:00:00"),
              "metadata": (1, 0xFFFFFFFFFFFFFFFF)},
