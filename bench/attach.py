@@ -31,6 +31,7 @@ from bench import common
 from model import ipam
 from topologies import docker_host
 from topologies.cluster import Cluster
+from topologies.common import free_port, wait_until
 
 log = logging.getLogger("bench.attach")
 NAME, UNDERLAY = "nwb", "10.95.0.0/24"
@@ -39,7 +40,7 @@ SUBNET, GATEWAY = "10.77.0.0/22", "10.77.0.1"
 
 def new_cluster(docker: bool = False) -> Cluster:
     Cluster(NAME).down()                      # whatever a crashed earlier run left
-    return Cluster(NAME, underlay=UNDERLAY, rest_port=common.free_port(), of_port=common.free_port(),
+    return Cluster(NAME, underlay=UNDERLAY, rest_port=free_port(), of_port=free_port(),
                    uplinks=False, docker=docker)
 
 
@@ -113,7 +114,7 @@ def run(n: int = 100, with_profile: bool = False, docker: bool = False) -> dict:
                "timeouts": sum(1 for s in samples if s == float("inf"))}
         if docker:
             for h in ("h1", "h3"):              # netplugin makes the network on each dockerd
-                common_wait(lambda: "nwbnet" in c.docker(h).cli("network", "ls").stdout, 20)
+                wait_until(lambda: "nwbnet" in c.docker(h).cli("network", "ls").stdout, 20, interval=0.2)
 
             def attach_docker(i, host):
                 c.docker(host).cli("run", "-d", "--net", "nwbnet", "--name", f"nwbd{i}", docker_host.IMAGE,
@@ -137,14 +138,6 @@ def run(n: int = 100, with_profile: bool = False, docker: bool = False) -> dict:
         out["profile_cni"] = prof
     out["rows"] = rows(out)
     return out
-
-
-def common_wait(pred, timeout):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise RuntimeError("timed out")
-        time.sleep(0.2)
 
 
 def _measure(c, prober, n, first_ip, attach, what):

@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 import requests
 
-from tests.procs import free_port, wait_until
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.procs import Netmaster
 
 
 def timed(fn, n):
@@ -36,18 +31,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.auth")
     p.add_argument("-n", type=int, default=300)
     a = p.parse_args(argv)
-    work = tempfile.mkdtemp(prefix="nwb-auth-")
-    port, tls_port = free_port(), free_port()
-    log = open(os.path.join(work, "netmaster.log"), "w")
-    nm = subprocess.Popen([sys.executable, "-m", "controller.main", "--listen", f"127.0.0.1:{port}",
-                           "--tls-listen", f"127.0.0.1:{tls_port}", "--no-openflow",
-                           "--store", f"sqlite://{work}/state.db"], cwd=ROOT, stdout=log, stderr=log)
+    nm = Netmaster(extra=["--no-openflow"])      # the loopback door and the HTTPS listener
     try:
-        plain = f"http://127.0.0.1:{port}"
-        tls = f"https://127.0.0.1:{tls_port}"
-        wait_until(lambda: requests.get(plain + "/version", timeout=1).ok, 30, what="netmaster up")
-        ca = os.path.join(work, "pki", "ca.crt")
-        password = open(os.path.join(work, "pki", "admin.password")).read().strip()
+        nm.start()
+        plain, tls = nm.url, nm.tls_url
+        ca = os.path.join(nm.pki, "ca.crt")
+        password = open(os.path.join(nm.pki, "admin.password")).read().strip()
         s_plain, s_tls = requests.Session(), requests.Session()
         s_tls.trust_env = False         # else $REQUESTS_CA_BUNDLE overrides the session's CA
         s_tls.verify = ca
@@ -75,10 +64,7 @@ def main(argv=None) -> int:
               f"({t_agent / t_plain:.2f}x)")
         print(f"login (scrypt n=2^14 check + token): {login * 1e3:.1f} ms median of 20")
     finally:
-        nm.terminate()
-        nm.wait(15)
-        log.close()
-        shutil.rmtree(work, ignore_errors=True)
+        nm.cleanup()
     return 0
 
 

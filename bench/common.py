@@ -5,7 +5,6 @@ import json
 import logging
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import time
@@ -18,12 +17,6 @@ log = logging.getLogger("bench")
 def setup_logging() -> None:
     logging.basicConfig(level=os.environ.get("BENCH_LOG", "INFO"),
                         format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def machine() -> dict:

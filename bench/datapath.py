@@ -24,6 +24,7 @@ import requests
 
 from bench import common
 from topologies.cluster import Cluster
+from topologies.common import free_port, wait_until
 
 log = logging.getLogger("bench.datapath")
 NAME, UNDERLAY = "nwb", "10.95.0.0/24"
@@ -55,14 +56,6 @@ def settled(c: Cluster) -> bool:
     return True
 
 
-def wait(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 def ofport(c: Cluster, host: str, port: str) -> int:
     return int(c.ovs(host).vsctl("get", "Interface", port, "ofport").strip())
 
@@ -92,29 +85,29 @@ def to_minimal(c: Cluster, vni: int, eps: dict) -> None:
     for host, peer in (("h1", "h2"), ("h2", "h1")):
         port = eps[host]
         ovs = c.ovs(host)
-        ovs.ofctl("del-flows", "br-int")
-        ovs.ofctl("add-flow", "br-int", f"in_port={port},actions=set_field:{vni}->tun_id,"
-                                        f"set_field:{vtep[peer]}->tun_dst,output:100")
-        ovs.ofctl("add-flow", "br-int", f"in_port=100,actions=output:{port}")
+        ovs.ofctl("del-flows")
+        ovs.ofctl("add-flow", f"in_port={port},actions=set_field:{vni}->tun_id,"
+                              f"set_field:{vtep[peer]}->tun_dst,output:100")
+        ovs.ofctl("add-flow", f"in_port=100,actions=output:{port}")
 
 
 def to_full(c: Cluster) -> float:
     t = time.monotonic()
     for host in ("h1", "h2"):
-        c.ovs(host).ofctl("del-flows", "br-int")      # ours carry no netweave cookie: netmaster would keep them
+        c.ovs(host).ofctl("del-flows")      # ours carry no netweave cookie: netmaster would keep them
     c.netmaster_start()
     c.wait_ready(60)
-    wait(lambda: settled(c), 60, "switches reconciled")
+    wait_until(lambda: settled(c), 60, interval=0.2, what="switches reconciled")
     return time.monotonic() - t
 
 
 def rule_flows(c: Cluster, host: str) -> int:
-    return sum(1 for line in c.ovs(host).ofctl("dump-flows", "br-int").splitlines() if "cookie=0x4e07" in line)
+    return sum(1 for line in c.ovs(host).ofctl("dump-flows").splitlines() if "cookie=0x4e07" in line)
 
 
 def run(rounds: int = 3, seconds: float = 4.0) -> dict:
     Cluster(NAME).down()
-    c = Cluster(NAME, underlay=UNDERLAY, rest_port=common.free_port(), of_port=common.free_port(), uplinks=False)
+    c = Cluster(NAME, underlay=UNDERLAY, rest_port=free_port(), of_port=free_port(), uplinks=False)
     server = None
     full, minimal = [], []
     try:
@@ -134,7 +127,7 @@ def run(rounds: int = 3, seconds: float = 4.0) -> dict:
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         rules_applied = True
         try:
-            wait(lambda: settled(c), 20, "switches settled")
+            wait_until(lambda: settled(c), 20, interval=0.2, what="switches settled")
         except RuntimeError:
             # Seen on this tree: with any rule in the model the controller's reconcile raises
             # (controller/fabric.py passes the rule's id into Rule.protocol), so the switches
@@ -144,8 +137,9 @@ def run(rounds: int = 3, seconds: float = 4.0) -> dict:
             for r in RULES:
                 requests.delete(f"{c.url}/api/v1/rules/default:nwbpol:{r['ruleId']}/", timeout=10)
             rules_applied = False
-            wait(lambda: settled(c), 60, "switches settled")
-        wait(lambda: c.exec("nwba", "ping", "-c1", "-W1", b["ip"]).returncode == 0, 30, "first ping")
+            wait_until(lambda: settled(c), 60, interval=0.2, what="switches settled")
+        wait_until(lambda: c.exec("nwba", "ping", "-c1", "-W1", b["ip"]).returncode == 0, 30,
+                   interval=0.2, what="first ping")
         n_rule_flows = rule_flows(c, "h2")
         if n_rule_flows == 0:
             log.warning("no rule-owned flow (cookie 0x4e07...) on h2: the policy's rules compiled to nothing; "

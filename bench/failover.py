@@ -25,6 +25,7 @@ import time
 
 from bench import common
 from topologies.cluster import Cluster
+from topologies.common import free_port, wait_until
 
 log = common.log
 
@@ -50,26 +51,16 @@ def _member_get(c, k, path):
     return json.loads(r.stdout) if r.returncode == 0 and r.stdout.strip() else None
 
 
-def _wait(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise RuntimeError(f"timed out: {what}")
-
-
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
 def run(kills: int) -> dict:
-    c = Cluster("nwfo", underlay="10.93.0.0/24", rest_port=common.free_port(), of_port=common.free_port(),
+    c = Cluster("nwfo", underlay="10.93.0.0/24", rest_port=free_port(), of_port=free_port(),
                 netmasters=3)
     c.down()
-    c = Cluster("nwfo", underlay="10.93.0.0/24", rest_port=common.free_port(), of_port=common.free_port(),
+    c = Cluster("nwfo", underlay="10.93.0.0/24", rest_port=free_port(), of_port=free_port(),
                 netmasters=3)
     rounds = []
     try:
@@ -81,11 +72,12 @@ def run(kills: int) -> dict:
                       timeout=10).raise_for_status()
         c.run("h1", "fo1", "fonet")
         c.run("h2", "fo2", "fonet")
-        _wait(lambda: c.exec("fo1", "ping", "-c1", "-W1", c.ip("fo2")).returncode == 0, 20, "first ping")
+        wait_until(lambda: c.exec("fo1", "ping", "-c1", "-W1", c.ip("fo2")).returncode == 0, 20,
+                   interval=0.02, what="first ping")
         for i in range(kills):
-            old, gen = _wait(lambda: _leader(c)[0] and _leader(c), 20, "a leader")
-            _wait(lambda: all(_masters(c, h) == [f"tcp:{c.member_ip(old)}:{c.state['of_port']}"]
-                              for h in c.state["hosts"]), 20, "settled roles")
+            old, gen = wait_until(lambda: _leader(c)[0] and _leader(c), 20, interval=0.02, what="a leader")
+            wait_until(lambda: all(_masters(c, h) == [f"tcp:{c.member_ip(old)}:{c.state['of_port']}"]
+                              for h in c.state["hosts"]), 20, interval=0.02, what="settled roles")
             ping = subprocess.Popen(["ip", "netns", "exec", c.ep_ns("fo1"), "ping", "-i", "0.05", "-w", "12",
                                      c.ip("fo2")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             time.sleep(0.5)
@@ -94,7 +86,8 @@ def run(kills: int) -> dict:
             # the attach starts at the kill: it overlaps the election, as a real one would
             ep = f"n{i}"
             c.run("h3", ep, "fonet")
-            _wait(lambda: c.exec(ep, "ping", "-c1", "-W1", c.ip("fo1")).returncode == 0, 30, "new endpoint pings")
+            wait_until(lambda: c.exec(ep, "ping", "-c1", "-W1", c.ip("fo1")).returncode == 0, 30,
+                       interval=0.02, what="new endpoint pings")
             t_ping = time.monotonic() - t_kill
             # The switches' controller status in OVSDB, which ovs-vswitchd refreshes about
             # every 5 s: when the new master shows there (an upper bound, not the failover).
@@ -105,11 +98,13 @@ def run(kills: int) -> dict:
                 firsts = {m[0] for m in ms if len(m) == 1}
                 return len(firsts) == 1 and all(len(m) == 1 for m in ms) and old_target not in firsts \
                     and firsts.pop()
-            want = _wait(one_new_master, 20, "new master")
+            want = wait_until(one_new_master, 20, interval=0.02, what="new master")
             t_master = time.monotonic() - t_kill
             new = next(k for k in range(1, 4) if want == f"tcp:{c.member_ip(k)}:{c.state['of_port']}")
-            new_gen = _wait(lambda: _leader(c)[0] == new and _leader(c)[1], 20, "new leader reported")
-            _wait(lambda: _promotion_audits(c, new) >= len(c.state["hosts"]), 20, "promotion audits")
+            new_gen = wait_until(lambda: _leader(c)[0] == new and _leader(c)[1], 20,
+                                 interval=0.02, what="new leader reported")
+            wait_until(lambda: _promotion_audits(c, new) >= len(c.state["hosts"]), 20,
+                       interval=0.02, what="promotion audits")
             added, rewritten = _rewritten_on_promotion(c, new)   # goal: rewritten 0
             ping.send_signal(signal.SIGINT)
             out, _ = ping.communicate(timeout=30)

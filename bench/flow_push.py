@@ -30,6 +30,7 @@ import time  # noqa: E402
 from bench import common  # noqa: E402
 from controller import ofapp  # noqa: E402
 from flows.entry import COOKIE_MARK, FlowEntry  # noqa: E402
+from topologies.common import free_port  # noqa: E402
 from topologies.ovs import OvsInstance  # noqa: E402
 
 log = logging.getLogger("bench.flow_push")
@@ -75,7 +76,7 @@ class Bench:
         self.dir = tempfile.mkdtemp(prefix="nwb-fp-ovs-")
         self.ovs = OvsInstance(self.dir, netns=NS)
         self.br_app, self.br_ofctl = "nwbA", "nwbB"
-        self.port = common.free_port()
+        self.port = free_port()
         self.fabric = StaticFabric()
         self.handle = None
 

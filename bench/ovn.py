@@ -50,6 +50,7 @@ from bench.ovn_sim import OvnCluster, missing_binaries
 from model import ipam
 from topologies import launch
 from topologies.cluster import Cluster
+from topologies.common import free_port, wait_until
 from topologies.ovs import sh
 
 log = logging.getLogger("bench.ovn")
@@ -130,7 +131,7 @@ class Netweave:
 
     def __init__(self):
         Cluster(NW_NAME).down()
-        self.c = Cluster(NW_NAME, underlay=NW_UNDERLAY, rest_port=common.free_port(), of_port=common.free_port(),
+        self.c = Cluster(NW_NAME, underlay=NW_UNDERLAY, rest_port=free_port(), of_port=free_port(),
                          uplinks=False)
         self.s = requests.Session()
         self.pop = 0
@@ -179,14 +180,17 @@ class Netweave:
             if links:
                 sh("ip", "-n", self.c.host_ns(h), "-batch", "-", input="\n".join(links) + "\n")
         self.c.netmaster_stop()
-        rest = common.free_port()
-        cmd = launch.netmaster_cmd(self.c.python, [f"127.0.0.1:{rest}"], common.free_port(),
+        rest = free_port()
+        cmd = launch.netmaster_cmd(self.c.python, [f"127.0.0.1:{rest}"], free_port(),
                                    f"sqlite://{self.c.workdir}/state.db", extra=["--no-openflow"], pki_dir=self.c.pki)
         with open(os.path.join(self.c.workdir, "netmaster-populate.log"), "ab") as logf:
             nm = subprocess.Popen(cmd, cwd=common.ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         url = f"http://127.0.0.1:{rest}/api/v1/"
         try:
-            _wait_http(f"http://127.0.0.1:{rest}/version", nm)
+            wait_until(lambda: nm.poll() is not None or requests.get(f"http://127.0.0.1:{rest}/version", timeout=1).ok,
+                       30, interval=0.1, what="the populating netmaster")
+            if nm.poll() is not None:
+                raise RuntimeError(f"the populating netmaster exited with code {nm.returncode}")
 
             def one(rng):
                 with requests.Session() as s:
@@ -276,7 +280,7 @@ class Ovn:
     name = "OVN"
 
     def __init__(self):
-        self.c = OvnCluster("nwoo", OVN_UNDERLAY, common.free_port())
+        self.c = OvnCluster("nwoo", OVN_UNDERLAY, free_port())
         self.pop = 0
         self.ports: dict[str, list[str]] = {}
 
@@ -353,20 +357,6 @@ class Ovn:
 
     def down(self):
         self.c.down()
-
-
-def _wait_http(url: str, proc, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: the process exited with code {proc.returncode}")
-        try:
-            if requests.get(url, timeout=1).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url}: no answer within {timeout:.0f} s")
 
 
 def pg(group: str) -> str:

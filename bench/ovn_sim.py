@@ -176,7 +176,7 @@ class OvnCluster:
                               text=True, timeout=kw.get("timeout", 60), check=kw.get("check", False))
 
     def flow_count(self, host: str) -> int:
-        out = self.hosts[host]["ovs"].ofctl("dump-aggregate", "br-int", check=False)
+        out = self.hosts[host]["ovs"].ofctl("dump-aggregate", check=False)
         for word in out.split():
             if word.startswith("flow_count="):
                 return int(word.split("=")[1])

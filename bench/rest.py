@@ -27,6 +27,7 @@ import time
 import requests
 
 from bench import common
+from topologies.common import free_port, wait_until
 
 log = logging.getLogger("bench.rest")
 NETS, EPS = 1000, 10000
@@ -38,21 +39,22 @@ class Server:
     def __init__(self, store: str, profile: bool = False):
         self.kind = store
         self.dir = tempfile.mkdtemp(prefix="nwb-rest-")
-        self.port = common.free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.profile = os.path.join(self.dir, "netmaster.prof") if profile else None
         self.etcd = self.nm = None
 
     def start(self) -> "Server":
         if self.kind == "etcd":
-            cp, pp = common.free_port(), common.free_port()
+            cp, pp = free_port(), free_port()
             self.etcd = subprocess.Popen(
                 [shutil.which("etcd") or "/usr/bin/etcd", "--name", "nwb", "--data-dir", f"{self.dir}/etcd",
                  "--listen-client-urls", f"http://127.0.0.1:{cp}", "--advertise-client-urls", f"http://127.0.0.1:{cp}",
                  "--listen-peer-urls", f"http://127.0.0.1:{pp}", "--initial-advertise-peer-urls",
                  f"http://127.0.0.1:{pp}", "--initial-cluster", f"nwb=http://127.0.0.1:{pp}"],
                 stdout=open(f"{self.dir}/etcd.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
-            _wait(lambda: requests.get(f"http://127.0.0.1:{cp}/health", timeout=1).ok, 30, "etcd")
+            wait_until(lambda: requests.get(f"http://127.0.0.1:{cp}/health", timeout=1).ok, 30,
+                       interval=0.1, what="etcd")
             store = f"etcd://127.0.0.1:{cp}/nwb"
         else:
             store = f"sqlite://{self.dir}/state.db"
@@ -62,7 +64,7 @@ class Server:
                                           "--host-timeout", "3600"],
                                    cwd=common.ROOT, stdout=open(f"{self.dir}/netmaster.log", "ab"),
                                    stderr=subprocess.STDOUT, start_new_session=True)
-        _wait(lambda: requests.get(self.url + "/version", timeout=1).ok, 30, "netmaster")
+        wait_until(lambda: requests.get(self.url + "/version", timeout=1).ok, 30, interval=0.1, what="netmaster")
         return self
 
     def stop(self) -> str:
@@ -84,18 +86,6 @@ class Server:
             text = s.getvalue()
         shutil.rmtree(self.dir, ignore_errors=True)
         return text
-
-
-def _wait(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if pred():
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} did not start within {timeout}s")
 
 
 def _phase(s: requests.Session, reqs, budget: float, clients: int = 1) -> dict:

@@ -80,7 +80,9 @@ _FIELD_CACHE: dict[tuple, tuple] = {}       # (name, value, mask) -> (sort key, 
 def _value_bytes(v, width: int) -> bytes:
     if isinstance(v, int):
         return v.to_bytes(width, "big")
-    if ":" in v:                                    # MAC
+    if width == 16:                                 # IPv6
+        b = socket.inet_pton(socket.AF_INET6, v)
+    elif ":" in v:                                  # MAC
         b = bytes.fromhex(v.replace(":", ""))
     else:                                           # IPv4
         b = socket.inet_aton(v)

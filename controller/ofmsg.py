@@ -35,16 +35,38 @@ import ipaddress
 import re
 from typing import Any, Iterable
 
+from os_ken.lib import type_desc
 from os_ken.ofproto import nicira_ext
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
+from os_ken.ofproto import oxm_fields
 
 from flows.entry import ACTIONS, FlowEntry, GroupEntry
+
+
+class _EricssonOxm(oxm_fields._OxmClass):
+    """OVS's ERICOXM_OF_ class (0x1000): the ND responder's fields, which os-ken lacks."""
+    _class = 0x1000
+
+
+def _register_nd_fields() -> None:
+    """Teach os-ken nd_reserved and nd_options_type (ovs-fields(7): ERICOXM_OF_ICMPV6_ND_RESERVED(1),
+    _ND_OPTIONS_TYPE(2), since OVS 2.11), so set_field on them encodes, decodes and reads back.
+    Regenerating the module's OXM lookups is how os-ken builds them from oxm_types itself."""
+    if any(f.name == "nd_reserved" for f in ofp.oxm_types):
+        return
+    ofp.oxm_types.append(_EricssonOxm("nd_reserved", 1, type_desc.Int4))
+    ofp.oxm_types.append(_EricssonOxm("nd_options_type", 2, type_desc.Int1))
+    oxm_fields.generate(ofp.__name__)
+
+
+_register_nd_fields()
 
 # entry (OVS) field name -> os-ken OXM/NXM field name
 _TO_OSKEN = {
     "ip_src": "ipv4_src", "ip_dst": "ipv4_dst", "icmp_type": "icmpv4_type",
     "tun_id": "tunnel_id", "tun_src": "tun_ipv4_src", "tun_dst": "tun_ipv4_dst",
+    "nd_target": "ipv6_nd_target", "nd_sll": "ipv6_nd_sll", "nd_tll": "ipv6_nd_tll",
 }
 _FROM_OSKEN = {v: k for k, v in _TO_OSKEN.items()}
 # NXM spellings os-ken may decode from a switch reply
@@ -56,7 +78,9 @@ _FROM_OSKEN.update({"tunnel_id_nxm": "tun_id", "arp_op_nxm": "arp_op",
                     "ipv4_src_nxm": "ip_src", "ipv4_dst_nxm": "ip_dst",
                     "tcp_src_nxm": "tcp_src", "tcp_dst_nxm": "tcp_dst",
                     "udp_src_nxm": "udp_src", "udp_dst_nxm": "udp_dst",
-                    "icmpv4_type_nxm": "icmp_type"})
+                    "icmpv4_type_nxm": "icmp_type", "ipv6_src_nxm": "ipv6_src",
+                    "ipv6_dst_nxm": "ipv6_dst", "icmpv6_type_nxm": "icmpv6_type",
+                    "icmpv6_code_nxm": "icmpv6_code"})
 
 _WIDTH = {f.name: f.type.size * 8 for f in ofp.oxm_types}   # os-ken name -> bits
 
@@ -139,7 +163,11 @@ def _norm_field(name: str, value: Any, mask: Any) -> tuple:
     width = _WIDTH[oname]
     if mask is None and isinstance(value, str) and (_CANON_MAC.match(value) or _CANON_IP.match(value)):
         return (name, value, None)                       # already canonical: the common case
-    if isinstance(value, str) and ":" in value:           # MAC
+    if isinstance(value, str) and width == 128:         # IPv6, canonical compressed text
+        v = int(ipaddress.IPv6Address(value))
+        m = None if mask is None else int(ipaddress.IPv6Address(mask))
+        to = lambda x: str(ipaddress.IPv6Address(x))
+    elif isinstance(value, str) and ":" in value:         # MAC
         v = int(value.replace(":", ""), 16)
         m = None if mask is None else int(mask.replace(":", ""), 16)
         to = lambda x: ":".join(f"{x:012x}"[i:i + 2] for i in range(0, 12, 2))

@@ -46,6 +46,7 @@ normalize once per compiled entry and cache it; sort by key instead of repr).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import socket
 import struct
@@ -99,7 +100,9 @@ FIELDS = ("in_port", "eth_src", "eth_dst", "eth_type", "vlan_vid", "arp_op", "ar
           "arp_tpa", "arp_sha", "arp_tha", "ip_src", "ip_dst", "ip_proto", "nw_ttl",
           "tcp_src", "tcp_dst", "udp_src", "udp_dst", "icmp_type", "tun_id", "tun_src",
           "tun_dst", "metadata", "reg0", "reg1", "reg2", "reg3", "reg4", "reg5", "reg6",
-          "reg7", "ct_state", "ct_zone", "conj_id")
+          "reg7", "ct_state", "ct_zone", "conj_id",
+          "ipv6_src", "ipv6_dst", "icmpv6_type", "icmpv6_code", "nd_target", "nd_sll", "nd_tll",
+          "nd_reserved", "nd_options_type")
 _INT_STRUCT = {1: _U8, 2: _U16, 4: _U32, 8: _U64}
 _MAC_FULL = (1 << 48) - 1
 
@@ -171,6 +174,28 @@ def _ip_conv(name, masked):
     return conv
 
 
+def _ip6_conv(name, masked):
+    # canonical compressed text, as ofmsg._norm_field writes it (ipaddress's, not inet_ntop's:
+    # they differ on IPv4-mapped addresses)
+    if not masked:
+        return lambda buf, p: (name, str(ipaddress.IPv6Address(bytes(buf[p:p + 16]))), None)
+
+    def conv(buf, p):
+        v = int.from_bytes(buf[p:p + 16], "big")
+        m = int.from_bytes(buf[p + 16:p + 32], "big")
+        if m == _IP6_FULL:
+            return (name, _ip6(v), None)
+        return (name, _ip6(v & m), _ip6(m))
+    return conv
+
+
+_IP6_FULL = (1 << 128) - 1
+
+
+def _ip6(x: int) -> str:
+    return str(ipaddress.IPv6Address(x))
+
+
 def _build_tables():
     match, set_field, header_name = {}, {}, {}
     for f in ofp.oxm_types:
@@ -189,6 +214,8 @@ def _build_tables():
                 conv = _mac_conv(name, masked)
             elif size == 4:
                 conv = _ip_conv(name, masked)
+            elif size == 16:
+                conv = _ip6_conv(name, masked)
             else:
                 continue
             match[hdr] = (conv, 4 + (hdr & 0xFF))

@@ -15,10 +15,10 @@ import logging
 from typing import Dict, FrozenSet, List, Set, Tuple
 
 from flows import gcpause
-from flows import arp, classify, egress, l2, policy, routing, service
+from flows import classify, egress, l2, policy, producers, service
 from flows.entry import FlowEntry, GroupEntry
 from flows.index import Index
-from flows.pipeline import ROUTER_MAC, Owner, cookie, endpoint_cookie
+from flows.pipeline import endpoint_cookie
 from flows.snapshot import Endpoint, Network, Snapshot
 
 log = logging.getLogger(__name__)
@@ -44,19 +44,9 @@ class _Shared:
         out += policy.merge_members([f for r in ix.rules_by_tenant.get(name, ())
                                      for f in policy.rule_flows(ix, t, r)])
         for n in ix.nets_by_tenant.get(name, ()):
-            if n.gateway:
-                c = cookie(Owner.NETWORK, n.net_id)
-                out.append(arp.proxy_arp(n.net_id, n.gateway, ROUTER_MAC, c))
-                out.append(arp.gateway_echo(t.vrf_id, n.gateway, ROUTER_MAC, c))
+            out += producers.gateway_entries(t.vrf_id, n)
         for e in ix.eps_by_tenant.get(name, ()):
-            n = ix.network_of(e)
-            c = endpoint_cookie(e.endpoint_id)
-            out.append(arp.proxy_arp(n.net_id, e.ip, e.mac, c))
-            if n.gateway:
-                out.append(routing.route(t.vrf_id, n.net_id, e.ip, e.mac, c))
-            g = ix.group_of(e)
-            if g is not None:
-                out += policy.group_classify(t.vrf_id, e.ip, g.group_id, c)
+            out += producers.endpoint_shared(t, ix.network_of(e), ix.group_of(e), e, endpoint_cookie(e.endpoint_id))
         fs = self._tenant[name] = frozenset(out)
         return fs
 

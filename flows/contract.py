@@ -32,25 +32,29 @@ def _t(matches, nxt=(), miss=None, sets=(), base=True) -> Table:
                  base)
 
 
-_POLICY = "eth_type ct_state metadata conj_id ip_proto ip_src ip_dst tcp_dst udp_dst " + \
+_POLICY = "eth_type ct_state metadata conj_id ip_proto ip_src ip_dst ipv6_src ipv6_dst tcp_dst udp_dst " + \
           f"{REG_SRC_GROUP} {REG_DST_GROUP}"
 
 CONTRACT = {
     # (the host port's flows: ARP for a tenant's pvtSubnet address answered, replies to it in)
-    T.INGRESS: _t("in_port eth_src eth_type ip_src arp_sha arp_spa tun_id vlan_vid arp_op arp_tpa ip_dst",
+    # (IPv6: ipv6_src, and ip_proto/icmpv6_type for a link-local solicitation)
+    T.INGRESS: _t("in_port eth_src eth_type ip_src arp_sha arp_spa tun_id vlan_vid arp_op arp_tpa ip_dst "
+                  "ipv6_src ip_proto icmpv6_type",
                   [T.ARP, T.HOST_IN], sets="ip_dscp eth_src arp_op arp_sha arp_spa"),
-    T.ARP: _t("eth_type arp_op arp_tpa metadata ip_proto icmp_type ip_dst eth_dst", [T.SERVICE, T.SRC_GROUP],
-              T.SRC_GROUP, sets="eth_src arp_op arp_sha arp_spa ip_src icmp_type"),
+    T.ARP: _t("eth_type arp_op arp_tpa metadata ip_proto icmp_type ip_dst eth_dst icmpv6_type nd_target ipv6_dst",
+              [T.SERVICE, T.ND_REPLY, T.SRC_GROUP], T.SRC_GROUP,
+              sets="eth_src arp_op arp_sha arp_spa ip_src icmp_type ipv6_src icmpv6_type nd_reserved nd_options_type"),
+    T.ND_REPLY: _t("eth_type ip_proto icmpv6_type"),
     T.SERVICE: _t("eth_type ip_dst ip_proto tcp_dst udp_dst metadata", [T.SERVICE_LB, T.SRC_GROUP], T.SRC_GROUP,
                   base=False),
     T.SERVICE_LB: _t("eth_type ip_dst ip_proto tcp_dst udp_dst ct_state metadata", [T.SERVICE_FWD], base=False),
     T.SERVICE_FWD: _t("eth_type ip_dst metadata", [T.SRC_GROUP], sets="eth_dst", base=False),
     T.HOST_IN: _t("eth_type ct_state metadata", [T.HOST_IN, T.SRC_GROUP], sets="eth_dst", base=False),
-    T.SRC_GROUP: _t("eth_type metadata ip_src", [T.DST_GROUP], T.DST_GROUP, sets=REG_SRC_GROUP),
-    T.DST_GROUP: _t("eth_type metadata ip_dst", [T.EGRESS_CT], T.EGRESS_CT, sets=REG_DST_GROUP),
+    T.SRC_GROUP: _t("eth_type metadata ip_src ipv6_src", [T.DST_GROUP], T.DST_GROUP, sets=REG_SRC_GROUP),
+    T.DST_GROUP: _t("eth_type metadata ip_dst ipv6_dst", [T.EGRESS_CT], T.EGRESS_CT, sets=REG_DST_GROUP),
     T.EGRESS_CT: _t(f"eth_type metadata {REG_SRC_GROUP}", [T.EGRESS_POLICY, T.ROUTING], T.ROUTING),
     T.EGRESS_POLICY: _t(_POLICY, [T.ROUTING]),
-    T.ROUTING: _t("eth_type eth_dst ip_dst metadata", [T.L2, T.HOST_NAT], T.L2, sets="eth_src eth_dst"),
+    T.ROUTING: _t("eth_type eth_dst ip_dst ipv6_dst metadata", [T.L2, T.HOST_NAT], T.L2, sets="eth_src eth_dst"),
     T.HOST_NAT: _t("eth_type metadata ip_dst", [T.HOST_OUT], base=False),
     T.HOST_OUT: _t("eth_type", sets="eth_src eth_dst", base=False),
     T.L2: _t("eth_dst metadata", [T.INGRESS_CT], sets="tun_dst tun_id vlan_vid"),

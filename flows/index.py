@@ -57,6 +57,8 @@ class Index:
                             e.endpoint_id, e.tenant, e.network)
                 continue
             claims = [("ip", e.tenant, e.ip), ("mac", e.tenant, e.network, e.mac.lower())]
+            if e.ip6:
+                claims.append(("ip", e.tenant, e.ip6))
             if e.port_name:
                 claims.append(("port", e.host, e.port_name))
             clash = next((c for c in claims if c in seen), None)

@@ -5,9 +5,18 @@ import ipaddress
 from typing import List, Tuple
 
 
+def family(spec: str) -> int:
+    """4 or 6: the IP family of a rule address ('a.b.c.d...' or an IPv6 address/CIDR)."""
+    return 6 if ":" in spec else 4
+
+
 def prefixes(spec: str) -> List[Tuple[str, str]]:
-    """'a.b.c.d', 'a.b.c.d/len' or 'a.b.c.d-e' (last octet range) as prefixes."""
+    """'a.b.c.d', 'a.b.c.d/len' or 'a.b.c.d-e' (last octet range) as prefixes; an IPv6
+    address or 'addr/len' as one prefix (canonical compressed text)."""
     spec = spec.strip()
+    if family(spec) == 6:
+        n6 = ipaddress.IPv6Network(spec, strict=False)
+        return [(str(n6.network_address), str(n6.netmask))]
     if "-" in spec:
         first, last_octet = spec.split("-", 1)
         lo = ipaddress.IPv4Address(first)
@@ -20,6 +29,9 @@ def prefixes(spec: str) -> List[Tuple[str, str]]:
     return [(str(n.network_address), str(n.netmask)) for n in nets]
 
 
+_FULL = ("255.255.255.255", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")
+
+
 def as_match(net: str, mask: str):
-    """Exact match for a /32, masked otherwise (entry.py: exact has mask None)."""
-    return net if mask == "255.255.255.255" else (net, mask)
+    """Exact match for a /32 (/128), masked otherwise (entry.py: exact has mask None)."""
+    return net if mask in _FULL else (net, mask)

@@ -15,7 +15,9 @@ from flows.entry import FlowEntry, GroupEntry
 
 SHORTHAND = {"ip": {"eth_type": 0x0800}, "arp": {"eth_type": 0x0806},
              "tcp": {"eth_type": 0x0800, "ip_proto": 6}, "udp": {"eth_type": 0x0800, "ip_proto": 17},
-             "icmp": {"eth_type": 0x0800, "ip_proto": 1}, "ipv6": {"eth_type": 0x86DD}}
+             "icmp": {"eth_type": 0x0800, "ip_proto": 1}, "ipv6": {"eth_type": 0x86DD},
+             "tcp6": {"eth_type": 0x86DD, "ip_proto": 6}, "udp6": {"eth_type": 0x86DD, "ip_proto": 17},
+             "icmp6": {"eth_type": 0x86DD, "ip_proto": 58}}
 RENAME = {"dl_src": "eth_src", "dl_dst": "eth_dst", "dl_type": "eth_type", "nw_src": "ip_src",
           "nw_dst": "ip_dst", "nw_proto": "ip_proto", "tun_ipv4_dst": "tun_dst",
           "tun_ipv4_src": "tun_src"}
@@ -23,9 +25,12 @@ NXM = {"NXM_OF_ETH_SRC": "eth_src", "NXM_OF_ETH_DST": "eth_dst", "NXM_NX_ARP_SHA
        "NXM_NX_ARP_THA": "arp_tha", "NXM_OF_ARP_SPA": "arp_spa", "NXM_OF_ARP_TPA": "arp_tpa",
        "NXM_OF_IP_SRC": "ip_src", "NXM_OF_IP_DST": "ip_dst", "NXM_NX_TUN_ID": "tun_id",
        "NXM_NX_TUN_IPV4_DST": "tun_dst", "NXM_OF_IN_PORT": "in_port",
+       "NXM_NX_IPV6_SRC": "ipv6_src", "NXM_NX_IPV6_DST": "ipv6_dst", "NXM_NX_ND_TLL": "nd_tll",
+       "NXM_NX_ND_SLL": "nd_sll", "NXM_NX_ND_TARGET": "nd_target",
        **{f"NXM_NX_REG{i}": f"reg{i}" for i in range(8)}}
 STRING_FIELDS = {"eth_src", "eth_dst", "arp_sha", "arp_tha", "arp_spa", "arp_tpa", "ip_src", "ip_dst",
-                 "tun_src", "tun_dst"}
+                 "tun_src", "tun_dst", "ipv6_src", "ipv6_dst", "nd_target", "nd_sll", "nd_tll"}
+IP6_FIELDS = {"ipv6_src", "ipv6_dst", "nd_target"}
 IGNORED = {"duration", "n_packets", "n_bytes", "idle_age", "hard_age", "reset_counts",
            "send_flow_rem", "no_packet_counts", "no_byte_counts", "idle_timeout", "hard_timeout"}
 
@@ -54,6 +59,14 @@ def _value(name: str, v: str):
     if name == "ct_state":
         flags = re.findall(r"([+-])([a-z]+)", v)
         return "".join(s + f for s, f in sorted(flags, key=lambda x: x[1]))
+    if name in IP6_FIELDS:               # OVS prints a prefix as addr/len, ours as addr/mask
+        net = ipaddress.IPv6Network(v, strict=False) if "/" in v and ":" not in v.split("/")[1] else None
+        if net is None and "/" in v:
+            a, m = v.split("/")
+            return (str(ipaddress.IPv6Address(a)), str(ipaddress.IPv6Address(m)))
+        if net is None:
+            return str(ipaddress.IPv6Address(v))
+        return str(net.network_address) if net.prefixlen == 128 else (str(net.network_address), str(net.netmask))
     if name in STRING_FIELDS:
         if "/" in v and name.startswith(("ip_", "arp_s", "arp_t", "tun_")) and "." in v:
             net = ipaddress.IPv4Network(v, strict=False)
@@ -76,7 +89,7 @@ def parse_match(text: str) -> Dict[str, object]:
     for part in split_top(text):
         if "=" not in part:
             match.update(SHORTHAND[part])
-            proto = part if part in ("tcp", "udp") else proto
+            proto = part.rstrip("6") if part in ("tcp", "udp", "tcp6", "udp6") else proto
             continue
         name, v = part.split("=", 1)
         if name in ("tp_src", "tp_dst"):
@@ -87,6 +100,10 @@ def parse_match(text: str) -> Dict[str, object]:
             continue
         name = RENAME.get(name, name)
         match[name] = _value(name, v)
+    if match.get("eth_type") == 0x86DD:          # OVS prints ICMPv6's type and code as icmp_*
+        for f in ("icmp_type", "icmp_code"):
+            if f in match:
+                match["icmpv6" + f[4:]] = match.pop(f)
     for key in [k for k in match if isinstance(k, tuple)]:
         v = match.pop(key)
         p = proto or {6: "tcp", 17: "udp"}.get(match.get("ip_proto"), "tcp")
@@ -122,7 +139,7 @@ def parse_action(a: str) -> tuple | None:
     m = re.fullmatch(r"set_field:(.+)->(\w+)", a)
     if m:
         name = RENAME.get(m[2], m[2])
-        return ("set_field", name, m[1] if name in STRING_FIELDS else _num(m[1]))
+        return ("set_field", name, _value(name, m[1]) if name in STRING_FIELDS else _num(m[1]))
     m = re.fullmatch(r"mod_nw_tos:(\d+)", a)
     if m:
         return ("set_field", "ip_dscp", int(m[1]) >> 2)

@@ -3,7 +3,7 @@ cookie layout, fixed ports, group ids and the router MAC.
 
 Packet walk (every table misses to the next one unless stated):
 
-  INGRESS -> ARP -> [SERVICE => SERVICE_LB -> (group) => SERVICE_FWD] -> SRC_GROUP -> DST_GROUP -> EGRESS_CT => EGRESS_POLICY
+  INGRESS -> ARP (-> ND_REPLY: a solicitation turned advertisement, out of in_port) -> [SERVICE => SERVICE_LB -> (group) => SERVICE_FWD] -> SRC_GROUP -> DST_GROUP -> EGRESS_CT => EGRESS_POLICY
           -> ROUTING -> L2 -> (local) INGRESS_CT => INGRESS_POLICY -> DELIVER
                           -> (remote) tunnel / uplink output, (bcast) flood group
 """
@@ -18,11 +18,13 @@ from flows.entry import COOKIE_MARK, COOKIE_MARK_MASK
 class T(IntEnum):
     """Table ids."""
     INGRESS = 0          # classify by in_port/tun_id/vlan into VRF+network; spoof guard
-    ARP = 1              # proxy ARP for endpoints and gateways of the network
+    ARP = 1              # proxy ARP and neighbour discovery for endpoints and gateways of the network
     SERVICE = 2          # IP to a service VIP:port from a local port -> ct(nat) in the service zone
     SERVICE_LB = 3       # +new: the service port's select group (ct commit+DNAT); +est: on
     SERVICE_FWD = 4      # after DNAT: ip_dst -> the provider's MAC and network
     HOST_IN = 5          # from the host port: only replies of SNATed connections, un-SNATed, in
+    ND_REPLY = 6         # a neighbour solicitation made advertisement: its target link-layer
+                         # option (set here, where the packet is an advertisement), out of in_port
     SRC_GROUP = 10       # ip_src within the VRF -> source group id (reg5)
     DST_GROUP = 11       # ip_dst within the VRF -> destination group id (reg6)
     EGRESS_CT = 20       # IP from a local port -> conntrack in the VRF's zone
@@ -136,6 +138,16 @@ ETH_IP = 0x0800
 ETH_ARP = 0x0806
 IP_PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
 ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
+
+# --- IPv6 (flows/nd.py, classify, routing, policy)
+ETH_IP6 = 0x86DD
+IPPROTO_ICMPV6 = 58
+ICMP6_ECHO_REQUEST, ICMP6_ECHO_REPLY = 128, 129
+ND_RS, ND_RA, ND_NS, ND_NA, ND_REDIRECT = 133, 134, 135, 136, 137
+MLD_TYPES = (130, 131, 132, 143)              # query, v1 report, done, v2 report
+# nd_reserved of an advertisement: its R(outer), S(olicited), O(verride) flags
+ND_FLAG_ROUTER, ND_FLAG_SOLICITED, ND_FLAG_OVERRIDE = 0x80000000, 0x40000000, 0x20000000
+ND_OPT_TLL = 2                                # nd_options_type: target link-layer address
 
 # --- meters
 # A deny rule with logging sends the packets it drops to the controller through

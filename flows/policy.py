@@ -11,6 +11,14 @@ Semantics (Contiv's, made stateful):
 - traffic that matches no rule is ALLOWED (Contiv's default), even for a
   group that has policies.
 
+IPv4 and IPv6 alike (dual stack): members are classified by ip_src/ip_dst and
+ipv6_src/ipv6_dst, conntrack runs for both in the VRF's zone, and every flow names its
+family (eth_type), so a rule applies to the families its peers allow: an address peer
+(from_ip/to_ip) is one family's, a network peer both when the network has a subnet6
+(else IPv4 only), a group peer or none both. Protocol 'icmp' means ICMPv4 for IPv4 and
+ICMPv6 for IPv6 (neighbour discovery never reaches policy: table ARP answers or drops
+it); a protocol number is that ip_proto in both; tcp/udp ports apply to both.
+
 Each rule is one OVS conjunctive match: one clause per constrained dimension
 (own groups, peer group, peer network, peer IP, protocol/port), member flows
 carrying conjunction(rule_uid, k/n), and one conj_id=rule_uid flow holding
@@ -28,9 +36,9 @@ from typing import Dict, List, Tuple
 
 from flows.entry import FlowEntry
 from flows.index import Index
-from flows.iprange import as_match, prefixes
+from flows.iprange import as_match, family, prefixes
 from flows.mk import flow
-from flows.pipeline import (DENY_LOG_MAX_LEN, DENY_LOG_METER, ETH_IP, IP_PROTO, MD_FROM_FABRIC, MD_VRF_MASK,
+from flows.pipeline import (DENY_LOG_MAX_LEN, DENY_LOG_METER, ETH_IP, ETH_IP6, IP_PROTO, IPPROTO_ICMPV6, MD_FROM_FABRIC, MD_VRF_MASK,
                             PRIO_CT_PASS, PRIO_POLICY_BASE,
                             PRIO_POLICY_SLOTS, REG_DST_GROUP, REG_SRC_GROUP, Owner, T, cookie, md)
 from flows.snapshot import Rule, Tenant
@@ -39,12 +47,22 @@ log = logging.getLogger(__name__)
 F = flow
 
 
-def group_classify(vrf: int, ip: str, group_id: int, ep_cookie: int) -> List[FlowEntry]:
-    m = {"eth_type": ETH_IP, "metadata": (md(vrf), MD_VRF_MASK)}
-    return [F(T.SRC_GROUP, 100, {**m, "ip_src": ip},
-              (("set_field", REG_SRC_GROUP, group_id), ("goto", int(T.DST_GROUP))), ep_cookie),
-            F(T.DST_GROUP, 100, {**m, "ip_dst": ip},
-              (("set_field", REG_DST_GROUP, group_id), ("goto", int(T.EGRESS_CT))), ep_cookie)]
+ETH = {4: ETH_IP, 6: ETH_IP6}
+SRC_FIELD = {4: "ip_src", 6: "ipv6_src"}
+DST_FIELD = {4: "ip_dst", 6: "ipv6_dst"}
+
+
+def group_classify(vrf: int, ip: str, group_id: int, ep_cookie: int, ip6: str = "") -> List[FlowEntry]:
+    out = []
+    for fam, addr in ((4, ip), (6, ip6)):
+        if not addr:
+            continue
+        m = {"eth_type": ETH[fam], "metadata": (md(vrf), MD_VRF_MASK)}
+        out += [F(T.SRC_GROUP, 100, {**m, SRC_FIELD[fam]: addr},
+                  (("set_field", REG_SRC_GROUP, group_id), ("goto", int(T.DST_GROUP))), ep_cookie),
+                F(T.DST_GROUP, 100, {**m, DST_FIELD[fam]: addr},
+                  (("set_field", REG_DST_GROUP, group_id), ("goto", int(T.EGRESS_CT))), ep_cookie)]
+    return out
 
 
 def _ct(**kw) -> tuple:
@@ -80,11 +98,12 @@ def guard_flows(t: Tenant, gid: int) -> List[FlowEntry]:
     gc = cookie(Owner.GROUP, gid)
     z = t.vrf_id
     # Only traffic from local ports is checked on egress; the fabric's was checked at its source.
-    return [F(T.EGRESS_CT, 100, {"eth_type": ETH_IP, REG_SRC_GROUP: gid,
+    return [f for eth in (ETH_IP, ETH_IP6) for f in (
+            F(T.EGRESS_CT, 100, {"eth_type": eth, REG_SRC_GROUP: gid,
                                  "metadata": (md(t.vrf_id), MD_VRF_MASK | MD_FROM_FABRIC)},
               (_ct(table=int(T.EGRESS_POLICY), zone=z),), gc),
-            F(T.INGRESS_CT, 100, {"eth_type": ETH_IP, REG_DST_GROUP: gid, "metadata": (md(t.vrf_id), MD_VRF_MASK)},
-              (_ct(table=int(T.INGRESS_POLICY), zone=z),), gc)]
+            F(T.INGRESS_CT, 100, {"eth_type": eth, REG_DST_GROUP: gid, "metadata": (md(t.vrf_id), MD_VRF_MASK)},
+              (_ct(table=int(T.INGRESS_POLICY), zone=z),), gc))]
 
 
 def vrf_flows(t: Tenant) -> List[FlowEntry]:
@@ -94,12 +113,13 @@ def vrf_flows(t: Tenant) -> List[FlowEntry]:
     vrf = (md(t.vrf_id), MD_VRF_MASK)
     out = []
     for table, nxt in ((T.EGRESS_POLICY, T.ROUTING), (T.INGRESS_POLICY, T.DELIVER)):
-        for st in ("+est+trk", "+rel+trk"):
-            out.append(F(table, PRIO_CT_PASS, {"eth_type": ETH_IP, "ct_state": st, "metadata": vrf},
-                         (("goto", int(nxt)),), c))
-        # no rule matched a new connection: allowed (Contiv semantics), and remembered
-        out.append(F(table, 10, {"eth_type": ETH_IP, "ct_state": "+new+trk", "metadata": vrf},
-                     (_ct(commit=True, zone=z), ("goto", int(nxt))), c))
+        for eth in (ETH_IP, ETH_IP6):
+            for st in ("+est+trk", "+rel+trk"):
+                out.append(F(table, PRIO_CT_PASS, {"eth_type": eth, "ct_state": st, "metadata": vrf},
+                             (("goto", int(nxt)),), c))
+            # no rule matched a new connection: allowed (Contiv semantics), and remembered
+            out.append(F(table, 10, {"eth_type": eth, "ct_state": "+new+trk", "metadata": vrf},
+                         (_ct(commit=True, zone=z), ("goto", int(nxt))), c))
     return out
 
 
@@ -115,25 +135,42 @@ def rule_priority(r: Rule) -> int:
     return PRIO_POLICY_BASE + level * PRIO_POLICY_SLOTS + r.rule_uid % PRIO_POLICY_SLOTS
 
 
-def _proto_clause(r: Rule) -> List[dict]:
+# A clause member is (family, match): family 4 or 6 for a member that only one family can
+# meet, None for one that applies to each family the rule covers.
+Member = Tuple[int | None, dict]
+
+
+def _proto_clause(r: Rule) -> List[Member]:
     proto = r.protocol.strip().lower()
     if not proto:
         if not r.port:
             return []
-        return [{"ip_proto": 6, "tcp_dst": r.port}, {"ip_proto": 17, "udp_dst": r.port}]
+        return [(None, {"ip_proto": 6, "tcp_dst": r.port}), (None, {"ip_proto": 17, "udp_dst": r.port})]
+    if proto == "icmp":
+        return [(4, {"ip_proto": IP_PROTO["icmp"]}), (6, {"ip_proto": IPPROTO_ICMPV6})]
     num = IP_PROTO[proto] if proto in IP_PROTO else int(proto)
     m = {"ip_proto": num}
     if r.port and num in (6, 17):
         m["tcp_dst" if num == 6 else "udp_dst"] = r.port
-    return [m]
+    return [(None, m)]
 
 
-def _subnet(ix: Index, tenant: str, name: str) -> Tuple[str, str] | None:
+def _subnets(ix: Index, tenant: str, name: str) -> List[Tuple[int, Tuple[str, str]]] | None:
+    """A network's subnets as (family, (address, mask)): IPv4, and IPv6 when it has one."""
     n = ix.networks.get((tenant, name))
     if n is None:
         return None
-    net = ipaddress.IPv4Network(n.subnet, strict=False)
-    return str(net.network_address), str(net.netmask)
+    out = []
+    for fam, text in ((4, n.subnet), (6, n.subnet6)):
+        if text:
+            net = ipaddress.ip_network(text, strict=False)
+            out.append((fam, (str(net.network_address), str(net.netmask))))
+    return out
+
+
+def _addr_clause(field: Dict[int, str], spec: str) -> List[Member]:
+    fam = family(spec)
+    return [(fam, {field[fam]: as_match(*p)}) for p in prefixes(spec)]
 
 
 def rule_flows(ix: Index, t: Tenant, r: Rule) -> List[FlowEntry]:
@@ -146,7 +183,7 @@ def rule_flows(ix: Index, t: Tenant, r: Rule) -> List[FlowEntry]:
     table = T.EGRESS_POLICY if out_dir else T.INGRESS_POLICY
     nxt = T.ROUTING if out_dir else T.DELIVER
     own_reg, peer_reg = (REG_SRC_GROUP, REG_DST_GROUP) if out_dir else (REG_DST_GROUP, REG_SRC_GROUP)
-    peer_ip = "ip_dst" if out_dir else "ip_src"
+    peer_ip = DST_FIELD if out_dir else SRC_FIELD
     peer_group, peer_net, peer_addr = ((r.to_group, r.to_network, r.to_ip) if out_dir
                                        else (r.from_group, r.from_network, r.from_ip))
     vrf = (md(t.vrf_id), MD_VRF_MASK)
@@ -154,37 +191,46 @@ def rule_flows(ix: Index, t: Tenant, r: Rule) -> List[FlowEntry]:
     own = ix.groups_by_policy.get((r.tenant, r.policy), [])
     if not own:
         return []                       # policy attached nowhere: nothing to enforce
-    clauses: List[List[dict]] = [[{own_reg: g.group_id, "ct_state": "+new+trk", "metadata": vrf}
-                                  for g in sorted(own, key=lambda g: g.group_id)]]
+    clauses: List[List[Member]] = [[(None, {own_reg: g.group_id, "ct_state": "+new+trk", "metadata": vrf})
+                                    for g in sorted(own, key=lambda g: g.group_id)]]
+    fams = {4, 6}                        # the families every clause lets through
     if peer_group:
         g = ix.groups.get((r.tenant, peer_group))
         if g is None:
             log.warning("rule %s/%s/%s: unknown group %s, rule inert", r.tenant, r.policy, r.rule_id, peer_group)
             return []
-        clauses.append([{peer_reg: g.group_id}])
+        clauses.append([(None, {peer_reg: g.group_id})])
     if peer_net:
-        sn = _subnet(ix, r.tenant, peer_net)
+        sn = _subnets(ix, r.tenant, peer_net)
         if sn is None:
             log.warning("rule %s/%s/%s: unknown network %s, rule inert", r.tenant, r.policy, r.rule_id, peer_net)
             return []
-        clauses.append([{peer_ip: as_match(*sn)}])
+        clauses.append([(fam, {peer_ip[fam]: as_match(*p)}) for fam, p in sn])
     if peer_addr:
-        clauses.append([{peer_ip: as_match(*p)} for p in prefixes(peer_addr)])
+        clauses.append(_addr_clause(peer_ip, peer_addr))
     if not out_dir and r.to_ip:          # Contiv's k8s case: an 'in' rule narrowed to own IPs
-        clauses.append([{"ip_dst": as_match(*p)} for p in prefixes(r.to_ip)])
+        clauses.append(_addr_clause(DST_FIELD, r.to_ip))
+    for clause in clauses[1:]:
+        if all(f is not None for f, _m in clause):
+            fams &= {f for f, _m in clause}
+    if not fams:
+        log.warning("rule %s/%s/%s: its peers are of different IP families, rule inert",
+                    r.tenant, r.policy, r.rule_id)
+        return []
     pc = _proto_clause(r)
     if pc:
         clauses.append(pc)
     if len(clauses) == 1:
-        clauses.append([{}])             # conjunction needs n >= 2: a clause every IP packet meets
+        clauses.append([(None, {})])     # conjunction needs n >= 2: a clause every IP packet meets
 
     prio = rule_priority(r)
     c = cookie(Owner.RULE, r.rule_uid)
     n = len(clauses)
     flows = []
     for k, clause in enumerate(clauses, 1):
-        for m in clause:
-            flows.append(F(table, prio, {"eth_type": ETH_IP, **m}, (("conjunction", r.rule_uid, k, n),), c))
+        for fam, m in clause:
+            for f in sorted(fams) if fam is None else (fam,) if fam in fams else ():
+                flows.append(F(table, prio, {"eth_type": ETH[f], **m}, (("conjunction", r.rule_uid, k, n),), c))
     if r.action == "allow":
         verdict = (("ct", (("commit", True), ("zone", t.vrf_id))), ("goto", int(nxt)))
     elif r.log:
@@ -195,8 +241,9 @@ def rule_flows(ix: Index, t: Tenant, r: Rule) -> List[FlowEntry]:
         verdict = (("meter", DENY_LOG_METER), ("controller", DENY_LOG_MAX_LEN))
     else:
         verdict = ()
-    # ct(commit) needs the IPv4 prerequisite on the flow that runs it
-    flows.append(F(table, prio, {"conj_id": r.rule_uid, "eth_type": ETH_IP}, verdict, c))
+    # ct(commit) needs the IP prerequisite on the flow that runs it: one verdict per family
+    for f in sorted(fams):
+        flows.append(F(table, prio, {"conj_id": r.rule_uid, "eth_type": ETH[f]}, verdict, c))
     return flows
 
 

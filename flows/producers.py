@@ -10,7 +10,7 @@ Engine): the engine learns what it depends on from what it reads.
     tenant   VRF conntrack and default verdicts       anchor: tenant
     guard    a group with rules: its conntrack passes anchor: group
     rule     one rule's conjunction flows             anchor: rule
-    netgw    a network's gateway (ARP, echo)          anchor: network
+    netgw    a network's gateways (ARP/ND, echo)      anchor: network
     ep       an endpoint: ARP, route, group, remote L2 on its tenant's hosts,
              port and local L2 flows on its own host  anchor: endpoint
     nethost  a network on one host: fabric classification, flood flows and
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from flows import arp, classify, egress, l2, policy, routing, service as svc_flows
+from flows import arp, classify, egress, l2, nd, policy, routing, service as svc_flows
 from flows.engine import OwnerKind, Out, View
 from flows.pipeline import ROUTER_MAC, Owner, cookie, endpoint_cookie
 
@@ -74,15 +74,39 @@ def rule(v: View, key) -> Optional[Out]:
 
 def netgw(v: View, key) -> Optional[Out]:
     n = v.network(*key)
-    if n is None or not n.gateway:
+    if n is None or not (n.gateway or n.gateway6):
         return None
     t = v.tenant(n.tenant)
     if t is None:
         return None
-    c = cookie(Owner.NETWORK, n.net_id)
     out = Out()
-    out.add_scoped(n.tenant, (arp.proxy_arp(n.net_id, n.gateway, ROUTER_MAC, c),
-                    arp.gateway_echo(t.vrf_id, n.gateway, ROUTER_MAC, c)))
+    out.add_scoped(n.tenant, gateway_entries(t.vrf_id, n))
+    return out
+
+
+def gateway_entries(vrf: int, n) -> list:
+    """A network's gateways answered with the router MAC (the compiler's too)."""
+    c = cookie(Owner.NETWORK, n.net_id)
+    out = []
+    if n.gateway:
+        out += [arp.proxy_arp(n.net_id, n.gateway, ROUTER_MAC, c), arp.gateway_echo(vrf, n.gateway, ROUTER_MAC, c)]
+    if n.gateway6:
+        out += [nd.proxy_nd(n.net_id, n.gateway6, ROUTER_MAC, c, router=True),
+                nd.gateway_echo6(vrf, n.gateway6, ROUTER_MAC, c)]
+    return out
+
+
+def endpoint_shared(t, n, g, e, c) -> list:
+    """An endpoint's flows on every host of its tenant: neighbour answers, routes, group."""
+    out = [arp.proxy_arp(n.net_id, e.ip, e.mac, c)]
+    if e.ip6:
+        out.append(nd.proxy_nd(n.net_id, e.ip6, e.mac, c))
+    if n.gateway:
+        out.append(routing.route(t.vrf_id, n.net_id, e.ip, e.mac, c))
+    if n.gateway6 and e.ip6:
+        out.append(routing.route6(t.vrf_id, n.net_id, e.ip6, e.mac, c))
+    if g is not None:
+        out += policy.group_classify(t.vrf_id, e.ip, g.group_id, c, e.ip6)
     return out
 
 
@@ -93,11 +117,7 @@ def endpoint(v: View, eid: str) -> Optional[Out]:
     t, n = v.tenant(e.tenant), v.network(e.tenant, e.network)
     c = endpoint_cookie(e.endpoint_id)
     g = v.group(e.tenant, e.group)
-    shared = [arp.proxy_arp(n.net_id, e.ip, e.mac, c)]
-    if n.gateway:
-        shared.append(routing.route(t.vrf_id, n.net_id, e.ip, e.mac, c))
-    if g is not None:
-        shared += policy.group_classify(t.vrf_id, e.ip, g.group_id, c)
+    shared = endpoint_shared(t, n, g, e, c)
     if any(svc_flows.usable(t, s) for s in v.tenant_services(e.tenant)):
         shared.append(svc_flows.forward(t, n, e))
     out = Out()

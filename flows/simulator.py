@@ -11,7 +11,9 @@ vtep_ip is tun_dst, uplink output to every other host's uplink.
 
 A packet is a dict of field -> value using the names of flows/entry.py plus
 in_port; MACs and IPs are strings.  Absent metadata/regs/tun_id read as 0;
-absent L3/L4 fields never match.
+absent L3/L4 fields never match.  IPv6 packets carry ipv6_src/ipv6_dst, their hop
+limit in nw_ttl (as OVS names it), ICMPv6 in icmpv6_type/icmpv6_code and neighbour
+discovery in nd_target, nd_sll, nd_tll, nd_reserved and nd_options_type.
 """
 from __future__ import annotations
 
@@ -33,8 +35,10 @@ PIPELINE_ONLY = ZERO_DEFAULT - {"tun_id"} | {"ct_state", "in_port"}
 def to_int(v) -> int:
     if isinstance(v, int):
         return v
-    if ":" in v:
+    if len(v) == 17 and v[2::3] == ":::::":       # MAC (an IPv6 address never has this shape)
         return int(v.replace(":", ""), 16)
+    if ":" in v:
+        return int(ipaddress.IPv6Address(v))
     if "." in v:
         return int(ipaddress.IPv4Address(v))
     return int(v, 0)
@@ -152,6 +156,8 @@ class Conntrack:
         proto = pkt.get("ip_proto", 0)
         sp = pkt.get("tcp_src", pkt.get("udp_src", 0))
         dp = pkt.get("tcp_dst", pkt.get("udp_dst", 0))
+        if "ipv6_src" in pkt:                      # IPv6: its addresses (NAT is IPv4's only)
+            return (proto, pkt.get("ipv6_src"), sp, pkt.get("ipv6_dst"), dp)
         return (proto, pkt.get("ip_src"), sp, pkt.get("ip_dst"), dp)
 
     @staticmethod

@@ -13,7 +13,8 @@ import time
 import pytest
 import requests
 
-from tests.procs import Netmaster, wait_until
+from tests.procs import Netmaster
+from topologies.common import wait_until
 from topologies.etcd import EtcdCluster
 
 PREFIX = "/nwtest/"

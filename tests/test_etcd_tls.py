@@ -11,9 +11,10 @@ import tempfile
 import pytest
 
 from netweave.pki import PKI
-from store.etcd_tls import split, with_flags
 from store.base import StoreError
-from tests.procs import ROOT, Etcd, Netmaster, free_port
+from store.etcd_tls import split, with_flags
+from tests.procs import ROOT, Etcd, Netmaster
+from topologies.common import free_port
 
 
 class TlsEtcd(Etcd):

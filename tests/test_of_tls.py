@@ -1,14 +1,15 @@
 """OpenFlow over TLS: a real Open vSwitch reaches a real netmaster through an
 `ssl:` controller target with a certificate of netmaster's CA and gets its
 flows; with a certificate from another CA netmaster refuses the handshake (not
-connected, no flows). Needs root and Open vSwitch (tests/ovs_fixture.py)."""
+connected, no flows). Needs root and Open vSwitch (tests/procs.linked_ovs)."""
 import os
 import shutil
 import tempfile
 
 import pytest
 
-from tests.ovs_fixture import OvsInstance, wait_until
+from tests.procs import Netmaster, linked_ovs
+from topologies.common import free_port, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ovs-vswitchd"),
                                 reason="needs root and Open vSwitch")
@@ -16,18 +17,18 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ovs-vswit
 
 @pytest.fixture(scope="module")
 def lab():
-    from tests.procs import Netmaster, free_port
     tls_port = free_port()        # below the ephemeral range, as netmaster's other ports
-    ovs = OvsInstance(f"nwtls{os.getpid() % 10000}")
+    ovs = None
     nm = Netmaster(extra=["--of-listen", "0.0.0.0", "--of-tls-port", str(tls_port)])
     rogue_dir = tempfile.mkdtemp(prefix="nwtest-rogue-ca-")
     try:
-        ovs.start()
+        ovs = linked_ovs("tls", bridge=f"nwtls{os.getpid() % 10000}")
         nm.start()
         yield ovs, nm, tls_port, rogue_dir
     finally:
         nm.cleanup()
-        ovs.stop()
+        if ovs is not None:
+            ovs.stop()
         shutil.rmtree(rogue_dir, ignore_errors=True)
 
 
@@ -44,9 +45,9 @@ def test_ovs_over_ssl_connects_only_with_netmasters_ca(lab):
     rogue.ensure_ca()
     rogue_crt, rogue_key = rogue.ensure_cert("host", cn="host:tls-a")
     ovs.vsctl("set-ssl", rogue_key, rogue_crt, ca)     # it still trusts netmaster's CA
-    ovs.add_bridge(0x7151, nm.of_port)
+    ovs.add_bridge(0x7151, f"tcp:{ovs.root_ip}:{nm.of_port}")
     ctl = ovs.vsctl("get", "bridge", ovs.bridge, "controller").strip("[] \n")
-    ovs.vsctl("set", "controller", ctl, f'target="ssl:{ovs.controller_ip}:{tls_port}"')
+    ovs.vsctl("set", "controller", ctl, f'target="ssl:{ovs.root_ip}:{tls_port}"')
 
     wait_until(lambda: "event=openflow_tls_refused" in nm.log(), 20, what="netmaster refusing the rogue cert")
     assert not ovs.connected()
@@ -58,7 +59,7 @@ def test_ovs_over_ssl_connects_only_with_netmasters_ca(lab):
     wait_until(ovs.connected, 20, what="OVS connected over ssl:")
 
     def beat_and_flows():        # the host's agent would heartbeat; its switch gets its flows
-        r = nm.post("/api/v1/hosts/tls-a/", {"dpid": "%016x" % 0x7151, "vtepIP": ovs.switch_ip})
+        r = nm.post("/api/v1/hosts/tls-a/", {"dpid": "%016x" % 0x7151, "vtepIP": ovs.ip})
         assert r.status_code == 200, r.text
         return _flows(ovs)
 

@@ -5,7 +5,8 @@ import sqlite3
 import requests
 
 from store.sqlite import SqliteStore
-from tests.procs import Etcd, Netmaster, wait_until
+from tests.procs import Etcd, Netmaster
+from topologies.common import wait_until
 
 NET = {"gateway": "10.1.2.1", "subnet": "10.1.2.0/24", "encap": "vxlan"}
 

@@ -4,7 +4,8 @@ import shutil
 
 import pytest
 
-from tests.procs import Netmaster, wait_until
+from tests.procs import Netmaster
+from topologies.common import wait_until
 
 NET = {"gateway": "10.1.2.1", "subnet": "10.1.2.0/24", "encap": "vxlan"}
 

@@ -3,20 +3,16 @@ found, against a real netmaster process on SQLite (no OpenFlow)."""
 from __future__ import annotations
 
 import json
-import os
 import resource
 import socket
-import subprocess
-import sys
-import tempfile
-import shutil
 
 import pytest
 import requests
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate as validate_spec
 
-from tests.procs import ROOT, Netmaster, free_port, wait_until
+from tests.procs import Netmaster
+from topologies.common import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -209,38 +205,25 @@ def test_openapi_validates_and_says_what_the_server_sends(nm):
 def test_descriptor_exhaustion_degrades_and_recovers():
     """With its descriptors used up, netmaster stops accepting for a while and
     serves again once clients leave (it used to lose its REST listener for good)."""
-    work = tempfile.mkdtemp(prefix="nwtest-emfile-")
-    port = free_port()
-    log_path = os.path.join(work, "netmaster.log")
-
     def low_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
 
+    nm = Netmaster(extra=["--no-openflow"], preexec_fn=low_limit)
     clients = []
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "controller.main", "--no-openflow",
-                                 "--listen", f"127.0.0.1:{port}", "--store", f"sqlite://{work}/state.db"],
-                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, preexec_fn=low_limit)
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: requests.get(url + "/healthz", timeout=1).ok, 30, what="netmaster up")
+        nm.start()
+        url = nm.url
         for _ in range(100):            # more than 64: some wait in the kernel's backlog
-            clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
-        wait_until(lambda: "event=accept_exhausted" in open(log_path).read(), 20, what="EMFILE seen")
-        assert proc.poll() is None
+            clients.append(socket.create_connection(("127.0.0.1", nm.port), timeout=5))
+        wait_until(lambda: "event=accept_exhausted" in nm.log(), 20, what="EMFILE seen")
+        assert nm.proc.poll() is None
         for c in clients:
             c.close()
         clients.clear()
         wait_until(lambda: requests.get(url + "/healthz", timeout=2).ok, 30, what="REST back")
         assert requests.post(url + "/api/v1/tenants/after/", json={}, timeout=5).status_code == 200
-        assert proc.poll() is None
+        assert nm.proc.poll() is None
     finally:
         for c in clients:
             c.close()
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        shutil.rmtree(work, ignore_errors=True)
+        nm.cleanup()

@@ -11,7 +11,8 @@ import pytest
 
 from agent.netmaster_client import dpid_for_host
 from tests.fake_switch import T_EXPERIMENTER, FakeSwitch
-from tests.procs import Netmaster, wait_until
+from tests.procs import Netmaster
+from topologies.common import wait_until
 
 AGENT_ADDR = "127.0.0.2"        # where the "agent" (and so its switch) lives; lo holds 127/8
 

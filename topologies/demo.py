@@ -18,6 +18,7 @@ import requests
 
 from topologies import docker_host
 from topologies.cluster import Cluster
+from topologies.common import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ECHO = os.path.join(ROOT, "topologies", "tcpecho.py")
@@ -220,12 +221,6 @@ def _port_free(port: int) -> bool:
             return False
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m topologies.demo", description=__doc__.splitlines()[0])
     p.add_argument("--name", default="nwd")
@@ -234,8 +229,8 @@ def main(argv=None) -> int:
     p.add_argument("--underlay", default="10.94.0.0/24")
     p.add_argument("--no-docker", action="store_true", help="skip the Docker steps even where Docker is installed")
     args = p.parse_args(argv)
-    rest = args.rest_port if _port_free(args.rest_port) else _free_port()
-    ofp = args.of_port if _port_free(args.of_port) else _free_port()
+    rest = args.rest_port if _port_free(args.rest_port) else free_port()
+    ofp = args.of_port if _port_free(args.of_port) else free_port()
     t0 = time.monotonic()
     Cluster(args.name).down()                     # leftovers of an interrupted run
     docker = docker_host.available() and not args.no_docker

@@ -19,6 +19,8 @@ import subprocess
 import tempfile
 import time
 
+from topologies.ovs import pid_alive
+
 IMAGE = "nwbusybox:latest"
 # Debian's client, of the daemon's own version (a newer client elsewhere on PATH refuses some
 # flags against Docker 20.10's API 1.41)
@@ -115,7 +117,7 @@ class DockerDaemon:
         holder = os.path.join(self.dir, "mountns.pid")
         try:
             pid = int(open(holder).read())
-            if _alive(pid) and os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt"):
+            if pid_alive(pid) and os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt"):
                 return pid
         except (OSError, ValueError):
             pass
@@ -146,7 +148,7 @@ class DockerDaemon:
         d = os.path.join(self.dir, "containerd")
         pidfile = os.path.join(d, "containerd.pid")
         try:
-            if _alive(int(open(pidfile).read())):
+            if pid_alive(int(open(pidfile).read())):
                 return
         except (OSError, ValueError):
             pass
@@ -192,7 +194,7 @@ class DockerDaemon:
         if pid:
             os.kill(pid, sig)
             deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and _alive(pid):
+            while time.monotonic() < deadline and pid_alive(pid):
                 time.sleep(0.05)
 
     def stop(self) -> None:
@@ -208,14 +210,6 @@ class DockerDaemon:
                 os.kill(int(open(os.path.join(self.dir, pidfile)).read()), signal.SIGKILL)
             except (OSError, ValueError):
                 pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def kill_cgroup(name: str) -> None:

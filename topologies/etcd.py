@@ -12,23 +12,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
 
 import requests
 
-from topologies.ovs import pid_alive
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-class EtcdError(Exception):
-    pass
+from topologies.common import free_port, wait_until
 
 
 class EtcdCluster:
@@ -83,7 +71,7 @@ class EtcdCluster:
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         if wait:
-            self._wait(lambda: self.member_healthy(i), 30, f"etcd member {i} healthy")
+            wait_until(lambda: self.member_healthy(i), 30, interval=0.1, what=f"etcd member {i} healthy")
 
     def alive(self, i: int) -> bool:
         p = self.procs.get(i)
@@ -101,8 +89,8 @@ class EtcdCluster:
             return False
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
-        self._wait(lambda: all(self.member_healthy(i) for i in range(self.members) if self.alive(i)),
-                   timeout, "etcd cluster healthy")
+        wait_until(lambda: all(self.member_healthy(i) for i in range(self.members) if self.alive(i)),
+                   timeout, interval=0.1, what="etcd cluster healthy")
 
     def kill(self, i: int, sig=signal.SIGKILL) -> None:
         p = self.procs.get(i)
@@ -124,14 +112,5 @@ class EtcdCluster:
             self.kill(i)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    @staticmethod
-    def _wait(pred, timeout, what):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pred():
-                return
-            time.sleep(0.1)
-        raise EtcdError(f"timed out waiting for {what}")
 
-
-__all__ = ["EtcdCluster", "EtcdError", "free_port", "pid_alive"]
+__all__ = ["EtcdCluster"]

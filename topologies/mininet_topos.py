@@ -44,7 +44,6 @@ import argparse
 import ipaddress
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -68,15 +67,10 @@ from topologies.mininet_nodes import (PREFIX_RE, ComputeHost, NetmasterNode, NwC
                                       cleanup, delay_ms, http_json, kernel_has_netem, netweave_python,
                                       workdir_of)
 from topologies import launch  # noqa: E402
+from topologies.common import free_port  # noqa: E402
 from topologies.ovs import sh  # noqa: E402
 
 _PREFIXES_SEEN: set[str] = set()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class NetweaveError(Exception):

@@ -26,7 +26,8 @@ import requests
 
 from agent.netmaster_client import dpid_for_host, endpoint_id, host_port_name
 from tests.fake_switch import FakeSwitch
-from tests.procs import Netmaster, wait_until
+from tests.procs import Netmaster
+from topologies.common import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

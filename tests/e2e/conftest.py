@@ -9,8 +9,8 @@ import sys
 import pytest
 import requests
 
-from tests.procs import free_port, wait_until
 from topologies.cluster import Cluster
+from topologies.common import free_port, wait_until
 
 TCP = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "topologies", "tcpecho.py")
 
@@ -57,7 +57,7 @@ class E2E:
         return self.c.exec(src, sys.executable, TCP, "connect", ip, str(port), str(timeout)).returncode == 0
 
     def flows(self, host: str) -> str:
-        return self.c.ovs(host).ofctl("dump-flows", "br-int")
+        return self.c.ovs(host).ofctl("dump-flows")
 
     def switches_settled(self) -> bool:
         """Every connected switch's last reconcile left it equal to what netmaster wants."""

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
+from tests.procs import ROOT
 from topologies import docker_host
-
-from tests.procs import ROOT, free_port
 from topologies.cluster import BASE_DIR
+from topologies.common import free_port
 
 needs_ovs = pytest.mark.skipif(not os.path.exists("/usr/sbin/ovs-vswitchd"), reason="Open vSwitch is not installed")
 

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import running_cluster
-from tests.procs import wait_until
+from topologies.common import wait_until
 
 NET = "hanet"
 

@@ -8,9 +8,9 @@ import pytest
 import requests
 
 from tests.e2e.conftest import TCP, running_cluster
-from tests.procs import wait_until
 from topologies import docker_host
 from topologies.cluster import Cluster
+from topologies.common import wait_until
 
 pytestmark = pytest.mark.skipif(not (shutil.which("ovs-vswitchd") and docker_host.available()),
                                 reason="needs Open vSwitch, docker.io and busybox-static")

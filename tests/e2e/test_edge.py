@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import TCP, running_cluster
-from tests.procs import wait_until
+from topologies.common import wait_until
 
 NET = "/api/v1/networks/"
 

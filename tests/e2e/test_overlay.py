@@ -7,7 +7,7 @@ import time
 
 import requests
 
-from tests.procs import wait_until
+from topologies.common import wait_until
 
 NET = "/api/v1/networks/"
 

@@ -6,7 +6,8 @@ import sys
 import requests
 
 from tests.e2e.conftest import TCP
-from tests.procs import ROOT, wait_until
+from tests.procs import ROOT
+from topologies.common import wait_until
 
 
 def netctl(e, *args):

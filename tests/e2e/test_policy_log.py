@@ -12,7 +12,8 @@ import pytest
 import requests
 
 from tests.e2e.conftest import TCP, running_cluster
-from tests.procs import ROOT, wait_until
+from tests.procs import ROOT
+from topologies.common import wait_until
 
 RATE = 10                   # --deny-log-rate: packets/s per host (burst: the same)
 N_TCP = 4                   # denied TCP connections opened at once

@@ -14,7 +14,9 @@ import pytest  # noqa: E402
 
 from agent.netmaster_client import endpoint_id, host_port_name  # noqa: E402
 from tests.agent_fixtures import (agent_factory, cni, cni_conf, containers, host,  # noqa: E402,F401
-                                  host2, netmaster, wait_for)
+                                  host2, netmaster_options)
+from topologies.common import wait_until  # noqa: E402
+from topologies.ovs import run  # noqa: E402
 
 
 @pytest.fixture
@@ -23,8 +25,8 @@ def site(netmaster, host, agent_factory):
     netmaster.create_network()
     agent = agent_factory(host, netmaster.url_for(host), label="hostA",
                           controller=netmaster.controller_for(host)).start()
-    wait_for(lambda: netmaster.hosts().get("hostA", {}).get("state") == "up", 15,
-             "hostA registered", agent)
+    wait_until(lambda: netmaster.hosts().get("hostA", {}).get("state") == "up", 15,
+               what="hostA registered", detail=agent.log_tail)
     return netmaster, host, agent
 
 
@@ -48,14 +50,12 @@ def assert_nothing_left(nm, host, ctr=None, ifname="eth0", keep_endpoints=()):
 
 
 def netns_links(ctr):
-    from tests.agent_ovs import run
-    out = run(["ip", "netns", "exec", ctr, "ip", "-o", "link", "show"]).stdout
+    out = run("ip", "netns", "exec", ctr, "ip", "-o", "link", "show").stdout
     return re.findall(r"^\d+: ([^@:]+)[@:]", out, re.M)
 
 
 def in_ctr(ctr, *cmd):
-    from tests.agent_ovs import run
-    return run(["ip", "netns", "exec", ctr] + list(cmd)).stdout
+    return run("ip", "netns", "exec", ctr, *cmd).stdout
 
 
 def test_version(host):
@@ -369,8 +369,8 @@ def test_netplugin_restart_leaves_ports_and_flows(site, containers):
     for i, c in enumerate(ctrs):
         rc, out, err = cni(host, "ADD", conf, "ctr-rs%d" % i, "/var/run/netns/" + c)
         assert rc == 0, (out, err)
-    wait_for(lambda: host.vsctl("--bare", "--columns=is_connected", "list", "Controller")
-             == "true", 20, "br-int connected to netmaster's controller")
+    wait_until(lambda: host.vsctl("--bare", "--columns=is_connected", "list", "Controller")
+               == "true", 20, what="br-int connected to netmaster's controller")
     time.sleep(2)     # let the controller settle its flows
     # a flow of our own too, so that the comparison never compares two empty tables
     host.ofctl("add-flow", "table=200,cookie=0x7e57,priority=5,ip,nw_dst=192.0.2.9,"
@@ -380,8 +380,8 @@ def test_netplugin_restart_leaves_ports_and_flows(site, containers):
     assert any("cookie=0x7e57" in f for f in before_flows), before_flows
     assert agent.stop() == 0
     agent.start()
-    wait_for(lambda: "event=resync_done" in agent.log_since_start(),
-             15, "resync after restart", agent)
+    wait_until(lambda: "event=resync_done" in agent.log_since_start(),
+               15, what="resync after restart", detail=agent.log_tail)
     time.sleep(1)
     assert ports_state(host) == before_ports
     assert host.log().count(": connected") == connects, "the OpenFlow connection was reset"
@@ -410,8 +410,8 @@ def test_resync_removes_unknown_ports_and_reports_missing(site, containers):
     # and a known endpoint whose port vanished
     host.vsctl("del-port", "br-int", known_port)
     agent.start()
-    wait_for(lambda: "event=resync_done" in agent.log_since_start(),
-             15, "resync", agent)
+    wait_until(lambda: "event=resync_done" in agent.log_since_start(),
+               15, what="resync", detail=agent.log_tail)
     log = agent.log_since_start()
     assert "event=stale_endpoint_port_removed port=nwstale0 endpoint=deadbeef0000" in log
     assert "event=endpoint_port_missing endpoint=%s port=%s" % (
@@ -425,8 +425,8 @@ def test_resync_removes_unknown_ports_and_reports_missing(site, containers):
 def test_heartbeat_up_down(netmaster, host, agent_factory):
     agent = agent_factory(host, netmaster.url_for(host), label="beater", interval=0.5)
     agent.start()
-    wait_for(lambda: netmaster.hosts().get("beater", {}).get("state") == "up", 10,
-             "host up", agent)
+    wait_until(lambda: netmaster.hosts().get("beater", {}).get("state") == "up", 10,
+               what="host up", detail=agent.log_tail)
     h = netmaster.hosts()["beater"]
     assert h["vtepIP"] == host.ip
     assert re.fullmatch(r"[0-9a-f]{16}", h["dpid"])
@@ -434,10 +434,9 @@ def test_heartbeat_up_down(netmaster, host, agent_factory):
     time.sleep(1.2)
     assert netmaster.hosts()["beater"]["lastHeartbeat"] != first, "heartbeats do not move"
     agent.stop()
-    wait_for(lambda: netmaster.hosts()["beater"]["state"] == "down", 10, "host down")
+    wait_until(lambda: netmaster.hosts()["beater"]["state"] == "down", 10, what="host down")
     agent.start()
-    wait_for(lambda: netmaster.hosts()["beater"]["state"] == "up", 10, "host up again",
-             agent)
+    wait_until(lambda: netmaster.hosts()["beater"]["state"] == "up", 10, what="host up again", detail=agent.log_tail)
 
 
 def test_two_hosts_cni_runs_inside_each_host_namespace(netmaster, host, host2,
@@ -446,8 +445,8 @@ def test_two_hosts_cni_runs_inside_each_host_namespace(netmaster, host, host2,
     for h, label in ((host, "hA"), (host2, "hB")):
         agent_factory(h, netmaster.url_for(h), label=label,
                       controller=netmaster.controller_for(h)).start()
-    wait_for(lambda: {k for k, v in netmaster.hosts().items() if v["state"] == "up"}
-             >= {"hA", "hB"}, 15, "both hosts up")
+    wait_until(lambda: {k for k, v in netmaster.hosts().items() if v["state"] == "up"}
+               >= {"hA", "hB"}, 15, what="both hosts up")
     c1, c2 = containers(), containers()
     rc, r1, err = cni(host, "ADD", cni_conf(host, netmaster, hostLabel="hA"), "m1",
                       "/var/run/netns/" + c1)
@@ -512,8 +511,8 @@ def test_netprofile_qos_reaches_the_port(site, containers):
     nm.call("POST", "/api/v1/netprofiles/default:slow/",
             {"tenantName": "default", "profileName": "slow", "bandwidth": "1gbps",
              "burst": 128, "DSCP": 10})
-    wait_for(lambda: host.vsctl("get", "Interface", port, "ingress_policing_rate")
-             == "1000000", 15, "netplugin to apply the new netprofile", agent)
+    wait_until(lambda: host.vsctl("get", "Interface", port, "ingress_policing_rate")
+               == "1000000", 15, what="netplugin to apply the new netprofile", detail=agent.log_tail)
     assert host.vsctl("get", "Interface", port, "ingress_policing_burst") == "128"
     assert "event=qos_applied port=%s" % port in agent.log_text()
     rc, out, err = cni(host, "DEL", conf, "ctr-qos", "/var/run/netns/" + ctr)
@@ -528,7 +527,7 @@ def test_cni_hands_requests_to_netplugin_and_works_without_it(site, containers):
     import socket as so
     nm, host, agent = site
     path = os.path.join(host.dir, "netweave-cni.sock")
-    wait_for(lambda: os.path.exists(path), 10, "netplugin's CNI socket", agent)
+    wait_until(lambda: os.path.exists(path), 10, what="netplugin's CNI socket", detail=agent.log_tail)
     assert os.stat(path).st_mode & 0o777 == 0o600
     conf = cni_conf(host, nm)
 
@@ -556,23 +555,23 @@ def test_cni_hands_requests_to_netplugin_and_works_without_it(site, containers):
         s.shutdown(so.SHUT_WR)
         assert s.recv(100) == b""
         s.close()
-    wait_for(lambda: agent.log_since_start().count("event=cni_bad_request") == 2, 5,
-             "both bad requests logged", agent)
+    wait_until(lambda: agent.log_since_start().count("event=cni_bad_request") == 2, 5,
+               what="both bad requests logged", detail=agent.log_tail)
 
     assert agent.stop() == 0
     assert not os.path.exists(path)
     add_del("no-np", False)
 
     agent.start()
-    wait_for(lambda: os.path.exists(path), 10, "the socket again", agent)
+    wait_until(lambda: os.path.exists(path), 10, what="the socket again", detail=agent.log_tail)
     agent.proc.send_signal(signal.SIGKILL)
     agent.proc.wait(5)
     assert os.path.exists(path)                 # stale: nobody answers
     add_del("dead-np", False)
 
     agent.start()
-    wait_for(lambda: "event=cni_socket_listening" in agent.log_since_start(), 10,
-             "netplugin to replace the stale socket", agent)
+    wait_until(lambda: "event=cni_socket_listening" in agent.log_since_start(), 10,
+               what="netplugin to replace the stale socket", detail=agent.log_tail)
     add_del("np-back", True)
 
 
@@ -588,7 +587,7 @@ def test_resync_releases_endpoints_whose_container_is_gone(netmaster, host, agen
     agent = agent_factory(host, nm.url_for(host), label="hostA",
                           controller=nm.controller_for(host),
                           extra=["--resync-interval", str(interval)]).start()
-    wait_for(lambda: nm.hosts().get("hostA", {}).get("state") == "up", 15, "hostA up", agent)
+    wait_until(lambda: nm.hosts().get("hostA", {}).get("state") == "up", 15, what="hostA up", detail=agent.log_tail)
     conf = cni_conf(host, nm)
     dead, live = containers(), containers()
     for cid, ctr in (("ctr-dead", dead), ("ctr-live", live)):
@@ -600,12 +599,11 @@ def test_resync_releases_endpoints_whose_container_is_gone(netmaster, host, agen
     nm.call("POST", "/api/v1/endpoints/young0000001/",
             {"tenantName": "default", "networkName": "contiv-net", "host": "hostA",
              "intfName": "nwyoung000000", "containerID": "young"})
-    from tests.agent_ovs import run
-    run(["ip", "netns", "del", dead])           # the container dies behind everyone's back
-    wait_for(lambda: host_port_name(dead_id) not in nw_links(host), 10, "the veth to go")
+    run("ip", "netns", "del", dead)           # the container dies behind everyone's back
+    wait_until(lambda: host_port_name(dead_id) not in nw_links(host), 10, what="the veth to go")
     gone_at = time.time()
-    wait_for(lambda: dead_id not in {e["endpointID"] for e in nm.endpoints()},
-             3 * interval, "resync to release the dead endpoint", agent)
+    wait_until(lambda: dead_id not in {e["endpointID"] for e in nm.endpoints()},
+               3 * interval, what="resync to release the dead endpoint", detail=agent.log_tail)
     ghost_for = time.time() - gone_at
     assert ghost_for < interval + 1.5, ghost_for
     log = agent.log_text()
@@ -619,8 +617,8 @@ def test_resync_releases_endpoints_whose_container_is_gone(netmaster, host, agen
                          capture_output=True, text=True, timeout=30).stdout
     assert dead_id not in out and live_id in out, out
     # the young allocation went only once it was older than the grace period (one interval)
-    wait_for(lambda: "young0000001" not in {e["endpointID"] for e in nm.endpoints()},
-             3 * interval, "the young endpoint to be released once old", agent)
+    wait_until(lambda: "young0000001" not in {e["endpointID"] for e in nm.endpoints()},
+               3 * interval, what="the young endpoint to be released once old", detail=agent.log_tail)
     age = re.search(r"event=stale_endpoint_released endpoint=young0000001 .* age_s=([\d.]+)",
                     agent.log_text())
     assert age and float(age.group(1)) >= interval, agent.log_text()[-3000:]

@@ -10,8 +10,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from tests.agent_fixtures import (PY, agent_factory, cni, cni_conf, containers, host, host2,  # noqa: E402,F401
-                                  netmaster, wait_for)
-from tests.agent_ovs import run  # noqa: E402
+                                  netmaster_options)
+from topologies.common import wait_until  # noqa: E402
+from topologies.ovs import run  # noqa: E402
 
 SERVER = r"""
 import socket, sys
@@ -41,7 +42,7 @@ def test_two_endpoints_ping_and_tcp(netmaster, host, agent_factory, containers):
     netmaster.create_network()
     agent_factory(host, netmaster.url_for(host), label="dp",
                   controller=netmaster.controller_for(host)).start()
-    wait_for(lambda: netmaster.hosts().get("dp", {}).get("state") == "up", 15, "host up")
+    wait_until(lambda: netmaster.hosts().get("dp", {}).get("state") == "up", 15, what="host up")
     c1, c2 = containers(), containers()
     ips = []
     for i, c in enumerate((c1, c2)):
@@ -49,17 +50,17 @@ def test_two_endpoints_ping_and_tcp(netmaster, host, agent_factory, containers):
                            "/var/run/netns/" + c)
         assert rc == 0, (res, err)
         ips.append(res["ips"][0]["address"].split("/")[0])
-    wait_for(lambda: run(["ip", "netns", "exec", c1, "ping", "-c1", "-W1", ips[1]],
-                         check=False).returncode == 0, 30, "ping between endpoints")
+    wait_until(lambda: run("ip", "netns", "exec", c1, "ping", "-c1", "-W1", ips[1],
+                           check=False).returncode == 0, 30, what="ping between endpoints")
     # a full-size packet for the endpoint MTU (1450 - 28 bytes of IP+ICMP), don't fragment
-    res = run(["ip", "netns", "exec", c1, "ping", "-c1", "-W2", "-M", "do", "-s", "1422",
-               ips[1]], check=False)
+    res = run("ip", "netns", "exec", c1, "ping", "-c1", "-W2", "-M", "do", "-s", "1422",
+              ips[1], check=False)
     assert res.returncode == 0, res.stdout + res.stderr
     server = subprocess.Popen(["ip", "netns", "exec", c2, PY, "-c", SERVER],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout.readline().strip() == "listening"
-        res = run(["ip", "netns", "exec", c1, PY, "-c", CLIENT, ips[1]], check=False,
+        res = run("ip", "netns", "exec", c1, PY, "-c", CLIENT, ips[1], check=False,
                   timeout=60)
         assert res.returncode == 0, res.stderr
         assert res.stdout.strip() == str(4 * 1024 * 1024)
@@ -79,8 +80,8 @@ def test_two_hosts_over_vxlan(netmaster, host, host2, agent_factory, containers)
     hosts = [host, host2]
     a, b = hosts
     ul_a, ul_b = "nwul%da" % (os.getpid() % 100000), "nwul%db" % (os.getpid() % 100000)
-    run(["ip", "link", "add", ul_a, "netns", a.name, "type", "veth", "peer", "name", ul_b,
-         "netns", b.name])
+    run("ip", "link", "add", ul_a, "netns", a.netns, "type", "veth", "peer", "name", ul_b,
+        "netns", b.netns)
     netmaster.create_network()
     ips = []
     for i, (h, ul, vtep) in enumerate(((a, ul_a, "10.98.0.1"), (b, ul_b, "10.98.0.2"))):
@@ -93,8 +94,8 @@ def test_two_hosts_over_vxlan(netmaster, host, host2, agent_factory, containers)
                               controller=netmaster.controller_for(h))
         agent.args[agent.args.index("--vtep-ip") + 1] = vtep
         agent.start()
-    wait_for(lambda: all(netmaster.hosts().get(l, {}).get("state") == "up"
-                         for l in ("vx0", "vx1")), 15, "both hosts up")
+    wait_until(lambda: all(netmaster.hosts().get(l, {}).get("state") == "up"
+                           for l in ("vx0", "vx1")), 15, what="both hosts up")
     ctrs = [containers(), containers()]
     for i, (h, c) in enumerate(zip(hosts, ctrs)):
         rc, res, err = cni(h, "ADD", cni_conf(h, netmaster), "vx%d" % i,
@@ -102,16 +103,16 @@ def test_two_hosts_over_vxlan(netmaster, host, host2, agent_factory, containers)
         assert rc == 0, (res, err)
         ips.append(res["ips"][0]["address"].split("/")[0])
     c1, c2 = ctrs
-    wait_for(lambda: run(["ip", "netns", "exec", c1, "ping", "-c1", "-W1", ips[1]],
-                         check=False).returncode == 0, 30, "ping across the tunnel")
-    res = run(["ip", "netns", "exec", c1, "ping", "-c1", "-W2", "-M", "do", "-s", "1422",
-               ips[1]], check=False)
+    wait_until(lambda: run("ip", "netns", "exec", c1, "ping", "-c1", "-W1", ips[1],
+                           check=False).returncode == 0, 30, what="ping across the tunnel")
+    res = run("ip", "netns", "exec", c1, "ping", "-c1", "-W2", "-M", "do", "-s", "1422",
+              ips[1], check=False)
     assert res.returncode == 0, res.stdout + res.stderr
     server = subprocess.Popen(["ip", "netns", "exec", c2, PY, "-c", SERVER],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout.readline().strip() == "listening"
-        res = run(["ip", "netns", "exec", c1, PY, "-c", CLIENT, ips[1]], check=False,
+        res = run("ip", "netns", "exec", c1, PY, "-c", CLIENT, ips[1], check=False,
                   timeout=60)
         assert res.returncode == 0, res.stderr
         assert res.stdout.strip() == str(4 * 1024 * 1024)

@@ -12,7 +12,8 @@ import pytest  # noqa: E402
 
 from agent import ovsdb as ovsdb_mod  # noqa: E402
 from agent.netmaster_client import dpid_for_host  # noqa: E402
-from tests.agent_fixtures import agent_factory, host, wait_for  # noqa: E402,F401
+from tests.agent_fixtures import agent_factory, host  # noqa: E402,F401
+from topologies.common import wait_until  # noqa: E402
 
 CTRL = "tcp:127.0.0.1:6653"
 
@@ -43,8 +44,8 @@ def test_bridge_and_tunnel_port_as_specified(host, db):
     assert host.vsctl("--columns=connection_mode", "--bare", "list", "Controller") == \
         "out-of-band"
     # vswitchd took the datapath id
-    wait_for(lambda: get(host, "Bridge", "br-int", "datapath_id") == '00000000000000a1',
-             5, "datapath_id")
+    wait_until(lambda: get(host, "Bridge", "br-int", "datapath_id") == '00000000000000a1',
+               5, what="datapath_id")
 
     assert db.ensure_tunnel_port("br-int", "vxlan0", 100) == 100
     assert get(host, "Interface", "vxlan0", "type") == "vxlan"
@@ -161,21 +162,21 @@ def test_netplugin_self_repair(host, agent_factory):
     host.ns("ip", "link", "set", "nwrep0", "up")
     host.vsctl("add-port", "br-int", "nwrep0", "--", "set", "Interface", "nwrep0",
                "external_ids:netweave-endpoint=aaaabbbbcccc")
-    wait_for(lambda: "nwrep0" in agent.log_text() or True, 1, "agent saw port")
+    wait_until(lambda: "nwrep0" in agent.log_text() or True, 1, what="agent saw port")
 
     host.vsctl("del-port", "br-int", "vxlan0")
-    wait_for(lambda: "vxlan0" in host.vsctl("list-ports", "br-int").split(), 10,
-             "vxlan0 to be put back", agent)
+    wait_until(lambda: "vxlan0" in host.vsctl("list-ports", "br-int").split(), 10,
+               what="vxlan0 to be put back", detail=agent.log_tail)
     assert get(host, "Interface", "vxlan0", "ofport") == "100"
 
     host.vsctl("set-controller", "br-int", "tcp:192.0.2.1:6653")
-    wait_for(lambda: host.vsctl("get-controller", "br-int") == ctrl, 10,
-             "controller to be put back", agent)
+    wait_until(lambda: host.vsctl("get-controller", "br-int") == ctrl, 10,
+               what="controller to be put back", detail=agent.log_tail)
 
     host.vsctl("del-br", "br-int")
-    wait_for(lambda: {"vxlan0", "nwrep0"} <= set(host.vsctl("list-ports", "br-int",
-                                                            check=False).split()),
-             10, "br-int, vxlan0 and the endpoint port to be put back", agent)
+    wait_until(lambda: {"vxlan0", "nwrep0"} <= set(host.vsctl("list-ports", "br-int",
+                                                              check=False).split()),
+               10, what="br-int, vxlan0 and the endpoint port to be put back", detail=agent.log_tail)
     assert get(host, "Bridge", "br-int", "fail_mode") == "secure"
     assert get(host, "Interface", "nwrep0", "external_ids:netweave-endpoint") == \
         'aaaabbbbcccc'
@@ -190,25 +191,25 @@ def test_netplugin_self_repair(host, agent_factory):
 def test_netplugin_survives_ovsdb_restart(host, agent_factory):
     agent = agent_factory(host, "http://%s:1" % host.root_ip, label="dbrestart").start()
     uuid = host.vsctl("get", "Bridge", "br-int", "_uuid")
-    host.stop_ovsdb_server()
+    host.stop_db()
     time.sleep(1)
-    host.start_ovsdb_server()
+    host.start_db()
     # while it was away someone removed the tunnel port: the agent reconnects and repairs
     host.vsctl("del-port", "br-int", "vxlan0")
-    wait_for(lambda: "vxlan0" in host.vsctl("list-ports", "br-int").split(), 20,
-             "vxlan0 back after ovsdb-server restart", agent)
+    wait_until(lambda: "vxlan0" in host.vsctl("list-ports", "br-int").split(), 20,
+               what="vxlan0 back after ovsdb-server restart", detail=agent.log_tail)
     assert host.vsctl("get", "Bridge", "br-int", "_uuid") == uuid
     assert agent.proc.poll() is None
 
 
 def test_netplugin_waits_for_ovsdb(host, agent_factory):
-    host.stop_ovsdb_server()
+    host.stop_db()
     agent = agent_factory(host, "http://%s:1" % host.root_ip, label="early")
     agent.start(wait_bridge=False)
-    wait_for(lambda: "event=ovsdb_unreachable" in agent.log_text(), 10, "retry log", agent)
-    host.start_ovsdb_server()
-    wait_for(lambda: "vxlan0" in host.vsctl("list-ports", "br-int", check=False).split(), 20,
-             "br-int once ovsdb-server is up", agent)
+    wait_until(lambda: "event=ovsdb_unreachable" in agent.log_text(), 10, what="retry log", detail=agent.log_tail)
+    host.start_db()
+    wait_until(lambda: "vxlan0" in host.vsctl("list-ports", "br-int", check=False).split(), 20,
+               what="br-int once ovsdb-server is up", detail=agent.log_tail)
     assert agent.stop() == 0
 
 
@@ -217,10 +218,10 @@ def test_netplugin_uplink(host, agent_factory):
     host.ns("ip", "link", "set", "upl0", "up")
     agent = agent_factory(host, "http://%s:1" % host.root_ip, label="upl",
                           extra=("--uplink", "upl0")).start()
-    wait_for(lambda: get(host, "Interface", "upl0", "ofport") == "101", 10, "uplink", agent)
+    wait_until(lambda: get(host, "Interface", "upl0", "ofport") == "101", 10, what="uplink", detail=agent.log_tail)
     assert get(host, "Interface", "upl0", "type") == ""
     host.vsctl("del-port", "br-int", "upl0")
-    wait_for(lambda: get(host, "Interface", "upl0", "ofport") == "101", 10,
-             "uplink put back", agent)
+    wait_until(lambda: get(host, "Interface", "upl0", "ofport") == "101", 10,
+               what="uplink put back", detail=agent.log_tail)
     assert "event=uplink_port_ensured bridge=br-int port=upl0 reason=ovsdb_change" in \
         agent.log_text()

@@ -18,8 +18,9 @@ import pytest
 from flows.compiler import compile_all
 from flows.pipeline import TUNNEL_PORT
 from flows.snapshot import Rule
-from tests.integration.ovs_lab import Lab, run
+from tests.procs import Lab
 from tests.unit.topo import EP, VTEP, snapshot, with_policies
+from topologies.ovs import run
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("ovs-vswitchd") or not shutil.which("ping") or os.geteuid() != 0,
@@ -34,7 +35,7 @@ def _load(lab: Lab, snap) -> None:
         if label not in lab.hosts:
             continue
         h = lab.hosts[label]
-        d = tempfile.mkdtemp(dir=h.rundir)
+        d = tempfile.mkdtemp(dir=h.dir)
         for kind, items in (("groups", groups), ("flows", flows)):
             with open(f"{d}/{kind}", "w") as fh:
                 fh.write("\n".join(x.to_ofctl() for x in sorted(items)) + "\n")
@@ -58,24 +59,24 @@ def vxlan_lab():
             h.vsctl("add-port", "br-int", "vxlan0", "--", "set", "interface", "vxlan0", "type=vxlan",
                     "options:remote_ip=flow", "options:key=flow", f"ofport_request={TUNNEL_PORT}")
         h1, h2 = lab.hosts["h1"], lab.hosts["h2"]
-        h1.sh("ip", "link", "add", under + "a", "type", "veth", "peer", "name", under + "b", "netns", h2.ns)
-        for h, dev in ((h1, under + "a"), (h2, under + "b")):
-            h.sh("ip", "link", "set", dev, "up")
+        h1.ns("ip", "link", "add", under + "a", "type", "veth", "peer", "name", under + "b", "netns", h2.netns)
+        for label, dev in (("h1", under + "a"), ("h2", under + "b")):
+            h = lab.hosts[label]
+            h.ns("ip", "link", "set", dev, "up")
             h.vsctl("add-port", "br-phy", dev)
-            h.sh("ip", "addr", "add", f"{VTEP[h.label]}/24", "dev", "br-phy")
-            h.sh("ip", "link", "set", "br-phy", "up")
-            h.sh("ip", "link", "set", "lo", "up")
+            h.ns("ip", "addr", "add", f"{VTEP[label]}/24", "dev", "br-phy")
+            h.ns("ip", "link", "set", "br-phy", "up")
         # the VLAN wire: both hosts' uplink (Host.uplink_port 'eth1') on one veth
-        h1.sh("ip", "link", "add", "eth1", "type", "veth", "peer", "name", "eth1", "netns", h2.ns)
-        for h in (h1, h2):
-            h.sh("ip", "link", "set", "eth1", "up")
+        h1.ns("ip", "link", "add", "eth1", "type", "veth", "peer", "name", "eth1", "netns", h2.netns)
+        for label, h in lab.hosts.items():
+            h.ns("ip", "link", "set", "eth1", "up")
             h.vsctl("add-port", "br-int", "eth1", "--", "set", "interface", "eth1",
-                    f"ofport_request={snap.ofports[h.label]['eth1']}")
+                    f"ofport_request={snap.ofports[label]['eth1']}")
         for e in EPS:
             h = lab.hosts[e.host]
             ns = lab.netns_add(f"{lab.prefix}-{e.endpoint_id}")
-            h.sh("ip", "link", "add", e.port_name, "type", "veth", "peer", "name", "eth0", "netns", ns)
-            h.sh("ip", "link", "set", e.port_name, "up")
+            h.ns("ip", "link", "add", e.port_name, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            h.ns("ip", "link", "set", e.port_name, "up")
             h.vsctl("add-port", "br-int", e.port_name, "--", "set", "interface", e.port_name,
                     f"ofport_request={snap.ofports[e.host][e.port_name]}")
             for cmd in (("ip", "link", "set", "eth0", "address", e.mac),
@@ -83,8 +84,8 @@ def vxlan_lab():
                         ("ip", "addr", "add", f"{e.ip}/24", "dev", "eth0"),
                         ("ip", "link", "set", "eth0", "up"), ("ip", "link", "set", "lo", "up"),
                         ("ip", "route", "add", "default", "via", GW[e.network])):
-                run(*cmd, ns=ns)
-            run("ethtool", "-K", "eth0", "tx", "off", ns=ns, check=False)
+                run(*cmd, netns=ns)
+            run("ethtool", "-K", "eth0", "tx", "off", netns=ns, check=False)
         _load(lab, snap)
         yield lab
     finally:
@@ -100,7 +101,7 @@ def lab():
 def ping(lab: Lab, src: str, dst_ip: str) -> bool:
     """True when any of 3 echoes is answered: the userspace datapath drops the
     first packet towards a VTEP whose MAC it is still resolving (tnl/arp)."""
-    r = run("ping", "-c", "3", "-i", "0.3", "-W", "1", dst_ip, ns=f"{lab.prefix}-{src}", check=False)
+    r = run("ping", "-c", "3", "-i", "0.3", "-W", "1", dst_ip, netns=lab.ns_of(src), check=False)
     return r.returncode == 0
 
 

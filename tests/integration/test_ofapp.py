@@ -21,49 +21,11 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser  # noqa: E402
 
 from controller import ofapp, ofmsg  # noqa: E402
 from flows.entry import COOKIE_MARK as M, FlowEntry, GroupEntry  # noqa: E402
-from tests.ovs_fixture import OvsInstance, free_tcp_port, wait_until  # noqa: E402
+from tests.procs import linked_ovs  # noqa: E402
+from tests.unit.flow_catalogue import ALL_FLOWS, ALL_GROUPS, DPID  # noqa: E402
+from topologies.common import free_port, wait_until  # noqa: E402
 
-DPID = 0x4E0000000000AB
 F = FlowEntry.make
-
-# Every match field and action of flows/entry.py, in flows OVS accepts.
-ALL_FLOWS = [
-    F(0, 200, {"in_port": 5, "eth_src": "02:00:00:00:00:01",
-               "eth_dst": ("02:00:00:00:00:00", "ff:ff:ff:00:00:00"), "vlan_vid": 0x1005,
-               "eth_type": 0x806, "arp_op": 1, "arp_spa": "10.0.0.1", "arp_tpa": "10.0.0.2",
-               "arp_sha": "02:00:00:00:00:01", "arp_tha": "02:00:00:00:00:02"},
-      [("pop_vlan",), ("output", 6)], M | 1),
-    F(0, 190, {"eth_type": 0x800, "ip_src": ("10.1.0.0", "255.255.0.0"),
-               "ip_dst": ("10.2.3.0", "255.255.255.0"), "ip_proto": 6, "nw_ttl": 64,
-               "tcp_src": 1234, "tcp_dst": 80, "metadata": (0x10, 0xFF0),
-               "reg0": (1, 0xFF), "reg1": 5},
-      [("set_field", "eth_dst", "02:00:00:00:00:09"), ("move", "reg0", "reg1"), ("dec_ttl",),
-       ("write_metadata", 0x5, 0xF), ("goto", 10)], M | 2),
-    F(10, 100, {"eth_type": 0x800, "ip_proto": 17, "udp_src": 53, "udp_dst": 5353,
-                "reg2": (0x20, 0xF0), "reg3": 7, "reg4": 8, "reg5": (1, 1), "reg6": 9,
-                "reg7": 10, "ct_state": "+trk+est", "ct_zone": 5},
-      [("push_vlan", 0x8100), ("set_field", "vlan_vid", 0x1064), ("output", 7)], M | 3),
-    F(10, 90, {"tun_id": 5000, "tun_src": "192.0.2.1", "tun_dst": "192.0.2.2",
-               "eth_type": 0x800, "ip_proto": 1, "icmp_type": 8},
-      [("ct", (("commit", True), ("table", 20), ("zone", 7)))], M | 4),
-    F(10, 80, {"eth_type": 0x800, "ip_src": "10.9.9.9"}, [("conjunction", 10, 1, 2)], M | 5),
-    F(10, 80, {"eth_type": 0x800, "ip_dst": "10.8.8.8"}, [("conjunction", 10, 2, 2)], M | 5),
-    F(10, 70, {"eth_type": 0x800, "conj_id": 10},
-      [("ct", (("table", 20), ("zone_reg", "reg6")))], M | 6),
-    F(20, 60, {"reg0": 3}, [("set_field", "tun_id", 5000), ("set_field", "tun_dst", "192.0.2.9"),
-                            ("output", 8)], M | 7),
-    F(20, 50, {"in_port": 6}, [("group", 1), ("controller", 128), ("in_port",)], M | 8),
-    F(20, 40, {"eth_type": 0x800}, [("set_field", "reg5", 3), ("set_field", "ip_dst", "10.0.0.5"),
-                                    ("goto", 30)], M | 9),
-    F(20, 0, {}, [], M | 10),
-    # a logged deny's verdict: the meter (which the app creates on connect) then the controller
-    F(21, 30, {"eth_type": 0x800, "ip_proto": 6, "tcp_dst": 22}, [("meter", 1), ("controller", 128)], M | 11),
-]
-ALL_GROUPS = [
-    GroupEntry(1, ((("output", 5),), (("set_field", "eth_dst", "02:00:00:00:00:07"), ("output", 6)))),
-    GroupEntry(2, ((("output", 7),),), "indirect"),
-]
-
 DP = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
 
 
@@ -171,7 +133,7 @@ class Env:
         return self.handle.app
 
     def start_controller(self):
-        self.handle = ofapp.start(self.fabric, self.ovs.controller_ip, self.port)
+        self.handle = ofapp.start(self.fabric, self.ovs.root_ip, self.port)
 
     def stop_controller(self):
         if self.handle is not None:
@@ -198,12 +160,11 @@ needs_ovs = pytest.mark.skipif(shutil.which("ovs-vswitchd") is None or os.geteui
 @pytest.fixture
 def env(caplog):
     caplog.set_level(logging.INFO, logger="controller.ofapp")
-    ovs = OvsInstance(f"nwof{os.getpid() % 100000}")
-    e = Env(ovs, FakeFreeFabric(DPID), free_tcp_port())
+    ovs = linked_ovs("of", bridge=f"nwof{os.getpid() % 100000}")
+    e = Env(ovs, FakeFreeFabric(DPID), free_port())
     try:
-        ovs.start()
         e.start_controller()
-        ovs.add_bridge(DPID, e.port)
+        ovs.add_bridge(DPID, f"tcp:{ovs.root_ip}:{e.port}")
         ovs.add_internal_port(ovs.bridge[:13] + "p5", 5)
         wait_until(lambda: DPID in e.app.datapaths, 30, what="switch connect")
         yield e
@@ -338,7 +299,7 @@ def test_controller_restart_sends_nothing(env):
     d0 = wait_until(lambda: min(f["duration"] for f in env.ours().values()) >= 1.0
                     and env.ours(), what="flows to age")
     with pytest.raises(RuntimeError):                  # one controller per process
-        ofapp.start(env.fabric, "127.0.0.1", free_tcp_port())
+        ofapp.start(env.fabric, "127.0.0.1", free_port())
     handle = env.handle
     env.stop_controller()
     handle.stop()                                      # idempotent
@@ -451,7 +412,7 @@ def test_deny_log_meter_set_on_connect_modified_and_restored(env, caplog):
     assert env.reconcile().outcome == "noop"
     assert "event=meter_set" not in caplog.text and "event=of_error" not in caplog.text
     env.stop_controller()
-    env.handle = ofapp.start(env.fabric, env.ovs.controller_ip, env.port, deny_log_rate=7, deny_log_burst=3)
+    env.handle = ofapp.start(env.fabric, env.ovs.root_ip, env.port, deny_log_rate=7, deny_log_burst=3)
     wait_until(lambda: env.app.idle() and DPID in env.app.last_result, 60, what="reconnect")
     assert env.app.last_result[DPID].outcome == "noop"
     assert "meter=1 pktps burst bands= type=drop rate=7 burst_size=3" in _meters(env)

@@ -25,9 +25,10 @@ import pytest  # noqa: E402
 from controller import ofapp, ofmsg, ofwire  # noqa: E402
 from flows.compiler import compile_all  # noqa: E402
 from flows.entry import COOKIE_MARK as M, FlowEntry  # noqa: E402
-from tests.integration.test_ofapp import ALL_FLOWS, ALL_GROUPS, DPID  # noqa: E402
-from tests.ovs_fixture import OvsInstance, free_tcp_port, wait_until  # noqa: E402
+from tests.procs import linked_ovs  # noqa: E402
 from tests.unit import scale  # noqa: E402
+from tests.unit.flow_catalogue import ALL_FLOWS, ALL_GROUPS, DPID  # noqa: E402
+from topologies.common import free_port, wait_until  # noqa: E402
 
 LOG = logging.getLogger(__name__)
 
@@ -59,18 +60,18 @@ class Fabric:
 
 
 class Lab:
-    """A private OVS (own netns, see tests/ovs_fixture.py) with the controller connected."""
+    """A private OVS (own netns, tests/procs.linked_ovs) with the controller connected."""
 
     def __init__(self):
-        self.ovs = OvsInstance(f"nwfr{os.getpid() % 100000}")
+        self.ovs = None
         self.fabric = Fabric()
         self.handle = None
 
     def start(self):
-        self.ovs.start()
-        port = free_tcp_port()
-        self.handle = ofapp.start(self.fabric, self.ovs.controller_ip, port)
-        self.ovs.add_bridge(DPID, port)
+        self.ovs = linked_ovs("fr", bridge=f"nwfr{os.getpid() % 100000}")
+        port = free_port()
+        self.handle = ofapp.start(self.fabric, self.ovs.root_ip, port)
+        self.ovs.add_bridge(DPID, f"tcp:{self.ovs.root_ip}:{port}")
         wait_until(lambda: DPID in self.app.datapaths, 30, what="switch connect")
         wait_until(self.app.idle, 30, what="connect reconcile")
         return self
@@ -80,7 +81,8 @@ class Lab:
             if self.handle is not None:
                 self.handle.stop()
         finally:
-            self.ovs.stop()
+            if self.ovs is not None:
+                self.ovs.stop()
 
     @property
     def app(self):

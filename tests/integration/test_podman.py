@@ -30,8 +30,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import pytest  # noqa: E402
 
 from agent.netmaster_client import host_port_name  # noqa: E402
-from tests.agent_fixtures import (AgentProc, Host, Netmaster, need_root_tools,  # noqa: E402
-                                  wait_for)
+from tests.agent_fixtures import NETMASTER_FOR_HOSTS, AgentProc, need_root_tools  # noqa: E402
+from tests.procs import Netmaster, linked_ovs  # noqa: E402
+from topologies.common import wait_until  # noqa: E402
 
 REFERENCE_PLUGINS = "/usr/lib/cni"
 CNI_CACHE = "/var/lib/cni"
@@ -73,7 +74,7 @@ class Podman:
         self.netns_before = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
 
     def cmd(self, *args):
-        return ["nsenter", "--net=/run/netns/" + self.host.name, "podman",
+        return ["nsenter", "--net=/run/netns/" + self.host.netns, "podman",
                 "--root", os.path.join(self.dir, "root"),
                 "--runroot", os.path.join(self.dir, "runroot"),
                 "--tmpdir", os.path.join(self.dir, "tmp"),
@@ -163,15 +164,16 @@ def pids_mentioning(text):
 @pytest.fixture(scope="module")
 def lab():
     need_podman()
-    nm, host, agent, pod = Netmaster(), Host(), None, None
+    nm, host, agent, pod = Netmaster(**NETMASTER_FOR_HOSTS), None, None, None
     try:
         nm.start()
-        host.start()
+        host = linked_ovs("h")
         nm.create_network()
         agent = AgentProc(host, nm.url_for(host), label="hostA",
                           controller=nm.controller_for(host),
                           extra=["--resync-interval", "2"]).start()
-        wait_for(lambda: nm.hosts().get("hostA", {}).get("state") == "up", 15, "hostA up", agent)
+        wait_until(lambda: nm.hosts().get("hostA", {}).get("state") == "up", 15, what="hostA up",
+                   detail=agent.log_tail)
         pod = Podman(host)
         pod.install(NET, "--network", "contiv-net")
         pod.install(CHAIN_NET, "--network", "contiv-net", "--chain", "portmap", "--chain",
@@ -187,8 +189,9 @@ def lab():
             pod.cleanup()
         if agent is not None:
             agent.stop()
-        host.stop()
-        nm.stop()
+        if host is not None:
+            host.stop()
+        nm.cleanup()
 
 
 def nw_links(host):
@@ -260,8 +263,8 @@ def test_two_containers_ping_and_cleanup_releases(lab):
     short = endpoints_by_name(nm)["short"]
     port = host_port_name(short["endpointID"])
     assert port in ovs_ports(host)
-    wait_for(lambda: "short" not in endpoints_by_name(nm), 20,
-             "podman container cleanup to release the address", agent)
+    wait_until(lambda: "short" not in endpoints_by_name(nm), 20,
+               what="podman container cleanup to release the address", detail=agent.log_tail)
     assert port not in ovs_ports(host) and port not in nw_links(host)
     assert re.search(r"event=cni_request command=DEL container=%s ifname=eth0 rc=0"
                      % short["containerID"], agent.log_text())
@@ -305,7 +308,7 @@ def gc(pod, valid):
     conf = json.load(open(os.path.join(pod.netd, "50-%s.conflist" % NET)))
     plugin = dict(conf["plugins"][0], cniVersion="1.1.0", name=conf["name"])
     plugin["cni.dev/valid-attachments"] = valid
-    res = subprocess.run(["nsenter", "--net=/run/netns/" + pod.host.name,
+    res = subprocess.run(["nsenter", "--net=/run/netns/" + pod.host.netns,
                           os.path.join(pod.bin, "netweave")],
                          env={"CNI_COMMAND": "GC", "CNI_PATH": pod.bin},
                          input=json.dumps(plugin), capture_output=True, text=True, timeout=60)

@@ -1,7 +1,7 @@
 """The simulator against real Open vSwitch: same flow path, same outputs.
 
 Starts a private ovsdb-server + ovs-vswitchd in a new network namespace
-(nwsim-<pid>) with OVS_RUNDIR in a temp folder, loads host h1's compiled
+(tests/procs.Lab) with OVS_RUNDIR in a temp folder, loads host h1's compiled
 flows into a netdev bridge (OpenFlow13, bundles) and compares
 `ovs-appctl ofproto/trace` with flows.simulator on a set of packets.
 Skipped where ovs-vswitchd is missing or we are not root.
@@ -18,8 +18,9 @@ import pytest
 from flows.compiler import compile_all
 from flows.pipeline import ROUTER_MAC, TUNNEL_PORT
 from flows.simulator import Switch
-from tests.integration.ovs_lab import Lab, run
+from tests.procs import Lab
 from tests.unit.topo import EP, arp_req, ip_pkt, policy_snapshot
+from topologies.ovs import run
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("ovs-vswitchd") or not shutil.which("ip") or os.geteuid() != 0,
@@ -43,12 +44,12 @@ def private_ovs(snap=SNAP, host=HOST, prefix=None):
                     f"ofport_request={port}", *kind)
         flows, groups = compile_all(snap)[host]
         for kind, items in (("add-groups", groups), ("add-flows", flows)):
-            path = f"{h.rundir}/{kind}.txt"
+            path = f"{h.dir}/{kind}.txt"
             with open(path, "w") as fh:
                 fh.write("\n".join(x.to_ofctl() for x in sorted(items)) + "\n")
             h.ofctl(kind, path, opts=("--bundle",))
-        yield {"env": h.env, "ctl": f"{h.rundir}/vswitchd.ctl", "switch": Switch(flows, groups),
-               "mgmt": f"unix:{h.rundir}/br-int.mgmt", "flows": flows, "groups": groups, "host": h}
+        yield {"env": h.env, "ctl": f"{h.dir}/ovs-vswitchd.ctl", "switch": Switch(flows, groups),
+               "mgmt": f"unix:{h.dir}/br-int.mgmt", "flows": flows, "groups": groups, "host": h}
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +157,7 @@ SVC_PORT = {"service-reply": TUNNEL_PORT, "service-local-reply": 2, "egress-repl
 
 @pytest.fixture(scope="module")
 def svc_ovs():
-    with private_ovs(_service_snapshot(), prefix=f"nwsvc-{os.getpid()}") as o:
+    with private_ovs(_service_snapshot(), prefix=f"nwt{os.getpid()}-svc") as o:
         yield o
 
 

@@ -1,8 +1,9 @@
 """Property tests of the incremental engine (flows/engine.py).
 
-Random sequences of typed changes (tenants, networks, groups with policies and
-netprofile DSCP, rules, endpoints, hosts joining and leaving, ports up and
-down) go into one engine step by step.  After every step:
+Random sequences of typed changes (tenants, networks (IPv4 or dual-stack), groups
+with policies and netprofile DSCP, rules (IPv4 and IPv6 peers), endpoints (with or
+without an IPv6 address), hosts joining and leaving, ports up and down) go into one
+engine step by step.  After every step:
   - each switch's incrementally kept table equals a from-scratch recompute
     (a new engine over the same objects), exactly;
   - both equal flows.compiler.compile_all, the original whole-snapshot
@@ -30,17 +31,19 @@ HOSTS = ("h1", "h2", "h3")
 EPS = tuple(f"e{i}" for i in range(8))
 
 
-def _net(t: str, n: str, encap: str, gw: bool) -> Network:
+def _net(t: str, n: str, encap: str, gw: bool, v6: int = 0) -> Network:
+    """v6: 0 IPv4 only, 1 dual-stack without a gateway6, 2 dual-stack with one."""
     i = NETS.index(n) + 1
     ti = TENANTS.index(t)
     return Network(t, n, encap, 100 * (ti + 1) + i if encap == "vxlan" else 10 * (ti + 1) + i,
-                   f"10.{i}.0.0/24", f"10.{i}.0.254" if gw else "", 10 * (ti + 1) + i)
+                   f"10.{i}.0.0/24", f"10.{i}.0.254" if gw else "", 10 * (ti + 1) + i,
+                   f"2001:db8:{i}::/64" if v6 else "", f"2001:db8:{i}::fe" if v6 == 2 else "")
 
 
 tenants = st.builds(lambda t, vrf: ("tenant", t, Tenant(t, vrf)), st.sampled_from(TENANTS), st.sampled_from((3, 4)))
-networks = st.builds(lambda t, n, encap, gw: ("network", (t, n), _net(t, n, encap, gw)),
+networks = st.builds(lambda t, n, encap, gw, v6: ("network", (t, n), _net(t, n, encap, gw, v6)),
                      st.sampled_from(TENANTS), st.sampled_from(NETS), st.sampled_from(("vxlan", "vlan")),
-                     st.booleans())
+                     st.booleans(), st.sampled_from((0, 1, 2)))
 groups = st.builds(lambda t, g, n, pol, dscp: ("group", (t, g), Group(t, g, n, 500 + GROUPS.index(g) + 10 * TENANTS.index(t),
                                                                       tuple(pol), dscp)),
                    st.sampled_from(TENANTS), st.sampled_from(GROUPS), st.sampled_from(NETS),
@@ -55,19 +58,20 @@ rules = st.builds(
     st.sampled_from(POLICIES), st.sampled_from(("r1", "r2", "r3", "r4")), st.sampled_from(("in", "out")),
     st.sampled_from((1, 5)), st.sampled_from(("allow", "deny")), st.sampled_from(("", "tcp", "udp", "icmp")),
     st.sampled_from((0, 80)),
-    st.sampled_from((("", ""), ("g", "g1"), ("g", "g2"), ("n", "n1"), ("ip", "10.1.0.0/28"), ("ip", "10.2.0.1-9"))),
+    st.sampled_from((("", ""), ("g", "g1"), ("g", "g2"), ("n", "n1"), ("ip", "10.1.0.0/28"), ("ip", "10.2.0.1-9"),
+                     ("ip", "2001:db8:1::/124"), ("ip", "2001:db8:2::3"))),
     st.booleans())
 hosts = st.builds(lambda h, up: ("host", h, Host(h, f"192.168.0.{HOSTS.index(h) + 1}", HOSTS.index(h) + 1,
                                                  "uplink" if up else "")),
                   st.sampled_from(HOSTS), st.booleans())
 LABELS = ((), ("app=a",), ("app=a", "x=1"), ("app=b",))
 endpoints = st.builds(
-    lambda eid, t, n, g, host, ipn, labels: ("endpoint", eid, Endpoint(
+    lambda eid, t, n, g, host, ipn, labels, ip6n: ("endpoint", eid, Endpoint(
         eid, t, n, g, f"10.{NETS.index(n) + 1}.0.{ipn}", f"02:00:0a:0{NETS.index(n) + 1}:00:{ipn:02x}", host,
-        f"p-{eid}", labels)),
+        f"p-{eid}", labels, f"2001:db8:{NETS.index(n) + 1}::{ip6n}" if ip6n else "")),
     st.sampled_from(EPS), st.sampled_from(TENANTS), st.sampled_from(NETS), st.sampled_from(("",) + GROUPS),
     st.sampled_from(HOSTS), st.integers(1, 6),      # few addresses: clashes happen, and must be resolved alike
-    st.sampled_from(LABELS))
+    st.sampled_from(LABELS), st.sampled_from((0, 1, 2, 3)))     # IPv6 too, clashing as well
 SERVICES = ("s1", "s2")
 services = st.builds(
     lambda t, name, n, ports, sel: ("service", (t, name), Service(
@@ -87,7 +91,7 @@ ops = st.lists(st.one_of(tenants, networks, groups, rules, hosts, endpoints, ser
 # rules, groups and endpoints on several hosts rather than an empty world.
 PRELUDE = [
     ("tenant", "ta", Tenant("ta", 3)), ("tenant", "tb", Tenant("tb", 4)),
-    ("network", ("ta", "n1"), _net("ta", "n1", "vxlan", True)),
+    ("network", ("ta", "n1"), _net("ta", "n1", "vxlan", True, 2)),
     ("network", ("ta", "n2"), _net("ta", "n2", "vlan", True)),
     ("network", ("tb", "n1"), _net("tb", "n1", "vxlan", False)),
     ("host", "h1", Host("h1", "192.168.0.1", 1, "")), ("host", "h2", Host("h2", "192.168.0.2", 2, "uplink")),
@@ -95,11 +99,13 @@ PRELUDE = [
     ("group", ("ta", "g1"), Group("ta", "g1", "n1", 500, ("p1",))),
     ("rule", ("ta", "p1", "r1"), Rule("ta", "p1", "r1", "in", 5, "deny", protocol="tcp", port=80,
                                       from_group="g2", rule_uid=99)),   # apart from generated uids
-    ("endpoint", "e0", Endpoint("e0", "ta", "n1", "g1", "10.1.0.1", "02:00:0a:01:00:01", "h1", "p-e0")),
+    ("endpoint", "e0", Endpoint("e0", "ta", "n1", "g1", "10.1.0.1", "02:00:0a:01:00:01", "h1", "p-e0",
+                                ip6="2001:db8:1::1")),
     ("endpoint", "e1", Endpoint("e1", "ta", "n2", "", "10.2.0.1", "02:00:0a:02:00:01", "h2", "p-e1")),
     ("endpoint", "e2", Endpoint("e2", "tb", "n1", "", "10.1.0.2", "02:00:0a:01:00:02", "h1", "p-e2")),
     ("port", "h1", "p-e0", 5), ("port", "h2", "p-e1", 5), ("port", "h1", "p-e2", 6),
-    ("endpoint", "e3", Endpoint("e3", "ta", "n1", "", "10.1.0.3", "02:00:0a:01:00:03", "h2", "p-e3", ("app=a",))),
+    ("endpoint", "e3", Endpoint("e3", "ta", "n1", "", "10.1.0.3", "02:00:0a:01:00:03", "h2", "p-e3", ("app=a",),
+                                "2001:db8:1::3")),
     ("port", "h2", "p-e3", 6),
     ("service", ("ta", "s1"), Service("ta", "s1", "n1", "10.1.0.200", ((80, 8080, "tcp"),), ("app=a",), 1)),
 ]
@@ -131,6 +137,16 @@ def _verdicts(snap: Snapshot, compiled: dict) -> list:
                    "tcp_src": 40000, "tcp_dst": 80}
             ft = sim.send(src.host, src.port_name, pkt)
             out.append((src.endpoint_id, dst.endpoint_id, ft.endpoints(), len(ft.controller)))
+            if src.ip6 and dst.ip6:            # the same over IPv6, and a solicitation for dst
+                v6 = {k: v for k, v in pkt.items() if k not in ("ip_src", "ip_dst")}
+                v6.update(eth_type=0x86DD, ipv6_src=src.ip6, ipv6_dst=dst.ip6)
+                ft = sim.send(src.host, src.port_name, v6)
+                out.append(("v6", src.endpoint_id, dst.endpoint_id, ft.endpoints(), len(ft.controller)))
+                ns = dict(v6, eth_dst="33:33:ff:00:00:01", ip_proto=58, icmpv6_type=135, nd_target=dst.ip6,
+                          nd_sll=src.mac, nd_reserved=0, nd_options_type=1, nw_ttl=255)
+                ft = sim.send(src.host, src.port_name, ns)
+                out.append(("nd", src.endpoint_id, dst.endpoint_id,
+                            [(h, n, p.get("nd_tll")) for h, n, p in sorted(ft.delivered, key=repr)]))
     return out
 
 

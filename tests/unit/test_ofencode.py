@@ -8,8 +8,8 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 from controller import ofencode, ofmsg
 from flows.compiler import compile_all
 from flows.entry import COOKIE_MARK, FlowEntry
-from tests.integration.test_ofapp import ALL_FLOWS
 from tests.unit import topo
+from tests.unit.flow_catalogue import ALL_FLOWS
 from tests.unit.scale import scale_snapshot
 
 DP = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)

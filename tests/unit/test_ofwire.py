@@ -5,8 +5,6 @@ serialization of the flow's match and instructions, as OVS would send them.
 
 Run:  .venv/bin/python -m pytest tests/unit/test_ofwire.py -q
 """
-import ast
-import pathlib
 import struct
 
 import pytest
@@ -18,20 +16,11 @@ from controller import ofmsg, ofwire
 from flows.compiler import compile_all
 from flows.entry import COOKIE_MARK as M, FlowEntry
 from tests.unit import scale, topo
+from tests.unit.flow_catalogue import ALL_FLOWS
 
 DP = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
 F = FlowEntry.make
 _FS = struct.Struct(ofp.OFP_FLOW_STATS_0_PACK_STR)
-
-
-def _all_flows():
-    """ALL_FLOWS of tests/integration/test_ofapp.py, read from its source:
-    importing that module would monkey-patch eventlet for the whole unit run."""
-    src = pathlib.Path(__file__).parents[1] / "integration" / "test_ofapp.py"
-    for node in ast.parse(src.read_text()).body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "ALL_FLOWS":
-            return eval(compile(ast.Expression(node.value), str(src), "eval"), {"F": F, "M": M})
-    raise AssertionError("ALL_FLOWS not found")
 
 
 def nbits(ofs, end):
@@ -64,7 +53,7 @@ def compiled_flows():
     return out
 
 
-CASES = _all_flows() + [
+CASES = ALL_FLOWS + [
     F(1, 5, {"ct_state": "+trk-new+est", "ct_zone": (0x10, 0xF0), "tun_id": (5, 0xFF),
              "tun_src": ("192.0.2.0", "255.255.255.0"), "arp_sha": ("02:00:00:00:00:00", "ff:00:00:00:00:00"),
              "metadata": (1, 0xFFFFFFFFFFFFFFFF)},
@@ -75,6 +64,19 @@ CASES = _all_flows() + [
     F(2, 7, {"in_port": 0xFFFFFFFE, "eth_dst": "ff:ff:ff:ff:ff:ff"}, [("pop_vlan",), ("pop_vlan",)], 0),
     F(2, 8, {"eth_type": 0x800}, [("meter", 7), ("controller", 128), ("write_metadata", 1, 1), ("goto", 3)], M | 13),
     F(2, 9, {"eth_type": 0x800}, [("meter", 0xFFFFFFFF)], M | 14),
+    # IPv6: a neighbour solicitation answered (flows/nd.py), a masked prefix, a route
+    F(1, 100, {"eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 135, "nd_target": "2001:db8:1::a",
+               "metadata": (1, 0x80000000FFFFFFFF)},
+      [("move", "eth_src", "eth_dst"), ("set_field", "eth_src", "02:4e:57:00:00:01"),
+       ("move", "ipv6_src", "ipv6_dst"), ("set_field", "ipv6_src", "2001:db8:1::a"),
+       ("set_field", "icmpv6_type", 136), ("set_field", "nd_reserved", 0xE0000000),
+       ("set_field", "nd_options_type", 2), ("goto", 6)], M | 15),
+    F(6, 100, {"eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 136},
+      [("move", "eth_src", "nd_tll"), ("in_port",)], M | 16),
+    F(21, 1000, {"eth_type": 0x86DD, "ipv6_src": ("2001:db8:1::", "ffff:ffff:ffff:ffff::"),
+                 "ipv6_dst": "fe80::1", "icmpv6_code": 0, "nd_sll": "02:00:00:00:00:01"},
+      [("set_field", "nd_tll", "02:00:00:00:00:02"), ("set_field", "nd_target", "2001:db8::1"),
+       ("dec_ttl",)], M | 17),
 ]
 
 
@@ -148,8 +150,12 @@ def _with(actions=(), instructions=None, match=None):
     (_with([parser.NXActionCT(flags=1, zone_src="", zone_ofs_nbits=5, recirc_table=4, alg=0,
                               actions=[parser.NXActionNAT(flags=2, range_ipv4_min="10.1.2.3",
                                                           range_proto_min=80)])]), True),
-    # (ofmsg's slow path reads an ipv6 match as if it were a MAC; not ours to judge here)
-    (_with(match=parser.OFPMatch(eth_type=0x86DD, ipv6_src="::1")), True),
+    # IPv6 (dual stack): fast, and what the slow path reads; OXM and NXM headers alike
+    (_with(match=parser.OFPMatch(eth_type=0x86DD, ipv6_src="::1")), None),
+    (_with(match=parser.OFPMatch(eth_type=0x86DD, ipv6_src=("2001:db8::", "ffff:ffff::"))), None),
+    (_with(match=parser.OFPMatch(eth_type_nxm=0x86DD, ipv6_dst_nxm="::ffff:1.2.3.4")), None),
+    (_with([parser.OFPActionSetField(nd_reserved=0x60000000),
+            parser.OFPActionSetField(nd_options_type=2)]), None),
 ], ids=lambda x: None if isinstance(x, (bool, type(None))) else "")
 def test_unsupported_goes_slow(buf, slow_ok):
     st = ofwire.RawFlowStats.parser(buf, 0)

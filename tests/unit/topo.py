@@ -3,6 +3,8 @@
 Two tenants, blue (vrf 1) and red (vrf 300), each with a network 'web'
 10.1.1.0/24 whose endpoints even share IPs and MACs (Contiv derives MACs
 from IPs); blue also has 'db' (vxlan) and 'vl' (vlan 100).  Hosts h1, h2, h3.
+Dual stack: both 'web' networks are 2001:db8:1::/64 too (the same subnet in both
+tenants) and 'db' 2001:db8:2::/64, gateways ::ff; 'vl' is IPv4 only.
 """
 from __future__ import annotations
 
@@ -16,13 +18,14 @@ from flows.snapshot import Endpoint, Group, Host, Network, Rule, Snapshot, Tenan
 VTEP = {"h1": "192.168.0.1", "h2": "192.168.0.2", "h3": "192.168.0.3"}
 TENANTS = (Tenant("blue", 1), Tenant("red", 300))
 NETWORKS = (
-    Network("blue", "web", "vxlan", 5001, "10.1.1.0/24", "10.1.1.254", 1),
-    Network("blue", "db", "vxlan", 5002, "10.1.2.0/24", "10.1.2.254", 2),
-    Network("red", "web", "vxlan", 6001, "10.1.1.0/24", "10.1.1.254", 3),
+    Network("blue", "web", "vxlan", 5001, "10.1.1.0/24", "10.1.1.254", 1, "2001:db8:1::/64", "2001:db8:1::ff"),
+    Network("blue", "db", "vxlan", 5002, "10.1.2.0/24", "10.1.2.254", 2, "2001:db8:2::/64", "2001:db8:2::ff"),
+    Network("red", "web", "vxlan", 6001, "10.1.1.0/24", "10.1.1.254", 3, "2001:db8:1::/64", "2001:db8:1::ff"),
     Network("blue", "vl", "vlan", 100, "10.1.3.0/24", "10.1.3.254", 4),
 )
 SUBNET = {("blue", "web"): "10.1.1", ("blue", "db"): "10.1.2", ("red", "web"): "10.1.1",
           ("blue", "vl"): "10.1.3"}
+SUBNET6 = {("blue", "web"): "2001:db8:1", ("blue", "db"): "2001:db8:2", ("red", "web"): "2001:db8:1"}
 
 
 def mac_of(ip: str) -> str:
@@ -31,7 +34,8 @@ def mac_of(ip: str) -> str:
 
 def ep(eid: str, tenant: str, net: str, last: int, host: str, group: str = "") -> Endpoint:
     ip = f"{SUBNET[(tenant, net)]}.{last}"
-    return Endpoint(eid, tenant, net, group, ip, mac_of(ip), host, "p-" + eid)
+    ip6 = f"{SUBNET6[(tenant, net)]}::{last:x}" if (tenant, net) in SUBNET6 else ""
+    return Endpoint(eid, tenant, net, group, ip, mac_of(ip), host, "p-" + eid, ip6=ip6)
 
 
 ENDPOINTS = (
