@@ -36,7 +36,8 @@ import requests
 
 from bench import common
 from topologies import launch
-from topologies.ovs import OvsInstance, sh
+from topologies.common import free_port
+from topologies.ovs import OvsInstance
 
 log = logging.getLogger("bench.restart")
 NS, VETH_ROOT, VETH_NS = "nwbrs", "nwbrsr", "nwbrsn"
@@ -86,7 +87,7 @@ class Bench:
         self.dir = tempfile.mkdtemp(prefix="nwb-rs-")
         self.ovs = OvsInstance(os.path.join(self.dir, "ovs"), netns=NS)
         self.python = python
-        self.of_port = common.free_port()
+        self.of_port = free_port()
         self.store = f"sqlite://{self.dir}/state.db"
         self.pki = os.path.join(self.dir, "pki")
         self.nm = None
@@ -130,7 +131,7 @@ class Bench:
 
     def populate(self, n: int) -> float:
         """The tenant, its policy, 10 hosts (h0 = our switch) and n endpoints, through REST."""
-        rest = common.free_port()
+        rest = free_port()
         url = f"http://127.0.0.1:{rest}/api/v1/"
         nm = self._spawn(rest, ["--no-openflow"], "populate")
         t0 = time.monotonic()
@@ -201,7 +202,7 @@ class Bench:
     def netmaster_start(self, tag: str, python=None) -> float:
         """Spawn netmaster with OpenFlow; returns the wall-clock time just before the spawn."""
         t0 = time.time()
-        self.nm = self._spawn(common.free_port(), ["--of-listen", CTRL_IP], tag, python)
+        self.nm = self._spawn(free_port(), ["--of-listen", CTRL_IP], tag, python)
         return t0
 
     def wait_reconcile(self, timeout: float = 300) -> dict:
@@ -223,7 +224,7 @@ class Bench:
             time.sleep(0.01)
 
     def flow_count(self) -> int:
-        out = self.ovs.ofctl("dump-aggregate", BRIDGE)
+        out = self.ovs.ofctl("dump-aggregate", bridge=BRIDGE)
         return int(out.split("flow_count=")[1].split()[0])
 
 

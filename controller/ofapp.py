@@ -192,16 +192,19 @@ class SwitchManager(app_manager.OSKenApp):
                     self.roles.switch_down(dp.id)
 
     def _admit(self, dp) -> bool:
-        """A switch claiming a registered host's datapath id must connect from that
-        host's address; otherwise it is refused (closed) before it gets any flow."""
-        address = dp.address[0] if dp.address else ""
-        ok, why = getattr(self.fabric, "admit", lambda *_: (True, ""))(dp.id, address)
+        """A switch claiming a registered host's datapath id must be that host: over
+        TLS by its certificate (CN host:<label>), over tcp by the address it connects
+        from; otherwise it is refused (closed) before it gets any flow."""
+        address, identity = dp.address[0] if dp.address else "", tls_identity(dp)
+        admit = getattr(self.fabric, "admit", None)
+        ok, why = admit(dp.id, address, identity) if admit else (True, "")
         if not ok:                  # (a refused switch must not move the address of the admitted one)
-            LOG.warning("event=switch_refused dpid=%s addr=%s reason=%s", _dpid(dp.id), address, why)
+            LOG.warning("event=switch_refused dpid=%s addr=%s identity=%s reason=%s", _dpid(dp.id),
+                        address, _who(identity), why)
             self._conns.discard(dp)
             dp.close()
         elif hasattr(self.fabric, "switch_address"):
-            self.fabric.switch_address(dp.id, address)
+            self.fabric.switch_address(dp.id, address, identity)
         return ok
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
@@ -426,10 +429,10 @@ class SwitchManager(app_manager.OSKenApp):
             else:                 # ADD also replaces a flow whose cookie differs
                 flows.append(_flow_msg(dp, e, ofp.OFPFC_ADD))
                 res.added += 1
-        for key, e in sorted(held.items(), key=repr):
-            if key not in want:
-                flows.append(_flow_msg(dp, e, ofp.OFPFC_DELETE_STRICT))
-                res.deleted += 1
+        # (only what goes is sorted, for a stable order: sorting all by repr took 0.4 s at 50k)
+        for key, e in sorted(((k, e) for k, e in held.items() if k not in want), key=repr):
+            flows.append(_flow_msg(dp, e, ofp.OFPFC_DELETE_STRICT))
+            res.deleted += 1
         for st in stale_raw:
             flows.append((f"delete unparsed table={st.table_id} priority={st.priority}",
                           parser.OFPFlowMod(dp, table_id=st.table_id,
@@ -523,6 +526,7 @@ class SwitchManager(app_manager.OSKenApp):
         req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
                                          COOKIE_MARK, COOKIE_MARK_MASK, parser.OFPMatch())
         with ofwire.gc_paused():            # speed: see controller/ofwire.py
+            n = 0
             for rep in self._request(req, parser.OFPFlowStatsReply, True) or []:
                 for st in rep.body:
                     try:
@@ -530,6 +534,9 @@ class SwitchManager(app_manager.OSKenApp):
                         held[e.key] = e
                     except ofmsg.ConversionError:
                         stale_raw.append(st)
+                    n += 1
+                    if not n % 4096:
+                        hub.sleep(0)            # let other switches' deltas and REST run meanwhile
         groups_held = {}
         req = parser.OFPGroupDescStatsRequest(dp, 0)
         for rep in self._request(req, parser.OFPGroupDescStatsReply, True) or []:
@@ -589,10 +596,21 @@ class SwitchManager(app_manager.OSKenApp):
         self.request_reconcile(dpid)
 
     def _audit_loop(self) -> None:
+        """Each switch is read again once per audit_interval, one at a time, spread
+        over the interval: a full read of a 50k-flow switch holds the event loop for
+        about half a second, and all switches at once held every other change (an
+        attach's flows, REST) back for seconds at 10k endpoints."""
         while not self._stopping:
-            hub.sleep(self.audit_interval)
-            if not self._stopping:
-                self.audit()
+            dpids = sorted(self.datapaths)
+            if not dpids:
+                hub.sleep(self.audit_interval)
+                continue
+            for d in dpids:
+                hub.sleep(self.audit_interval / len(dpids))
+                if self._stopping:
+                    return
+                if d in self.datapaths:
+                    self.audit(d)
 
     def _apply_bundle(self, dp, msgs: list, res: ReconcileResult) -> None:
         """All of msgs or none.  OVS rejects a bad message when it is added yet
@@ -750,6 +768,7 @@ class Handle:
     _mgr: app_manager.AppManager
     _threads: list
     _tls: Optional[tuple] = None               # (green thread, listening socket) of the TLS listener
+    _plain: Optional[tuple] = None             # (green thread, listening socket) of the tcp listener
 
     def stop(self) -> None:
         """Stop listening, drop every switch connection, forget the apps.
@@ -758,9 +777,10 @@ class Handle:
         if app._stopping:
             return
         app._stopping = True
-        if self._tls is not None:
-            hub.kill(self._tls[0])
-            self._tls[1].close()
+        for lst in (self._tls, self._plain):
+            if lst is not None:
+                hub.kill(lst[0])
+                lst[1].close()
         for t in list(app._workers.values()) + list(app._retries.values()) + [app._auditor]:
             hub.kill(t)
         self._mgr.close()                      # stops event loops, kills the listener
@@ -796,10 +816,11 @@ def _guard_ofctl_takeover() -> None:
         dp = ev.msg.datapath
         admit = _FABRIC_ADMIT[0]
         if admit is not None:
-            ok, why = admit(dp.id, dp.address[0] if dp.address else "")
+            address, identity = dp.address[0] if dp.address else "", tls_identity(dp)
+            ok, why = admit(dp.id, address, identity)
             if not ok:
-                LOG.warning("event=switch_refused dpid=%s addr=%s reason=%s", _dpid(dp.id),
-                            dp.address[0] if dp.address else "", why)
+                LOG.warning("event=switch_refused dpid=%s addr=%s identity=%s reason=%s", _dpid(dp.id),
+                            address, _who(identity), why)
                 dp.close()
                 return
         return orig(self, ev)
@@ -809,19 +830,59 @@ def _guard_ofctl_takeover() -> None:
     service.OfctlService._switch_features_handler = guarded
 
 
-def _tls_listen(host: str, port: int):
-    """Bound socket for OpenFlow over TLS (`ssl:` targets), or OSError now."""
+def listen(host: str, port: int):
+    """A bound, listening socket for OpenFlow (tcp, or TLS `ssl:` targets), or OSError now."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     return hub.listen((host, port), family=family)
 
 
-def _tls_serve(sock, tls: tuple) -> None:
-    """OpenFlow over TLS beside os-ken's tcp listener (os-ken serves only one of
-    the two from its CONF). Only switches holding a certificate signed by the CA
-    complete the handshake; each handshake runs in its connection's own green
-    thread, bounded in time, so a silent peer cannot stall accept()."""
+def _tcp_serve(sock) -> None:
+    """OpenFlow over tcp on a socket bound in start() (or earlier, by the caller),
+    instead of os-ken's own listener: that one binds only when the hub first runs,
+    after netmaster's initial compile, and a switch retrying meanwhile was refused
+    and backed off. Bound early, its connection waits in the kernel's backlog."""
     from os_ken.controller.controller import datapath_connection_factory
-    from netweave.pki import server_context
+    while True:
+        conn, addr = sock.accept()
+        hub.spawn(datapath_connection_factory, conn, addr)
+
+
+def _no_osken_listener() -> None:
+    """os-ken's OpenFlowController serves nothing but the switches it connects to
+    itself (none here): the tcp listener is ours (_tcp_serve)."""
+    from os_ken.controller import controller as osken_controller
+    orig = osken_controller.OpenFlowController.server_loop
+    if getattr(orig, "netweave_off", False):
+        return
+
+    def server_loop(self, tcp_port, ssl_port):
+        return None
+    server_loop.netweave_off = True
+    osken_controller.OpenFlowController.server_loop = server_loop
+
+
+# (peer address, port) of each OpenFlow-over-TLS connection -> (CN, SHA-256) of the
+# certificate it showed: os-ken's Datapath keeps the address, not the socket's certificate
+_TLS_PEERS: dict = {}
+
+
+def tls_identity(dp) -> Optional[tuple]:
+    """(CN, SHA-256) of the certificate a switch showed over TLS, or None for a
+    plain tcp connection."""
+    return _TLS_PEERS.get(tuple(dp.address)) if dp.address else None
+
+
+def _who(identity: Optional[tuple]) -> str:
+    return "-" if identity is None else (identity[0] or "nameless")
+
+
+def _tls_serve(sock, tls: tuple) -> None:
+    """OpenFlow over TLS beside the tcp listener (_tcp_serve). Only switches holding a certificate signed by the CA
+    complete the handshake; each handshake runs in its connection's own green
+    thread, bounded in time, so a silent peer cannot stall accept(). The
+    certificate's CN is the switch's identity (see Fabric.admit)."""
+    from os_ken.controller.controller import datapath_connection_factory
+    from netweave.pki import cert_sha256, common_name, server_context
     certfile, keyfile, cafile = tls
     ctx = server_context(certfile, keyfile, cafile, require_client=True)
 
@@ -829,11 +890,18 @@ def _tls_serve(sock, tls: tuple) -> None:
         try:
             conn.settimeout(10)
             conn = ctx.wrap_socket(conn, server_side=True)
+            cn = common_name(conn.getpeercert())
+            sha = cert_sha256(conn.getpeercert(binary_form=True))
         except (OSError, ValueError) as exc:           # ssl.SSLError is an OSError
             LOG.warning("event=openflow_tls_refused addr=%s error=%s", addr[0], exc)
             conn.close()
             return
-        datapath_connection_factory(conn, addr)         # os-ken sets its own socket timeout
+        LOG.info("event=openflow_tls_accepted addr=%s identity=%s", addr[0], cn or "-")
+        _TLS_PEERS[tuple(addr)] = (cn, sha)
+        try:
+            datapath_connection_factory(conn, addr)     # os-ken sets its own socket timeout
+        finally:
+            _TLS_PEERS.pop(tuple(addr), None)
 
     while True:
         conn, addr = sock.accept()
@@ -842,11 +910,14 @@ def _tls_serve(sock, tls: tuple) -> None:
 
 def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653, deny_log_rate: int = DENY_LOG_RATE,
           deny_log_burst: Optional[int] = None, packet_in=None, roles: bool = False,
-          tls_port: Optional[int] = None, tls: Optional[tuple] = None) -> Handle:
-    """Run os-ken's OpenFlow listener and SwitchManager in this process's hub.
+          tls_port: Optional[int] = None, tls: Optional[tuple] = None,
+          tls_host: Optional[str] = None, sock=None) -> Handle:
+    """Run the OpenFlow listeners and SwitchManager in this process's hub.
     deny_log_rate/burst: the deny-log meter on every switch (packets/s, packets;
     burst defaults to one second's worth); packet_in: see SwitchManager.
-    tls_port, tls=(certfile, keyfile, cafile): also listen for OpenFlow over TLS."""
+    tls_port, tls=(certfile, keyfile, cafile): also listen for OpenFlow over TLS, on
+    tls_host (default: host). sock: the tcp listener on (host, port), bound by the
+    caller (listen()); else bound here."""
     global _conf_parsed, _running
     if _running is not None:
         raise RuntimeError("an OpenFlow controller already runs in this process; stop() it first")
@@ -859,12 +930,15 @@ def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653, deny_log_rate
         _conf_parsed = True
     cfg.CONF.set_override("ofp_listen_host", host)
     cfg.CONF.set_override("ofp_tcp_listen_port", port)
-    # os-ken's listener dies silently in its greenthread: fail here instead.
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((host, port))
-    tls_sock = _tls_listen(host, tls_port) if tls_port else None
+    # bound now (OSError here, not a silent death in a green thread), served by _tcp_serve
+    plain_sock = sock if sock is not None else listen(host, port)
+    tls_host = tls_host or host
+    try:
+        tls_sock = listen(tls_host, tls_port) if tls_port else None
+    except OSError:
+        plain_sock.close()
+        raise
+    _no_osken_listener()
     _FABRIC_ADMIT[0] = getattr(fabric, "admit", None)
     _guard_ofctl_takeover()
     mgr = app_manager.AppManager.get_instance()
@@ -879,6 +953,8 @@ def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653, deny_log_rate
     tls_thread = None
     if tls_sock is not None:
         tls_thread = (hub.spawn(_tls_serve, tls_sock, tls), tls_sock)
-    LOG.info("event=controller_started host=%s port=%d tls_port=%s", host, port, tls_port or "off")
-    _running = Handle(app, mgr, threads, tls_thread)
+    plain = (hub.spawn(_tcp_serve, plain_sock), plain_sock)
+    LOG.info("event=controller_started host=%s port=%d tls=%s", host, port,
+             f"{tls_host}:{tls_port}" if tls_port else "off")
+    _running = Handle(app, mgr, threads, tls_thread, plain)
     return _running
