@@ -182,7 +182,7 @@ def test_dual_stack_add_check_del(site, containers):
         rc, out, err = cni(host, "DEL", conf, cid, ns, "eth0")
         assert rc == 0, (out, err)
     assert_nothing_left(nm, host, ctr)
-    oper = nm.get("/api/v1/inspect/networks/default:ds/")["Oper"]
+    oper = nm.call("GET", "/api/v1/inspect/networks/default:ds/")["Oper"]
     assert oper["allocatedIPv6Addresses"] == "fd00:3::1"                # only the gateway
 
 
