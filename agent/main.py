@@ -49,6 +49,21 @@ def default_controller(netmaster_url, port=6653):
     return ",".join("tcp:%s:%d" % (h, port) for h in dict.fromkeys(hosts))
 
 
+def tls_controller(netmaster_url, port):
+    """OpenFlow over TLS to every netmaster: ssl:<host>:<port> each."""
+    return default_controller(netmaster_url, port).replace("tcp:", "ssl:")
+
+
+def of_tls_port(text):
+    """--of-tls-port: 'auto' (ask netmaster), 'none' (plain tcp), or a port."""
+    if str(text).lower() in ("auto", "none"):
+        return str(text).lower()
+    n = int(text)
+    if not 0 < n < 65536:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port")
+    return n
+
+
 def guess_vtep_ip(netmaster_url):
     """The source address this host would use to reach netmaster (best effort)."""
     host = urllib.parse.urlparse(netmaster_url.split(",")[0].strip()).hostname or "127.0.0.1"
@@ -94,7 +109,13 @@ class Agent:
         self.bridge = args.bridge
         self.dpid = nmc.dpid_for_host(self.host_label)
         self.datapath_type = ovsdb_mod.choose_datapath(args.datapath)
+        # the switch's OpenFlow targets: --controller as given, else tcp:<netmaster>:6653 until
+        # this host holds its certificate and netmaster offers OpenFlow over TLS, then
+        # ssl:<netmaster>:<its TLS port> (_learn_tls); the heartbeat thread may change it,
+        # the main thread (the IDL's owner) applies it when controller_wanted is set
         self.controller = args.controller or default_controller(args.netmaster)
+        self.controller_wanted = threading.Event()
+        self._tls_learned = False
         self.vtep_ip = args.vtep_ip if args.vtep_ip is not None else guess_vtep_ip(args.netmaster)
         self.credential = credential.HostCredential(args.state_dir, self.host_label)
         self._no_credential = False  # netmaster offers no credentials (plain URL, 404)
@@ -139,13 +160,15 @@ class Agent:
 
     @staticmethod
     def _repaired(reason, fmt, *args):
-        """Creating things at start is routine; having to put them back later is news."""
-        LOG.log(logging.INFO if reason == "start" else logging.WARNING, fmt, *args)
+        """Creating things at start (or on a new controller target) is routine; having
+        to put them back later is news."""
+        LOG.log(logging.INFO if reason in ("start", "controller") else logging.WARNING, fmt, *args)
 
     def reconcile(self, reason):
         """Put br-int, vxlan0 and the uplink back to what they must be. No-op when right."""
         db = self.db
         bridge_was_there = db.has_bridge(self.bridge)
+        self.ensure_ssl(reason)
         if db.ensure_bridge(self.bridge, self.datapath_type, self.dpid, self.controller):
             self._repaired(reason, "event=bridge_ensured bridge=%s reason=%s created=%s "
                            "datapath=%s dpid=%016x controller=%s", self.bridge, reason,
@@ -182,6 +205,54 @@ class Agent:
                     LOG.warning("event=endpoint_port_replugged port=%s endpoint=%s ofport=%s",
                                 name, ext.get(ovsdb_mod.ENDPOINT_KEY), ofport)
         self.known_ports = db.list_endpoint_ports(self.bridge)
+
+    def ensure_ssl(self, reason):
+        """With an ssl: target, the switch shows this host's certificate (CN host:<label>,
+        netmaster's CA) and checks netmaster's against the CA: the Open_vSwitch table's
+        ssl row names the credential's files (agent/credential.py)."""
+        cred = self.credential
+        if "ssl:" not in self.controller or not all(os.path.exists(p) for p in (cred.key, cred.cert, cred.ca)):
+            return
+        if self.db.ensure_ssl(os.path.abspath(cred.key), os.path.abspath(cred.cert), os.path.abspath(cred.ca)):
+            self._repaired(reason, "event=switch_ssl_ensured bridge=%s reason=%s certificate=%s ca=%s",
+                           self.bridge, reason, cred.cert, cred.ca)
+
+    def _start_controller(self):
+        """At start: a host that holds its certificate and was on ssl: stays on it (a
+        restarted agent does not flip its switch back to tcp), and a given TLS port is
+        used at once; otherwise tcp until _learn_tls."""
+        held = all(os.path.exists(self.credential.path(n)) for n in credential.FILES)
+        if self.args.controller or self.args.of_tls_port == "none" or not held:
+            return
+        if self.args.of_tls_port != "auto":
+            self.controller = tls_controller(self.args.netmaster, self.args.of_tls_port)
+            return
+        have = self.db.controller_targets(self.bridge)
+        hosts = sorted(t.rsplit(":", 1)[0] for t in default_controller(self.args.netmaster).split(","))
+        if have and all(t.startswith("ssl:") for t in have) and \
+                sorted("tcp:" + t[4:].rsplit(":", 1)[0] for t in have) == hosts:
+            self.controller = ",".join(have)
+
+    def _learn_tls(self):
+        """Heartbeat thread: once this host holds its certificate, point the switch at
+        netmaster's OpenFlow over TLS (the port its /info names as ofTlsPort, or
+        --of-tls-port), so that netmaster knows the switch by its certificate."""
+        if self._tls_learned or self.args.controller or self.args.of_tls_port == "none" \
+                or not os.path.exists(self.credential.cert):
+            return
+        port = self.args.of_tls_port
+        if port == "auto":
+            try:
+                port = int((self.nm.get("/info") or {}).get("ofTlsPort") or 0)
+            except (nmc.NetmasterError, nmc.NetmasterUnreachable, ValueError, TypeError) as e:
+                LOG.warning("event=openflow_tls_port_unknown error=%r", str(e))
+                return
+        self._tls_learned = True
+        target = tls_controller(self.args.netmaster, port) if port else default_controller(self.args.netmaster)
+        if target != self.controller:
+            LOG.info("event=openflow_target host=%s target=%s", self.host_label, target)
+            self.controller = target
+            self.controller_wanted.set()
 
     def resync(self):
         """Stateless resync: OVSDB endpoint ports vs netmaster's endpoints for this host."""
@@ -391,6 +462,7 @@ class Agent:
                 self.stop_event.wait(self.args.heartbeat_interval)
                 continue
             self.start_local_api()
+            self._learn_tls()
             try:
                 self._find_vtep()
                 answer = self.nm.register_host(self.host_label, self.vtep_ip, self.dpid,
@@ -418,6 +490,7 @@ class Agent:
                     # revoked or rotated by an admin: bootstrap again on the next beat
                     LOG.warning("event=host_credential_refused host=%s error=%r", self.host_label, str(e))
                     self.credential.forget()
+                    self._tls_learned = False
                 metrics.HEARTBEATS.labels("failed").inc()
                 self.checks["netmaster"] = f"heartbeat failed: {e}"
                 if up is not False:
@@ -478,6 +551,7 @@ class Agent:
                  self.args.netmaster)
         if not self.connect_ovsdb():
             return 0
+        self._start_controller()
         self.reconcile("start")
         self.start_cni_server()
         self.start_docker_plugin()
@@ -492,6 +566,10 @@ class Agent:
             if not self.db.ready():
                 continue        # reconnecting: the IDL is empty until it is in sync again
             try:
+                if self.controller_wanted.is_set():
+                    self.controller_wanted.clear()
+                    self.reconcile("controller")
+                    last_seqno = self.db.change_seqno
                 if seqno != last_seqno:
                     self.reconcile("ovsdb_change")
                     last_seqno = self.db.change_seqno
@@ -562,7 +640,12 @@ def build_parser():
     p.add_argument("--ovsdb", default="unix:/var/run/openvswitch/db.sock")
     p.add_argument("--controller", default=None,
                    help="OpenFlow controller target, or several comma-separated (default "
-                        "tcp:<netmaster host>:6653 for each netmaster)")
+                        "ssl:<netmaster host>:<its TLS port> once this host holds its certificate, "
+                        "else tcp:<netmaster host>:6653, for each netmaster)")
+    p.add_argument("--of-tls-port", type=of_tls_port, default="auto",
+                   help="OpenFlow over TLS: once this host holds its certificate (--state-dir), "
+                        "its switch connects to ssl:<netmaster host>:PORT with it; 'auto' (default) "
+                        "asks netmaster for its port, 'none' stays on tcp (ignored with --controller)")
     p.add_argument("--datapath", choices=["system", "netdev", "auto"], default="auto")
     p.add_argument("--uplink", default="", help="interface for VLAN networks (optional)")
     p.add_argument("--bridge", default="br-int")

@@ -31,7 +31,8 @@ LOG = logging.getLogger(__name__)
 SCHEMA_FALLBACK = "/usr/share/openvswitch/vswitch.ovsschema"
 
 COLUMNS = {
-    "Open_vSwitch": ["bridges", "cur_cfg", "next_cfg", "external_ids"],
+    "Open_vSwitch": ["bridges", "cur_cfg", "next_cfg", "external_ids", "ssl"],
+    "SSL": ["private_key", "certificate", "ca_cert"],
     "Bridge": ["name", "datapath_type", "protocols", "fail_mode", "other_config",
                "controller", "ports", "external_ids"],
     "Controller": ["target", "connection_mode", "is_connected", "max_backoff"],
@@ -317,6 +318,45 @@ class Ovsdb:
 
         self._transact(build, "ensure_bridge %s" % name)
         return bool(changed_any and changed_any[0])
+
+    def ensure_ssl(self, private_key, certificate, ca_cert):
+        """The switch's TLS identity for `ssl:` controller targets (the Open_vSwitch
+        table's ssl row, what `ovs-vsctl set-ssl` writes): file paths that
+        ovs-vswitchd reads, and reads again when they change.
+        Returns True when something was changed."""
+        want = {"private_key": private_key, "certificate": certificate, "ca_cert": ca_cert}
+        self.idl.run()
+        root = self._root()
+        have = _opt(root.ssl) if root is not None else None
+        if have is not None and all(getattr(have, k) == v for k, v in want.items()):
+            self.last_status = "unchanged"          # the common case: no transaction at all
+            return False
+        changed_any = []
+
+        def build(txn):
+            root = self._root()
+            if root is None:
+                raise OvsdbError("the Open_vSwitch table has no row")
+            row = _opt(root.ssl)
+            if row is not None and all(getattr(row, k) == v for k, v in want.items()):
+                changed_any[:] = [False]
+                return False
+            if row is None:
+                row = txn.insert(self.idl.tables["SSL"])
+                root.ssl = row
+            for k, v in want.items():
+                setattr(row, k, v)
+            changed_any[:] = [True]
+            return True
+
+        self._transact(build, "ensure_ssl")
+        return bool(changed_any and changed_any[0])
+
+    def controller_targets(self, name="br-int"):
+        """The bridge's controller targets, as OVSDB holds them."""
+        self.idl.run()
+        br = self._bridge(name)
+        return sorted(c.target for c in br.controller) if br is not None else []
 
     def controller_connected(self, name="br-int"):
         """Whether the bridge's OpenFlow connection to netmaster is up (ovs-vswitchd's word)."""

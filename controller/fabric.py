@@ -159,6 +159,8 @@ class Fabric:
         self.ports: dict[int, dict[str, int]] = {}      # dpid -> port name -> ofport
         self.connected: dict[int, str] = {}             # dpid -> host label ('' = not registered)
         self.addresses: dict[int, str] = {}             # dpid -> address its OpenFlow connection came from
+        # dpid -> (CN, SHA-256) of the certificate its OpenFlow-over-TLS connection showed (absent: tcp)
+        self.identities: dict[int, tuple] = {}
         self.request_reconcile: Callable[[Optional[int]], None] = lambda dpid=None: None
         self._watching = False
         self._loaded = False
@@ -389,23 +391,46 @@ class Fabric:
                 return h["hostLabel"] if self.admit(dpid)[0] else None
         return None
 
-    def switch_address(self, dpid: int, address: str) -> None:
-        """The address a switch's OpenFlow connection comes from (ofapp tells, at connect)."""
+    def switch_address(self, dpid: int, address: str, identity: Optional[tuple] = None) -> None:
+        """Where an admitted switch's OpenFlow connection comes from (ofapp tells, at
+        connect), and over TLS the (CN, SHA-256) of the certificate it showed (None:
+        plain tcp)."""
         self.addresses[dpid] = address
+        if identity is None:
+            self.identities.pop(dpid, None)
+        else:
+            self.identities[dpid] = identity
 
-    def admit(self, dpid: int, address: Optional[str] = None) -> tuple[bool, str]:
-        """May the switch at `address` be the host registered with `dpid`? Only from
-        the address its agent registered from or from its VTEP address: a datapath id
-        is no secret, and a switch taken for a host receives that host's flows, its
-        tenants' addresses and their traffic."""
-        address = address if address is not None else self.addresses.get(dpid)
+    def admit(self, dpid: int, address: Optional[str] = None,
+              identity: Optional[tuple] = None) -> tuple[bool, str]:
+        """May the switch be the host registered with `dpid`? A datapath id is no
+        secret, and a switch taken for a host receives that host's flows, its
+        tenants' addresses and their traffic. Over TLS (`identity`: the CN and
+        SHA-256 of the certificate the switch showed, signed by netweave's CA) only
+        the certificate netmaster issued last with host h's credential (CN host:h)
+        is host h, wherever it connects from: a revoked or replaced one is not. Over
+        plain tcp only a switch connecting from the address h's agent registered
+        from, or from h's VTEP, is. Without `address`, what the switch showed at connect."""
+        if address is None:
+            address, identity = self.addresses.get(dpid), self.identities.get(dpid)
         for h in self.model.store.list("host/").values():
             if int(h["dpid"], 16) != dpid:
                 continue
+            label = h["hostLabel"]
+            if identity is not None:
+                cn, sha = identity
+                if cn != f"host:{label}":
+                    return False, (f"dpid {dpid:016x} is host {label}, whose switch shows certificate "
+                                   f"host:{label}, not {cn or 'one without a name'}")
+                cred = self.model.store.get(f"auth/host/{label}")
+                if cred is None or cred.get("certSha256", sha) != sha:
+                    return False, (f"the certificate host:{label} is not host {label}'s current one "
+                                   f"(revoked or reissued)")
+                return True, label
             allowed = {h["vtepIP"], h.get("registeredFrom", "")} - {""}
             if address is None or address in allowed:
-                return True, h["hostLabel"]
-            return False, (f"dpid {dpid:016x} is host {h['hostLabel']}, whose switch connects from "
+                return True, label
+            return False, (f"dpid {dpid:016x} is host {label}, whose switch connects from "
                            f"{' or '.join(sorted(allowed))}, not {address}")
         return True, ""                          # no host claims it: an unnamed switch, no host's flows
 

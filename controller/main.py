@@ -73,11 +73,16 @@ def build_parser():
                         "certificate; repeat for several")
     p.add_argument("--token-ttl", type=_positive_float, default=12.0 * 3600,
                    help="seconds a login token lives (default 43200)")
-    p.add_argument("--of-listen", default="0.0.0.0", help="OpenFlow listen address (default 0.0.0.0)")
-    p.add_argument("--of-port", type=int, default=6653, help="OpenFlow port (default 6653)")
+    p.add_argument("--of-listen", default="127.0.0.1",
+                   help="address of the plain (tcp, unauthenticated) OpenFlow listener (default "
+                        "127.0.0.1: switches of other hosts use TLS; 0.0.0.0 or an address opens it "
+                        "to them, each switch then checked by the address it connects from)")
+    p.add_argument("--of-port", type=int, default=6653, help="plain OpenFlow port (default 6653)")
+    p.add_argument("--of-tls-listen", default="0.0.0.0",
+                   help="address of the OpenFlow over TLS listener (default 0.0.0.0)")
     p.add_argument("--of-tls-port", type=_port_or_none, default=6643,
-                   help="OpenFlow over TLS port on --of-listen, for switches with `ssl:` targets "
-                        "holding a certificate of netmaster's CA (default 6643; 'none' to disable)")
+                   help="OpenFlow over TLS port, for switches with `ssl:` targets holding a "
+                        "certificate of netmaster's CA (default 6643; 'none' to disable)")
     p.add_argument("--no-openflow", action="store_true", help="serve REST only (no OpenFlow controller)")
     p.add_argument("--store", "--cluster-store", dest="store", default="sqlite:///var/lib/netweave/state.db",
                    help="sqlite:///PATH (embedded, default), etcd://HOST:PORT[,HOST:PORT][/prefix], or etcds://... over TLS")
@@ -185,6 +190,28 @@ def _member(args, listen: list[str], tls_listen: list[str]) -> dict:
             "ofPort": 0 if args.no_openflow else args.of_port}
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def listeners_summary(args, listen: list[str], tls_listen: list[str]) -> str:
+    """Every open listener and how it authenticates, for the start-up line:
+    KIND@ADDRESS/HOW, comma-separated."""
+    out = []
+    for a in listen:
+        out.append(f"rest@{a}/" + ("none-loopback-admin" if _is_loopback(_split(a)[0]) else "NONE"))
+    out += [f"https@{a}/token" for a in tls_listen]
+    if not args.no_openflow:
+        out.append(f"openflow@{args.of_listen}:{args.of_port}/" +
+                   ("none-loopback" if _is_loopback(args.of_listen) else "source-address"))
+        if args.of_tls_port:
+            out.append(f"openflow-tls@{args.of_tls_listen}:{args.of_tls_port}/certificate")
+    return ",".join(out)
+
+
 class _WsgiLog:
     """eventlet.wsgi writes access lines to a file-like object; send them to logging."""
 
@@ -214,7 +241,7 @@ def main(argv=None):
                        openflow=None if args.no_openflow else (args.of_listen, args.of_port),
                        deny_log_rate=args.deny_log_rate, pki=pki, token_ttl=args.token_ttl,
                        member=_member(args, listen, tls_listen), election_ttl=args.election_ttl,
-                       of_tls_port=args.of_tls_port or None)
+                       of_tls_port=args.of_tls_port or None, of_tls_listen=args.of_tls_listen)
     except StoreError as exc:             # unreachable, refused TLS, a bad option: say which, exit
         log.error("event=store_failed store=%s error=%s", args.store, exc)
         return 1
@@ -246,11 +273,12 @@ def main(argv=None):
     from rest.accept_guard import GuardedListener
     servers = [eventlet.spawn(eventlet.wsgi.server, GuardedListener(s), _Listener(nm.rest, kind), log=_WsgiLog(),
                               log_output=True, keepalive=True, socket_timeout=30) for s, kind in socks]
+    if not args.no_openflow and not _is_loopback(args.of_listen):
+        log.warning("event=listener_unauthenticated address=%s:%d protocol=openflow note=a switch "
+                    "there is taken for a host by the address it connects from only; switches "
+                    "with a host certificate use --of-tls-port", args.of_listen, args.of_port)
     nm.start()
-    log.info("event=netmaster_started rest=%s tls=%s openflow=%s openflow_tls=%s store=%s",
-             ",".join(listen), ",".join(tls_listen) or "off",
-             "off" if args.no_openflow else f"{args.of_listen}:{args.of_port}",
-             "off" if args.no_openflow or not args.of_tls_port else f"{args.of_listen}:{args.of_tls_port}",
+    log.info("event=netmaster_started listeners=%s store=%s", listeners_summary(args, listen, tls_listen),
              args.store)
     log.info("event=credentials ca=%s admin_token=%s admin_password=%s bootstrap_token=%s",
              pki.ca_cert, creds["admin_token"], creds["admin_password"], creds["bootstrap_token"])

@@ -24,7 +24,7 @@ class Netmaster:
     def __init__(self, store_url: str, host_timeout: float = 6.0, underlay_mtu: int = 1500,
                  openflow: tuple | None = ("0.0.0.0", 6653), deny_log_rate: int = 100,
                  pki=None, token_ttl: float = auth.TOKEN_TTL, member: dict | None = None,
-                 election_ttl: int = 3, of_tls_port: int | None = None):
+                 election_ttl: int = 3, of_tls_port: int | None = None, of_tls_listen: str | None = None):
         self.store = open_store(store_url)
         # Several netmasters on one etcd elect a leader (controller/election.py); only it
         # writes switches. member: this one's record (id, address, rest, of ports).
@@ -36,6 +36,7 @@ class Netmaster:
         self.pki = pki
         self.openflow = openflow
         self.of_tls_port = of_tls_port        # OpenFlow over TLS with the PKI (None: off)
+        self.of_tls_listen = of_tls_listen    # its address (None: the plain listener's)
         self.fabric = Fabric(self.model)
         self.deny_log_rate = deny_log_rate
         self.denylog = DenyLog(self.fabric.snapshot, self._host_label)
@@ -58,7 +59,8 @@ class Netmaster:
                 tls = (crt, key, self.pki.ca_cert)
             self.of = ofapp.start(self.fabric, host, port, deny_log_rate=self.deny_log_rate,
                                   packet_in=self.denylog.packet_in, roles=self.clustered,
-                                  tls_port=self.of_tls_port if tls else None, tls=tls)
+                                  tls_port=self.of_tls_port if tls else None, tls=tls,
+                                  tls_host=self.of_tls_listen)
             self.fabric.request_reconcile = self.of.app.request_reconcile
             # groups are owned like flows: never delete one netweave did not make
             from flows.pipeline import group_owned
@@ -105,6 +107,9 @@ class Netmaster:
         """GET /info: Contiv's fields from the election, and the whole of it under "cluster"."""
         st = self.cluster_status()
         out = {"current-state": st["state"], "cluster": st}
+        # where agents point their switches: OpenFlow over TLS when offered (agent/main.py)
+        out["ofTlsPort"] = self.of_tls_port if self.openflow is not None and self.pki is not None \
+            and self.of_tls_port else 0
         lead = st.get("leaderRecord") or {}
         if lead.get("address"):
             out["leader-ip"] = lead["address"]

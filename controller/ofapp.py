@@ -192,16 +192,19 @@ class SwitchManager(app_manager.OSKenApp):
                     self.roles.switch_down(dp.id)
 
     def _admit(self, dp) -> bool:
-        """A switch claiming a registered host's datapath id must connect from that
-        host's address; otherwise it is refused (closed) before it gets any flow."""
-        address = dp.address[0] if dp.address else ""
-        ok, why = getattr(self.fabric, "admit", lambda *_: (True, ""))(dp.id, address)
+        """A switch claiming a registered host's datapath id must be that host: over
+        TLS by its certificate (CN host:<label>), over tcp by the address it connects
+        from; otherwise it is refused (closed) before it gets any flow."""
+        address, identity = dp.address[0] if dp.address else "", tls_identity(dp)
+        admit = getattr(self.fabric, "admit", None)
+        ok, why = admit(dp.id, address, identity) if admit else (True, "")
         if not ok:                  # (a refused switch must not move the address of the admitted one)
-            LOG.warning("event=switch_refused dpid=%s addr=%s reason=%s", _dpid(dp.id), address, why)
+            LOG.warning("event=switch_refused dpid=%s addr=%s identity=%s reason=%s", _dpid(dp.id),
+                        address, _who(identity), why)
             self._conns.discard(dp)
             dp.close()
         elif hasattr(self.fabric, "switch_address"):
-            self.fabric.switch_address(dp.id, address)
+            self.fabric.switch_address(dp.id, address, identity)
         return ok
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
@@ -796,10 +799,11 @@ def _guard_ofctl_takeover() -> None:
         dp = ev.msg.datapath
         admit = _FABRIC_ADMIT[0]
         if admit is not None:
-            ok, why = admit(dp.id, dp.address[0] if dp.address else "")
+            address, identity = dp.address[0] if dp.address else "", tls_identity(dp)
+            ok, why = admit(dp.id, address, identity)
             if not ok:
-                LOG.warning("event=switch_refused dpid=%s addr=%s reason=%s", _dpid(dp.id),
-                            dp.address[0] if dp.address else "", why)
+                LOG.warning("event=switch_refused dpid=%s addr=%s identity=%s reason=%s", _dpid(dp.id),
+                            address, _who(identity), why)
                 dp.close()
                 return
         return orig(self, ev)
@@ -815,13 +819,29 @@ def _tls_listen(host: str, port: int):
     return hub.listen((host, port), family=family)
 
 
+# (peer address, port) of each OpenFlow-over-TLS connection -> (CN, SHA-256) of the
+# certificate it showed: os-ken's Datapath keeps the address, not the socket's certificate
+_TLS_PEERS: dict = {}
+
+
+def tls_identity(dp) -> Optional[tuple]:
+    """(CN, SHA-256) of the certificate a switch showed over TLS, or None for a
+    plain tcp connection."""
+    return _TLS_PEERS.get(tuple(dp.address)) if dp.address else None
+
+
+def _who(identity: Optional[tuple]) -> str:
+    return "-" if identity is None else (identity[0] or "nameless")
+
+
 def _tls_serve(sock, tls: tuple) -> None:
     """OpenFlow over TLS beside os-ken's tcp listener (os-ken serves only one of
     the two from its CONF). Only switches holding a certificate signed by the CA
     complete the handshake; each handshake runs in its connection's own green
-    thread, bounded in time, so a silent peer cannot stall accept()."""
+    thread, bounded in time, so a silent peer cannot stall accept(). The
+    certificate's CN is the switch's identity (see Fabric.admit)."""
     from os_ken.controller.controller import datapath_connection_factory
-    from netweave.pki import server_context
+    from netweave.pki import cert_sha256, common_name, server_context
     certfile, keyfile, cafile = tls
     ctx = server_context(certfile, keyfile, cafile, require_client=True)
 
@@ -829,11 +849,18 @@ def _tls_serve(sock, tls: tuple) -> None:
         try:
             conn.settimeout(10)
             conn = ctx.wrap_socket(conn, server_side=True)
+            cn = common_name(conn.getpeercert())
+            sha = cert_sha256(conn.getpeercert(binary_form=True))
         except (OSError, ValueError) as exc:           # ssl.SSLError is an OSError
             LOG.warning("event=openflow_tls_refused addr=%s error=%s", addr[0], exc)
             conn.close()
             return
-        datapath_connection_factory(conn, addr)         # os-ken sets its own socket timeout
+        LOG.info("event=openflow_tls_accepted addr=%s identity=%s", addr[0], cn or "-")
+        _TLS_PEERS[tuple(addr)] = (cn, sha)
+        try:
+            datapath_connection_factory(conn, addr)     # os-ken sets its own socket timeout
+        finally:
+            _TLS_PEERS.pop(tuple(addr), None)
 
     while True:
         conn, addr = sock.accept()
@@ -842,11 +869,13 @@ def _tls_serve(sock, tls: tuple) -> None:
 
 def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653, deny_log_rate: int = DENY_LOG_RATE,
           deny_log_burst: Optional[int] = None, packet_in=None, roles: bool = False,
-          tls_port: Optional[int] = None, tls: Optional[tuple] = None) -> Handle:
+          tls_port: Optional[int] = None, tls: Optional[tuple] = None,
+          tls_host: Optional[str] = None) -> Handle:
     """Run os-ken's OpenFlow listener and SwitchManager in this process's hub.
     deny_log_rate/burst: the deny-log meter on every switch (packets/s, packets;
     burst defaults to one second's worth); packet_in: see SwitchManager.
-    tls_port, tls=(certfile, keyfile, cafile): also listen for OpenFlow over TLS."""
+    tls_port, tls=(certfile, keyfile, cafile): also listen for OpenFlow over TLS, on
+    tls_host (default: host)."""
     global _conf_parsed, _running
     if _running is not None:
         raise RuntimeError("an OpenFlow controller already runs in this process; stop() it first")
@@ -864,7 +893,8 @@ def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653, deny_log_rate
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((host, port))
-    tls_sock = _tls_listen(host, tls_port) if tls_port else None
+    tls_host = tls_host or host
+    tls_sock = _tls_listen(tls_host, tls_port) if tls_port else None
     _FABRIC_ADMIT[0] = getattr(fabric, "admit", None)
     _guard_ofctl_takeover()
     mgr = app_manager.AppManager.get_instance()
@@ -879,6 +909,7 @@ def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653, deny_log_rate
     tls_thread = None
     if tls_sock is not None:
         tls_thread = (hub.spawn(_tls_serve, tls_sock, tls), tls_sock)
-    LOG.info("event=controller_started host=%s port=%d tls_port=%s", host, port, tls_port or "off")
+    LOG.info("event=controller_started host=%s port=%d tls=%s", host, port,
+             f"{tls_host}:{tls_port}" if tls_port else "off")
     _running = Handle(app, mgr, threads, tls_thread)
     return _running

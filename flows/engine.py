@@ -70,20 +70,21 @@ class Out:
             for h in st.tenant_hosts.get(tenant, ()):
                 if h not in exclude:
                     hosts.setdefault(h, []).append(chunk)
+        # Hosts given the same chunks share one frozenset (an endpoint's: one for
+        # its own host, one for all the others), so the engine diffs and splits
+        # it once, not once per host.
         memo: dict = {}
         out = {}
         for h, chunks in hosts.items():
-            if len(chunks) == 1:
-                c = chunks[0]
-                if type(c) is frozenset:
-                    out[h] = c
-                    continue
-                fs = memo.get(id(c))
-                if fs is None:
-                    fs = memo[id(c)] = frozenset(c)
-                out[h] = fs
-            else:
-                out[h] = frozenset(e for c in chunks for e in c)
+            ids = tuple(map(id, chunks))
+            fs = memo.get(ids)
+            if fs is None:
+                if len(chunks) == 1 and type(chunks[0]) is frozenset:
+                    fs = chunks[0]
+                else:
+                    fs = frozenset().union(*chunks)
+                memo[ids] = fs
+            out[h] = fs
         return out
 
 
@@ -456,10 +457,13 @@ def merge(entries: List[FlowEntry]) -> FlowEntry:
 
 class Table:
     """One switch's desired flows and groups, each with the owners that want
-    it, and what changed since the changes were last taken."""
+    it, and what changed since the changes were last taken.
+
+    contrib[key] is the one owner that wants the flow (its entry is flows[key]:
+    no dict per flow, the common case) or {owner: entry} when several do."""
 
     def __init__(self):
-        self.contrib: Dict[tuple, Dict[OwnerId, FlowEntry]] = {}
+        self.contrib: Dict[tuple, object] = {}
         self.flows: Dict[tuple, FlowEntry] = {}
         self.group_contrib: Dict[int, Dict[OwnerId, GroupEntry]] = {}
         self.groups: Dict[int, GroupEntry] = {}
@@ -468,48 +472,70 @@ class Table:
         # Changes are logged only once someone took the table (forget_changes/take_changes):
         # before that its first reader takes it whole, and a full load logs nothing.
         self.tracking = False
+        # keys wanted by several owners, merged once at settle() (not at every owner's add)
+        self._unsettled: set = set()
 
     def add(self, owner: OwnerId, entries) -> None:
-        contrib, flows, changes = self.contrib, self.flows, self.changes
-        for e in entries:
-            if type(e) is GroupEntry:
-                self.group_contrib.setdefault(e.group_id, {})[owner] = e
-                self._settle_group(e.group_id)
-                continue
-            k = (e.table, e.priority, e.match)
+        flows, groups = split(entries)
+        self.add_split(owner, flows, groups)
+
+    def add_split(self, owner: OwnerId, flows: Dict[tuple, FlowEntry], groups: list) -> None:
+        """add() of entries already split (flows by key, groups): one split serves every host."""
+        for g in groups:
+            self.group_contrib.setdefault(g.group_id, {})[owner] = g
+            self._settle_group(g.group_id)
+        if not flows:
+            return
+        contrib = self.contrib
+        if contrib.keys().isdisjoint(flows):
+            # Speed: keys nobody wants yet (nearly all of a full load) go in by bulk
+            # updates that reuse the dict's stored hashes, no Python loop per flow.
+            if self.tracking:
+                ch = self.changes
+                ch.update(dict.fromkeys([k for k in flows if k not in ch]))
+            contrib.update(dict.fromkeys(flows, owner))
+            self.flows.update(flows)
+            return
+        for k, e in flows.items():
             c = contrib.get(k)
-            if c is None:                       # the common case, inlined (full loads)
-                contrib[k] = {owner: e}
-                old = flows.get(k)
-                if old is None or old != e:
-                    if self.tracking and k not in changes:
-                        changes[k] = old
-                    flows[k] = e
-            else:
+            if c is None:
+                contrib[k] = owner
+                self._set(k, e)
+            elif type(c) is dict:
                 c[owner] = e
-                self._settle(k)
+                self._unsettled.add(k)
+            elif c == owner:                    # one owner, two entries for one key: the last wins
+                self._set(k, e)
+            else:
+                contrib[k] = {c: self.flows[k], owner: e}
+                self._unsettled.add(k)
 
     def remove(self, owner: OwnerId, entries) -> None:
-        for e in entries:
-            if type(e) is GroupEntry:
-                c = self.group_contrib.get(e.group_id)
-                if c is not None and c.get(owner) == e:
-                    del c[owner]
-                    if not c:
-                        del self.group_contrib[e.group_id]
-                    self._settle_group(e.group_id)
-            else:
-                k = (e.table, e.priority, e.match)
-                c = self.contrib.get(k)
-                if c is not None and c.get(owner) == e:
-                    del c[owner]
-                    if not c:
-                        del self.contrib[k]
-                    self._settle(k)
+        flows, groups = split(entries)
+        self.remove_split(owner, flows, groups)
 
-    def _settle(self, k: tuple) -> None:
-        c = self.contrib.get(k)
-        new = None if not c else (next(iter(c.values())) if len(c) == 1 else merge(list(c.values())))
+    def remove_split(self, owner: OwnerId, flows: Dict[tuple, FlowEntry], groups: list) -> None:
+        for e in groups:
+            c = self.group_contrib.get(e.group_id)
+            if c is not None and c.get(owner) == e:
+                del c[owner]
+                if not c:
+                    del self.group_contrib[e.group_id]
+                self._settle_group(e.group_id)
+        contrib = self.contrib
+        for k, e in flows.items():
+            c = contrib.get(k)
+            if c is None:
+                continue
+            if type(c) is dict:
+                if c.get(owner) == e:
+                    del c[owner]
+                    self._unsettled.add(k)
+            elif c == owner and k not in self._unsettled and self.flows[k] == e:
+                del contrib[k]
+                self._set(k, None)
+
+    def _set(self, k: tuple, new: Optional[FlowEntry]) -> None:
         old = self.flows.get(k)
         if old == new:
             return
@@ -519,6 +545,25 @@ class Table:
             del self.flows[k]
         else:
             self.flows[k] = new
+
+    def settle(self) -> None:
+        """Merge the flows several owners want whose owners changed (the engine
+        calls it after each run)."""
+        keys, self._unsettled = self._unsettled, set()
+        contrib = self.contrib
+        for k in keys:
+            c = contrib.get(k)
+            if type(c) is not dict:
+                continue
+            if len(c) > 1:
+                self._set(k, merge(list(c.values())))
+            elif c:
+                (o, e), = c.items()
+                contrib[k] = o
+                self._set(k, e)
+            else:
+                del contrib[k]
+                self._set(k, None)
 
     def _settle_group(self, gid: int) -> None:
         c = self.group_contrib.get(gid)
@@ -554,6 +599,17 @@ class Table:
 
     def compiled(self) -> Tuple[set, set]:
         return set(self.flows.values()), set(self.groups.values())
+
+
+def split(entries) -> Tuple[Dict[tuple, FlowEntry], list]:
+    """Entries as (flows by key, groups)."""
+    flows, groups = {}, []
+    for e in entries:
+        if type(e) is GroupEntry:
+            groups.append(e)
+        else:
+            flows[(e.table, e.priority, e.match)] = e
+    return flows, groups
 
 
 # ---------------------------------------------------------------- the engine
@@ -620,8 +676,13 @@ class Engine:
                     self._rescope(ref[1], owners, touched)
             for o in owners:
                 self._run(o, touched)
+            self._settle(touched)
             self.last_run = len(owners)
             return touched
+
+    def _settle(self, touched: set) -> None:
+        for h in touched:
+            self.tables[h].settle()
 
     def _rescope(self, tenant: str, owners: set, touched: set) -> None:
         """A tenant's hosts changed.  A host that joined gets the scoped chunks of
@@ -659,6 +720,7 @@ class Engine:
             self._scope_hosts = {t: frozenset(h) for t, h in self.st.tenant_hosts.items()}
             for o in owners:
                 self._run(o, touched)
+            self._settle(touched)
             self.last_run = len(owners)
             return touched
 
@@ -699,24 +761,25 @@ class Engine:
             self.outputs[owner] = new
         else:
             self.outputs.pop(owner, None)
-        diffs: dict = {}            # hosts mostly share one frozenset: diff each pair once
+        diffs: dict = {}            # hosts mostly share one frozenset: diff and split each pair once
         for h in set(old) | set(new):
             o, n = old.get(h), new.get(h)
             if o is n:
                 continue
             d = diffs.get((id(o), id(n)))
             if d is None:
-                d = diffs[(id(o), id(n))] = (o - n if o and n else o, n - o if o and n else n)
+                gone, came = (o - n, n - o) if o and n else (o, n)
+                d = diffs[(id(o), id(n))] = (split(gone) if gone else None, split(came) if came else None)
             gone, came = d
-            if not gone and not came:
+            if gone is None and came is None:
                 continue
             t = self.tables.get(h)
             if t is None:
                 t = self.tables[h] = Table()
-            if gone:
-                t.remove(owner, gone)
-            if came:
-                t.add(owner, came)
+            if gone is not None:
+                t.remove_split(owner, *gone)
+            if came is not None:
+                t.add_split(owner, *came)
             touched.add(h)
 
     # -- reading ---------------------------------------------------------------

@@ -182,6 +182,15 @@ def fingerprint(cert_pem: str | bytes) -> str:
     return ":".join(f"{b:02X}" for b in digest)
 
 
+def cert_sha256(cert: str | bytes) -> str:
+    """SHA-256 of a certificate's DER bytes, plain hex; `cert` is PEM text or DER
+    (what ssl's getpeercert(binary_form=True) gives)."""
+    import hashlib
+    if isinstance(cert, str) or cert.lstrip().startswith(b"-----"):
+        cert = ssl.PEM_cert_to_DER_cert(cert if isinstance(cert, str) else cert.decode())
+    return hashlib.sha256(cert).hexdigest()
+
+
 def common_name(peercert: dict | None) -> str:
     """The CN of a peer certificate as ssl's getpeercert() gives it ('' when none)."""
     for rdn in (peercert or {}).get("subject", ()):

@@ -31,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram,
 from model import oper, schema
 from model.service import Model
 from model.validate import ModelError
+from netweave.pki import cert_sha256
 from rest import auth as authz
 from rest import guard, openapi
 from rest.guard import HTTPError
@@ -128,6 +129,7 @@ class RestApp:
             return resp
         except authz.AuthError as exc:
             resp = error_response(exc.status, str(exc))
+            resp.headers.update(exc.headers)
             if exc.status == 401:
                 resp.headers["WWW-Authenticate"] = 'Bearer realm="netweave"'
             return resp
@@ -184,9 +186,10 @@ class RestApp:
         if what == "login" and len(parts) == 1:
             self._method(req, "POST")
             try:
-                out = self.auth.login(self._body(req))
-            except authz.AuthError:
-                log.info("event=login_failed remote=%s", req.remote_addr or "-")
+                out = self.auth.login(self._body(req), req.remote_addr or "")
+            except authz.AuthError as exc:
+                log.info("event=%s remote=%s status=%d", "login_limited" if exc.status == 429 else "login_failed",
+                         req.remote_addr or "-", exc.status)
                 raise
             log.info("event=login user=%s remote=%s", out["username"], req.remote_addr or "-")
             req.environ["netweave.principal"] = authz.Principal("user", out["username"], out["role"])
@@ -224,11 +227,14 @@ class RestApp:
                 ips = [str(ipaddress.ip_address(vtep))] if vtep else []
             except ValueError:
                 raise HTTPError(400, f"vtepIP: {vtep!r} is not an IP address")
-            out = {"hostLabel": label, "token": self.auth.issue_host(label, p)}
+            self.auth.check_issue_host(label, p)     # a bad label or a second claim: no certificate
+            cert = key = ""
             if self.pki is not None:
-                # the host's certificate: its local API serves TLS with it, and OpenFlow ssl: may too
-                out["cert"], out["key"] = self.pki.issue(f"host:{label}", ips=ips)
-                out["ca"] = self.pki.ca_pem()
+                # the host's certificate: its local API serves TLS with it, its switch OpenFlow over TLS
+                cert, key = self.pki.issue(f"host:{label}", ips=ips)
+            out = {"hostLabel": label, "token": self.auth.issue_host(label, p, cert_sha256(cert) if cert else "")}
+            if cert:
+                out["cert"], out["key"], out["ca"] = cert, key, self.pki.ca_pem()
             log.info("event=host_credential_issued host=%s by=%s", label, p)
             return out
         raise HTTPError(404, f"no such path {req.path}")

@@ -11,7 +11,8 @@ Principals:
 Kept in the state store (so several netmasters on one etcd agree):
   auth/user/<name>      {"username", "role", "tenants", "hash": "scrypt$n$r$p$salt$key", ...}
   auth/token/<sha256>   {"principal": "user:alice"|"host:h1"|"bootstrap", "kind", "expires", ...}
-  auth/host/<label>     {"tokenHash", "issued"}: the host's one live credential
+  auth/host/<label>     {"tokenHash", "issued", "certSha256"}: the host's one live credential
+                        and the SHA-256 of its certificate (OpenFlow over TLS checks it)
 Only a token's SHA-256 is stored: tokens are 256 random bits, so a fast hash
 is enough; passwords are salted scrypt.
 """
@@ -27,6 +28,7 @@ import time
 from dataclasses import dataclass
 
 from model import schema
+from rest import login_limit
 from store.base import Store
 
 log = logging.getLogger(__name__)
@@ -43,11 +45,13 @@ READ = ("GET", "HEAD")
 
 
 class AuthError(Exception):
-    """401 (who are you?) or 403 (you may not), with a message naming the missing right."""
+    """401 (who are you?) or 403 (you may not), with a message naming the missing right;
+    429 (too many wrong passwords) with headers (Retry-After)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
         super().__init__(message)
         self.status = status
+        self.headers = headers or {}
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ class Auth:
         self.clock = clock
         self.token_ttl = token_ttl
         self.scrypt_params = scrypt_params
+        self.limiter = login_limit.LoginLimiter(clock=clock)
 
     # ------------------------------------------------------------ tokens
     def mint(self, principal: str, kind: str, ttl: float | None) -> tuple[str, float]:
@@ -148,15 +153,24 @@ class Auth:
         raise AuthError(401, "authorization: the token names no known principal")
 
     # ------------------------------------------------------------ users
-    def login(self, body) -> dict:
+    def login(self, body, remote: str = "") -> dict:
         if not isinstance(body, dict) or not isinstance(body.get("username"), str) \
                 or not isinstance(body.get("password"), str):
             raise AuthError(400, "username, password: both are required strings")
+        name = body["username"][:64]
+        limited = self.limiter.check(remote or "-", name)
+        if limited is not None:
+            what, wait = limited
+            raise AuthError(429, f"login: too many wrong passwords for {what}; try again in "
+                                 f"{login_limit.retry_after(wait)} s",
+                            {"Retry-After": login_limit.retry_after(wait)})
         user = self.store.get(f"auth/user/{body['username']}") if NAME.match(body["username"]) else None
         # a missing user costs the same scrypt as a wrong password: no user enumeration by timing
         stored = user["hash"] if user else hash_password("-", self.scrypt_params)
         if not check_password(body["password"], stored) or user is None:
+            self.limiter.failed(remote or "-", name)
             raise AuthError(401, "username or password: wrong")
+        self.limiter.succeeded(name)
         self._purge_expired()
         token, expires = self.mint(f"user:{user['username']}", "login", self.token_ttl)
         return {"token": token, "username": user["username"], "role": user["role"],
@@ -223,21 +237,31 @@ class Auth:
         return name
 
     # ------------------------------------------------------------ hosts
-    def issue_host(self, label: str, by: Principal) -> str:
+    def issue_host(self, label: str, by: Principal, cert_sha256: str = "") -> str:
         """A host's credential. The bootstrap token claims a label once (a second
         claim would let anyone holding it impersonate a host); an admin re-issues
-        (rotates) at will. The host's previous credential stops working."""
+        (rotates) at will. The host's previous credential stops working, its
+        certificate too where netmaster checks it (OpenFlow over TLS pins the
+        SHA-256 of the one issued last, `cert_sha256`)."""
+        old = self.check_issue_host(label, by)
+        token, _ = self.mint(f"host:{label}", "host", None)
+        deletes = [f"auth/token/{old['tokenHash']}"] if old else []
+        rec = {"tokenHash": token_hash(token), "issued": self.clock()}
+        if cert_sha256:
+            rec["certSha256"] = cert_sha256
+        self.store.commit({f"auth/host/{label}": rec}, deletes)
+        return token
+
+    def check_issue_host(self, label: str, by: Principal) -> dict | None:
+        """Raises what issue_host would refuse (before a certificate is made for the
+        label); the host's current credential record, or None."""
         if not NAME.match(label):
             raise AuthError(400, f"hostLabel: {label!r} is not a valid host label")
         old = self.store.get(f"auth/host/{label}")
         if old is not None and by.kind == "bootstrap":
             raise AuthError(409, f"host {label} already holds a credential; the bootstrap token "
                                  f"cannot claim it again (an admin may revoke it: netctl host revoke {label})")
-        token, _ = self.mint(f"host:{label}", "host", None)
-        deletes = [f"auth/token/{old['tokenHash']}"] if old else []
-        self.store.commit({f"auth/host/{label}": {"tokenHash": token_hash(token), "issued": self.clock()}},
-                          deletes)
-        return token
+        return old
 
     def revoke_host(self, label: str) -> str:
         old = self.store.get(f"auth/host/{label}")

@@ -237,7 +237,11 @@ def _auth_paths(comps: dict) -> dict:
                 {"username": _S, "password": _S}, ["username", "password"])}}},
             "responses": {"200": _json(_object({"token": _S, "username": _S, "role": _S, "tenants": _STRS,
                                                 "expires": _S}, ["token", "username", "role", "expires"])),
-                          "400": _err(), "401": _err("wrong name or password")}}},
+                          "400": _err(), "401": _err("wrong name or password"),
+                          "429": {**_err("too many wrong passwords from this address or for this user "
+                                         "lately; Retry-After says when to try again"),
+                                  "headers": {"Retry-After": {"schema": {"type": "integer"},
+                                                              "description": "seconds"}}}}}},
         "/api/v1/auth_proxy/whoami/": _get("whoami", "who the request's credential is", {"200": _json(_object(
             {"principal": _S, "kind": _S, "name": _S, "role": _S, "tenants": _STRS}, ["principal", "kind"]))}),
         "/api/v1/auth_proxy/local_users/": _get("listUsers", "users, their role and tenants (admin)",
@@ -276,8 +280,13 @@ SECURITY_SCHEMES = {
 }
 
 
+TOKEN = [{"bearer": []}, {"contivToken": []}]        # either scheme
+
+
 def _secure(paths: dict) -> None:
-    """Every operation but the public ones may refuse a missing or weak credential."""
+    """Each operation says what it needs on the HTTPS listener: the public ones
+    nothing, every other one a token (either scheme) and may refuse a missing or
+    weak one (401, 403). The loopback listener needs none (see info.description)."""
     for path, item in paths.items():
         for method, op in item.items():
             if method == "parameters":
@@ -285,6 +294,7 @@ def _secure(paths: dict) -> None:
             if path in PUBLIC:
                 op["security"] = []
             else:
+                op["security"] = TOKEN
                 op["responses"].setdefault("401", _err("no, an unknown or an expired token (authenticated "
                                                        "listener only)"))
                 op["responses"].setdefault("403", _err("the credential lacks the right; the message names it"))
@@ -299,12 +309,12 @@ def document() -> dict:
     return {
         "openapi": "3.0.3",
         "info": {"title": "netweave netmaster", "version": "0.1.0",
-                 "description": "Contiv-compatible object API of netweave's netmaster. On the loopback "
-                                "listener (127.0.0.1:9999) no credential is needed; on the HTTPS listener "
-                                "(:10000) every operation but login, version, health and this document "
-                                "needs a token."},
+                 "description": "Contiv-compatible object API of netweave's netmaster. Each operation's "
+                                "`security` is what the HTTPS listener (:10000) asks: a token (bearer, "
+                                "or Contiv's X-Auth-Token) for every operation but login, version, "
+                                "health and this document. The loopback listener (127.0.0.1:9999) is "
+                                "the local administrator's and asks for none."},
         "paths": paths,
-        # a credential, or none (the loopback listener is the local administrator's)
-        "security": [{"bearer": []}, {"contivToken": []}, {}],
+        "security": TOKEN,
         "components": {"schemas": comps, "securitySchemes": SECURITY_SCHEMES},
     }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# make run: netmaster in the foreground (REST on 127.0.0.1:9999, OpenFlow on
-# 6653, embedded store) and a netplugin for this machine beside it.
+# make run: netmaster in the foreground (REST on 127.0.0.1:9999, HTTPS :10000,
+# OpenFlow on 127.0.0.1:6653 and over TLS on :6643, embedded store) and a netplugin
+# for this machine beside it. The agent takes its host credential through the
+# loopback door and moves br-int to ssl:127.0.0.1:6643 with it (no --controller).
 # Ctrl-C stops both.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +16,6 @@ cleanup() { [ -n "$AG" ] && kill "$AG" 2>/dev/null; kill "$NM" 2>/dev/null; wait
 trap cleanup INT TERM EXIT
 for _ in $(seq 100); do curl -sf http://127.0.0.1:9999/version >/dev/null && break; sleep 0.1; done
 .venv/bin/netplugin --netmaster http://127.0.0.1:9999 --vtep-ip "$VTEP" \
-  --ovsdb unix:/var/run/openvswitch/db.sock --controller tcp:127.0.0.1:6653 --datapath auto &
+  --ovsdb unix:/var/run/openvswitch/db.sock --datapath auto &
 AG=$!
 wait "$NM"

@@ -142,3 +142,66 @@ def test_login_users_and_roles_over_tls(shared_netmaster, tmp_path):
     assert rc == 3 and "holds no credential" in err
     assert netctl(nm, "net", "rm", "-t", "green", "gnet")[0] == 0              # the loopback door: no token
     assert netctl(nm, "whoami")[1].strip() == "local (role admin)"
+
+
+def test_hosts_are_their_own_agents_over_https(shared_netmaster):
+    """Over the real HTTPS listener, as agents on other machines use it: the bootstrap
+    token claims a host label once; h-a's credential registers h-a but not a fake host
+    nor h-b, writes endpoints homed on h-a only, and no network; the login limit answers
+    429 with Retry-After."""
+    import os
+
+    import requests
+    nm = shared_netmaster
+    ca = os.path.join(nm.pki, "ca.crt")
+    boot = open(os.path.join(nm.pki, "bootstrap.token")).read().strip()
+
+    def call(method, path, token=None, body=None):
+        h = {"Authorization": f"Bearer {token}"} if token else {}
+        return requests.request(method, nm.tls_url + path, json=body, headers=h, verify=ca, timeout=10)
+
+    creds = {}
+    for label, vtep in (("h-a", "192.0.2.11"), ("h-b", "192.0.2.12")):
+        r = call("POST", f"/api/v1/auth_proxy/host_credentials/{label}/", boot, {"vtepIP": vtep})
+        assert r.status_code == 200, r.text
+        assert "CN=host:" + label in _subject(r.json()["cert"])
+        creds[label] = r.json()["token"]
+    r = call("POST", "/api/v1/auth_proxy/host_credentials/h-a/", boot, {})
+    assert r.status_code == 409 and "already holds a credential" in r.json()["error"]
+    assert call("POST", "/api/v1/hosts/h-a/", creds["h-a"],
+                {"hostLabel": "h-a", "vtepIP": "192.0.2.11", "dpid": "00000000000000c1"}).status_code == 200
+    assert call("POST", "/api/v1/hosts/h-b/", creds["h-b"],
+                {"hostLabel": "h-b", "vtepIP": "192.0.2.12", "dpid": "00000000000000c2"}).status_code == 200
+    before = call("GET", "/api/v1/hosts/h-b/", creds["h-a"]).json()
+    for label in ("h-b", "fake"):                     # h-a cannot be, nor invent, another host
+        r = call("POST", f"/api/v1/hosts/{label}/", creds["h-a"],
+                 {"hostLabel": label, "vtepIP": "192.0.2.66", "dpid": "00000000000000c9"})
+        assert r.status_code == 403 and r.json()["error"].startswith("forbidden: host h-a's agent"), r.text
+    assert call("GET", "/api/v1/hosts/h-b/", creds["h-a"]).json() == before
+    assert call("GET", "/api/v1/hosts/fake/", creds["h-a"]).status_code == 404
+    assert netctl(nm, "net", "create", "--subnet", "10.9.9.0/24", "hnet")[0] == 0        # loopback door
+    ep = {"tenantName": "default", "networkName": "hnet", "intfName": "nwh1", "containerID": "c-h"}
+    r = call("POST", "/api/v1/endpoints/eph1/", creds["h-a"], dict(ep, host="h-b"))
+    assert r.status_code == 403, r.text
+    assert call("GET", "/api/v1/endpoints/eph1/", creds["h-a"]).status_code == 404      # nothing stored
+    r = call("POST", "/api/v1/endpoints/eph1/", creds["h-a"], dict(ep, host="h-a"))
+    assert r.status_code == 200 and r.json()["homingHost"] == "h-a", r.text
+    r = call("DELETE", "/api/v1/endpoints/eph1/", creds["h-b"])
+    assert r.status_code == 403, r.text                                                  # not h-b's
+    assert call("DELETE", "/api/v1/endpoints/eph1/", creds["h-a"]).status_code == 200
+    r = call("POST", "/api/v1/networks/default:hnet2/", creds["h-a"],
+             {"tenantName": "default", "networkName": "hnet2", "subnet": "10.9.8.0/24"})
+    assert r.status_code == 403
+    assert netctl(nm, "net", "rm", "hnet")[0] == 0
+    # guessing a password: 5 wrong ones for a user, then 429 with Retry-After, even for the right one
+    password = open(os.path.join(nm.pki, "admin.password")).read().strip()
+    for _ in range(5):
+        assert call("POST", "/api/v1/auth_proxy/login/", body={"username": "admin", "password": "guess-guess"}
+                    ).status_code == 401
+    r = call("POST", "/api/v1/auth_proxy/login/", body={"username": "admin", "password": password})
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0, r.text
+
+
+def _subject(cert_pem):
+    from cryptography import x509
+    return x509.load_pem_x509_certificate(cert_pem.encode()).subject.rfc4514_string()

@@ -445,9 +445,11 @@ class Cluster:
         if self.state["netmaster"]:
             raise ClusterError("this cluster uses an external netmaster")
         port = self.state["rest_port"]
+        # the hosts' switches reach the plain OpenFlow listener over the underlay: open it there
+        # (netmaster admits each switch by the address it connects from)
         cmd = launch.netmaster_cmd(self.python, [f"127.0.0.1:{port}"],
                                    self.state["of_port"], f"sqlite://{self.workdir}/state.db",
-                                   extra=self.state.get("netmaster_args") or [],
+                                   extra=["--of-listen", self.root_ip, *(self.state.get("netmaster_args") or [])],
                                    tls_listen=[f"{self.root_ip}:{port}"], pki_dir=self.pki)
         logf = open(os.path.join(self.workdir, "netmaster.log"), "ab")
         p = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)

@@ -206,8 +206,11 @@ class NetmasterNode(Host):
         nw["netmaster_ip"] = self.IP()
         nw.save()
         port = nw["rest_port"]
+        # the compute hosts' switches reach the plain OpenFlow listener over Mininet's links:
+        # open it on that address (each switch is admitted by the address it connects from)
         cmd = launch.netmaster_cmd(netweave_python(), [f"127.0.0.1:{port}", f"{nw['netmaster_ip']}:{port}"],
-                                   nw["of_port"], f"sqlite://{nw.workdir}/state.db")
+                                   nw["of_port"], f"sqlite://{nw.workdir}/state.db",
+                                   extra=["--of-listen", nw["netmaster_ip"]])
         pid = _spawn(cmd, os.path.join(nw.workdir, "netmaster.log"), os.path.join(nw.workdir, "netmaster.pid"))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

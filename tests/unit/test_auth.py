@@ -337,3 +337,81 @@ def test_host_credential_request_is_validated(env, body):
     r = env.as_("admin", "POST", "/api/v1/auth_proxy/host_credentials/hv/", body)
     assert r.status_int == 400 and r.json["error"].split(":")[0] in ("body", "vtepIP"), r.json
     assert env.store.get("auth/host/hv") is None
+
+
+def test_host_credential_for_a_bad_label_is_400_and_makes_no_certificate(env):
+    """Found by schemathesis over HTTPS: a label no certificate can carry (a CN is at
+    most 64 characters) answered 500 once the certificate was made before the check."""
+    r = env.as_("admin", "POST", "/api/v1/auth_proxy/host_credentials/" + "h" * 70 + "/", {})
+    assert r.status_int == 400 and r.json["error"].startswith("hostLabel:"), (r.status, r.body[:200])
+    r = env.as_("bootstrap", "POST", "/api/v1/auth_proxy/host_credentials/h1/", {})
+    assert r.status_int == 409 and "cert" not in r.json
+
+
+# ---------------------------------------------------------------- login rate limit
+def _login(env, user, password, addr):
+    req = webob.Request.blank("/api/v1/auth_proxy/login/", method="POST",
+                              environ={"REMOTE_ADDR": addr, "netweave.listener": "tls"})
+    req.body = json.dumps({"username": user, "password": password}).encode()
+    return req.get_response(env.app)
+
+
+def test_login_rate_limit_per_user_and_per_address(env):
+    from rest import login_limit
+    ok(env.local("POST", "/api/v1/auth_proxy/local_users/rl/", {"password": "right-password", "role": "viewer"}))
+    tokens = lambda: sum(1 for v in env.store.list("auth/token/").values() if v["principal"] == "user:rl")  # noqa: E731
+    before = tokens()
+    for _ in range(login_limit.PER_USER):
+        assert _login(env, "rl", "wrong-password", "192.0.2.1").status_int == 401
+    # the next try, even with the right password and from another address: 429, no token
+    for addr in ("192.0.2.1", "192.0.2.2"):
+        r = _login(env, "rl", "right-password", addr)
+        assert r.status_int == 429, r.status
+        assert r.json["error"].startswith("login: too many wrong passwords for user rl")
+        assert 1 <= int(r.headers["Retry-After"]) <= login_limit.WINDOW
+    assert tokens() == before
+    env.clock.now += login_limit.WINDOW + 1            # the failures leave the window
+    assert _login(env, "rl", "right-password", "192.0.2.2").status_int == 200
+    # one address guessing many names: limited by address, other addresses are not
+    for i in range(login_limit.PER_ADDRESS):
+        assert _login(env, f"guess{i}", "wrong-password", "192.0.2.3").status_int == 401
+    r = _login(env, "rl", "right-password", "192.0.2.3")
+    assert r.status_int == 429 and "for address 192.0.2.3" in r.json["error"], r.json
+    assert _login(env, "rl", "right-password", "192.0.2.4").status_int == 200
+    env.clock.now += login_limit.WINDOW + 1
+
+
+def test_limiter_table_stays_bounded():
+    from rest import login_limit
+    clock = Clock()
+    lim = login_limit.LoginLimiter(clock=clock)
+    for i in range(login_limit.MAX_KEYS + 50):
+        lim.failed("192.0.2.9", f"name{i}")
+        clock.now += 0.001
+    assert len(lim._fails) <= login_limit.MAX_KEYS
+    assert lim.check("192.0.2.9", "other")[0] == "address 192.0.2.9"     # the busy address is kept
+
+
+# ---------------------------------------------------------------- the OpenAPI document's security
+def test_every_secured_operation_refuses_without_a_token(env):
+    """The document says what each operation needs on the HTTPS listener; every one
+    that names a scheme answers 401 without a token, the others do not."""
+    import re
+    doc = env.app.spec
+    assert doc["components"]["securitySchemes"].keys() == {"bearer", "contivToken"}
+    checked = 0
+    for path, item in doc["paths"].items():
+        concrete = re.sub(r"\{[^}]+\}", "x1", path)
+        for method, op in item.items():
+            if method == "parameters":
+                continue
+            assert "security" in op, (method, path)
+            r = env.call(method.upper(), concrete, {} if method in ("post", "put") else None)
+            if op["security"]:
+                assert op["security"] == [{"bearer": []}, {"contivToken": []}], (method, path)
+                assert r.status_int == 401, (method, path, r.status)
+                assert r.headers["WWW-Authenticate"].startswith("Bearer")
+                checked += 1
+            else:
+                assert r.status_int != 401, (method, path, r.status)
+    assert checked >= 40, checked
