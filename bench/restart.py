@@ -36,6 +36,7 @@ import requests
 
 from bench import common
 from topologies import launch
+from topologies.common import free_port, wait_until
 from topologies.ovs import OvsInstance, sh
 
 log = logging.getLogger("bench.restart")
@@ -56,21 +57,6 @@ def _endpoint(j: int) -> dict:
             "intfName": f"nwr{j}", "ipAddress": f"10.{60 + i}.{10 + k // 250}.{k % 250 + 2}"}
 
 
-def _wait_http(url: str, proc, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"netmaster exited with {proc.returncode}")
-        try:
-            if requests.get(url, timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not answer")
-        time.sleep(0.1)
-
-
 _TS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 
@@ -86,7 +72,7 @@ class Bench:
         self.dir = tempfile.mkdtemp(prefix="nwb-rs-")
         self.ovs = OvsInstance(os.path.join(self.dir, "ovs"), netns=NS)
         self.python = python
-        self.of_port = common.free_port()
+        self.of_port = free_port()
         self.store = f"sqlite://{self.dir}/state.db"
         self.pki = os.path.join(self.dir, "pki")
         self.nm = None
@@ -130,7 +116,7 @@ class Bench:
 
     def populate(self, n: int) -> float:
         """The tenant, its policy, 10 hosts (h0 = our switch) and n endpoints, through REST."""
-        rest = common.free_port()
+        rest = free_port()
         url = f"http://127.0.0.1:{rest}/api/v1/"
         nm = self._spawn(rest, ["--no-openflow"], "populate")
         t0 = time.monotonic()
@@ -141,7 +127,10 @@ class Bench:
             if not r.ok:
                 raise RuntimeError(f"POST {path}: {r.status_code} {r.text[:300]}")
         try:
-            _wait_http(f"http://127.0.0.1:{rest}/version", nm)
+            wait_until(lambda: nm.poll() is not None or requests.get(f"http://127.0.0.1:{rest}/version", timeout=2).ok,
+                       60, interval=0.1, what="netmaster answering")
+            if nm.poll() is not None:
+                raise RuntimeError(f"netmaster exited with {nm.returncode}")
             post(f"tenants/{TENANT}/", {"tenantName": TENANT})
             for i in range(NETS):
                 post(f"networks/{TENANT}:n{i}/", {"tenantName": TENANT, "networkName": f"n{i}",
@@ -201,7 +190,7 @@ class Bench:
     def netmaster_start(self, tag: str, python=None) -> float:
         """Spawn netmaster with OpenFlow; returns the wall-clock time just before the spawn."""
         t0 = time.time()
-        self.nm = self._spawn(common.free_port(), ["--of-listen", CTRL_IP], tag, python)
+        self.nm = self._spawn(free_port(), ["--of-listen", CTRL_IP], tag, python)
         return t0
 
     def wait_reconcile(self, timeout: float = 300) -> dict:
@@ -223,7 +212,7 @@ class Bench:
             time.sleep(0.01)
 
     def flow_count(self) -> int:
-        out = self.ovs.ofctl("dump-aggregate", BRIDGE)
+        out = self.ovs.ofctl("dump-aggregate", bridge=BRIDGE)
         return int(out.split("flow_count=")[1].split()[0])
 
 
