@@ -197,8 +197,9 @@ class NetmasterClient:
             raise
 
     def list_endpoints(self, host=None):
-        eps = self.call("GET", "/api/v1/endpoints/") or []
-        if host is not None:
+        path = "/api/v1/endpoints/" + (f"?host={urllib.parse.quote(host)}" if host is not None else "")
+        eps = self.call("GET", path) or []
+        if host is not None:                 # (a netmaster without the filter sends all)
             eps = [e for e in eps if e.get("homingHost") == host]
         return eps
 

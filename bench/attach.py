@@ -13,7 +13,14 @@ flows on its own host).
 With --docker (where docker.io is installed) each host also runs a dockerd whose network
 driver is netplugin, and the same is measured for `docker run -d --net NET` beside CNI.
 
-    python -m bench.attach [-n 100] [--docker]
+With --populate P (issue 12: "the same with 10k endpoints already in the tenant as with
+none") the n attaches are measured twice in one cluster: first in the empty tenant, then
+after P more endpoints of the tenant (10 more networks, spread over the 3 hosts: REST
+records through the live netmaster, each with a tap link of its name in its host's
+namespace so netplugin keeps it) once every switch realized them; the table gives both
+and their ratio.
+
+    python -m bench.attach [-n 100] [--docker] [--populate 10000]
 """
 from __future__ import annotations
 
@@ -75,7 +82,7 @@ def profile_cni(c: Cluster, host: str, ep: str) -> str:
     return f"cluster.run() under the profiler: {total * 1000:.0f} ms\n" + s.getvalue()
 
 
-def run(n: int = 100, with_profile: bool = False, docker: bool = False) -> dict:
+def run(n: int = 100, with_profile: bool = False, docker: bool = False, populate: int = 0) -> dict:
     c = new_cluster(docker)
     prober = None
     cni_times = []
@@ -106,12 +113,16 @@ def run(n: int = 100, with_profile: bool = False, docker: bool = False) -> dict:
             return c.run(host, f"nwb{i}", "nwbnet")["ip"]
 
         samples, runs = _measure(c, prober, n, nxt, attach_cni, "CNI")
-        out = {"endpoints": len(samples), "first_packet_s": samples, "run_s": runs, "cni_add_s": cni_times,
-               "p50_ms": 1000 * common.percentile(samples, 50), "p99_ms": 1000 * common.percentile(samples, 99),
-               "cni_p50_ms": 1000 * common.percentile(cni_times, 50),
-               "cni_p99_ms": 1000 * common.percentile(cni_times, 99),
-               "after_cni_p50_ms": 1000 * common.percentile([s - r for s, r in zip(samples, cni_times)], 50),
-               "timeouts": sum(1 for s in samples if s == float("inf"))}
+        out = _summary(samples, runs, cni_times)
+        if populate:
+            out["populate"] = _populate(c, populate)
+            nxt += n
+            cni_times.clear()
+            s2, r2 = _measure(c, prober, n, nxt, lambda i, h: attach_cni(i + n, h), "CNI (populated)")
+            out["populated"] = dict(_summary(s2, r2, cni_times), population=populate)
+            out["ratio_p50"] = out["populated"]["p50_ms"] / out["p50_ms"]
+            out["ratio_p99"] = out["populated"]["p99_ms"] / out["p99_ms"]
+            nxt += n
         if docker:
             for h in ("h1", "h3"):              # netplugin makes the network on each dockerd
                 wait_until(lambda: "nwbnet" in c.docker(h).cli("network", "ls").stdout, 20, interval=0.2)
@@ -138,6 +149,58 @@ def run(n: int = 100, with_profile: bool = False, docker: bool = False) -> dict:
         out["profile_cni"] = prof
     out["rows"] = rows(out)
     return out
+
+
+def _summary(samples, runs, cni_times) -> dict:
+    return {"endpoints": len(samples), "first_packet_s": samples, "run_s": runs, "cni_add_s": list(cni_times),
+            "p50_ms": 1000 * common.percentile(samples, 50), "p99_ms": 1000 * common.percentile(samples, 99),
+            "cni_p50_ms": 1000 * common.percentile(cni_times, 50),
+            "cni_p99_ms": 1000 * common.percentile(cni_times, 99),
+            "after_cni_p50_ms": 1000 * common.percentile([s - r for s, r in zip(samples, cni_times)], 50),
+            "timeouts": sum(1 for s in samples if s == float("inf"))}
+
+
+POP_NETS = 10
+
+
+def _populate(c: Cluster, total: int) -> dict:
+    """total endpoint records of the tenant in POP_NETS networks of their own, spread over
+    the hosts, through the live netmaster (4 clients); then until every switch realized them."""
+    from concurrent.futures import ThreadPoolExecutor
+    from topologies.ovs import sh
+    hosts = sorted(c.state["hosts"])
+    t0 = time.monotonic()
+    for i in range(POP_NETS):
+        post(c, f"/api/v1/networks/default:nwbpop{i}/", {"tenantName": "default", "networkName": f"nwbpop{i}",
+                                                         "subnet": f"10.{110 + i}.0.0/16",
+                                                         "gateway": f"10.{110 + i}.0.1"})
+    for k, h in enumerate(hosts):          # netplugin releases an endpoint whose link is gone
+        links = [f"tuntap add dev nwbq{j} mode tap" for j in range(total) if j % len(hosts) == k]
+        sh("ip", "-n", c.host_ns(h), "-batch", "-", input="\n".join(links) + "\n")
+
+    def some(js):
+        with requests.Session() as s:
+            for j in js:
+                i, k = j % POP_NETS, j // POP_NETS
+                r = s.post(f"{c.url}/api/v1/endpoints/nwbq{j}/", json={
+                    "tenantName": "default", "networkName": f"nwbpop{i}", "host": hosts[j % len(hosts)],
+                    "intfName": f"nwbq{j}", "ipAddress": f"10.{110 + i}.{10 + k // 250}.{k % 250 + 2}"}, timeout=120)
+                if not r.ok:
+                    raise RuntimeError(f"POST endpoints/nwbq{j}/: {r.status_code} {r.text[:300]}")
+    with ThreadPoolExecutor(4) as ex:
+        list(ex.map(some, [range(k, total, 4) for k in range(4)]))
+    t_write = time.monotonic() - t0
+    deadline = time.monotonic() + 600
+    while True:
+        r = requests.get(c.url + "/api/v1/realization/?wait=2", timeout=60).json()
+        if len(r.get("live", [])) == len(hosts) and not r.get("lagging"):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"switches did not realize the population: {r}")
+    flows = {h: int(c.ovs(h).ofctl("dump-aggregate").split("flow_count=")[1].split()[0]) for h in hosts}
+    log.info("event=bench_populated endpoints=%d write_s=%.1f settle_s=%.1f flows=%s", total, t_write,
+             time.monotonic() - t0 - t_write, flows)
+    return {"endpoints": total, "write_s": t_write, "total_s": time.monotonic() - t0, "flows": flows}
 
 
 def _measure(c, prober, n, first_ip, attach, what):
@@ -171,6 +234,14 @@ def _measure(c, prober, n, first_ip, attach, what):
 
 
 def rows(o) -> list:
+    pop = []
+    if "populated" in o:
+        q = o["populated"]
+        pop = [(f"... the same with {q['population']} more endpoints in the tenant, p50 / p99",
+                f"{q['p50_ms']:.0f} / {q['p99_ms']:.0f} ms (CNI ADD {q['cni_p50_ms']:.0f} / {q['cni_p99_ms']:.0f})",
+                "< 150 / < 500 ms", common.verdict(q["p50_ms"] < 150 and q["p99_ms"] < 500)),
+               ("... populated / empty tenant, p50 / p99", f"{o['ratio_p50']:.2f} / {o['ratio_p99']:.2f}", "<= 1.2",
+                common.verdict(o["ratio_p50"] <= 1.2))]
     return [(f"attach -> first remote ping ({o['endpoints']} endpoints), p50",
              f"{o['p50_ms']:.0f} ms", "< 200 ms", common.verdict(o["p50_ms"] < 200)),
             ("attach -> first remote ping, p99", f"{o['p99_ms']:.0f} ms", "< 1000 ms",
@@ -180,7 +251,7 @@ def rows(o) -> list:
            [("docker run -> first remote ping, p50 / p99",
              f"{o['docker_p50_ms']:.0f} / {o['docker_p99_ms']:.0f} ms", "beside CNI", ""),
             ("docker run -d alone, p50", f"{o['docker_run_p50_ms']:.0f} ms", "", "")]
-           if "docker_p50_ms" in o else [])
+           if "docker_p50_ms" in o else []) + pop
 
 
 def main(argv=None) -> int:
@@ -188,9 +259,10 @@ def main(argv=None) -> int:
     p.add_argument("-n", type=int, default=100, help="endpoints to attach (default 100)")
     p.add_argument("--profile", action="store_true", help="then cProfile one more CNI ADD")
     p.add_argument("--docker", action="store_true", help="also docker run through netplugin's driver")
+    p.add_argument("--populate", type=int, default=0, help="then again with this many more endpoints in the tenant")
     a = p.parse_args(argv)
     common.setup_logging()
-    out = run(a.n, a.profile, a.docker and docker_host.available())
+    out = run(a.n, a.profile, a.docker and docker_host.available(), a.populate)
     common.save("attach", out)
     print(common.rows_table(out["rows"]))
     if a.profile:

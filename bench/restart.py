@@ -37,7 +37,7 @@ import requests
 from bench import common
 from topologies import launch
 from topologies.common import free_port, wait_until
-from topologies.ovs import OvsInstance, sh
+from topologies.ovs import OvsInstance
 
 log = logging.getLogger("bench.restart")
 NS, VETH_ROOT, VETH_NS = "nwbrs", "nwbrsr", "nwbrsn"

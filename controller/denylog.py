@@ -29,7 +29,7 @@ from collections import OrderedDict, deque
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
-from os_ken.lib.packet import ethernet, icmp, ipv4, packet, tcp, udp
+from os_ken.lib.packet import ethernet, icmp, icmpv6, ipv4, ipv6, packet, tcp, udp
 from prometheus_client import Counter
 
 from flows.pipeline import Owner, parse_cookie
@@ -47,7 +47,7 @@ UNATTRIBUTED = Counter("netweave_policy_log_unattributed_packet_ins",
                        "Packet-ins the denied-traffic log could not attribute to a rule or parse",
                        ["reason"])
 
-_PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp"}
+_PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}     # icmp rules cover ICMPv6
 
 
 class DenyLog:
@@ -124,7 +124,7 @@ class DenyLog:
             return
         self._index_of = snap
         self._rules = {r.rule_uid: r for r in snap.rules if r.rule_uid}
-        self._eps = {(e.tenant, e.ip): e.endpoint_id for e in snap.endpoints}
+        self._eps = {(e.tenant, ip): e.endpoint_id for e in snap.endpoints for ip in (e.ip, e.ip6) if ip}
 
     def _rule(self, uid: int):
         self._index()
@@ -141,7 +141,7 @@ class DenyLog:
 
 
 def parse_packet(data: bytes) -> Optional[dict]:
-    """IPv4 addresses, protocol and ports of a (possibly truncated) Ethernet frame:
+    """IP (v4 or v6) addresses, protocol and ports of a (possibly truncated) Ethernet frame:
     {"src", "dst", "protocol", "srcPort", "port"}; port is the destination port,
     for ICMP the echo id stands in for the source port and the type for the port."""
     try:
@@ -149,17 +149,22 @@ def parse_packet(data: bytes) -> Optional[dict]:
     except Exception:                    # noqa: BLE001 - a truncated or odd frame
         return None
     ip = pkt.get_protocol(ipv4.ipv4)
-    if ip is None or pkt.get_protocol(ethernet.ethernet) is None:
+    ip6 = pkt.get_protocol(ipv6.ipv6) if ip is None else None
+    if (ip is None and ip6 is None) or pkt.get_protocol(ethernet.ethernet) is None:
         return None
-    out = {"src": ip.src, "dst": ip.dst, "protocol": _PROTO_NAMES.get(ip.proto, str(ip.proto)),
-           "srcPort": 0, "port": 0}
+    if ip6 is not None:
+        out = {"src": ip6.src, "dst": ip6.dst, "protocol": _PROTO_NAMES.get(ip6.nxt, str(ip6.nxt)),
+               "srcPort": 0, "port": 0}
+    else:
+        out = {"src": ip.src, "dst": ip.dst, "protocol": _PROTO_NAMES.get(ip.proto, str(ip.proto)),
+               "srcPort": 0, "port": 0}
     l4 = pkt.get_protocol(tcp.tcp) or pkt.get_protocol(udp.udp)
     if l4 is not None:
         out["srcPort"], out["port"] = l4.src_port, l4.dst_port
     else:
-        ic = pkt.get_protocol(icmp.icmp)
+        ic = pkt.get_protocol(icmp.icmp) or pkt.get_protocol(icmpv6.icmpv6)
         if ic is not None:
-            out["port"] = ic.type
-            if isinstance(ic.data, icmp.echo):
+            out["port"] = ic.type_ if isinstance(ic, icmpv6.icmpv6) else ic.type
+            if isinstance(ic.data, (icmp.echo, icmpv6.echo)):
                 out["srcPort"] = ic.data.id
     return out

@@ -225,6 +225,17 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The OpenFlow port is bound before the slow part of the start (imports, the store,
+    # the first full compile): a switch retrying meanwhile waits in the kernel's backlog
+    # instead of being refused and backing off for another second or more.
+    of_sock = None
+    if not args.no_openflow:
+        try:
+            of_sock = eventlet.listen((args.of_listen, args.of_port),
+                                      family=socket.AF_INET6 if ":" in args.of_listen else socket.AF_INET)
+        except OSError as exc:
+            log.error("event=listen_failed address=%s:%d error=%s", args.of_listen, args.of_port, exc)
+            return 1
     from controller.netmaster import Netmaster
 
     from rest.auth import ensure_local_credentials
@@ -241,7 +252,8 @@ def main(argv=None):
                        openflow=None if args.no_openflow else (args.of_listen, args.of_port),
                        deny_log_rate=args.deny_log_rate, pki=pki, token_ttl=args.token_ttl,
                        member=_member(args, listen, tls_listen), election_ttl=args.election_ttl,
-                       of_tls_port=args.of_tls_port or None, of_tls_listen=args.of_tls_listen)
+                       of_tls_port=args.of_tls_port or None, of_tls_listen=args.of_tls_listen,
+                       of_sock=of_sock)
     except StoreError as exc:             # unreachable, refused TLS, a bad option: say which, exit
         log.error("event=store_failed store=%s error=%s", args.store, exc)
         return 1

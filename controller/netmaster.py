@@ -24,7 +24,8 @@ class Netmaster:
     def __init__(self, store_url: str, host_timeout: float = 6.0, underlay_mtu: int = 1500,
                  openflow: tuple | None = ("0.0.0.0", 6653), deny_log_rate: int = 100,
                  pki=None, token_ttl: float = auth.TOKEN_TTL, member: dict | None = None,
-                 election_ttl: int = 3, of_tls_port: int | None = None, of_tls_listen: str | None = None):
+                 election_ttl: int = 3, of_tls_port: int | None = None, of_tls_listen: str | None = None,
+                 of_sock=None):
         self.store = open_store(store_url)
         # Several netmasters on one etcd elect a leader (controller/election.py); only it
         # writes switches. member: this one's record (id, address, rest, of ports).
@@ -37,6 +38,7 @@ class Netmaster:
         self.openflow = openflow
         self.of_tls_port = of_tls_port        # OpenFlow over TLS with the PKI (None: off)
         self.of_tls_listen = of_tls_listen    # its address (None: the plain listener's)
+        self.of_sock = of_sock                # the OpenFlow tcp listener, if bound already (ofapp.listen)
         self.fabric = Fabric(self.model)
         self.deny_log_rate = deny_log_rate
         self.denylog = DenyLog(self.fabric.snapshot, self._host_label)
@@ -60,7 +62,7 @@ class Netmaster:
             self.of = ofapp.start(self.fabric, host, port, deny_log_rate=self.deny_log_rate,
                                   packet_in=self.denylog.packet_in, roles=self.clustered,
                                   tls_port=self.of_tls_port if tls else None, tls=tls,
-                                  tls_host=self.of_tls_listen)
+                                  tls_host=self.of_tls_listen, sock=self.of_sock)
             self.fabric.request_reconcile = self.of.app.request_reconcile
             # groups are owned like flows: never delete one netweave did not make
             from flows.pipeline import group_owned

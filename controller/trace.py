@@ -39,7 +39,12 @@ def owners(model, snapshot) -> dict:
 
 
 def build_packet(snapshot, src, dst_ip: str, proto: str, port: int) -> dict:
-    same_net = {e.ip: e for e in snapshot.endpoints if e.tenant == src.tenant and e.network == src.network}
+    """The first packet of a connection from src to dst_ip (IPv6 when dst_ip is, from src's ip6)."""
+    v6 = ":" in dst_ip
+    if v6 and not src.ip6:
+        raise ValidationError(f"to: {dst_ip} is IPv6 and endpoint {src.endpoint_id} has no IPv6 address")
+    same_net = {e.ip6 if v6 else e.ip: e for e in snapshot.endpoints
+                if e.tenant == src.tenant and e.network == src.network}
     vips = {sv.vip: sv for sv in snapshot.services if sv.tenant == src.tenant and sv.network == src.network}
     if dst_ip in same_net:
         eth_dst = same_net[dst_ip].mac
@@ -47,12 +52,18 @@ def build_packet(snapshot, src, dst_ip: str, proto: str, port: int) -> dict:
         eth_dst = vip_mac(dst_ip)          # what the switch answers an ARP for the VIP with
     else:
         eth_dst = ROUTER_MAC
-    pkt = {"eth_src": src.mac, "eth_dst": eth_dst, "eth_type": 0x0800, "ip_src": src.ip, "ip_dst": dst_ip,
-           "nw_ttl": 64}
+    if v6:
+        pkt = {"eth_src": src.mac, "eth_dst": eth_dst, "eth_type": pipeline.ETH_IP6, "ipv6_src": src.ip6,
+               "ipv6_dst": dst_ip, "nw_ttl": 64}
+    else:
+        pkt = {"eth_src": src.mac, "eth_dst": eth_dst, "eth_type": 0x0800, "ip_src": src.ip, "ip_dst": dst_ip,
+               "nw_ttl": 64}
     if proto in ("tcp", "udp"):
         pkt["ip_proto"] = pipeline.IP_PROTO[proto]
         pkt[f"{proto}_src"] = 40000
         pkt[f"{proto}_dst"] = port
+    elif proto == "icmp" and v6:
+        pkt.update(ip_proto=pipeline.IPPROTO_ICMPV6, icmpv6_type=pipeline.ICMP6_ECHO_REQUEST, icmpv6_code=0)
     elif proto == "icmp":
         pkt.update(ip_proto=1, icmp_type=8, icmp_code=0)
     else:
@@ -64,7 +75,7 @@ def trace(fabric, model, src_ep: str, dst: str, proto: str = "tcp", port: int = 
     """Trace a new connection from endpoint src_ep to dst (an address or an endpoint id)."""
     snap = fabric.snapshot()
     eps = {e.endpoint_id: e for e in snap.endpoints}
-    src = eps.get(src_ep) or next((e for e in snap.endpoints if e.ip == src_ep), None)
+    src = eps.get(src_ep) or next((e for e in snap.endpoints if src_ep in (e.ip, e.ip6)), None)
     if src is None:
         raise NotFound(f"from: endpoint {src_ep} not found")
     dst_ep = eps.get(dst)
@@ -96,7 +107,7 @@ def trace(fabric, model, src_ep: str, dst: str, proto: str = "tcp", port: int = 
     delivered = [{"host": h, "port": n, "endpoint": by_port[(h, n)].endpoint_id if (h, n) in by_port else None}
                  for h, n, _ in ft.delivered]
     target = dst_ep.endpoint_id if dst_ep else next((e.endpoint_id for e in snap.endpoints
-                                                     if e.ip == dst_ip and e.tenant == src.tenant), None)
+                                                     if dst_ip in (e.ip, e.ip6) and e.tenant == src.tenant), None)
     reached = any(d["endpoint"] == target for d in delivered) if target else bool(delivered)
     verdict = "delivered" if reached else "dropped"
     if target is None and dst_ip != src.ip and [d["endpoint"] for d in delivered] == [src.endpoint_id]:

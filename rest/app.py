@@ -283,7 +283,8 @@ class RestApp:
         kind = self._kind(rest[0])
         if len(rest) == 1:
             self._method(req, "GET")
-            objs = self.model.list(kind)
+            host = req.GET.get("host") if kind is schema.ENDPOINT else None
+            objs = self.model.list(kind, host=host) if host else self.model.list(kind)
             return [self._wire(kind, o) for o in objs]
         if len(rest) != 2:
             raise HTTPError(404, f"no such path {req.path}")

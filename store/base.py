@@ -11,6 +11,7 @@ read-validate-commit methods are wrapped in `retry_stale`.
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import logging
@@ -76,6 +77,7 @@ class Store:
         # The same values by "directory" (the key up to its last '/'), so that
         # listing a kind costs what it returns, not a scan of the whole state.
         self._dirs: dict[str, dict[str, dict]] = {}
+        self._dirnames: list[str] = []         # the keys of _dirs, sorted: a prefix's are a slice
         self._watchers: list[Callable[[list[Event]], None]] = []
         self._mirror_lock = threading.RLock()
 
@@ -85,15 +87,14 @@ class Store:
 
     def list(self, prefix: str) -> dict[str, dict]:
         with self._mirror_lock:
-            if prefix in self._dirs:
-                out = dict(self._dirs[prefix])
-                for d, entries in self._dirs.items():        # deeper directories, if any
-                    if d != prefix and d.startswith(prefix):
-                        out.update(entries)
-                return out
             if prefix.endswith("/"):
-                return {k: v for d, entries in self._dirs.items() if d.startswith(prefix)
-                        for k, v in entries.items()}
+                names = self._dirnames           # the directories under prefix: one sorted slice
+                i = bisect.bisect_left(names, prefix)
+                out: dict[str, dict] = {}
+                while i < len(names) and names[i].startswith(prefix):
+                    out.update(self._dirs[names[i]])
+                    i += 1
+                return out
             return {k: v for k, v in self._data.items() if k.startswith(prefix)}
 
     def keys(self, prefix: str) -> list[str]:
@@ -108,7 +109,12 @@ class Store:
 
     def _put(self, key: str, value: dict) -> None:
         self._data[key] = value
-        self._dirs.setdefault(key[:key.rfind("/") + 1], {})[key] = value
+        d = key[:key.rfind("/") + 1]
+        entries = self._dirs.get(d)
+        if entries is None:
+            entries = self._dirs[d] = {}
+            bisect.insort(self._dirnames, d)
+        entries[key] = value
 
     def _del(self, key: str) -> None:
         del self._data[key]
@@ -118,6 +124,9 @@ class Store:
             entries.pop(key, None)
             if not entries:
                 del self._dirs[d]
+                i = bisect.bisect_left(self._dirnames, d)
+                if i < len(self._dirnames) and self._dirnames[i] == d:
+                    del self._dirnames[i]
 
     # -- writes -----------------------------------------------------------------
     def commit(self, puts: dict[str, dict] | None = None, deletes: Iterable[str] = ()) -> None:

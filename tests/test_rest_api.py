@@ -429,6 +429,29 @@ def test_netprofile_reaches_endpoint_records_and_host_version(netmaster):
     assert ok(nm.get("/api/v1/hosts/h1/"))["endpointsVersion"] not in (v0, v1)
 
 
+def test_endpoints_of_one_host_and_a_version_only_qos_moves(netmaster):
+    """An agent reads its own endpoints (?host=); its host's endpointsVersion moves with
+    what it applies (QoS), not with every endpoint added (each attach made every agent
+    re-read all endpoints)."""
+    nm = netmaster
+    ok(nm.post("/api/v1/networks/default:n/", {"subnet": "10.7.0.0/24"}))
+    for h, dpid in (("h1", "00000000000000b1"), ("h2", "00000000000000b2")):
+        ok(nm.post(f"/api/v1/hosts/{h}/", {"vtepIP": f"10.99.0.{dpid[-1]}", "dpid": dpid}))
+    v0 = ok(nm.get("/api/v1/hosts/h1/"))["endpointsVersion"]
+    for i, h in enumerate(("h1", "h2", "h1")):
+        ok(nm.post(f"/api/v1/endpoints/q{i}/", {"tenantName": "default", "networkName": "n", "host": h,
+                                                "intfName": f"nwq{i}"}))
+    assert sorted(e["endpointID"] for e in ok(nm.get("/api/v1/endpoints/?host=h1"))) == ["q0", "q2"]
+    assert ok(nm.get("/api/v1/endpoints/?host=h9")) == []
+    assert len(ok(nm.get("/api/v1/endpoints/"))) == 3
+    assert ok(nm.get("/api/v1/hosts/h1/"))["endpointsVersion"] == v0          # no QoS: nothing to apply
+    ok(nm.post("/api/v1/netprofiles/default:slow/", {"bandwidth": "10mbps", "burst": 64}))
+    ok(nm.post("/api/v1/endpointGroups/default:g/", {"networkName": "n", "netProfile": "slow"}))
+    ok(nm.post("/api/v1/endpoints/q3/", {"tenantName": "default", "networkName": "g", "host": "h1",
+                                         "intfName": "nwq3"}))
+    assert ok(nm.get("/api/v1/hosts/h1/"))["endpointsVersion"] != v0          # one with QoS: apply it
+
+
 def test_policy_log_route(shared_netmaster):
     nm = shared_netmaster
     assert ok(nm.get("/api/v1/policylog/")) == []

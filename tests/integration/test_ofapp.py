@@ -13,6 +13,7 @@ eventlet.monkey_patch()
 import logging  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
+import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
 from os_ken.ofproto import ofproto_parser, ofproto_protocol  # noqa: E402
@@ -391,6 +392,43 @@ def test_changes_are_diffed_against_what_was_committed_and_audits_repair(env):
     r = env.reconcile()
     assert (r.outcome, r.read, r.added) == ("committed", "switch", 1)
 
+
+
+@needs_ovs
+def test_periodic_audit_reads_each_switch_and_repairs(env):
+    """Nobody calls audit(): the audit loop reads the switch again by itself (one switch
+    at a time, spread over the interval) and puts back a flow deleted behind its back."""
+    env.fabric.flows, env.fabric.groups = set(ALL_FLOWS), set(ALL_GROUPS)
+    assert env.reconcile().outcome == "committed"
+    ofapp.hub.kill(env.app._auditor)
+    env.app.audit_interval = 0.3
+    env.app._auditor = ofapp.hub.spawn(env.app._audit_loop)
+    env.ovs.ofctl("del-flows", "--strict", "table=20,priority=0")   # behind its back
+    wait_until(lambda: len(env.ours()) == len(ALL_FLOWS), 30, what="the audit's repair")
+    r = env.app.last_result[DPID]
+    assert (r.read, r.added) == ("switch", 1)
+
+
+@needs_ovs
+def test_listener_bound_by_the_caller_serves_switches(env):
+    """netmaster binds the OpenFlow port before its slow start (controller/main.py) and
+    hands it to start(): a switch that connected meanwhile waits in the backlog and is
+    served once the app runs; stop() closes it, so the port can be bound again."""
+    env.fabric.flows, env.fabric.groups = set(ALL_FLOWS), set(ALL_GROUPS)
+    env.stop_controller()
+    sock = ofapp.listen(env.ovs.root_ip, env.port)
+    # the kernel completes the switch's tcp connection; nobody accepts it yet
+    wait_until(lambda: subprocess.run(["ss", "-Htn", "state", "established", f"( sport = :{env.port} )"],
+                                      capture_output=True, text=True).stdout.strip(),
+               30, what="the switch's connection in the backlog")
+    env.handle = ofapp.start(env.fabric, env.ovs.root_ip, env.port, sock=sock)
+    wait_until(lambda: DPID in env.app.datapaths and env.app.idle() and DPID in env.app.last_result,
+               30, what="the switch served")
+    assert env.app.last_result[DPID].outcome == "committed"
+    assert len(env.ours()) == len(ALL_FLOWS)
+    env.stop_controller()
+    ofapp.listen(env.ovs.root_ip, env.port).close()     # closed by stop(): free again
+    env.start_controller()
 
 
 def _meters(env) -> str:

@@ -19,7 +19,7 @@ from flows.compiler import compile_all
 from flows.pipeline import ROUTER_MAC, TUNNEL_PORT
 from flows.simulator import Switch
 from tests.procs import Lab
-from tests.unit.topo import EP, arp_req, ip_pkt, policy_snapshot
+from tests.unit.topo import EP, arp_req, ip6_pkt, ip_pkt, policy_snapshot, solicit
 from topologies.ovs import run
 
 pytestmark = pytest.mark.skipif(
@@ -104,8 +104,27 @@ CASES = {
     "gateway-ping": ip_pkt(B1, "10.1.1.254", dst_mac=ROUTER_MAC, proto="icmp"),
     "other-gateway-ping": ip_pkt(B1, "10.1.2.254", dst_mac=ROUTER_MAC, proto="icmp"),
 }
+# IPv6 (dual stack): blue web 2001:db8:1::/64, db 2001:db8:2::/64, gateways ::ff
+D2, B2 = EP["d2"], EP["b2"]
+CASES.update({
+    "v6-same-host": ip6_pkt(B1, EP["b3"].ip6, EP["b3"].mac),
+    "v6-tunnel": ip6_pkt(B1, B2.ip6, B2.mac),
+    "v6-routed-tcp-local": ip6_pkt(B1, D2.ip6, ROUTER_MAC),
+    "v6-routed-tcp-remote": ip6_pkt(B1, D1.ip6, ROUTER_MAC),
+    "v6-denied-in-rule": ip6_pkt(B1, D2.ip6, ROUTER_MAC, dport=5432),
+    "v6-hop-limit": ip6_pkt(B1, D1.ip6, ROUTER_MAC, hlim=1),
+    "v6-nd": solicit(B1, B2.ip6),
+    "v6-nd-gateway": solicit(B1, "2001:db8:1::ff"),
+    "v6-nd-unknown": solicit(B1, "2001:db8:1::77"),
+    "v6-router-solicitation": {k: v for k, v in solicit(B1, "2001:db8:1::ff").items() if not k.startswith("nd_")}
+    | {"icmpv6_type": 133, "eth_dst": "33:33:00:00:00:02", "ipv6_dst": "ff02::2"},
+    "v6-gateway-ping": ip6_pkt(B1, "2001:db8:1::ff", ROUTER_MAC, proto="icmp6"),
+    "v6-spoof": ip6_pkt(B1, EP["b3"].ip6, EP["b3"].mac, ipv6_src="2001:db8:1::99"),
+    "v6-from-tunnel": ip6_pkt(B2, B1.ip6, B1.mac, tun_id=5001),
+    "v6-multicast": ip6_pkt(B1, "ff02::fb", "33:33:00:00:00:fb", proto="udp", dport=5353),
+})
 PORT = {"vlan": 5, "from-tunnel": TUNNEL_PORT, "red": 4, "from-uplink": 10,
-        "from-tunnel-bcast": TUNNEL_PORT}
+        "from-tunnel-bcast": TUNNEL_PORT, "v6-from-tunnel": TUNNEL_PORT}
 
 
 @pytest.mark.parametrize("ct_state", ["+trk+new", "+trk+est"])

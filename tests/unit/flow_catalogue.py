@@ -40,6 +40,26 @@ ALL_FLOWS = [
     F(20, 0, {}, [], M | 10),
     # a logged deny's verdict: the meter (which the app creates on connect) then the controller
     F(21, 30, {"eth_type": 0x800, "ip_proto": 6, "tcp_dst": 22}, [("meter", 1), ("controller", 128)], M | 11),
+    # IPv6 (flows/nd.py, routing, policy): a solicitation answered in place, the
+    # advertisement's link-layer option, a route, conntrack, ND fields matched
+    F(1, 100, {"eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 135, "nd_target": "2001:db8:1::a",
+               "metadata": (3, 0x80000000FFFFFFFF)},
+      [("move", "eth_src", "eth_dst"), ("set_field", "eth_src", "02:4e:57:00:00:01"),
+       ("move", "ipv6_src", "ipv6_dst"), ("set_field", "ipv6_src", "2001:db8:1::a"),
+       ("set_field", "icmpv6_type", 136), ("set_field", "nd_reserved", 0xE0000000),
+       ("set_field", "nd_options_type", 2), ("goto", 6)], M | 12),
+    F(1, 90, {"eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 128, "icmpv6_code": 0,
+              "ipv6_dst": "2001:db8:1::ff", "eth_dst": "02:4e:57:00:00:01"},
+      [("move", "eth_src", "eth_dst"), ("move", "ipv6_src", "ipv6_dst"),
+       ("set_field", "ipv6_src", "2001:db8:1::ff"), ("set_field", "icmpv6_type", 129), ("in_port",)], M | 13),
+    F(1, 80, {"eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 135, "nd_sll": "02:00:00:00:00:01"}, [], M | 14),
+    F(1, 80, {"eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 136, "nd_tll": "02:00:00:00:00:01"}, [], M | 14),
+    F(6, 100, {"eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 136},
+      [("move", "eth_src", "nd_tll"), ("in_port",)], M | 15),
+    F(30, 100, {"eth_type": 0x86DD, "ipv6_src": ("2001:db8:1::", "ffff:ffff:ffff:ffff::"),
+                "ipv6_dst": "2001:db8:2::5", "ip_proto": 6, "tcp_dst": 80},
+      [("dec_ttl",), ("set_field", "eth_dst", "02:00:00:00:00:05"), ("ct", (("commit", True), ("zone", 3))),
+       ("goto", 40)], M | 16),
 ]
 ALL_GROUPS = [
     GroupEntry(1, ((("output", 5),), (("set_field", "eth_dst", "02:00:00:00:00:07"), ("output", 6)))),

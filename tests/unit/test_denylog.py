@@ -29,6 +29,20 @@ def frame(src, dst, proto="tcp", sport=40000, dport=5432, icmp_id=9, truncate=12
     return bytes(p.data)[:truncate]
 
 
+def frame6(src, dst, proto="tcp", truncate=128):
+    from os_ken.lib.packet import icmpv6, ipv6
+    p = packet.Packet()
+    p.add_protocol(ethernet.ethernet(dst="02:00:00:00:00:02", src="02:00:00:00:00:01", ethertype=0x86DD))
+    p.add_protocol(ipv6.ipv6(src=src, dst=dst, nxt=6 if proto == "tcp" else 58))
+    if proto == "tcp":
+        p.add_protocol(tcp.tcp(src_port=40000, dst_port=5432, bits=tcp.TCP_SYN))
+    else:
+        p.add_protocol(icmpv6.icmpv6(type_=128, data=icmpv6.echo(id_=9, seq=1, data=b"x" * 56)))
+    p.add_protocol(b"payload" * 40)
+    p.serialize()
+    return bytes(p.data)[:truncate]
+
+
 class Clock:
     def __init__(self):
         self.t = 1000.0
@@ -53,6 +67,11 @@ def test_parse_truncated_frames():
     assert parse_packet(frame("10.1.1.1", "10.1.2.1", "icmp", icmp_id=77)) == {
         "src": "10.1.1.1", "dst": "10.1.2.1", "protocol": "icmp", "srcPort": 77, "port": 8}
     assert parse_packet(b"\x00" * 10) is None
+    # IPv6: the same fields (an icmp rule covers ICMPv6: named icmp)
+    assert parse_packet(frame6("2001:db8:1::1", "2001:db8:2::1")) == {
+        "src": "2001:db8:1::1", "dst": "2001:db8:2::1", "protocol": "tcp", "srcPort": 40000, "port": 5432}
+    assert parse_packet(frame6("2001:db8:1::1", "2001:db8:2::1", "icmp")) == {
+        "src": "2001:db8:1::1", "dst": "2001:db8:2::1", "protocol": "icmp", "srcPort": 9, "port": 128}
     assert parse_packet(frame("10.1.1.1", "10.1.2.1")[:20]) is None      # no whole IP header
 
 

@@ -11,6 +11,7 @@ from flows.nd import link_local
 from flows.pipeline import ROUTER_MAC, T
 from flows.snapshot import Rule
 from tests.unit.topo import EP, at, fabric, send, with_policies
+from tests.unit.topo import ip6_pkt as ip6, solicit
 
 FAB = fabric()
 B1, B2, B3, D1 = EP["b1"], EP["b2"], EP["b3"], EP["d1"]
@@ -18,35 +19,10 @@ GW6 = "2001:db8:1::ff"
 SOLICITED_OVERRIDE, ROUTER_SOLICITED_OVERRIDE = 0x60000000, 0xE0000000
 
 
-def ip6(src, dst_ip6, dst_mac=None, proto="tcp", dport=80, sport=40000, hlim=64, **kw):
-    p = {"eth_src": src.mac, "eth_dst": dst_mac, "eth_type": 0x86DD, "ipv6_src": src.ip6,
-         "ipv6_dst": dst_ip6, "nw_ttl": hlim}
-    if proto == "tcp":
-        p.update(ip_proto=6, tcp_src=sport, tcp_dst=dport)
-    elif proto == "udp":
-        p.update(ip_proto=17, udp_src=sport, udp_dst=dport)
-    elif proto == "icmp6":
-        p.update(ip_proto=58, icmpv6_type=128, icmpv6_code=0)
-    p.update(kw)
-    return p
-
-
 def to(src, dst, **kw):
     """src -> dst over IPv6, through the router when they are in different networks."""
     s, d = EP[src], EP[dst]
     return ip6(s, d.ip6, d.mac if (s.tenant, s.network) == (d.tenant, d.network) else ROUTER_MAC, **kw)
-
-
-def solicit(src, target, src_ip=None, **kw):
-    """A neighbour solicitation as Linux sends it: to the target's solicited-node group."""
-    low = target.split(":")[-1].zfill(6)[-6:]
-    p = {"eth_src": src.mac, "eth_dst": "33:33:ff:" + ":".join([low[0:2], low[2:4], low[4:6]]),
-         "eth_type": 0x86DD, "ipv6_src": src.ip6 if src_ip is None else src_ip,
-         "ipv6_dst": "ff02::1:ff" + low[:2] + ":" + low[2:], "nw_ttl": 255, "ip_proto": 58,
-         "icmpv6_type": 135, "icmpv6_code": 0, "nd_target": target, "nd_sll": src.mac,
-         "nd_reserved": 0, "nd_options_type": 1}
-    p.update(kw)
-    return p
 
 
 def answer(ft, eid="b1"):
@@ -239,3 +215,20 @@ def test_rule_with_peers_of_two_families_is_inert():
     f = fabric(with_policies([R("p", 1, "in", 10, "deny", from_ip="2001:db8:1::/64", to_ip="10.1.2.1")],
                              {"gdb": ["p"]}))
     assert reaches(f, "b1", "d1") and reaches(f, "b1", "d1", v6=False)
+
+
+# ---------------------------------------------------------------- netctl trace's packet
+
+def test_trace_builds_ipv6_packets_that_walk_the_pipeline():
+    from controller.trace import build_packet
+    from model.validate import ValidationError
+    from tests.unit.topo import snapshot
+    snap = snapshot()
+    for dst, proto in ((D1.ip6, "tcp"), (B3.ip6, "udp"), (GW6, "icmp")):
+        p = build_packet(snap, B1, dst, proto, 80)
+        assert p["eth_type"] == 0x86DD and p["ipv6_src"] == B1.ip6
+        ft = send(FAB, "b1", p)
+        want = [at("b1")] if dst == GW6 else [at("d1")] if dst == D1.ip6 else [at("b3")]
+        assert ft.endpoints() == want
+    with pytest.raises(ValidationError):
+        build_packet(snap, EP["v1"], D1.ip6, "tcp", 80)         # v1 has no IPv6 address

@@ -94,6 +94,31 @@ def ip_pkt(src: Endpoint, dst_ip: str, dst_mac: str | None = None, proto: str = 
     return p
 
 
+def ip6_pkt(src, dst_ip6, dst_mac=None, proto="tcp", dport=80, sport=40000, hlim=64, **kw):
+    p = {"eth_src": src.mac, "eth_dst": dst_mac, "eth_type": 0x86DD, "ipv6_src": src.ip6,
+         "ipv6_dst": dst_ip6, "nw_ttl": hlim}
+    if proto == "tcp":
+        p.update(ip_proto=6, tcp_src=sport, tcp_dst=dport)
+    elif proto == "udp":
+        p.update(ip_proto=17, udp_src=sport, udp_dst=dport)
+    elif proto == "icmp6":
+        p.update(ip_proto=58, icmpv6_type=128, icmpv6_code=0)
+    p.update(kw)
+    return p
+
+
+def solicit(src, target, src_ip=None, **kw):
+    """A neighbour solicitation as Linux sends it: to the target's solicited-node group."""
+    low = target.split(":")[-1].zfill(6)[-6:]
+    p = {"eth_src": src.mac, "eth_dst": "33:33:ff:" + ":".join([low[0:2], low[2:4], low[4:6]]),
+         "eth_type": 0x86DD, "ipv6_src": src.ip6 if src_ip is None else src_ip,
+         "ipv6_dst": "ff02::1:ff" + low[:2] + ":" + low[2:], "nw_ttl": 255, "ip_proto": 58,
+         "icmpv6_type": 135, "icmpv6_code": 0, "nd_target": target, "nd_sll": src.mac,
+         "nd_reserved": 0, "nd_options_type": 1}
+    p.update(kw)
+    return p
+
+
 def arp_req(src: Endpoint, tpa: str, **kw) -> dict:
     p = {"eth_src": src.mac, "eth_dst": "ff:ff:ff:ff:ff:ff", "eth_type": 0x0806, "arp_op": 1,
          "arp_sha": src.mac, "arp_spa": src.ip, "arp_tha": "00:00:00:00:00:00", "arp_tpa": tpa}
