@@ -13,8 +13,8 @@ from typing import Iterable, List
 from flows.entry import FlowEntry
 from flows.mk import flow
 from flows import nd
-from flows.pipeline import (ETH_ARP, ETH_IP, ETH_IP6, IPPROTO_ICMPV6, MD_ALL, ND_NS, MULTICAST_BIT, OFPVID_PRESENT, TUNNEL_PORT,
-                            Owner, T, cookie, endpoint_cookie, md)
+from flows.pipeline import (ETH_ARP, ETH_IP, ETH_IP6, IPPROTO_ICMPV6, MD_ALL, MULTICAST_BIT, ND_NS,
+                            OFPVID_PRESENT, TUNNEL_PORT, Owner, T, cookie, endpoint_cookie, md)
 from flows.snapshot import Endpoint, Network
 
 F = flow

@@ -12,6 +12,10 @@ link-layer option (nd_tll) can only be written where the packet is an advertisem
 the target's MAC) into it. Writing nd_sll instead is accepted but lost: the datapath
 turns the option into a TLL before it writes the SLL (seen on OVS 3.1).
 
+Cost: OVS 3.1's datapath has no action to write nd_reserved/nd_options_type, so each
+answered solicitation is executed by ovs-vswitchd's slow path (ofproto/trace says so); ND is
+rare, but a port flooding solicitations costs upcalls, which a meter could cap (not done).
+
 Everything else of ND and its neighbours is dropped in table ARP, from anyone: router
 solicitations (netplugin configures the default route itself; there is no router
 advertisement), router advertisements and redirects (no endpoint is a router), unanswered

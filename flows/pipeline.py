@@ -3,7 +3,8 @@ cookie layout, fixed ports, group ids and the router MAC.
 
 Packet walk (every table misses to the next one unless stated):
 
-  INGRESS -> ARP (-> ND_REPLY: a solicitation turned advertisement, out of in_port) -> [SERVICE => SERVICE_LB -> (group) => SERVICE_FWD] -> SRC_GROUP -> DST_GROUP -> EGRESS_CT => EGRESS_POLICY
+  INGRESS -> ARP -> [SERVICE => SERVICE_LB -> (group) => SERVICE_FWD] -> SRC_GROUP -> DST_GROUP -> EGRESS_CT => EGRESS_POLICY
+          (ARP -> ND_REPLY: a neighbour solicitation turned advertisement, out of in_port)
           -> ROUTING -> L2 -> (local) INGRESS_CT => INGRESS_POLICY -> DELIVER
                           -> (remote) tunnel / uplink output, (bcast) flood group
 """

@@ -38,8 +38,8 @@ from flows.entry import FlowEntry
 from flows.index import Index
 from flows.iprange import as_match, family, prefixes
 from flows.mk import flow
-from flows.pipeline import (DENY_LOG_MAX_LEN, DENY_LOG_METER, ETH_IP, ETH_IP6, IP_PROTO, IPPROTO_ICMPV6, MD_FROM_FABRIC, MD_VRF_MASK,
-                            PRIO_CT_PASS, PRIO_POLICY_BASE,
+from flows.pipeline import (DENY_LOG_MAX_LEN, DENY_LOG_METER, ETH_IP, ETH_IP6, IP_PROTO, IPPROTO_ICMPV6,
+                            MD_FROM_FABRIC, MD_VRF_MASK, PRIO_CT_PASS, PRIO_POLICY_BASE,
                             PRIO_POLICY_SLOTS, REG_DST_GROUP, REG_SRC_GROUP, Owner, T, cookie, md)
 from flows.snapshot import Rule, Tenant
 
