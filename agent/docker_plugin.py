@@ -143,7 +143,9 @@ class Driver:
 
     def request_pool(self, req):
         if req.get("V6"):
-            raise DriverError("IPv6 pools are not served by netweave's IPAM")
+            raise DriverError("IPv6 pools are not served by netweave's Docker IPAM (IPv4 only): "
+                              "drop --ipv6; a container on a dual-stack netweave network gets its "
+                              "IPv4 address through Docker, use the CNI path for IPv6")
         tenant, network, group = self._target(req.get("Options") or {})
         net = self._network(tenant, network)
         cidr = str(ipam.parse_subnet(net["subnet"]).network)
@@ -202,7 +204,8 @@ class Driver:
         tenant, network, group = self._target(opts)
         v4 = req.get("IPv4Data") or []
         if req.get("IPv6Data"):
-            raise DriverError("IPv6 is not supported on netweave's Docker networks")
+            raise DriverError("IPv6 is not served on netweave's Docker networks (IPv4 only): drop "
+                              "--ipv6; use the CNI path for IPv6")
         if len(v4) != 1 or v4[0].get("AddressSpace") != ADDRESS_SPACE:
             raise DriverError("use --ipam-driver %s: addresses must come from netweave's IPAM, "
                               "which knows every endpoint of %s/%s" % (DRIVER, tenant, network))
