@@ -193,12 +193,11 @@ def _controller_path(snap, change, n):
     fab._load()
     app = SwitchManager.__new__(SwitchManager)      # only its delta path, no os-ken
     app.group_owned = lambda gid: True
-    app._pending = {}
-    app._held = {}
+    app.switches = {}
     for h in snap.hosts:                           # what each switch committed: the full table
         held = fab.desired(h.dpid)
-        app._held[h.dpid] = ({e.key: e for e in held[0]},      # canonical as made
-                             {g.group_id: g for g in held[1]})
+        app.switch(h.dpid).held = ({e.key: e for e in held[0]},      # canonical as made
+                                   {g.group_id: g for g in held[1]})
     times, msgs, switches = [], 0, 0
     for i in range(n + 1):
         asked.clear()
@@ -215,11 +214,11 @@ def _controller_path(snap, change, n):
             fab.flush()
             m = 0
             for dpid in sorted(set(asked)):
-                if dpid in app._held:
+                if dpid in app.switches and app.switches[dpid].held is not None:
                     m += len(app._delta_msgs(_Dp(dpid), fab.delta(dpid), _Res()))
             t = time.perf_counter() - t0
-        for dpid in list(app._pending):
-            app._commit_held(dpid, app._pending.pop(dpid))
+        for sw in app.switches.values():
+            sw.commit_pending()
         if i:                                      # the first one warms the controller
             times.append(1000 * t)
             msgs, switches = m, len(set(asked))

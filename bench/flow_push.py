@@ -187,7 +187,7 @@ class Bench:
         while True:
             if t_conn is None and DPID in app.datapaths:
                 t_conn = time.perf_counter() - t0
-            r = app.last_result.get(DPID)
+            r = app.result(DPID)
             if r is not None:
                 break
             if time.monotonic() > deadline:

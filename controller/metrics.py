@@ -88,7 +88,8 @@ class NetmasterCollector:
                                      "Store generation a switch has realized", labels=["host"])
         for dpid in sorted(app.datapaths):
             host = app._host(dpid)
-            held = app._held.get(dpid)
+            sw = app.switches.get(dpid)
+            held = None if sw is None else sw.held
             if held is not None:
                 for table, n in sorted(Tally(k[0] for k in held[0]).items()):
                     flows.add_metric([host, str(table)], n)

@@ -206,7 +206,7 @@ class Netmaster:
         app = self._app()
         out = []
         for dpid in sorted(app.datapaths):
-            r = app.last_result.get(dpid)
+            r = app.result(dpid)
             out.append({"dpid": f"{dpid:016x}", "host": self.fabric.connected.get(dpid, ""),
                         "generation": self.fabric.realized_generation(dpid),
                         "lastReconcile": None if r is None else {

@@ -21,7 +21,6 @@ go through controller/ofcodec.py.
 from __future__ import annotations
 
 import gc
-import itertools
 import logging
 import socket
 import time
@@ -41,12 +40,12 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from controller import metrics, ofcodec
+from controller.switch import BUNDLE_FLAGS, SEND_BATCH, Switch, err_code as _err_code  # noqa: F401
 from flows.entry import COOKIE_MARK, COOKIE_MARK_MASK, FlowEntry, GroupEntry
 from flows.pipeline import DENY_LOG_METER, group_owned
 
 LOG = logging.getLogger(__name__)
 
-BUNDLE_FLAGS = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
 REQUEST_TIMEOUT = 30.0     # seconds for one request/reply with the switch
 RETRY_DELAY = 5.0          # seconds before retrying a reconcile that failed to talk
 AUDIT_INTERVAL = 60.0      # seconds between full reads of every switch's flows
@@ -129,7 +128,6 @@ class SwitchManager(app_manager.OSKenApp):
         # The deny-log meter (flows.pipeline.DENY_LOG_METER): packets/s and burst (packets).
         self.deny_log_rate = deny_log_rate
         self.deny_log_burst = deny_log_rate if deny_log_burst is None else deny_log_burst
-        self._meter_ok: set[int] = set()            # dpids whose meter is in place on this connection
         # packet_in(dpid, cookie, table_id, match dict, data): a packet a flow sent
         # to the controller (a logged deny; see controller/denylog.py)
         self.packet_in = packet_in
@@ -137,20 +135,12 @@ class SwitchManager(app_manager.OSKenApp):
         # (flows/pipeline.py), and a group netweave did not make is never deleted.
         self.group_owned = group_owned
         self.datapaths: dict[int, object] = {}     # dpid -> Datapath in MAIN state
-        self.last_result: dict[int, ReconcileResult] = {}
+        # dpid -> Switch: its committed table, change in flight, errors, last result
+        self.switches: dict[int, Switch] = {}
         self._conns: set = set()                    # every live connection, for stop()
         self._dirty: dict[int, bool] = {}
         self._workers: dict[int, object] = {}
         self._retries: dict[int, object] = {}       # dpid -> pending retry timer
-        self._collect: dict[int, dict] = {}         # dpid -> {xid: OFPErrorMsg} during a bundle
-        self._bundle_ids = itertools.count(1)
-        # What each switch holds after our last successful reconcile. A model
-        # change is diffed against it, so the switch is not read each time;
-        # it is read on connect, after any failure, and by the periodic audit
-        # (which also catches flows changed behind our back).
-        self._held: dict[int, tuple[dict, dict]] = {}
-        self._pending: dict[int, tuple[dict, dict]] = {}
-        self._desired_memo: dict[int, tuple] = {}
         self.audit_interval = AUDIT_INTERVAL
         # Clustered netmasters (controller/roles.py): None = the only controller, always writes.
         self.roles = None
@@ -169,8 +159,7 @@ class SwitchManager(app_manager.OSKenApp):
             return
         if ev.state in (MAIN_DISPATCHER, DEAD_DISPATCHER) and dp.id is not None and (
                 ev.state == MAIN_DISPATCHER or self.datapaths.get(dp.id) is dp):
-            self._held.pop(dp.id, None)            # (not for a refused stranger with the same dpid)
-            self._meter_ok.discard(dp.id)
+            self.switch(dp.id).forget()            # (not for a refused stranger with the same dpid)
         if ev.state == MAIN_DISPATCHER:
             # ofp_handler enters MAIN after the port-desc reply: dp.ports is filled.
             self.datapaths[dp.id] = dp
@@ -234,9 +223,9 @@ class SwitchManager(app_manager.OSKenApp):
         LOG.warning("event=of_error dpid=%s xid=%s type=%s code=%s",
                     _dpid(dpid), msg.xid, msg.type, _err_code(msg))
         metrics.OF_ERRORS.labels(self._host(dpid), str(msg.type)).inc()
-        collecting = self._collect.get(dpid)
-        if collecting is not None:
-            collecting[msg.xid] = msg
+        sw = self.switches.get(dpid)
+        if sw is not None:
+            sw.error(msg)
 
     @set_ev_cls(_Flush)
     def _flush(self, ev):
@@ -275,6 +264,18 @@ class SwitchManager(app_manager.OSKenApp):
         finally:
             self._workers.pop(dpid, None)
 
+    def switch(self, dpid: int) -> Switch:
+        """The Switch object of dpid (made on first use; kept across reconnects)."""
+        sw = self.switches.get(dpid)
+        if sw is None:
+            sw = self.switches[dpid] = Switch(dpid, self._request, self._flush_events)
+        return sw
+
+    def result(self, dpid: int) -> Optional[ReconcileResult]:
+        """The last reconcile's result for dpid, if any."""
+        sw = self.switches.get(dpid)
+        return None if sw is None else sw.last_result
+
     def idle(self) -> bool:
         """No reconcile running or pending (for tests and shutdown)."""
         return not self._workers and not any(self._dirty.values())
@@ -290,9 +291,10 @@ class SwitchManager(app_manager.OSKenApp):
         dp = self.datapaths.get(dpid)
         if dp is None:
             return None
+        sw = self.switch(dpid)
         if self.roles is not None and not self.roles.may_write(dpid):
             # a standby never writes; it keeps no change log (it audits when it becomes master)
-            self._held.pop(dpid, None)
+            sw.held = None
             drain = getattr(self.fabric, "delta", None)
             if drain is not None:
                 drain(dpid)
@@ -302,7 +304,7 @@ class SwitchManager(app_manager.OSKenApp):
         # taken before desired(): what the switch holds after this reconcile is that version
         version = getattr(self.fabric, "version", lambda: None)()
         delta = None
-        if dpid in self._held and dpid in self._meter_ok:
+        if sw.held is not None and sw.meter_ok:
             # the switch holds what we last committed: only what changed since goes out
             delta_of = getattr(self.fabric, "delta", None)
             delta = delta_of(dpid) if delta_of is not None else None
@@ -314,14 +316,14 @@ class SwitchManager(app_manager.OSKenApp):
                 LOG.info("event=reconcile dpid=%s outcome=skipped reason=unknown_switch", _dpid(dpid))
                 return self._done(res)
         try:
-            if dpid not in self._meter_ok:
+            if not sw.meter_ok:
                 self._ensure_meter(dp)
-                self._meter_ok.add(dpid)
+                sw.meter_ok = True
             msgs = None
             if delta is not None:
                 msgs = self._delta_msgs(dp, delta, res)
                 if msgs is None:             # an entry it cannot send: the full path says which
-                    self._held.pop(dpid, None)
+                    sw.held = None
                     res = ReconcileResult(dpid, started=res.started)
                     desired = self.fabric.desired(dpid)
                     if desired is None:
@@ -330,16 +332,16 @@ class SwitchManager(app_manager.OSKenApp):
             if msgs is None:
                 msgs = self._diff(dp, desired, res)
             if msgs:
-                self._apply_bundle(dp, msgs, res)
-            if res.outcome in ("noop", "committed") and dpid in self._pending:
-                self._commit_held(dpid, self._pending.pop(dpid))
+                with sw.bundle(dp, res) as bundle:
+                    for desc, m in msgs:
+                        bundle.add(desc, m)
+            if res.outcome in ("noop", "committed") and sw.commit_pending():
                 self._tell("realized", dpid, version)
             else:
-                self._held.pop(dpid, None)
-                self._pending.pop(dpid, None)
+                sw.held = sw.pending = None
         except (ofctl_exc.OFError, ofctl_exc.InvalidDatapath, hub.Timeout,
                 ofctl_exc.InvalidMessage) as e:
-            self._held.pop(dpid, None)
+            sw.held = None
             res.outcome = "failed"
             LOG.error("event=reconcile dpid=%s outcome=failed error=%s retry_in=%.0fs",
                       _dpid(dpid), type(e).__name__, RETRY_DELAY)
@@ -362,7 +364,7 @@ class SwitchManager(app_manager.OSKenApp):
             self._retries[dpid] = hub.spawn_after(RETRY_DELAY, fire)
 
     def _done(self, res: ReconcileResult) -> ReconcileResult:
-        self.last_result[res.dpid] = res
+        self.switch(res.dpid).last_result = res
         metrics.reconciled(self._host(res.dpid), res, time.perf_counter() - res.started)
         return res
 
@@ -375,12 +377,13 @@ class SwitchManager(app_manager.OSKenApp):
         entry is unusable: like a rejected bundle, a bad desired set changes nothing.
         The fabric hands out the same object until the model changes, so the
         canonical form is computed once per compile, not once per reconcile."""
-        memo = self._desired_memo.get(dp.id)
+        sw = self.switch(dp.id)
+        memo = sw.desired_memo
         if memo is not None and memo[0] is desired:
             return memo[1]
         checked = self._check_desired(dp, desired, res)
         if checked is not None:
-            self._desired_memo[dp.id] = (desired, checked)
+            sw.desired_memo = (desired, checked)
         return checked
 
     def _check_desired(self, dp, desired, res: ReconcileResult):
@@ -406,10 +409,11 @@ class SwitchManager(app_manager.OSKenApp):
             res.outcome = "discarded"
             return []
         want, groups_want = checked
-        self._pending[dp.id] = (want, groups_want)
+        sw = self.switch(dp.id)
+        sw.pending = (want, groups_want)
         stale_raw = []                               # our flows we cannot even parse
-        if dp.id in self._held:
-            held, groups_held = self._held[dp.id]
+        if sw.held is not None:
+            held, groups_held = sw.held
             res.read = "cache"
         else:
             held, groups_held, stale_raw = self._read_switch(dp)
@@ -442,7 +446,7 @@ class SwitchManager(app_manager.OSKenApp):
                 res.modified += 1
         if unsendable:            # like a rejected bundle: a desired set we cannot send changes nothing
             self._report_bad(dp, unsendable, res)
-            self._pending.pop(dp.id, None)
+            sw.pending = None
             res.outcome = "discarded"
             return []
         # (only what goes is sorted, for a stable order: sorting all by repr took 0.4 s at 50k)
@@ -467,7 +471,8 @@ class SwitchManager(app_manager.OSKenApp):
         (delta: [(old, new)] of flows and of groups), against what we committed;
         None when an entry cannot be sent (the full path then reports it)."""
         flow_changes, group_changes = delta
-        held, groups_held = self._held[dp.id]
+        sw = self.switch(dp.id)
+        held, groups_held = sw.held
         res.read = "delta"
         upd_flows, upd_groups = {}, {}
         first, flows, last = [], [], []
@@ -516,22 +521,8 @@ class SwitchManager(app_manager.OSKenApp):
         except ofcodec.ConversionError as x:
             LOG.warning("event=delta_unsendable dpid=%s error=%s action=full_reconcile", _dpid(dp.id), x)
             return None
-        self._pending[dp.id] = ("delta", upd_flows, upd_groups)
+        sw.pending = ("delta", upd_flows, upd_groups)
         return first + flows + last
-
-    def _commit_held(self, dpid: int, pending) -> None:
-        """What the switch holds now that the bundle committed."""
-        if pending[0] == "delta":
-            held, groups_held = self._held[dpid]
-            for table, upd in ((held, pending[1]), (groups_held, pending[2])):
-                for k, v in upd.items():
-                    if v is None:
-                        table.pop(k, None)
-                    else:
-                        table[k] = v
-        else:
-            # a copy: deltas change it in place, and the desired memo must not move
-            self._held[dpid] = (dict(pending[0]), dict(pending[1]))
 
     def _read_switch(self, dp):
         """Our flows (by the cookie mark) and all groups, as the switch holds them."""
@@ -568,7 +559,7 @@ class SwitchManager(app_manager.OSKenApp):
         (deleting a meter deletes the flows that use it).  The meter's config is
         read first: ADD when it is missing, MODIFY when it differs (a restarted
         controller with another rate), nothing when it is right.  Errors are
-        collected behind a barrier, as in _apply_bundle; raises ofctl_exc.OFError
+        collected behind a barrier, as in Switch.bundle; raises ofctl_exc.OFError
         when the switch refuses."""
         flags = ofp.OFPMF_PKTPS | ofp.OFPMF_BURST
         want = (flags, ((ofp.OFPMBT_DROP, self.deny_log_rate, self.deny_log_burst),))
@@ -585,15 +576,12 @@ class SwitchManager(app_manager.OSKenApp):
         mod = parser.OFPMeterMod(dp, command=command, flags=flags, meter_id=DENY_LOG_METER,
                                  bands=[parser.OFPMeterBandDrop(rate=self.deny_log_rate,
                                                                 burst_size=self.deny_log_burst)])
-        errors = self._collect[dp.id] = {}
-        try:
+        with self.switch(dp.id).collecting() as errors:
             if not dp.send_msg(mod):
                 raise ofctl_exc.InvalidDatapath(result=dp.id)
             self._request(parser.OFPBarrierRequest(dp))
             self._flush_events()
             err = errors.get(mod.xid)
-        finally:
-            self._collect.pop(dp.id, None)
         what = "add" if command == ofp.OFPMC_ADD else "modify"
         if err is not None:
             LOG.error("event=meter_failed dpid=%s meter=%d command=%s type=%s code=%s", _dpid(dp.id),
@@ -605,8 +593,7 @@ class SwitchManager(app_manager.OSKenApp):
     def audit(self, dpid: Optional[int] = None) -> None:
         """Read the switch (or every switch) again at the next reconcile, and reconcile."""
         for d in list(self.datapaths) if dpid is None else [dpid]:
-            self._held.pop(d, None)
-            self._meter_ok.discard(d)
+            self.switch(d).forget()
         self.request_reconcile(dpid)
 
     def _audit_loop(self) -> None:
@@ -626,59 +613,6 @@ class SwitchManager(app_manager.OSKenApp):
                 if d in self.datapaths:
                     self.audit(d)
 
-    def _apply_bundle(self, dp, msgs: list, res: ReconcileResult) -> None:
-        """All of msgs or none.  OVS rejects a bad message when it is added yet
-        would commit the rest, so errors are collected (barrier + own-queue
-        flush) before choosing COMMIT or DISCARD; some checks (e.g. a missing
-        group) only fail the COMMIT itself, which OVS then rolls back."""
-        bid = next(self._bundle_ids) & 0xFFFFFFFF
-        ctrl = lambda kind: self._request(
-            parser.ONFBundleCtrlMsg(dp, bid, kind, BUNDLE_FLAGS, []),
-            reply_cls=parser.ONFBundleCtrlMsg)
-        rep = ctrl(ofp.ONF_BCT_OPEN_REQUEST)
-        if rep is None or rep.type != ofp.ONF_BCT_OPEN_REPLY:
-            raise ofctl_exc.InvalidMessage(result=rep)
-        errors = self._collect[dp.id] = {}
-        sent = {}
-        try:
-            batch = []                  # pre-encoded bundle-adds, sent as one blob
-            for desc, m in msgs:
-                if isinstance(m, ofcodec.Encoded):
-                    # Speed: raw bytes, no os-ken objects; xids come from the
-                    # datapath's own counter so they never clash with os-ken's.
-                    dp.xid = xid = (dp.xid + 1) & ofp.MAX_XID
-                    batch.append(m.bundle_add(bid, BUNDLE_FLAGS, xid))
-                    sent[xid] = m       # described only if rejected
-                    if len(batch) >= SEND_BATCH:
-                        _send_raw(dp, batch)
-                    continue
-                _send_raw(dp, batch)    # keep the order: earlier adds go first
-                add = parser.ONFBundleAddMsg(dp, bid, BUNDLE_FLAGS, m, [])
-                if not dp.send_msg(add):
-                    raise ofctl_exc.InvalidDatapath(result=dp.id)
-                sent[add.xid] = desc
-            _send_raw(dp, batch)
-            self._request(parser.OFPBarrierRequest(dp))
-            self._flush_events()
-            if any(x in sent for x in errors):
-                ctrl(ofp.ONF_BCT_DISCARD_REQUEST)
-                self._rejected(dp, bid, sent, errors, res)
-                return
-            try:
-                rep = ctrl(ofp.ONF_BCT_COMMIT_REQUEST)
-            except ofctl_exc.OFError as e:
-                self._flush_events()
-                if not any(x in sent for x in errors):   # no message named: blame the commit
-                    for err in e.result or []:
-                        errors[err.xid], sent[err.xid] = err, "commit"
-                self._rejected(dp, bid, sent, errors, res)
-                return
-        finally:
-            self._collect.pop(dp.id, None)
-        if rep is None or rep.type != ofp.ONF_BCT_COMMIT_REPLY:
-            raise ofctl_exc.InvalidMessage(result=rep)
-        res.outcome = "committed"
-
     def _flush_events(self) -> None:
         """Wait until our event loop has handled every event queued so far
         (error messages the switch sent before a barrier reply)."""
@@ -686,24 +620,6 @@ class SwitchManager(app_manager.OSKenApp):
         self.send_event(self.name, flush)
         with hub.Timeout(REQUEST_TIMEOUT):
             flush.done.wait()
-
-    @staticmethod
-    def _rejected(dp, bid, sent, errors, res: ReconcileResult) -> None:
-        res.outcome = "discarded"
-        for xid, err in sorted(errors.items()):
-            if xid not in sent:
-                continue
-            desc = sent[xid]
-            if isinstance(desc, ofcodec.Encoded):
-                desc = desc.describe()
-            res.rejected.append((desc, err.type, _err_code(err)))
-            LOG.error("event=bundle_rejected dpid=%s bundle=%d xid=%d type=%d code=%s entry=%s",
-                      _dpid(dp.id), bid, xid, err.type, _err_code(err), desc)
-
-
-# Bundle-adds per socket write on the fast path: one blob of ~SEND_BATCH
-# messages instead of a queue item and a sendall each (OVS reads them in order).
-SEND_BATCH = 512
 
 
 def canonical_desired(desired) -> tuple[dict, dict, list]:
@@ -734,24 +650,11 @@ def _flow_msg(dp, e: FlowEntry, command: int) -> tuple:
     return (None if isinstance(m, ofcodec.Encoded) else ofcodec.describe(e, command)), m
 
 
-def _send_raw(dp, batch: list) -> None:
-    """Queue pre-encoded messages on the datapath's send queue as one write."""
-    if batch:
-        if not dp.send(b"".join(batch)):
-            raise ofctl_exc.InvalidDatapath(result=dp.id)
-        batch.clear()
-
-
 def _entry_text(entry) -> str:
     try:
         return entry.to_ofctl()
     except Exception:           # the entry is bad enough not to print: show it raw
         return repr(entry)
-
-
-def _err_code(err) -> int | None:
-    """OFPErrorMsg code; experimenter errors (bundle failures) carry exp_type."""
-    return err.code if err.code is not None else getattr(err, "exp_type", None)
 
 
 # ---------------------------------------------------------------- process embedding

@@ -16,6 +16,7 @@ import shutil  # noqa: E402
 import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
+from os_ken.app.ofctl import exception as ofctl_exc  # noqa: E402
 from os_ken.ofproto import ofproto_parser, ofproto_protocol  # noqa: E402
 from os_ken.ofproto import ofproto_v1_3 as ofp  # noqa: E402
 from os_ken.ofproto import ofproto_v1_3_parser as parser  # noqa: E402
@@ -142,10 +143,10 @@ class Env:
 
     def reconcile(self):
         """Ask for a reconcile and wait for it; returns its ReconcileResult."""
-        self.app.last_result.pop(DPID, None)
+        self.app.switch(DPID).last_result = None
         self.app.request_reconcile(DPID)
-        wait_until(lambda: self.app.idle() and DPID in self.app.last_result, 30, what="reconcile")
-        return self.app.last_result[DPID]
+        wait_until(lambda: self.app.idle() and self.app.result(DPID) is not None, 30, what="reconcile")
+        return self.app.result(DPID)
 
     def ours(self):
         """The switch's marked flows as {(table, priority, match text): flow dict}."""
@@ -258,6 +259,42 @@ def test_invalid_entry_discards_whole_bundle(env, caplog):
 
 
 @needs_ovs
+def test_switch_bundle_context(env):
+    """Switch.bundle() on its own: a message the switch refuses, or an exception
+    inside, discards the whole bundle (nothing applied); otherwise it commits."""
+    _install(env, ALL_FLOWS[:1])
+    before = env.ours()
+    sw, dp = env.app.switch(DPID), env.app.datapaths[DPID]
+    good = F(5, 20, {"reg1": 2}, [("output", 5)], M | 3)
+    bad = F(5, 10, {"reg1": 1}, [("goto", 2)], M | 3)           # goto to a lower table
+    bids = []
+
+    def run(entries, boom=False):
+        res = ofapp.ReconcileResult(DPID)
+        with sw.bundle(dp, res) as b:
+            bids.append(b.bid)
+            for e in entries:
+                b.add(*ofapp._flow_msg(dp, e, ofp.OFPFC_ADD))
+            if boom:
+                raise RuntimeError("boom")
+        return res
+
+    r = eventlet.spawn(run, [good, bad]).wait()
+    assert r.outcome == "discarded" and [x[0] for x in r.rejected] == [bad.to_ofctl()]
+    assert set(env.ours()) == set(before) and sw.errors is None
+    with pytest.raises(RuntimeError):
+        eventlet.spawn(run, [good], True).wait()
+    assert set(env.ours()) == set(before) and sw.errors is None
+    # it was discarded, not left open: the switch no longer knows that bundle
+    commit = parser.ONFBundleCtrlMsg(dp, bids[-1], ofp.ONF_BCT_COMMIT_REQUEST, ofapp.BUNDLE_FLAGS, [])
+    with pytest.raises(ofctl_exc.OFError):
+        eventlet.spawn(env.app._request, commit, parser.ONFBundleCtrlMsg).wait()
+    r = eventlet.spawn(run, [good]).wait()
+    assert (r.outcome, r.rejected) == ("committed", [])
+    assert set(env.ours()) == set(before) | {(5, 20, "reg1=0x2")}
+
+
+@needs_ovs
 def test_unknown_switch_untouched(env):
     _install(env, ALL_FLOWS[:2])
     env.fabric.dpid = DPID + 1                # netmaster no longer knows this switch
@@ -294,7 +331,7 @@ def test_groups_round_trip_and_change(env):
     assert (r.groups_added, r.groups_modified, r.groups_deleted, r.added, r.modified) == \
         (0, 1, 0, 0, 0)
     assert any("output:8" in g for g in env.ovs.dump_groups())
-    env.app._held.pop(DPID, None)          # read the switch (it holds the stranger's group too)
+    env.app.switch(DPID).held = None          # read the switch (it holds the stranger's group too)
     r = _install(env, [], [])
     assert (r.outcome, r.read, r.deleted, r.groups_deleted) == ("committed", "switch", 1, 2)
     assert [g for g in env.ovs.dump_groups() if "group_id=1," in g] != [] and env.ours() == {}
@@ -312,8 +349,8 @@ def test_controller_restart_sends_nothing(env):
     env.stop_controller()
     handle.stop()                                      # idempotent
     env.start_controller()
-    wait_until(lambda: env.app.idle() and DPID in env.app.last_result, 60, what="reconnect")
-    r = env.app.last_result[DPID]
+    wait_until(lambda: env.app.idle() and env.app.result(DPID) is not None, 60, what="reconnect")
+    r = env.app.result(DPID)
     assert (r.outcome, r.changes, r.unchanged) == ("noop", 0, len(ALL_FLOWS))
     now = env.ours()
     assert set(now) == set(d0)
@@ -325,10 +362,10 @@ def test_switch_restart_gets_flows_back(env):
     _install(env, ALL_FLOWS, ALL_GROUPS)
     env.ovs.kill_switch()
     wait_until(lambda: ("down", DPID) in env.fabric.events, 30, what="switch down")
-    env.app.last_result.pop(DPID, None)
+    env.app.switch(DPID).last_result = None
     env.ovs.start_switch()
-    wait_until(lambda: env.app.idle() and DPID in env.app.last_result, 60, what="resync")
-    r = env.app.last_result[DPID]
+    wait_until(lambda: env.app.idle() and env.app.result(DPID) is not None, 60, what="resync")
+    r = env.app.result(DPID)
     assert (r.outcome, r.added, r.groups_added) == ("committed", len(ALL_FLOWS), len(ALL_GROUPS))
     assert len(env.ours()) == len(ALL_FLOWS)
     assert sum(1 for ev in env.fabric.events if ev[0] == "up") == 2
@@ -414,7 +451,7 @@ def test_periodic_audit_reads_each_switch_and_repairs(env):
     env.app._auditor = ofapp.hub.spawn(env.app._audit_loop)
     env.ovs.ofctl("del-flows", "--strict", "table=20,priority=0")   # behind its back
     wait_until(lambda: len(env.ours()) == len(ALL_FLOWS), 30, what="the audit's repair")
-    r = env.app.last_result[DPID]
+    r = env.app.result(DPID)
     assert (r.read, r.added) == ("switch", 1)
 
 
@@ -431,9 +468,9 @@ def test_listener_bound_by_the_caller_serves_switches(env):
                                       capture_output=True, text=True).stdout.strip(),
                30, what="the switch's connection in the backlog")
     env.handle = ofapp.start(env.fabric, env.ovs.root_ip, env.port, sock=sock)
-    wait_until(lambda: DPID in env.app.datapaths and env.app.idle() and DPID in env.app.last_result,
+    wait_until(lambda: DPID in env.app.datapaths and env.app.idle() and env.app.result(DPID) is not None,
                30, what="the switch served")
-    assert env.app.last_result[DPID].outcome == "committed"
+    assert env.app.result(DPID).outcome == "committed"
     assert len(env.ours()) == len(ALL_FLOWS)
     env.stop_controller()
     ofapp.listen(env.ovs.root_ip, env.port).close()     # closed by stop(): free again
@@ -460,8 +497,8 @@ def test_deny_log_meter_set_on_connect_modified_and_restored(env, caplog):
     assert "event=meter_set" not in caplog.text and "event=of_error" not in caplog.text
     env.stop_controller()
     env.handle = ofapp.start(env.fabric, env.ovs.root_ip, env.port, deny_log_rate=7, deny_log_burst=3)
-    wait_until(lambda: env.app.idle() and DPID in env.app.last_result, 60, what="reconnect")
-    assert env.app.last_result[DPID].outcome == "noop"
+    wait_until(lambda: env.app.idle() and env.app.result(DPID) is not None, 60, what="reconnect")
+    assert env.app.result(DPID).outcome == "noop"
     assert "meter=1 pktps burst bands= type=drop rate=7 burst_size=3" in _meters(env)
     assert "event=meter_set" in caplog.text and "command=modify" in caplog.text
     assert "event=of_error" not in caplog.text

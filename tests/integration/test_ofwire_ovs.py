@@ -118,7 +118,7 @@ class Lab:
     def reconcile_from_switch(self):
         """One reconcile that reads the switch (not the cache); returns (result, seconds)."""
         wait_until(self.app.idle, 60, what="idle")
-        self.app._held.pop(DPID, None)
+        self.app.switch(DPID).held = None
         t = time.perf_counter()
         r = self.app.reconcile(DPID)
         return r, time.perf_counter() - t
@@ -209,12 +209,12 @@ def test_controller_written_flows_read_back_as_compiled_and_restart_rewrites_not
     assert any(n.startswith(("ipv6_", "nd_")) for f in flows for n, _v, _m in f.match)
 
     wait_until(lab.app.idle, 60, what="idle")
-    before = lab.app.last_result.get(DPID)
+    before = lab.app.result(DPID)
     lab.fabric.want(flows, groups)
     lab.app.request_reconcile(DPID)
-    wait_until(lambda: lab.app.last_result.get(DPID) is not before and lab.app.idle(), 60,
+    wait_until(lambda: lab.app.result(DPID) is not before and lab.app.idle(), 60,
                what="first write")
-    r = lab.app.last_result[DPID]
+    r = lab.app.result(DPID)
     assert (r.outcome, r.rejected, r.added, r.groups_added) == ("committed", [], len(flows), len(groups))
 
     for fast in (True, False):
@@ -229,9 +229,9 @@ def test_controller_written_flows_read_back_as_compiled_and_restart_rewrites_not
     port = free_port()
     lab.handle = ofapp.start(lab.fabric, lab.ovs.root_ip, port)
     lab.ovs.vsctl("set-controller", lab.ovs.bridge, f"tcp:{lab.ovs.root_ip}:{port}")
-    wait_until(lambda: DPID in lab.app.last_result, 60, what="reconnect reconcile")
+    wait_until(lambda: lab.app.result(DPID) is not None, 60, what="reconnect reconcile")
     wait_until(lab.app.idle, 60, what="idle")
-    r = lab.app.last_result[DPID]
+    r = lab.app.result(DPID)
     assert (r.outcome, r.read, r.changes, r.rejected) == ("noop", "switch", 0, []), r
     assert r.unchanged == len(flows)
 
