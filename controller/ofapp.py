@@ -42,7 +42,7 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from controller import metrics, ofcodec
 from flows.entry import COOKIE_MARK, COOKIE_MARK_MASK, FlowEntry, GroupEntry
-from flows.pipeline import DENY_LOG_METER
+from flows.pipeline import DENY_LOG_METER, group_owned
 
 LOG = logging.getLogger(__name__)
 
@@ -133,9 +133,9 @@ class SwitchManager(app_manager.OSKenApp):
         # packet_in(dpid, cookie, table_id, match dict, data): a packet a flow sent
         # to the controller (a logged deny; see controller/denylog.py)
         self.packet_in = packet_in
-        # Groups carry no cookie in OF1.3: this predicate says which group ids
-        # netweave owns (and may delete when not desired).  Default: all of them.
-        self.group_owned = lambda group_id: True
+        # Groups carry no cookie in OF1.3: group ids carry the owner instead
+        # (flows/pipeline.py), and a group netweave did not make is never deleted.
+        self.group_owned = group_owned
         self.datapaths: dict[int, object] = {}     # dpid -> Datapath in MAIN state
         self.last_result: dict[int, ReconcileResult] = {}
         self._conns: set = set()                    # every live connection, for stop()

@@ -279,18 +279,26 @@ def test_burst_of_requests_coalesces(env):
 
 @needs_ovs
 def test_groups_round_trip_and_change(env):
-    flow = F(0, 10, {"in_port": 5}, [("group", 1)], M | 1)
-    r = _install(env, [flow], ALL_GROUPS)
-    assert (r.outcome, r.groups_added) == ("committed", 2)
+    """Groups are owned like flows: netweave's (flows/pipeline.py's ids) are added, changed
+    and deleted; a group someone else made on the switch is left alone."""
+    from flows.pipeline import GROUP_FLOOD_ALL, flood_group_id, service_group_id
+    a, b = flood_group_id(GROUP_FLOOD_ALL, 7), service_group_id(5, 0)
+    env.ovs.ofctl("add-group", "group_id=1,type=all,bucket=output:5")          # not ours
+    ours = [GroupEntry(a, ALL_GROUPS[0].buckets), GroupEntry(b, ALL_GROUPS[1].buckets, "indirect")]
+    flow = F(0, 10, {"in_port": 5}, [("group", a)], M | 1)
+    r = _install(env, [flow], ours)
+    assert (r.outcome, r.groups_added, r.groups_deleted) == ("committed", 2, 0)
     assert env.reconcile().changes == 0
-    g1 = GroupEntry(1, ((("output", 6),), (("output", 7),), (("pop_vlan",), ("output", 8))))
-    r = _install(env, [flow], [g1, ALL_GROUPS[1]])
+    g1 = GroupEntry(a, ((("output", 6),), (("output", 7),), (("pop_vlan",), ("output", 8))))
+    r = _install(env, [flow], [g1, ours[1]])
     assert (r.groups_added, r.groups_modified, r.groups_deleted, r.added, r.modified) == \
         (0, 1, 0, 0, 0)
     assert any("output:8" in g for g in env.ovs.dump_groups())
+    env.app._held.pop(DPID, None)          # read the switch (it holds the stranger's group too)
     r = _install(env, [], [])
-    assert (r.outcome, r.deleted, r.groups_deleted) == ("committed", 1, 2)
-    assert env.ovs.dump_groups() == [] and env.ours() == {}
+    assert (r.outcome, r.read, r.deleted, r.groups_deleted) == ("committed", "switch", 1, 2)
+    assert [g for g in env.ovs.dump_groups() if "group_id=1," in g] != [] and env.ours() == {}
+    assert len(env.ovs.dump_groups()) == 1                  # only the stranger's is left
 
 
 @needs_ovs
