@@ -96,6 +96,9 @@ class ReconcileResult:
     rejected: list = field(default_factory=list)   # (entry text, err type, err code)
     read: str = ""                 # where the held state came from: switch | cache
     started: float = 0.0           # perf_counter() at the start, for the latency metric
+    # where a reconcile's time went, in ms: waiting behind the worker (queued), then the
+    # bundle's phases against the switch (open, adds + barrier, own-queue flush, commit)
+    phases: dict = field(default_factory=dict)
 
     @property
     def changes(self) -> int:
@@ -140,6 +143,7 @@ class SwitchManager(app_manager.OSKenApp):
         self.last_result: dict[int, ReconcileResult] = {}
         self._conns: set = set()                    # every live connection, for stop()
         self._dirty: dict[int, bool] = {}
+        self._requested: dict[int, float] = {}     # dpid -> when its pending reconcile was asked
         self._workers: dict[int, object] = {}
         self._retries: dict[int, object] = {}       # dpid -> pending retry timer
         self._collect: dict[int, dict] = {}         # dpid -> {xid: OFPErrorMsg} during a bundle
@@ -262,14 +266,16 @@ class SwitchManager(app_manager.OSKenApp):
             if d not in self.datapaths or self._stopping:
                 continue
             self._dirty[d] = True
+            self._requested.setdefault(d, time.perf_counter())
             if d not in self._workers:
                 self._workers[d] = hub.spawn(self._worker, d)
 
     def _worker(self, dpid: int) -> None:
         try:
             while self._dirty.pop(dpid, False) and dpid in self.datapaths:
+                asked = self._requested.pop(dpid, None)
                 try:
-                    self.reconcile(dpid)
+                    self.reconcile(dpid, asked)
                 except Exception:
                     LOG.exception("event=reconcile_error dpid=%s", _dpid(dpid))
         finally:
@@ -286,7 +292,7 @@ class SwitchManager(app_manager.OSKenApp):
         connected = getattr(self.fabric, "connected", None) or {}
         return connected.get(dpid) or _dpid(dpid)
 
-    def reconcile(self, dpid: int) -> Optional[ReconcileResult]:
+    def reconcile(self, dpid: int, asked: Optional[float] = None) -> Optional[ReconcileResult]:
         dp = self.datapaths.get(dpid)
         if dp is None:
             return None
@@ -299,6 +305,8 @@ class SwitchManager(app_manager.OSKenApp):
             return None
         res = ReconcileResult(dpid)
         res.started = time.perf_counter()
+        if asked is not None:
+            res.phases["queued"] = (res.started - asked) * 1000
         # taken before desired(): what the switch holds after this reconcile is that version
         version = getattr(self.fabric, "version", lambda: None)()
         delta = None
@@ -347,9 +355,11 @@ class SwitchManager(app_manager.OSKenApp):
             return self._done(res)
         LOG.info("event=reconcile dpid=%s outcome=%s added=%d modified=%d deleted=%d "
                  "unchanged=%d groups_added=%d groups_modified=%d groups_deleted=%d "
-                 "rejected=%d read=%s", _dpid(dpid), res.outcome, res.added, res.modified,
+                 "rejected=%d read=%s ms=%.1f%s", _dpid(dpid), res.outcome, res.added, res.modified,
                  res.deleted, res.unchanged,
-                 res.groups_added, res.groups_modified, res.groups_deleted, len(res.rejected), res.read)
+                 res.groups_added, res.groups_modified, res.groups_deleted, len(res.rejected), res.read,
+                 (time.perf_counter() - res.started) * 1000,
+                 "".join(f" {k}_ms={v:.1f}" for k, v in res.phases.items()))
         return self._done(res)
 
     def _schedule_retry(self, dpid: int) -> None:
@@ -621,7 +631,9 @@ class SwitchManager(app_manager.OSKenApp):
         ctrl = lambda kind: self._request(
             parser.ONFBundleCtrlMsg(dp, bid, kind, BUNDLE_FLAGS, []),
             reply_cls=parser.ONFBundleCtrlMsg)
+        t = time.perf_counter()
         rep = ctrl(ofp.ONF_BCT_OPEN_REQUEST)
+        t = _phase(res, "open", t)
         if rep is None or rep.type != ofp.ONF_BCT_OPEN_REPLY:
             raise ofctl_exc.InvalidMessage(result=rep)
         errors = self._collect[dp.id] = {}
@@ -645,13 +657,16 @@ class SwitchManager(app_manager.OSKenApp):
                 sent[add.xid] = desc
             _send_raw(dp, batch)
             self._request(parser.OFPBarrierRequest(dp))
+            t = _phase(res, "barrier", t)
             self._flush_events()
+            t = _phase(res, "flush", t)
             if any(x in sent for x in errors):
                 ctrl(ofp.ONF_BCT_DISCARD_REQUEST)
                 self._rejected(dp, bid, sent, errors, res)
                 return
             try:
                 rep = ctrl(ofp.ONF_BCT_COMMIT_REQUEST)
+                _phase(res, "commit", t)
             except ofctl_exc.OFError as e:
                 self._flush_events()
                 if not any(x in sent for x in errors):   # no message named: blame the commit
@@ -685,6 +700,12 @@ class SwitchManager(app_manager.OSKenApp):
             res.rejected.append((desc, err.type, _err_code(err)))
             LOG.error("event=bundle_rejected dpid=%s bundle=%d xid=%d type=%d code=%s entry=%s",
                       _dpid(dp.id), bid, xid, err.type, _err_code(err), desc)
+
+
+def _phase(res: ReconcileResult, name: str, since: float) -> float:
+    now = time.perf_counter()
+    res.phases[name] = (now - since) * 1000
+    return now
 
 
 # Bundle-adds per socket write on the fast path: one blob of ~SEND_BATCH
