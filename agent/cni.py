@@ -22,9 +22,10 @@ Network configuration (stdin)::
      "runtimeConfig": {"ips": ["10.1.2.9/24"], "mac": "02:00:00:00:00:09"}}  # optional
 
 ``runtimeConfig`` carries what a runtime asks for through the capabilities ``ips`` and ``mac``
-(one IPv4 address: netweave gives one per interface). ``CNI_ARGS`` is read too: ``IP`` and
-``MAC`` (the same requests, as podman's --ip and --mac-address send them; runtimeConfig
-wins when both are given), ``K8S_POD_NAME`` and ``K8S_POD_NAMESPACE`` (kept in the endpoint
+(at most one address per family: an IPv4 one, and an IPv6 one on a network with an
+ipv6Subnet). ``CNI_ARGS`` is read too: ``IP`` and ``MAC`` (the same requests, as podman's --ip
+and --mac-address send them, ``IP`` holding both families joined by ',' when both are asked
+for; runtimeConfig wins when both are given), ``K8S_POD_NAME`` and ``K8S_POD_NAMESPACE`` (kept in the endpoint
 record as containerName and podNamespace), ``K8S_POD_INFRA_CONTAINER_ID``, ``K8S_POD_UID``,
 ``LABELS`` (netweave's: ``key=value`` labels joined by ``,``, kept in the endpoint record,
 where a service's selectors find its providers);
@@ -138,6 +139,7 @@ def link_info(name, netns=None):
 
 
 def link_addrs(name, netns=None):
+    """The interface's IPv4 and global IPv6 addresses, addr/len (not the link-local)."""
     res = sh(["ip", "-j", "addr", "show", "dev", name], netns, check=False)
     if res.returncode != 0:
         return []
@@ -146,11 +148,11 @@ def link_addrs(name, netns=None):
     except (ValueError, IndexError):
         return []
     return ["%s/%s" % (a["local"], a["prefixlen"]) for a in info.get("addr_info", [])
-            if a.get("family") == "inet"]
+            if a.get("family") == "inet" or (a.get("family") == "inet6" and a.get("scope") == "global")]
 
 
-def default_routes(netns):
-    res = sh(["ip", "-j", "-4", "route", "show", "default"], netns, check=False)
+def default_routes(netns, family="-4"):
+    res = sh(["ip", "-j", family, "route", "show", "default"], netns, check=False)
     try:
         return json.loads(res.stdout) if res.returncode == 0 else []
     except ValueError:
@@ -196,17 +198,39 @@ def version_at_least(version, wanted):
     return tuple(int(x) for x in version.split(".")) >= tuple(int(x) for x in wanted.split("."))
 
 
-def valid_ip(text):
-    """An IPv4 address with an optional /len, as CNI_ARGS IP and runtimeConfig ips carry it."""
+def ip_family(text):
+    """4 or 6 for an address with an optional /len (as CNI_ARGS IP and runtimeConfig ips carry
+    it), 0 when it is neither."""
     import ipaddress
     addr, _, plen = text.partition("/")
     try:
-        ipaddress.IPv4Address(addr)
-        if plen and not (plen.isdigit() and 0 <= int(plen) <= 32):
-            return False
+        family = ipaddress.ip_address(addr).version
     except ValueError:
-        return False
-    return True
+        return 0
+    if plen and not (plen.isdigit() and 0 <= int(plen) <= (32 if family == 4 else 128)):
+        return 0
+    return family
+
+
+def valid_ip(text):
+    """An IPv4 address with an optional /len."""
+    return ip_family(text) == 4
+
+
+def split_families(texts, what):
+    """(ipv4, ipv6) from a list of addresses, at most one of each family."""
+    got = {4: "", 6: ""}
+    for t in texts:
+        fam = ip_family(t)
+        if not fam:
+            raise CniError(E_INVALID_ENV if what.startswith("CNI_ARGS") else E_INVALID_CONFIG,
+                           "%s: %s is not an IPv4 or IPv6 address (addr or addr/len)" % (what, t))
+        if got[fam]:
+            raise CniError(E_INVALID_ENV if what.startswith("CNI_ARGS") else E_INVALID_CONFIG,
+                           "%s asks for two IPv%d addresses (%s, %s); netweave gives one of each "
+                           "family per interface" % (what, fam, got[fam], t))
+        got[fam] = t
+    return got[4], got[6]
 
 
 def valid_mac(text):
@@ -232,9 +256,8 @@ def parse_cni_args(text):
                        "add IgnoreUnknown=1 to pass others)" %
                        (", ".join(unknown), ", ".join(sorted(KNOWN_ARGS))))
     ip = args.get("IP", "")
-    if ip and ("," in ip or not valid_ip(ip)):
-        raise CniError(E_INVALID_ENV, "CNI_ARGS: IP=%s is not one IPv4 address (a.b.c.d or "
-                       "a.b.c.d/len; netweave gives one address per interface)" % ip)
+    if ip:
+        split_families(ip.split(","), "CNI_ARGS: IP=%s" % ip)
     labels = [x for x in args.get("LABELS", "").split(",") if x]
     for label in labels:
         k, eq, v = label.partition("=")
@@ -249,28 +272,23 @@ def parse_cni_args(text):
 
 
 def requested_addresses(conf, args):
-    """(ip, mac) the runtime asks for: runtimeConfig ips/mac, else CNI_ARGS IP/MAC."""
+    """(ip, ip6, mac) the runtime asks for: runtimeConfig ips/mac, else CNI_ARGS IP/MAC."""
     rc = conf.get("runtimeConfig") or {}
-    ip, mac = args.get("IP", ""), args.get("MAC", "")
+    ip, ip6 = split_families([x for x in args.get("IP", "").split(",") if x], "CNI_ARGS IP")
+    mac = args.get("MAC", "")
     ips = rc.get("ips")
     if ips is not None:
         if not isinstance(ips, list) or not all(isinstance(i, str) for i in ips):
             raise CniError(E_INVALID_CONFIG, "runtimeConfig.ips must be a list of addresses")
-        if len(ips) > 1:
-            raise CniError(E_INVALID_CONFIG, "runtimeConfig.ips asks for %d addresses; netweave "
-                           "gives one IPv4 address per interface" % len(ips))
         if ips:
-            if not valid_ip(ips[0]):
-                raise CniError(E_INVALID_CONFIG, "runtimeConfig.ips: %s is not an IPv4 address "
-                               "(a.b.c.d or a.b.c.d/len)" % ips[0])
-            ip = ips[0]
+            ip, ip6 = split_families(ips, "runtimeConfig.ips")
     rmac = rc.get("mac")
     if rmac is not None:
         if not isinstance(rmac, str) or not valid_mac(rmac):
             raise CniError(E_INVALID_CONFIG, "runtimeConfig.mac: %r is not a MAC address (six "
                            "hex pairs joined by ':')" % (rmac,))
         mac = rmac
-    return ip, mac
+    return ip, ip6, mac
 
 
 def need_env(env, *names):
@@ -381,7 +399,7 @@ def cmd_add(ctx):
     need_env(ctx.env, "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")
     check_ifname(ctx.ifname)
     args = parse_cni_args(ctx.env.get("CNI_ARGS", ""))
-    want_ip, want_mac = requested_addresses(ctx.conf, args)
+    want_ip, want_ip6, want_mac = requested_addresses(ctx.conf, args)
     if not ctx.network:
         raise CniError(E_INVALID_CONFIG, "network configuration lacks \"network\" (the "
                        "netweave network or endpoint group to join)")
@@ -401,19 +419,20 @@ def cmd_add(ctx):
         try:
             ep = nm.create_endpoint(ctx.ep_id, ctx.tenant, ctx.network, ctx.group, host,
                                     ctx.container_id, ctx.host_port, ctx.ifname,
-                                    ipAddress=want_ip, macAddress=want_mac,
+                                    ipAddress=want_ip, ipv6Address=want_ip6, macAddress=want_mac,
                                     containerName=args.get("K8S_POD_NAME", ""),
                                     podNamespace=args.get("K8S_POD_NAMESPACE", ""),
                                     cniNetwork=ctx.net_name,
                                     labels=[x for x in args.get("LABELS", "").split(",") if x])
         except (nmc.NetmasterError, nmc.NetmasterUnreachable) as e:
             what = "allocating endpoint %s in %s/%s" % (ctx.ep_id, ctx.tenant, ctx.network)
-            if (want_ip or want_mac) and isinstance(e, nmc.NetmasterError) and \
+            if (want_ip or want_ip6 or want_mac) and isinstance(e, nmc.NetmasterError) and \
                     e.status in (400, 409) and \
-                    e.message.startswith(("ipAddress:", "macAddress:")):
+                    e.message.startswith(("ipAddress:", "ipv6Address:", "macAddress:")):
                 raise CniError(E_ADDRESS_REFUSED, "%s: %s" % (what, e.message),
                                "requested with %s" % ", ".join(
                                    x for x in ("IP " + want_ip if want_ip else "",
+                                               "IPv6 " + want_ip6 if want_ip6 else "",
                                                "MAC " + want_mac if want_mac else "") if x))
             raise netmaster_error(e, what)
         undo.append(("release address", lambda: nm.delete_endpoint(ctx.ep_id)))
@@ -426,6 +445,10 @@ def cmd_add(ctx):
         ip = ips[0].split("/")[0]
         prefix = int(ep.get("prefixLen") or 24)
         gateway = ep.get("gateway") or ""
+        addrs = ep.get("ipAddress") if isinstance(ep.get("ipAddress"), list) else []
+        ip6 = addrs[1] if len(addrs) > 1 else ""
+        prefix6 = int(ep.get("prefixLen6") or 64)
+        gateway6 = ep.get("gateway6") or ""
         mtu = int(ep.get("mtu") or 1450)
         mac = ep.get("macAddress") or ""
 
@@ -444,11 +467,22 @@ def cmd_add(ctx):
         batch = ["link set dev %s name %s" % (tmp, ctx.ifname)]
         if mac:
             batch.append("link set dev %s address %s" % (ctx.ifname, mac))
-        batch += ["link set dev %s mtu %d" % (ctx.ifname, mtu),
-                  "addr add %s/%d dev %s" % (ip, prefix, ctx.ifname),
+        batch.append("link set dev %s mtu %d" % (ctx.ifname, mtu))
+        if ip6:
+            # before the link comes up: no DAD (the address is usable at once and the
+            # link-local, EUI-64 of the MAC, is not tentative) and no router solicitation
+            # or advertisement (the default route is set here; netweave sends no RA)
+            sh_batch(batch, ns)
+            batch = []
+            sh(["sysctl", "-q", "-w"] + ["net.ipv6.conf.%s.%s=0" % (ctx.ifname, k) for k in
+                                         ("accept_dad", "router_solicitations", "accept_ra")], ns)
+            batch.append("addr add %s/%d dev %s nodad" % (ip6, prefix6, ctx.ifname))
+        batch += ["addr add %s/%d dev %s" % (ip, prefix, ctx.ifname),
                   "link set dev %s up" % ctx.ifname]
         if gateway:
             batch.append("route replace default via %s dev %s" % (gateway, ctx.ifname))
+        if ip6 and gateway6:
+            batch.append("route replace default via %s dev %s" % (gateway6, ctx.ifname))
         sh_batch(batch, ns)
         if userspace:
             # the userspace datapath forwards partial checksums as they are: TCP breaks
@@ -463,8 +497,9 @@ def cmd_add(ctx):
         except OvsdbError as e:
             raise CniError(E_OVS, "Open vSwitch could not plug %s into %s" %
                            (ctx.host_port, ctx.bridge), str(e))
-        LOG.info("event=endpoint_added endpoint=%s port=%s ofport=%s ip=%s/%d",
-                 ctx.ep_id, ctx.host_port, ofport, ip, prefix)
+        LOG.info("event=endpoint_added endpoint=%s port=%s ofport=%s ip=%s/%d ip6=%s",
+                 ctx.ep_id, ctx.host_port, ofport, ip, prefix,
+                 "%s/%d" % (ip6, prefix6) if ip6 else "-")
 
         c_link = link_info(ctx.ifname, ns) or {}
         h_link = link_info(ctx.host_port) or {}
@@ -481,8 +516,14 @@ def cmd_add(ctx):
         if gateway:
             result["ips"][0]["gateway"] = gateway
             result["routes"].append({"dst": "0.0.0.0/0", "gw": gateway})
+        if ip6:
+            result["ips"].append({"address": "%s/%d" % (ip6, prefix6), "interface": 0})
+            if gateway6:
+                result["ips"][1]["gateway"] = gateway6
+                result["routes"].append({"dst": "::/0", "gw": gateway6})
         if not version_at_least(ctx.version, "1.0.0"):
-            result["ips"][0]["version"] = "4"       # 0.3.x/0.4.0 results name the family
+            for entry, family in zip(result["ips"], ("4", "6")):
+                entry["version"] = family            # 0.3.x/0.4.0 results name the family
         return result
     except BaseException:
         for what, fn in reversed(undo):
@@ -533,6 +574,10 @@ def cmd_check(ctx):
         ips = [ips]
     ips = [a for a in ips if a]
     want_addr = "%s/%d" % (ips[0].split("/")[0], int(ep.get("prefixLen") or 24)) if ips else ""
+    rec_ips = ep.get("ipAddress") if isinstance(ep.get("ipAddress"), list) else []
+    want_addr6 = "%s/%d" % (rec_ips[1], int(ep.get("prefixLen6") or 64)) \
+        if len(rec_ips) > 1 and rec_ips[1] else ""
+    gateway6 = (ep.get("gateway6") or "") if want_addr6 else ""
     want_mtu = int(ep.get("mtu") or 1450)
     gateway = ep.get("gateway") or ""
     c_link = link_info(ctx.ifname, ctx.netns)
@@ -540,9 +585,10 @@ def cmd_check(ctx):
         problems.append("interface %s is missing in %s" % (ctx.ifname, ctx.netns))
     else:
         have = link_addrs(ctx.ifname, ctx.netns)
-        if want_addr and want_addr not in have:
-            problems.append("interface %s has addresses %s, expected %s" %
-                            (ctx.ifname, have or "none", want_addr))
+        for want in (want_addr, want_addr6):
+            if want and want not in have:
+                problems.append("interface %s has addresses %s, expected %s" %
+                                (ctx.ifname, have or "none", want))
         if c_link.get("mtu") != want_mtu:
             problems.append("interface %s has MTU %s, expected %d" %
                             (ctx.ifname, c_link.get("mtu"), want_mtu))
@@ -558,12 +604,19 @@ def cmd_check(ctx):
             if not routes:
                 problems.append("no default route via %s dev %s in %s" %
                                 (gateway, ctx.ifname, ctx.netns))
+        if gateway6:
+            routes = [r for r in default_routes(ctx.netns, "-6")
+                      if r.get("gateway") == gateway6 and r.get("dev") == ctx.ifname]
+            if not routes:
+                problems.append("no IPv6 default route via %s dev %s in %s" %
+                                (gateway6, ctx.ifname, ctx.netns))
     prev = ctx.conf.get("prevResult")
     if isinstance(prev, dict) and want_addr:
         prev_addrs = [i.get("address") for i in prev.get("ips", []) if isinstance(i, dict)]
-        if prev_addrs and want_addr not in prev_addrs:
-            problems.append("prevResult has addresses %s but netmaster holds %s" %
-                            (prev_addrs, want_addr))
+        for want in (want_addr, want_addr6):
+            if prev_addrs and want and want not in prev_addrs:
+                problems.append("prevResult has addresses %s but netmaster holds %s" %
+                                (prev_addrs, want))
     h_link = link_info(ctx.host_port)
     if h_link is None:
         problems.append("host interface %s is missing" % ctx.host_port)

@@ -16,7 +16,17 @@ into it, so every later call (which names only Docker's ids) finds it again, aft
 netplugin restart too. Join makes the veth (MAC, MTU and offloads as the CNI path sets
 them) and plugs its host end into br-int; Docker moves the other end into the container.
 Leave unplugs; ReleaseAddress gives the address back. A Docker network's pool id is
-"TENANT/NETWORK/GROUP": the IPAM calls need no other state.
+"TENANT/NETWORK/GROUP" ("TENANT/NETWORK/GROUP/v6" for its IPv6 pool): the IPAM calls need no
+other state.
+
+Dual stack: on a netweave network with an ipv6Subnet, the IPv4 RequestAddress allocates the
+endpoint with both addresses in one commit (as for CNI); Docker's IPv6 RequestAddress (a
+network made with --ipv6) is answered with that endpoint's IPv6 address, never a second
+allocation, and the IPv6 ReleaseAddress has nothing to give back (the endpoint and both its
+addresses go with the IPv4 release). A Docker network made without --ipv6 sends no IPv6
+address: CreateEndpoint then answers the endpoint's IPv6 address itself (libnetwork takes an
+address the driver adds), so the container configures it too and no address is reserved in
+netweave that no container holds. Join answers GatewayIPv6.
 
 Docker networks are made by netplugin for every netweave network and endpoint group
 (``DockerNetworks``), named as Contiv named them: NAME in the default tenant, NAME/TENANT
@@ -64,10 +74,35 @@ def pool_id(tenant, network, group=""):
 
 
 def parse_pool_id(pid):
+    """(tenant, network, group, v6) of a pool id."""
     parts = (pid or "").split("/")
+    v6 = len(parts) == 4 and parts[3] == "v6"
+    if v6:
+        parts = parts[:3]
     if len(parts) != 3 or not all(parts[:2]):
-        raise DriverError("pool %r is not a netweave pool (TENANT/NETWORK/GROUP)" % pid)
-    return parts
+        raise DriverError("pool %r is not a netweave pool (TENANT/NETWORK/GROUP[/v6])" % pid)
+    return parts + [v6]
+
+
+def _ip6(text):
+    """An IPv6 address (an optional /LEN ignored) as an integer; refused when it is not one."""
+    try:
+        return ipam.ip6_int(text.split("/")[0])
+    except ValueError:
+        raise DriverError("%r is not an IPv6 address" % text)
+
+
+def _net6(text):
+    try:
+        return str(ipam.parse_subnet6(text).network)
+    except ValueError:
+        raise DriverError("%r is not an IPv6 subnet" % text)
+
+
+def with_len6(ep):
+    """The endpoint's IPv6 address as ADDRESS/PREFIXLEN ("" on an IPv4-only network)."""
+    ip6 = (ep.get("ipAddress") or ["", ""])[1:2]
+    return "%s/%d" % (ip6[0], ep.get("prefixLen6") or 64) if ip6 and ip6[0] else ""
 
 
 class Driver:
@@ -81,6 +116,9 @@ class Driver:
         self.lender = lender
         self.docker = docker
         self._serial = threading.Lock()      # Docker's calls on one host, one at a time
+        # endpoints whose IPv4 address Docker holds and whose IPv6 one it has not asked for
+        # yet, oldest first, per (tenant, network): Docker asks v4 then v6 for one endpoint
+        self._awaiting_v6 = {}
 
     # -- lookups ------------------------------------------------------------------------------
     def _target(self, opts):
@@ -142,10 +180,10 @@ class Driver:
         return {"LocalDefaultAddressSpace": ADDRESS_SPACE, "GlobalDefaultAddressSpace": ADDRESS_SPACE}
 
     def request_pool(self, req):
-        if req.get("V6"):
-            raise DriverError("IPv6 pools are not served by netweave's IPAM")
         tenant, network, group = self._target(req.get("Options") or {})
         net = self._network(tenant, network)
+        if req.get("V6"):
+            return self._request_pool6(req, tenant, network, group, net)
         cidr = str(ipam.parse_subnet(net["subnet"]).network)
         if req.get("Pool") and req["Pool"] != cidr:
             raise DriverError("subnet %s is not netweave network %s/%s's subnet %s" %
@@ -155,15 +193,31 @@ class Driver:
                               "network's subnet (or the group's ip pool)")
         return {"PoolID": pool_id(tenant, network, group), "Pool": cidr, "Data": {}}
 
+    def _request_pool6(self, req, tenant, network, group, net):
+        if not net.get("ipv6Subnet"):
+            raise DriverError("netweave network %s/%s has no ipv6Subnet: drop --ipv6, or create "
+                              "the network with one (netctl net create --subnetv6)" %
+                              (tenant, network))
+        cidr = str(ipam.parse_subnet6(net["ipv6Subnet"]).network)
+        if req.get("Pool") and _net6(req["Pool"]) != cidr:
+            raise DriverError("IPv6 subnet %s is not netweave network %s/%s's ipv6Subnet %s" %
+                              (req["Pool"], tenant, network, cidr))
+        if req.get("SubPool"):
+            raise DriverError("--ip-range is not supported: netweave allocates from the "
+                              "network's ipv6Subnet")
+        return {"PoolID": pool_id(tenant, network, group) + "/v6", "Pool": cidr, "Data": {}}
+
     def release_pool(self, req):
         return {}
 
     def request_address(self, req):
-        tenant, network, group = parse_pool_id(req.get("PoolID"))
+        tenant, network, group, v6 = parse_pool_id(req.get("PoolID"))
         opts = req.get("Options") or {}
         net = self._network(tenant, network)
         if net is None:
             raise DriverError("network %s does not exist in netweave tenant %s" % (network, tenant))
+        if v6:
+            return self._request_address6(req, tenant, network, net)
         plen = ipam.parse_subnet(net["subnet"]).network.prefixlen
         if opts.get("RequestAddressType") == GATEWAY_REQUEST:
             if not net.get("gateway"):
@@ -183,12 +237,43 @@ class Driver:
                                                                              e.message))
         except nmc.NetmasterUnreachable as e:
             raise DriverError(str(e))
-        LOG.info("event=docker_address_allocated endpoint=%s ip=%s pool=%s", ep_id,
-                 ep["ipAddress"][0], req.get("PoolID"))
+        if with_len6(ep):
+            self._awaiting_v6.setdefault((tenant, network), []).append(ep_id)
+        LOG.info("event=docker_address_allocated endpoint=%s ip=%s ip6=%s pool=%s", ep_id,
+                 ep["ipAddress"][0], with_len6(ep) or "-", req.get("PoolID"))
         return {"Address": "%s/%d" % (ep["ipAddress"][0], plen), "Data": {}}
 
+    def _request_address6(self, req, tenant, network, net):
+        """The IPv6 address of the endpoint whose IPv4 address Docker asked for just before."""
+        opts = req.get("Options") or {}
+        if opts.get("RequestAddressType") == GATEWAY_REQUEST:
+            gw6 = net.get("ipv6Gateway")
+            if req.get("Address") and _ip6(req["Address"]) != _ip6(gw6):
+                raise DriverError("IPv6 gateway %s is not netweave network %s/%s's ipv6Gateway %s"
+                                  % (req["Address"], tenant, network, gw6))
+            plen6 = ipam.parse_subnet6(net["ipv6Subnet"]).prefixlen
+            return {"Address": "%s/%d" % (gw6, plen6), "Data": {}}
+        queue = self._awaiting_v6.get((tenant, network)) or []
+        mine = {ep["endpointID"]: ep for ep in self._mine()}
+        while queue and queue[0] not in mine:     # released meanwhile (Docker rolled back)
+            queue.pop(0)
+        if not queue:
+            raise DriverError("no netweave endpoint of %s/%s waits for its IPv6 address on host "
+                              "%s: Docker asks for the IPv4 address first" % (tenant, network,
+                                                                              self.host))
+        ep = mine[queue.pop(0)]
+        addr = with_len6(ep)
+        if req.get("Address") and _ip6(req["Address"]) != _ip6(ep["ipAddress"][1]):
+            # the pair was allocated together with the IPv4 address; Docker rolls back the IPv4
+            raise DriverError("--ip6 is not supported: netweave gives the endpoint its IPv6 "
+                              "address with its IPv4 one (%s here)" % addr)
+        LOG.info("event=docker_address6_given endpoint=%s ip6=%s", ep["endpointID"], addr)
+        return {"Address": addr, "Data": {}}
+
     def release_address(self, req):
-        tenant, network, _ = parse_pool_id(req.get("PoolID"))
+        tenant, network, _, v6 = parse_pool_id(req.get("PoolID"))
+        if v6:                # given back with the endpoint when its IPv4 address is released
+            return {}
         ip = (req.get("Address") or "").split("/")[0]
         for ep in self._mine():
             if (ep.get("tenantName"), ep.get("networkName")) == (tenant, network) \
@@ -200,9 +285,10 @@ class Driver:
     def create_network(self, req):
         opts = (req.get("Options") or {}).get("com.docker.network.generic") or {}
         tenant, network, group = self._target(opts)
-        v4 = req.get("IPv4Data") or []
-        if req.get("IPv6Data"):
-            raise DriverError("IPv6 is not supported on netweave's Docker networks")
+        v4, v6 = req.get("IPv4Data") or [], req.get("IPv6Data") or []
+        if v6 and (len(v6) != 1 or v6[0].get("AddressSpace") != ADDRESS_SPACE):
+            raise DriverError("use --ipam-driver %s: IPv6 addresses must come from netweave's "
+                              "IPAM too" % DRIVER)
         if len(v4) != 1 or v4[0].get("AddressSpace") != ADDRESS_SPACE:
             raise DriverError("use --ipam-driver %s: addresses must come from netweave's IPAM, "
                               "which knows every endpoint of %s/%s" % (DRIVER, tenant, network))
@@ -213,6 +299,10 @@ class Driver:
             raise DriverError("the IPAM pool %s is not netweave network %s/%s's subnet %s: give "
                               "--ipam-opt the same tenant and network as -o" %
                               (v4[0].get("Pool"), tenant, network, cidr))
+        net6 = self._network(tenant, network).get("ipv6Subnet")
+        if v6 and _net6(v6[0].get("Pool") or "") != _net6(net6 or "::/0"):
+            raise DriverError("the IPv6 pool %s is not netweave network %s/%s's ipv6Subnet %s" %
+                              (v6[0].get("Pool"), tenant, network, net6 or "(none)"))
         want = pool_id(tenant, network, group)
         LOG.info("event=docker_network_created id=%s netweave=%s", req.get("NetworkID", "")[:12], want)
         return {}
@@ -224,6 +314,7 @@ class Driver:
     def create_endpoint(self, req):
         iface = req.get("Interface") or {}
         addr = (iface.get("Address") or "").split("/")[0]
+        addr6 = (iface.get("AddressIPv6") or "").split("/")[0]
         if not addr:
             raise DriverError("no address: the network must use --ipam-driver %s" % DRIVER)
         if iface.get("MacAddress"):
@@ -239,10 +330,22 @@ class Driver:
             raise DriverError("no single netweave endpoint of host %s holds %s (found %d)" %
                               (self.host, addr, len(candidates)))
         ep = candidates[0]
+        for queue in self._awaiting_v6.values():
+            if ep["endpointID"] in queue:
+                queue.remove(ep["endpointID"])
+        mine6 = with_len6(ep)
+        if addr6 and (not mine6 or _ip6(addr6) != _ip6(ep["ipAddress"][1])):
+            raise DriverError("IPv6 address %s is not netweave endpoint %s's (%s)" %
+                              (addr6, ep["endpointID"], mine6 or "none"))
         self._update(ep, dockerEndpoint=req["EndpointID"])
-        LOG.info("event=docker_endpoint_created endpoint=%s docker_endpoint=%s ip=%s",
-                 ep["endpointID"], req["EndpointID"][:12], addr)
-        return {"Interface": {"MacAddress": ep["macAddress"]}}
+        LOG.info("event=docker_endpoint_created endpoint=%s docker_endpoint=%s ip=%s ip6=%s",
+                 ep["endpointID"], req["EndpointID"][:12], addr, mine6 or "-")
+        out = {"MacAddress": ep["macAddress"]}
+        if mine6 and not addr6:
+            # a Docker network without --ipv6 on a dual-stack netweave network: the address
+            # netweave reserved is configured in the container too (libnetwork takes it)
+            out["AddressIPv6"] = mine6
+        return {"Interface": out}
 
     def _docker_network(self, network_id):
         """(tenant, network, group) of a Docker network, from dockerd (None if unknown)."""
@@ -312,6 +415,8 @@ class Driver:
         out = {"InterfaceName": {"SrcName": tmp, "DstPrefix": "eth"}}
         if ep.get("gateway"):
             out["Gateway"] = ep["gateway"]
+        if with_len6(ep) and ep.get("gateway6"):
+            out["GatewayIPv6"] = ep["gateway6"]
         return out
 
     def leave(self, req):
@@ -485,10 +590,13 @@ class DockerNetworks:
             opts["group"] = group
         ipam_opts = {k: v for k, v in opts.items() if k != "encap"}
         cidr = str(ipam.parse_subnet(n["subnet"]).network)
+        config = [{"Subnet": cidr, "Gateway": n["gateway"]}]
+        if n.get("ipv6Subnet"):       # dual stack: Docker asks for (and shows) both addresses
+            config.append({"Subnet": str(ipam.parse_subnet6(n["ipv6Subnet"]).network),
+                           "Gateway": n["ipv6Gateway"]})
         return {"Driver": DRIVER, "CheckDuplicate": True, "Options": opts,
-                "Labels": {MANAGED_LABEL: "true"},
-                "IPAM": {"Driver": DRIVER, "Options": ipam_opts,
-                         "Config": [{"Subnet": cidr, "Gateway": n["gateway"]}]}}
+                "Labels": {MANAGED_LABEL: "true"}, "EnableIPv6": len(config) > 1,
+                "IPAM": {"Driver": DRIVER, "Options": ipam_opts, "Config": config}}
 
     def sync(self):
         """One pass; returns False when dockerd or netmaster could not be reached."""
@@ -523,10 +631,11 @@ class DockerNetworks:
 
     @staticmethod
     def _same(cur, spec):
-        cfg = ((cur.get("IPAM") or {}).get("Config") or [{}])[0]
-        return ((cur.get("Options") or {}) == spec["Options"]
-                and cfg.get("Subnet") == spec["IPAM"]["Config"][0]["Subnet"]
-                and cfg.get("Gateway") == spec["IPAM"]["Config"][0]["Gateway"])
+        have = [(c.get("Subnet"), c.get("Gateway"))
+                for c in (cur.get("IPAM") or {}).get("Config") or []]
+        want = [(c["Subnet"], c["Gateway"]) for c in spec["IPAM"]["Config"]]
+        return ((cur.get("Options") or {}) == spec["Options"] and have == want
+                and bool(cur.get("EnableIPv6")) == spec["EnableIPv6"])
 
     def _remove(self, name, cur, why):
         try:

@@ -5,7 +5,7 @@ and controller/ofapp.py, the real code over a model-shaped fake store): the
 store events of the write are queued, `Fabric.flush()` turns them into typed
 changes and runs the incremental engine (flows/engine.py), and for every
 connected switch whose table changed the OpenFlow app's delta path
-(`SwitchManager._delta_msgs`: normalise, compare with what it committed,
+(`SwitchManager._delta_msgs`: compare with what it committed,
 encode the flow mods) builds the bundle's messages.  Sending them to a switch
 is not included (bench.flow_push measures that rate).  Changes: +1 endpoint
 (with its port), +1 rule, +1 host (a host registers, its switch connects and
@@ -197,8 +197,8 @@ def _controller_path(snap, change, n):
     app._held = {}
     for h in snap.hosts:                           # what each switch committed: the full table
         held = fab.desired(h.dpid)
-        app._held[h.dpid] = ({e.key: e for e in map(_norm, held[0])},
-                             {g.group_id: _norm_group(g) for g in held[1]})
+        app._held[h.dpid] = ({e.key: e for e in held[0]},      # canonical as made
+                             {g.group_id: g for g in held[1]})
     times, msgs, switches = [], 0, 0
     for i in range(n + 1):
         asked.clear()
@@ -234,16 +234,6 @@ class _Dp:
 class _Res:
     added = modified = deleted = groups_added = groups_modified = groups_deleted = 0
     read = ""
-
-
-def _norm(e):
-    from controller import ofmsg
-    return ofmsg.normalize(e)
-
-
-def _norm_group(g):
-    from controller import ofmsg
-    return ofmsg.normalize_group(g)
 
 
 def measure(E, G, R, repeat):

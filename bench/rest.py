@@ -80,14 +80,25 @@ class Server:
                    interval=0.1, what="netmaster")
         return self
 
-    def session(self) -> requests.Session:
-        """A client of the door measured: on HTTPS, verifying netmaster's CA, with the admin token."""
+    host_token = ""                      # the host's credential (tls door): hosts and endpoints are its
+
+    def session(self, as_host: bool = False) -> requests.Session:
+        """A client of the door measured: on HTTPS, verifying netmaster's CA, with the admin
+        token (networks) or the host's credential (its registration and endpoints)."""
         s = requests.Session()
         if self.door == "tls":
             s.verify = f"{self.dir}/pki/ca.crt"
-            with open(f"{self.dir}/pki/admin.token") as f:
-                s.headers["Authorization"] = "Bearer " + f.read().strip()
+            s.trust_env = False          # else $REQUESTS_CA_BUNDLE replaces the CA named here
+            if as_host:
+                token = self.host_token
+            else:
+                with open(f"{self.dir}/pki/admin.token") as f:
+                    token = f.read().strip()
+            s.headers["Authorization"] = "Bearer " + token
         return s
+
+    def host_session(self) -> requests.Session:
+        return self.session(as_host=True)
 
     def stop(self) -> str:
         """Stop both; returns the netmaster profile's top functions when profiling."""
@@ -183,8 +194,13 @@ def bench_store(kind: str, nets: int, eps: int, budget: float, profile: bool, cl
         srv.start()
         u = srv.url + "/api/v1"
         pid = srv.nm.pid
-        with srv.session() as s:
-            s.post(f"{u}/hosts/nwbh1/", json={"hostLabel": "nwbh1", "vtepIP": "10.95.1.1",
+        with srv.session() as s, srv.session() as hs:
+            if door == "tls":
+                r = s.post(f"{u}/auth_proxy/host_credentials/nwbh1/", json={}, timeout=10)
+                r.raise_for_status()
+                srv.host_token = r.json()["token"]
+                hs.headers["Authorization"] = "Bearer " + srv.host_token
+            hs.post(f"{u}/hosts/nwbh1/", json={"hostLabel": "nwbh1", "vtepIP": "10.95.1.1",
                                              "dpid": "00004e0000b00001"}, timeout=10).raise_for_status()
             n_made = e_made = 0
             for rnd, (nn, ne) in (("empty", (nets, eps)), ("fill", (load_nets, load_eps)),
@@ -192,7 +208,7 @@ def bench_store(kind: str, nets: int, eps: int, budget: float, profile: bool, cl
                 if not nn and not ne:
                     continue
                 n = _phase(s, _net_reqs(u, n_made, nn), budget, clients, pid, srv.session)
-                e = _phase(s, _ep_reqs(u, n_made, n["done"], e_made, ne), budget, clients, pid, srv.session)
+                e = _phase(hs, _ep_reqs(u, n_made, n["done"], e_made, ne), budget, clients, pid, srv.host_session)
                 for ph in (n, e):
                     ph["door"] = door
                 for ph, want, held in ((n, nn, (n_made, e_made)), (e, ne, (n_made + n["done"], e_made))):

@@ -36,7 +36,7 @@ import requests
 
 from bench import common
 from topologies import launch
-from topologies.common import free_port
+from topologies.common import free_port, wait_until
 from topologies.ovs import OvsInstance
 
 log = logging.getLogger("bench.restart")
@@ -55,21 +55,6 @@ def _endpoint(j: int) -> dict:
     i, k = j % NETS, j // NETS
     return {"tenantName": TENANT, "networkName": f"n{i}", "groupName": _group(j), "host": f"h{j % HOSTS}",
             "intfName": f"nwr{j}", "ipAddress": f"10.{60 + i}.{10 + k // 250}.{k % 250 + 2}"}
-
-
-def _wait_http(url: str, proc, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"netmaster exited with {proc.returncode}")
-        try:
-            if requests.get(url, timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not answer")
-        time.sleep(0.1)
 
 
 _TS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
@@ -142,7 +127,10 @@ class Bench:
             if not r.ok:
                 raise RuntimeError(f"POST {path}: {r.status_code} {r.text[:300]}")
         try:
-            _wait_http(f"http://127.0.0.1:{rest}/version", nm)
+            wait_until(lambda: nm.poll() is not None or requests.get(f"http://127.0.0.1:{rest}/version", timeout=2).ok,
+                       60, interval=0.1, what="netmaster answering")
+            if nm.poll() is not None:
+                raise RuntimeError(f"netmaster exited with {nm.returncode}")
             post(f"tenants/{TENANT}/", {"tenantName": TENANT})
             for i in range(NETS):
                 post(f"networks/{TENANT}:n{i}/", {"tenantName": TENANT, "networkName": f"n{i}",

@@ -64,9 +64,6 @@ class Netmaster:
                                   tls_port=self.of_tls_port if tls else None, tls=tls,
                                   tls_host=self.of_tls_listen, sock=self.of_sock)
             self.fabric.request_reconcile = self.of.app.request_reconcile
-            # groups are owned like flows: never delete one netweave did not make
-            from flows.pipeline import group_owned
-            self.of.app.group_owned = group_owned
             self.fabric.watch()
         if self.clustered:
             from controller.election import Election

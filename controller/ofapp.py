@@ -16,7 +16,7 @@ desired set against the switch's own (cookie-marked) flows and its groups;
 otherwise it takes the fabric's delta (the flows and groups whose desired
 entry changed since) and compares only those with what it last committed.
 Either way the difference goes in one atomic OpenFlow bundle.  Conversions
-live in controller/ofmsg.py.
+go through controller/ofcodec.py.
 """
 from __future__ import annotations
 
@@ -40,9 +40,9 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from controller import metrics, ofencode, ofmsg, ofwire
+from controller import metrics, ofcodec
 from flows.entry import COOKIE_MARK, COOKIE_MARK_MASK, FlowEntry, GroupEntry
-from flows.pipeline import DENY_LOG_METER
+from flows.pipeline import DENY_LOG_METER, group_owned
 
 LOG = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ DENY_LOG_RATE = 100        # packets/s per switch sent to the controller by logg
 
 # Speed: os-ken keeps each flow-stats entry as its bytes (match/instructions
 # parsed only if read) and _read_switch decodes them straight to FlowEntry.
-# Other readers of flow stats see an ordinary OFPFlowStats. See controller/ofwire.py.
-ofwire.install()
+# Other readers of flow stats see an ordinary OFPFlowStats. See controller/ofcodec.py.
+ofcodec.install()
 
 
 class Fabric(Protocol):
@@ -136,9 +136,9 @@ class SwitchManager(app_manager.OSKenApp):
         # packet_in(dpid, cookie, table_id, match dict, data): a packet a flow sent
         # to the controller (a logged deny; see controller/denylog.py)
         self.packet_in = packet_in
-        # Groups carry no cookie in OF1.3: this predicate says which group ids
-        # netweave owns (and may delete when not desired).  Default: all of them.
-        self.group_owned = lambda group_id: True
+        # Groups carry no cookie in OF1.3: group ids carry the owner instead
+        # (flows/pipeline.py), and a group netweave did not make is never deleted.
+        self.group_owned = group_owned
         self.datapaths: dict[int, object] = {}     # dpid -> Datapath in MAIN state
         self.last_result: dict[int, ReconcileResult] = {}
         self._conns: set = set()                    # every live connection, for stop()
@@ -395,15 +395,19 @@ class SwitchManager(app_manager.OSKenApp):
 
     def _check_desired(self, dp, desired, res: ReconcileResult):
         want, groups, bad = canonical_desired(desired)
+        self._report_bad(dp, bad, res)
+        return None if bad else (want, groups)
+
+    @staticmethod
+    def _report_bad(dp, bad: list, res: ReconcileResult) -> None:
         for entry, reason in sorted(bad, key=repr):      # a stable report
             text = _entry_text(entry)
             res.rejected.append((text, None, reason))
             LOG.error("event=bad_entry dpid=%s reason=%r entry=%s", _dpid(dp.id), reason, text)
-        return None if bad else (want, groups)
 
     def _diff(self, dp, desired, res: ReconcileResult) -> list:
         """Messages that turn what the switch holds into `desired`, in bundle order."""
-        with ofencode.gc_paused():      # speed: see ofencode.gc_paused
+        with ofcodec.gc_paused():       # speed: see flows/gcpause.py
             return self._diff_msgs(dp, desired, res)
 
     def _diff_msgs(self, dp, desired, res: ReconcileResult) -> list:
@@ -424,21 +428,33 @@ class SwitchManager(app_manager.OSKenApp):
         first, flows, last = [], [], []              # (description, message)
         for gid, g in sorted(groups_want.items()):
             if gid not in groups_held:
-                first.append((g.to_ofctl(), ofmsg.group_mod(dp, g, ofp.OFPGC_ADD)))
+                first.append((g.to_ofctl(), ofcodec.encode_group(dp, g, ofp.OFPGC_ADD)))
                 res.groups_added += 1
             elif groups_held[gid] != g:
-                first.append((g.to_ofctl(), ofmsg.group_mod(dp, g, ofp.OFPGC_MODIFY)))
+                first.append((g.to_ofctl(), ofcodec.encode_group(dp, g, ofp.OFPGC_MODIFY)))
                 res.groups_modified += 1
+        unsendable = []
         for key, e in want.items():
             h = held.get(key)
             if h == e:
                 res.unchanged += 1
-            elif h is not None and h.cookie == e.cookie:
-                flows.append(_flow_msg(dp, e, ofp.OFPFC_MODIFY_STRICT))
-                res.modified += 1
-            else:                 # ADD also replaces a flow whose cookie differs
-                flows.append(_flow_msg(dp, e, ofp.OFPFC_ADD))
+                continue
+            cmd = (ofp.OFPFC_MODIFY_STRICT if h is not None and h.cookie == e.cookie
+                   else ofp.OFPFC_ADD)      # ADD also replaces a flow whose cookie differs
+            try:
+                flows.append(_flow_msg(dp, e, cmd))
+            except ofcodec.ConversionError as x:
+                unsendable.append((e, str(x)))
+                continue
+            if cmd == ofp.OFPFC_ADD:
                 res.added += 1
+            else:
+                res.modified += 1
+        if unsendable:            # like a rejected bundle: a desired set we cannot send changes nothing
+            self._report_bad(dp, unsendable, res)
+            self._pending.pop(dp.id, None)
+            res.outcome = "discarded"
+            return []
         # (only what goes is sorted, for a stable order: sorting all by repr took 0.4 s at 50k)
         for key, e in sorted(((k, e) for k, e in held.items() if k not in want), key=repr):
             flows.append(_flow_msg(dp, e, ofp.OFPFC_DELETE_STRICT))
@@ -452,8 +468,7 @@ class SwitchManager(app_manager.OSKenApp):
             res.deleted += 1
         for gid, g in sorted(groups_held.items()):
             if gid not in groups_want and self.group_owned(gid):
-                last.append((f"delete group_id={gid}", parser.OFPGroupMod(
-                    dp, ofp.OFPGC_DELETE, ofp.OFPGT_ALL, gid, [])))
+                last.append((f"delete group_id={gid}", ofcodec.delete_group(dp, gid)))
                 res.groups_deleted += 1
         return first + flows + last
 
@@ -471,17 +486,16 @@ class SwitchManager(app_manager.OSKenApp):
                 if new is None:
                     gid = old.group_id
                     if gid in groups_held and self.group_owned(gid):
-                        last.append((f"delete group_id={gid}", parser.OFPGroupMod(
-                            dp, ofp.OFPGC_DELETE, ofp.OFPGT_ALL, gid, [])))
+                        last.append((f"delete group_id={gid}", ofcodec.delete_group(dp, gid)))
                         upd_groups[gid] = None
                         res.groups_deleted += 1
                     continue
-                g = ofmsg.normalize_group(new)
+                g = new
                 h = groups_held.get(g.group_id)
                 if h == g:
                     continue
                 cmd = ofp.OFPGC_ADD if g.group_id not in groups_held else ofp.OFPGC_MODIFY
-                first.append((g.to_ofctl(), ofmsg.group_mod(dp, g, cmd)))
+                first.append((g.to_ofctl(), ofcodec.encode_group(dp, g, cmd)))
                 upd_groups[g.group_id] = g
                 if cmd == ofp.OFPGC_ADD:
                     res.groups_added += 1
@@ -489,14 +503,14 @@ class SwitchManager(app_manager.OSKenApp):
                     res.groups_modified += 1
             for old, new in flow_changes:
                 if new is None:
-                    k = ofmsg.normalize(old).key
+                    k = old.key
                     h = held.get(k)
                     if h is not None:
                         flows.append(_flow_msg(dp, h, ofp.OFPFC_DELETE_STRICT))
                         upd_flows[k] = None
                         res.deleted += 1
                     continue
-                e = ofmsg.normalize(new)
+                e = new
                 if e.cookie & COOKIE_MARK_MASK != COOKIE_MARK:
                     return None
                 h = held.get(e.key)
@@ -509,7 +523,7 @@ class SwitchManager(app_manager.OSKenApp):
                     flows.append(_flow_msg(dp, e, ofp.OFPFC_ADD))
                     res.added += 1
                 upd_flows[e.key] = e
-        except ofmsg.ConversionError as x:
+        except ofcodec.ConversionError as x:
             LOG.warning("event=delta_unsendable dpid=%s error=%s action=full_reconcile", _dpid(dp.id), x)
             return None
         self._pending[dp.id] = ("delta", upd_flows, upd_groups)
@@ -535,14 +549,14 @@ class SwitchManager(app_manager.OSKenApp):
         stale_raw = []
         req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
                                          COOKIE_MARK, COOKIE_MARK_MASK, parser.OFPMatch())
-        with ofwire.gc_paused():            # speed: see controller/ofwire.py
+        with ofcodec.gc_paused():           # speed: see flows/gcpause.py
             n = 0
             for rep in self._request(req, parser.OFPFlowStatsReply, True) or []:
                 for st in rep.body:
                     try:
-                        e = ofwire.to_entry(st)     # fast from the bytes, else ofmsg's slow path
+                        e = ofcodec.decode_flow(st)
                         held[e.key] = e
-                    except ofmsg.ConversionError:
+                    except ofcodec.ConversionError:
                         stale_raw.append(st)
                     n += 1
                     if not n % 4096:
@@ -552,8 +566,8 @@ class SwitchManager(app_manager.OSKenApp):
         for rep in self._request(req, parser.OFPGroupDescStatsReply, True) or []:
             for d in rep.body:
                 try:
-                    groups_held[d.group_id] = ofmsg.group_from_desc(d)
-                except ofmsg.ConversionError:
+                    groups_held[d.group_id] = ofcodec.decode_group(d)
+                except ofcodec.ConversionError:
                     groups_held[d.group_id] = None      # unreadable: replace it
         return held, groups_held, stale_raw
 
@@ -641,7 +655,7 @@ class SwitchManager(app_manager.OSKenApp):
         try:
             batch = []                  # pre-encoded bundle-adds, sent as one blob
             for desc, m in msgs:
-                if isinstance(m, ofencode.EncodedFlowMod):
+                if isinstance(m, ofcodec.Encoded):
                     # Speed: raw bytes, no os-ken objects; xids come from the
                     # datapath's own counter so they never clash with os-ken's.
                     dp.xid = xid = (dp.xid + 1) & ofp.MAX_XID
@@ -695,7 +709,7 @@ class SwitchManager(app_manager.OSKenApp):
             if xid not in sent:
                 continue
             desc = sent[xid]
-            if isinstance(desc, ofencode.EncodedFlowMod):
+            if isinstance(desc, ofcodec.Encoded):
                 desc = desc.describe()
             res.rejected.append((desc, err.type, _err_code(err)))
             LOG.error("event=bundle_rejected dpid=%s bundle=%d xid=%d type=%d code=%s entry=%s",
@@ -714,47 +728,31 @@ SEND_BATCH = 512
 
 
 def canonical_desired(desired) -> tuple[dict, dict, list]:
-    """A compiled (flows, groups) in the form the switch reports it: (flows by key, groups by
-    id, [(entry, why it cannot be installed)])."""
+    """A compiled (flows, groups) by key and by id (entries are canonical as made:
+    flows/fields.py), and [(entry, why it cannot be installed)]."""
     want_flows, want_groups = desired
     want: dict[tuple, FlowEntry] = {}
     groups: dict[int, GroupEntry] = {}
     bad = []
-    for f in want_flows:
-        try:
-            e = ofmsg.normalize(f)
-        except ofmsg.ConversionError as x:
-            bad.append((f, str(x)))
-            continue
+    for e in want_flows:
         if e.cookie & COOKIE_MARK_MASK != COOKIE_MARK:
-            bad.append((f, "cookie lacks COOKIE_MARK"))
+            bad.append((e, "cookie lacks COOKIE_MARK"))
         elif e.key in want and want[e.key] != e:
-            bad.append((f, "two entries with one table/priority/match"))
+            bad.append((e, "two entries with one table/priority/match"))
         else:
             want[e.key] = e
     for g in sorted(want_groups, key=repr):
-        try:
-            n = ofmsg.normalize_group(g)
-        except ofmsg.ConversionError as x:
-            bad.append((g, str(x)))
-            continue
-        if g.group_id in groups and groups[g.group_id] != n:
+        if g.group_id in groups and groups[g.group_id] != g:
             bad.append((g, "two groups with one id"))
-        groups[g.group_id] = n
+        groups[g.group_id] = g
     return want, groups, bad
 
 
 def _flow_msg(dp, e: FlowEntry, command: int) -> tuple:
-    """(description, message) for _diff.  Speed: the flow mod is encoded
-    straight to bytes (controller/ofencode), its text is built only if the
-    switch rejects it; whatever the encoder cannot do goes through os-ken."""
-    try:
-        return None, ofencode.EncodedFlowMod(e, command)
-    except Exception as exc:                      # noqa: BLE001 - any gap: slow path
-        LOG.debug("event=encode_fallback error=%r entry=%r", exc, e)
-        text = e.to_ofctl()
-        return ("delete " + text if command == ofp.OFPFC_DELETE_STRICT else text,
-                ofmsg.flow_mod(dp, e, command))
+    """(description, message) for a bundle.  Speed: the description of an encoded
+    flow mod is built only if the switch rejects it."""
+    m = ofcodec.encode_flow(dp, e, command)
+    return (None if isinstance(m, ofcodec.Encoded) else ofcodec.describe(e, command)), m
 
 
 def _send_raw(dp, batch: list) -> None:

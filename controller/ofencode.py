@@ -27,7 +27,7 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from controller import ofmsg
-from flows import gcpause
+from flows import fields, gcpause
 from flows.entry import FlowEntry
 
 _CACHE_MAX = 200_000            # per cache; cleared when full (bounded memory)
@@ -54,13 +54,13 @@ _PAD = [b"\0" * i for i in range(8)]
 
 class _Field:
     """Precomputed wire facts for one match field (entry name)."""
-    __slots__ = ("width", "hdr", "hdr_w", "rank")
+    __slots__ = ("width", "kind", "hdr", "hdr_w", "rank")
 
     def __init__(self, name: str):
-        oname = "ct_state" if name == "ct_state" else ofmsg.osken_field(name)
-        if oname not in ofmsg._WIDTH:
-            raise ofmsg.ConversionError(f"unknown match field {name!r}")
-        self.width = w = ofmsg._WIDTH[oname] // 8
+        fd = fields.field(name)
+        oname = ofmsg.osken_field(name)
+        self.width = w = fd.width // 8
+        self.kind = fd.kind
         n = ofp.oxm_from_user_header(oname)
         buf = bytearray()
         ln = ofp.oxm_serialize(n, b"\0" * w, None, buf, 0)
@@ -68,27 +68,22 @@ class _Field:
         buf = bytearray()
         ln = ofp.oxm_serialize(n, b"\0" * w, b"\0" * w, buf, 0)
         self.hdr_w = bytes(buf[:ln - 2 * w])
-        # the very sort key ofmsg.to_ofpmatch uses
-        self.rank = (ofmsg._PREREQ_RANK.get(oname, 9), n[0] if isinstance(n, tuple) else n)
+        self.rank = ofmsg.oxm_rank(name)       # the very order ofmsg.to_ofpmatch sends
 
 
 _FIELDS: dict[str, _Field] = {}
-_MAC_FIELDS = ofmsg.MAC_FIELDS
+_MAC_FIELDS = frozenset(n for n, f in fields.FIELDS.items() if f.kind == "mac")
 _FIELD_CACHE: dict[tuple, tuple] = {}       # (name, value, mask) -> (sort key, bytes)
 
 
-def _value_bytes(v, width: int) -> bytes:
-    if isinstance(v, int):
-        return v.to_bytes(width, "big")
-    if width == 16:                                 # IPv6
-        b = socket.inet_pton(socket.AF_INET6, v)
-    elif ":" in v:                                  # MAC
-        b = bytes.fromhex(v.replace(":", ""))
-    else:                                           # IPv4
-        b = socket.inet_aton(v)
-    if len(b) != width:
-        raise ofmsg.ConversionError(f"{v!r} does not fit a {width}-byte field")
-    return b
+def _value_bytes(v, width: int, kind: str) -> bytes:
+    if kind == "mac":
+        return bytes.fromhex(v.replace(":", ""))
+    if kind == "ipv4":
+        return socket.inet_aton(v)
+    if kind == "ipv6":
+        return socket.inet_pton(socket.AF_INET6, v)
+    return v.to_bytes(width, "big")
 
 
 def _encode_field(f: tuple) -> tuple:
@@ -96,15 +91,13 @@ def _encode_field(f: tuple) -> tuple:
     fd = _FIELDS.get(name)
     if fd is None:
         fd = _FIELDS[name] = _Field(name)
-    if name == "ct_state" and isinstance(value, str):
-        if mask is not None:
-            raise ofmsg.ConversionError("ct_state mask is implied by the flag string")
-        value, mask = ofmsg.ct_state_to_int(value)
-    w = fd.width
+    w, kind = fd.width, fd.kind
+    if kind == "ct_state":              # sent as NXM_NX_CT_STATE value/mask
+        value, mask = fields.ct_state_to_int(value)
     if mask is None:
-        out = fd.hdr + _value_bytes(value, w)
+        out = fd.hdr + _value_bytes(value, w, kind)
     else:
-        out = fd.hdr_w + _value_bytes(value, w) + _value_bytes(mask, w)
+        out = fd.hdr_w + _value_bytes(value, w, kind) + _value_bytes(mask, w, kind)
     r = (fd.rank, out)
     if name in _MAC_FIELDS and mask is None:
         return r                        # not cached: usually one per endpoint

@@ -7,8 +7,8 @@ flow.  Here one struct walk with precomputed tables turns the bytes into the
 entry directly.
 
 Contract: `decode(buf, offset)` returns exactly
-`ofmsg.normalize(ofmsg.entry_from_stats(<os-ken's parse of the same bytes>))`
-for the match fields and actions of flows/entry.py, and raises `Unsupported`
+`ofmsg.entry_from_stats(<os-ken's parse of the same bytes>)` (a canonical
+FlowEntry, flows/fields.py) for the match fields and actions of flows/fields.py, and raises `Unsupported`
 for anything else (unknown field, masked set_field, partial reg_move, ct with
 nested actions, ...).  Unsupported means "not for the fast path", never "bad
 flow": the caller then takes the slow path for that one flow, which gives the
@@ -38,15 +38,11 @@ masked metadata; set tun_dst, set tun_id, output:100; cookies with COOKIE_MARK):
 
 Per flow: decode ~6-7 us (os-ken parse + entry_from_stats ~115 us offline,
 ~165 us in the live read with the GC on).  What is left of the 50k reconcile
-(~2.5 s) is not the read: SwitchManager._desired normalizes the 50k desired
-entries (ofmsg.normalize ~26 us each, mostly ipaddress and MAC text) and sorts
-them by repr (~0.35 s).  The 2 s goal needs that side made cheaper too (e.g.
-normalize once per compiled entry and cache it; sort by key instead of repr).
+(~2.5 s) was not the read but the desired side (a normaliser over the 50k desired
+entries, since gone: entries are canonical when constructed).
 """
 from __future__ import annotations
 
-import dataclasses
-import ipaddress
 import logging
 import socket
 import struct
@@ -58,7 +54,7 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from controller import ofmsg
-from flows import gcpause
+from flows import fields, gcpause
 from flows.entry import FlowEntry
 
 LOG = logging.getLogger(__name__)
@@ -95,14 +91,8 @@ _NX = ofproto_common.NX_EXPERIMENTER_ID
 _NXAST_REG_MOVE, _NXAST_CONJUNCTION, _NXAST_CT = 6, 34, 35
 _CT_ZONE_REG_BITS = nicira_ext.ofs_nbits(0, 15)   # zone=regN[0..15], as ofmsg writes it
 
-# The match fields of flows/entry.py (OVS names).
-FIELDS = ("in_port", "eth_src", "eth_dst", "eth_type", "vlan_vid", "arp_op", "arp_spa",
-          "arp_tpa", "arp_sha", "arp_tha", "ip_src", "ip_dst", "ip_proto", "nw_ttl",
-          "tcp_src", "tcp_dst", "udp_src", "udp_dst", "icmp_type", "tun_id", "tun_src",
-          "tun_dst", "metadata", "reg0", "reg1", "reg2", "reg3", "reg4", "reg5", "reg6",
-          "reg7", "ct_state", "ct_zone", "conj_id",
-          "ipv6_src", "ipv6_dst", "icmpv6_type", "icmpv6_code", "nd_target", "nd_sll", "nd_tll",
-          "nd_reserved", "nd_options_type")
+# The match fields of flows/fields.py, by os-ken name (OXM, or NXM without _nxm).
+FIELDS = tuple(fields.FIELDS)
 _INT_STRUCT = {1: _U8, 2: _U16, 4: _U32, 8: _U64}
 _MAC_FULL = (1 << 48) - 1
 
@@ -133,8 +123,8 @@ def _int_conv(name, size, masked):
             s = cache.get((v, m))
             if s is None:
                 try:
-                    s = cache[(v, m)] = ofmsg.ct_state_to_str(v, m)
-                except ofmsg.ConversionError as e:
+                    s = cache[(v, m)] = fields.ct_state_to_str(v, m)
+                except fields.EntryError as e:
                     raise Unsupported(str(e)) from None
             return (name, s, None)
         return conv
@@ -162,6 +152,26 @@ def _mac_conv(name, masked):
     return conv
 
 
+def _ip6(b) -> str:
+    t = socket.inet_ntop(socket.AF_INET6, b)
+    # inet_ntop writes some addresses with a dotted tail (::ffff:1.2.3.4); fields' form has none
+    return t if "." not in t else fields.value_of(fields.FIELDS["ipv6_src"], int.from_bytes(b, "big"))
+
+
+def _ip6_conv(name, masked):
+    if not masked:
+        return lambda buf, p: (name, _ip6(bytes(buf[p:p + 16])), None)
+    full = (1 << 128) - 1
+
+    def conv(buf, p):
+        v = int.from_bytes(buf[p:p + 16], "big")
+        m = int.from_bytes(buf[p + 16:p + 32], "big")
+        if m == full:
+            return (name, _ip6(v.to_bytes(16, "big")), None)
+        return (name, _ip6((v & m).to_bytes(16, "big")), _ip6(m.to_bytes(16, "big")))
+    return conv
+
+
 def _ip_conv(name, masked):
     if not masked:
         return lambda buf, p: (name, "%d.%d.%d.%d" % _B4(buf, p), None)
@@ -174,35 +184,14 @@ def _ip_conv(name, masked):
     return conv
 
 
-def _ip6_conv(name, masked):
-    # canonical compressed text, as ofmsg._norm_field writes it (ipaddress's, not inet_ntop's:
-    # they differ on IPv4-mapped addresses)
-    if not masked:
-        return lambda buf, p: (name, str(ipaddress.IPv6Address(bytes(buf[p:p + 16]))), None)
-
-    def conv(buf, p):
-        v = int.from_bytes(buf[p:p + 16], "big")
-        m = int.from_bytes(buf[p + 16:p + 32], "big")
-        if m == _IP6_FULL:
-            return (name, _ip6(v), None)
-        return (name, _ip6(v & m), _ip6(m))
-    return conv
-
-
-_IP6_FULL = (1 << 128) - 1
-
-
-def _ip6(x: int) -> str:
-    return str(ipaddress.IPv6Address(x))
-
-
 def _build_tables():
     match, set_field, header_name = {}, {}, {}
     for f in ofp.oxm_types:
         if isinstance(f.num, tuple):                # experimenter OXMs: not ours
             continue
-        name = ofmsg.ovs_field(f.name)
-        if name not in FIELDS:
+        # every header os-ken knows for a field of ours, OXM or NXM (OVS answers with either)
+        name = fields.ALIASES.get(f.name[:-4] if f.name.endswith("_nxm") else f.name)
+        if name is None:
             continue
         size = f.type.size
         kind = type(f.type).__name__
@@ -242,28 +231,8 @@ def decode(buf, offset: int = 0) -> FlowEntry:
         raise Unsupported(f"{type(e).__name__}: {e}") from None
 
 
-def _new_entry_factory():
-    """FlowEntry(...) without the frozen dataclass's per-field object.__setattr__
-    (~1.2 us of ~8 per flow).  Same fields, same __eq__/__hash__; checked here
-    and falls back to the constructor if FlowEntry ever gains slots or a
-    __post_init__."""
-    names = tuple(f.name for f in dataclasses.fields(FlowEntry))
-    if (names != ("table", "priority", "match", "actions", "cookie")
-            or hasattr(FlowEntry, "__slots__") or hasattr(FlowEntry, "__post_init__")):
-        return FlowEntry
-    new = object.__new__
-
-    def make(table, priority, match, actions, cookie, _new=new, _cls=FlowEntry):
-        e = _new(_cls)
-        e.__dict__.update(table=table, priority=priority, match=match, actions=actions,
-                          cookie=cookie)
-        return e
-    probe = (1, 2, (("reg0", 1, None),), (("output", 1),), 3)
-    ok = make(*probe) == FlowEntry(*probe) and hash(make(*probe)) == hash(FlowEntry(*probe))
-    return make if ok else FlowEntry
-
-
-_entry = _new_entry_factory()
+# the decoder's output is canonical by construction (tests compare it with the constructor's)
+_entry = FlowEntry.trusted
 # constants as module globals: attribute lookups on ofp cost in the per-flow loop
 _IT_APPLY, _IT_GOTO, _IT_WMETA = ofp.OFPIT_APPLY_ACTIONS, ofp.OFPIT_GOTO_TABLE, ofp.OFPIT_WRITE_METADATA
 _IT_METER = ofp.OFPIT_METER
@@ -386,7 +355,7 @@ def _nx_action(buf, p, alen):
         flags, zone_src, zone_v, table, alg = _CT.unpack_from(buf, body)
         if flags & ~nicira_ext.NX_CT_F_COMMIT or alg or alen != 24:   # 24: no nested actions
             raise Unsupported("ct with flags/alg/actions")
-        opts = []                                  # sorted by key, as ofmsg._ct_opts
+        opts = []                                  # sorted by key, as fields.ct_opts
         if flags:
             opts.append(("commit", True))
         if table != nicira_ext.NX_CT_RECIRC_NONE:

@@ -5,8 +5,20 @@ from __future__ import annotations
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from controller import ofmsg
-from flows.entry import COOKIE_MARK, COOKIE_MARK_MASK, FlowEntry
+from controller import ofcodec
+from flows.entry import COOKIE_MARK, COOKIE_MARK_MASK
+
+
+class Unparsed:
+    """A flow under our cookie that netweave cannot express (shown, never equal to a wanted one)."""
+    match = ()
+
+    def __init__(self, table: int, priority: int, cookie: int):
+        self.table, self.priority, self.cookie = table, priority, cookie
+        self.key = (table, priority, ("unparsed", cookie))
+
+    def to_ofctl(self) -> str:
+        return f"cookie={self.cookie:#x},table={self.table},priority={self.priority},unparsed"
 
 
 def read_flows(app, dpid: int, cookie: int = COOKIE_MARK, cookie_mask: int = COOKIE_MARK_MASK):
@@ -20,16 +32,16 @@ def read_flows(app, dpid: int, cookie: int = COOKIE_MARK, cookie_mask: int = COO
     for rep in app._request(req, parser.OFPFlowStatsReply, True) or []:
         for st in rep.body:
             try:
-                e = ofmsg.entry_from_stats(st)
-            except ofmsg.ConversionError:
-                e = FlowEntry(st.table_id, st.priority, (), (("unparsed",),), st.cookie)
+                e = ofcodec.decode_flow(st)
+            except ofcodec.ConversionError:
+                e = Unparsed(st.table_id, st.priority, st.cookie)
             out.append((e, st.packet_count, st.byte_count))
     return out
 
 
 def diff(desired: set, held: list) -> dict:
     """What to show in `netctl flows`: flows wanted and held, missing, extra, changed."""
-    want = {n.key: n for n in map(ofmsg.normalize, desired)}
+    want = {n.key: n for n in desired}          # canonical as made (flows/fields.py)
     have = {e.key: e for e, _, _ in held}
     return {
         "missing": sorted(want[k].to_ofctl() for k in want if k not in have),

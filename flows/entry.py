@@ -5,23 +5,27 @@ simulator (which executes them) and the controller (which turns them into
 OpenFlow messages and compares them with what a switch holds).  Nothing here
 knows about os-ken or OVS: an entry is just values.
 
-Conventions, so that two equal flows always compare equal:
-- match fields use OVS's names (ovs-fields(7)): in_port, eth_src, eth_dst,
-  eth_type, vlan_vid, arp_op, arp_spa, arp_tpa, arp_sha, arp_tha, ip_src,
-  ip_dst, ip_proto, nw_ttl, tcp_src, tcp_dst, udp_src, udp_dst, icmp_type,
-  tun_id, tun_src, tun_dst, metadata, reg0..reg7, ct_state, ct_zone, conj_id;
+Entries are canonical when constructed (flows/fields.py: the one table of
+fields and the canonical form), so two entries that mean the same flow are
+equal, and the entry a switch reports back equals the one the compiler made:
+- match fields use OVS's names (ovs-fields(7)), declared in fields.FIELDS;
 - values are ints, except MAC addresses ("aa:bb:cc:dd:ee:ff", lower case),
-  IPv4 addresses ("10.1.2.3") and ct_state ("+trk+new"); a mask, when there is
-  one, has the same type as the value; an exact match has mask None;
+  IPv4/IPv6 addresses ("10.1.2.3", "2001:db8::1") and ct_state ("+trk+new");
+  a mask, when there is one, has the same type as the value; an exact match
+  has mask None;
 - actions are tuples whose first element names them (see ACTIONS); the
   instruction-level ones (meter, goto, write_metadata) are actions too, kept
-  in their OpenFlow order by FlowEntry: meter first (as OVS prints it), then
-  the apply-actions, write_metadata, goto.
+  in their OpenFlow order: meter first (as OVS prints it), then the
+  apply-actions, write_metadata, goto.
+Constructing an entry with an unknown field or action, or a value that does
+not fit its field, raises fields.EntryError (a ValueError).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Optional, Tuple, Union
+
+from flows.fields import ACTIONS, EntryError, canon_actions, canon_match  # noqa: F401 (re-exported)
 
 Value = Union[int, str]
 MatchField = Tuple[str, Value, Optional[Value]]
@@ -32,24 +36,6 @@ MatchField = Tuple[str, Value, Optional[Value]]
 COOKIE_MARK = 0x4E << 56
 COOKIE_MARK_MASK = 0xFF << 56
 
-# name -> what follows it in the tuple
-ACTIONS = {
-    "output": "port (int)",
-    "in_port": "send back out of the input port (OFPP_IN_PORT)",
-    "group": "group id (int)",
-    "set_field": "field name, value",
-    "move": "src field, dst field (whole field; NXAST_REG_MOVE)",
-    "dec_ttl": "",
-    "push_vlan": "ethertype (int)",
-    "pop_vlan": "",
-    "ct": "frozen dict as tuple of (key, value): commit, zone, table, zone_reg, nat "
-          "('' for plain nat, 'dst=a.b.c.d[:port]' for a destination NAT)",
-    "conjunction": "id, clause (1-based), n_clauses",
-    "goto": "table id (int) -- instruction",
-    "write_metadata": "value, mask -- instruction",
-    "controller": "max_len (int)",
-    "meter": "meter id (int) -- instruction, runs before the apply-actions",
-}
 
 
 @dataclass(frozen=True, order=True)
@@ -59,6 +45,22 @@ class FlowEntry:
     match: Tuple[MatchField, ...]
     actions: Tuple[tuple, ...]
     cookie: int = 0
+
+    def __post_init__(self):
+        m, a = canon_match(self.match), canon_actions(self.actions)
+        if m is not self.match:
+            object.__setattr__(self, "match", m)
+        if a is not self.actions:
+            object.__setattr__(self, "actions", a)
+
+    @classmethod
+    def trusted(cls, table, priority, match, actions, cookie) -> "FlowEntry":
+        """An entry from parts already canonical, without checking them: for a
+        decoder whose output tests prove canonical (controller/ofwire)."""
+        e = object.__new__(cls)
+        e.__dict__.update(table=table, priority=priority, match=match, actions=actions,
+                          cookie=cookie)
+        return e
 
     @staticmethod
     def make(table: int, priority: int, match: dict | None = None,
@@ -73,8 +75,7 @@ class FlowEntry:
                 fields.append((name, v[0], v[1]))
             else:
                 fields.append((name, v, None))
-        return FlowEntry(table, priority, tuple(sorted(fields, key=lambda f: f[0])),
-                         tuple(actions), cookie)
+        return FlowEntry(table, priority, tuple(fields), tuple(actions), cookie)
 
     def match_dict(self) -> dict:
         return {n: (v if m is None else (v, m)) for n, v, m in self.match}
@@ -95,6 +96,9 @@ class FlowEntry:
         return ",".join(parts) + ",actions=" + (",".join(_action_ofctl(a) for a in self.actions) or "drop")
 
 
+GROUP_TYPES = ("all", "select", "indirect", "ff")
+
+
 @dataclass(frozen=True, order=True)
 class GroupEntry:
     """An ALL group (flooding); buckets are tuples of actions."""
@@ -102,6 +106,13 @@ class GroupEntry:
     buckets: Tuple[Tuple[tuple, ...], ...]
     group_type: str = "all"
     cookie: int = field(default=0, compare=False)
+
+    def __post_init__(self):
+        if self.group_type not in GROUP_TYPES:
+            raise EntryError(f"unknown group type {self.group_type!r}")
+        b = tuple(canon_actions(bk) for bk in self.buckets)
+        if b != self.buckets or type(self.buckets) is not tuple:
+            object.__setattr__(self, "buckets", b)
 
     def to_ofctl(self) -> str:
         b = ",".join("bucket=" + ",".join(_action_ofctl(a) for a in bk) for bk in self.buckets)

@@ -382,9 +382,15 @@ def run(args, c: Client):
         elif sub == "inspect":
             _inspect(c, "networks", key)
         else:
-            _ls(c, args, "networks", "networkName", ["Tenant", "Network", "Nw-Type", "Encap", "Pkt-Tag", "Subnet", "Gateway"],
+            # the IPv6 columns only when a listed network has an ipv6Subnet
+            _check_tenant(c, args)
+            nets = [o for o in c.get("/api/v1/networks/") or [] if args.all or o.get("tenantName") == args.tenant]
+            v6 = any(o.get("ipv6Subnet") for o in nets)
+            _ls(c, args, "networks", "networkName", ["Tenant", "Network", "Nw-Type", "Encap", "Pkt-Tag", "Subnet", "Gateway"]
+                + (["IPv6-Subnet", "IPv6-Gateway"] if v6 else []),
                 lambda o: [o["tenantName"], o["networkName"], o.get("nwType", ""), o.get("encap", ""),
-                           o.get("pktTag", ""), o.get("subnet", ""), o.get("gateway", "")])
+                           o.get("pktTag", ""), o.get("subnet", ""), o.get("gateway", "")]
+                + ([o.get("ipv6Subnet", ""), o.get("ipv6Gateway", "")] if v6 else []))
     elif cmd == "group":
         key = f"{t}:{args.name}" if sub != "ls" else None
         if sub == "create":
@@ -480,11 +486,14 @@ def run(args, c: Client):
         else:
             items = [e for e in c.get("/api/v1/endpoints/") or [] if args.all or e["tenantName"] == t]
             items.sort(key=lambda e: e["endpointID"])
+            v6 = any((e["ipAddress"] + ["", ""])[1] for e in items)
             emit(args, items, [[e["endpointID"], e["tenantName"], e["networkName"], e.get("groupName", ""),
-                                e["ipAddress"][0], e["macAddress"], e["homingHost"], e.get("containerID", "")[:12],
-                                e.get("containerName", "")]
+                                e["ipAddress"][0]] + ([(e["ipAddress"] + ["", ""])[1] or "-"] if v6 else [])
+                               + [e["macAddress"], e["homingHost"], e.get("containerID", "")[:12],
+                                  e.get("containerName", "")]
                                for e in items],
-                 ["ID", "Tenant", "Network", "Group", "IP", "MAC", "Host", "Container", "Name"], "endpointID")
+                 ["ID", "Tenant", "Network", "Group", "IP"] + (["IPv6"] if v6 else [])
+                 + ["MAC", "Host", "Container", "Name"], "endpointID")
     elif cmd == "trace":
         return run_trace(args, c)
     elif cmd == "flows":

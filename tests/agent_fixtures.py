@@ -9,7 +9,6 @@ Containers are namespaces (tests/procs.add_netns). Every fixture cleans up in it
 """
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +19,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from tests import procs as _procs  # noqa: E402
 from tests.procs import add_netns, del_netns, linked_ovs  # noqa: E402
 from topologies.common import wait_until  # noqa: E402
 
@@ -179,28 +177,3 @@ def cni_conf(host, nm, network="contiv-net", tenant="default", group="", **kw):
             "group": group, "ovsdb": host.remote, "bridge": "br-int"}
     conf.update(kw)
     return conf
-
-
-# -- transition only (issue 12 item 6): the names tests written against the old helpers
-# import; tests/procs.Netmaster, topologies.common.wait_until are the ones. Removed once
-# every module uses those.
-def wait_for(cond, timeout, what, agent=None):
-    return wait_until(cond, timeout, what=what, detail=agent.log_tail if agent else None)
-
-
-class Netmaster(_procs.Netmaster):
-    def __init__(self, host_timeout=2.0, of_tls=False):
-        self.of_tls_port = _procs.free_port() if of_tls else None
-        extra = ["--of-listen", "0.0.0.0", "--tls-listen", "none", "--host-timeout", str(host_timeout),
-                 "--log-level", "DEBUG", "--of-tls-port", str(self.of_tls_port or "none")]
-        super().__init__(listen_host="0.0.0.0", extra=extra)
-
-    def get(self, path, **kw):            # the old helper answered JSON
-        return self.call("GET", path)
-
-    def log_text(self):
-        return self.log()
-
-    def stop(self, *a):                   # the old helper removed its folder too
-        super().stop(*a)
-        shutil.rmtree(self.workdir, ignore_errors=True)

@@ -313,3 +313,70 @@ def test_blind_and_guarded_commits_from_two_mirrors():
 def test_parse_url(url, endpoints, prefix):
     from store.etcd import parse_url
     assert parse_url(url) == (endpoints, prefix)
+
+
+def test_two_models_race_creates_through_group_commit():
+    """Two netmasters' models on one etcd, eight writer threads each side, creating
+    networks (subnets that overlap in pairs, tags and ids picked by each side's
+    index) and endpoints: the guarded commits make every accepted create unique
+    (tag, id, address, non-overlapping subnet), a refused one stores nothing,
+    and both mirrors end equal to etcd."""
+    from model import ipam, schema
+    from model.service import Model
+    from model.validate import ModelError
+    from store.etcd import EtcdStore
+    ec = EtcdCluster(tempfile.mkdtemp(prefix="nwtest-etcdr-"), members=1)
+    stores = []
+    try:
+        ec.start()
+        stores = [EtcdStore("127.0.0.1", ec.ports[0][0], PREFIX) for _ in range(2)]
+        models = [Model(s) for s in stores]
+        models[0].register_host("h1", {"hostLabel": "h1", "vtepIP": "10.9.0.1", "dpid": "0000000000000001"})
+        wait_until(lambda: stores[1].get("host/h1") is not None, 10, what="second mirror sees the host")
+        accepted, refused = [], []
+        lock = threading.Lock()
+
+        def writer(w):
+            m = models[w % 2]
+            for i in range(6):
+                n = (w // 2) * 6 + i            # writers 2k and 2k+1 (one per model) ask for each /24
+                body = {"tenantName": "default", "networkName": f"r{w}x{i}", "encap": "vxlan",
+                        "subnet": f"10.77.{n}.0/24", "gateway": f"10.77.{n}.1"}
+                try:
+                    m.upsert(schema.NETWORK, f"default:r{w}x{i}", body)
+                    with lock:
+                        accepted.append(f"default:r{w}x{i}")
+                except ModelError:
+                    with lock:
+                        refused.append(f"default:r{w}x{i}")
+                    continue
+                for j in range(3):
+                    m.allocate_endpoint(f"e{w}x{i}x{j}", {"tenantName": "default", "networkName": f"r{w}x{i}",
+                                                           "host": "h1", "intfName": f"v{w}x{i}x{j}"})
+        ts = [threading.Thread(target=writer, args=(w,)) for w in range(16)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(120)
+        state = etcd_state(ec.client_url(0))
+        nets = {k[len("obj/network/"):]: v for k, v in state.items() if k.startswith("obj/network/default:r")}
+        assert sorted(nets) == sorted(accepted) and len(accepted) == 48 and not set(refused) & set(nets)
+        subs = sorted(ipam.parse_subnet(v["subnet"]).network for v in nets.values())
+        assert all(not a.overlaps(b) for a, b in zip(subs, subs[1:])), subs
+        metas = [state[f"meta/network/{k}"] for k in nets]
+        assert len({m["pktTag"] for m in metas}) == len(metas) and len({m["id"] for m in metas}) == len(metas)
+        assert all(state[f"tag/vxlan/{m['pktTag']}"] == {"network": k} for k, m in zip(nets, metas))
+        eps = {k: v for k, v in state.items() if k.startswith("ep/")}
+        assert len(eps) == 3 * len(nets)
+        addrs = [(v["network"], v["ipAddress"][0]) for v in eps.values()]
+        assert len(set(addrs)) == len(addrs)
+        assert all(state[f"ip/{n}/{a}"]["endpoint"] == e["endpointID"] for (n, a), e in zip(addrs, eps.values()))
+        check_integrity(state)
+        for s in stores:
+            wait_until(lambda: {k: v for k, v in s.list("").items()} == {k: v for k, v in state.items()
+                                                                         if k != "_guard"},
+                       10, what="mirror equals etcd")
+    finally:
+        for s in stores:
+            s.close()
+        ec.cleanup()

@@ -48,6 +48,24 @@ def test_tutorial_commands(netmaster):
     assert rc == 0 and out == ""
 
 
+def test_dual_stack_network_and_endpoint_listing(netmaster):
+    """--subnetv6/--gatewayv6 reach the network; ls shows IPv6 columns once a network or an
+    endpoint has IPv6 (and only then, so IPv4-only listings keep Contiv's columns)."""
+    nm = netmaster
+    assert netctl(nm, "net", "create", "-s", "10.4.0.0/24", "-g", "10.4.0.1", "--subnetv6", "fd00:4::/64",
+                  "ds")[0] == 0
+    rc, out, _ = netctl(nm, "net", "ls")
+    rows = [l.split() for l in out.splitlines()]
+    assert rc == 0 and rows[0][-2:] == ["IPv6-Subnet", "IPv6-Gateway"] and rows[2][-2:] == ["fd00:4::/64", "fd00:4::1"]
+    nm.post("/api/v1/hosts/h1/", {"vtepIP": "10.99.0.1", "dpid": "00000000000000a1"})
+    nm.post("/api/v1/endpoints/e1/", {"tenantName": "default", "networkName": "ds", "host": "h1",
+                                      "intfName": "nwe1"})
+    rc, out, _ = netctl(nm, "endpoint", "ls")
+    rows = [l.split() for l in out.splitlines()]
+    assert rc == 0 and rows[0][4:7] == ["IP", "IPv6", "MAC"] and rows[2][3:5] == ["10.4.0.2", "fd00:4::2"]   # (the empty group column)
+    assert json.loads(netctl(nm, "net", "inspect", "ds")[1])["Oper"]["allocatedIPv6Addresses"] == "fd00:4::1-fd00:4::2"
+
+
 def test_exit_codes_and_server_messages(netmaster):
     nm = netmaster
     rc, out, err = netctl(nm, "net", "create", "--subnet=10.1.2.0/33", "x")

@@ -505,7 +505,8 @@ class Cluster:
             raise
         sh("ip", "link", "set", "lo", "up", netns=ns)
         ip = res["ips"][0]["address"].split("/")[0]
-        self.state["endpoints"][ep].update(ip=ip, mac=res["interfaces"][0].get("mac", ""))
+        ip6 = res["ips"][1]["address"].split("/")[0] if len(res["ips"]) > 1 else ""
+        self.state["endpoints"][ep].update(ip=ip, ip6=ip6, mac=res["interfaces"][0].get("mac", ""))
         self._save()
         return self.state["endpoints"][ep]
 
@@ -531,6 +532,10 @@ class Cluster:
     def ip(self, ep: str) -> str:
         return self.state["endpoints"][ep]["ip"]
 
+    def ip6(self, ep: str) -> str:
+        """The endpoint's IPv6 address ("" off dual-stack networks)."""
+        return self.state["endpoints"][ep].get("ip6", "")
+
     def ls(self) -> dict:
         hosts = {}
         try:
@@ -545,7 +550,8 @@ class Cluster:
                        "state": hosts.get(k, {}).get("state", "unknown")}
                       for k, v in sorted(self.state["hosts"].items())],
             "endpoints": [{"name": k, "host": v["host"], "tenant": v["tenant"], "network": v["net"],
-                           "group": v["group"], "ip": v.get("ip", ""), "namespace": v["ns"]}
+                           "group": v["group"], "ip": v.get("ip", ""), "ip6": v.get("ip6", ""),
+                           "namespace": v["ns"]}
                           for k, v in sorted(self.state["endpoints"].items())],
         }
 
@@ -714,7 +720,7 @@ def main(argv=None) -> int:
             print(f"cluster {c.name}: removed")
         elif args.cmd == "run":
             ep = c.run(args.host, args.ep, args.net, args.tenant, args.group, args.label)
-            print(ep["ip"])
+            print(" ".join(a for a in (ep["ip"], ep.get("ip6")) if a))
         elif args.cmd == "rm":
             c.rm(args.ep)
         elif args.cmd == "docker":
@@ -745,7 +751,7 @@ def main(argv=None) -> int:
                 print("endpoints:")
                 for e in data["endpoints"]:
                     print(f"  {e['name']:<12} {e['host']:<6} {e['tenant']:<10} {e['network']:<14} "
-                          f"{e['group'] or '-':<12} {e['ip']}")
+                          f"{e['group'] or '-':<12} {e['ip']}" + (f" {e['ip6']}" if e.get("ip6") else ""))
         elif args.cmd == "netmaster" and c.clustered:
             k = args.index
             if not 1 <= k <= c.state["netmasters"]:

@@ -47,7 +47,8 @@ class Demo:
     def run(self, host, ep, net, tenant="default", group=""):
         e = self.c.run(host, ep, net, tenant, group)
         where = f"tenant {tenant}" + (f", group {group}" if group else "")
-        print(f"  endpoint {ep:<6} on {host}: {e['ip']:<10} ({where})")
+        v6 = f" {e['ip6']}" if e.get("ip6") else ""
+        print(f"  endpoint {ep:<6} on {host}: {e['ip']:<10}{v6} ({where})")
         return e["ip"]
 
     def expect(self, what: str, check, want: bool):
@@ -121,6 +122,7 @@ class Demo:
         self.netctl("trace", eps["web1"], dbs[1], "-protocol=tcp", "-port=5432")
         self.netctl("policy", "rule-ls", "db-policy", "--stats")
         self.service_step(eps["web1"])
+        self.dual_stack_step()
         if c.state.get("docker"):
             self.docker_tutorial()
         self.say("Tear down")
@@ -129,8 +131,19 @@ class Demo:
         self.netctl("group", "rm", "db-group")
         self.netctl("policy", "rm", "db-policy")
         self.netctl("net", "rm", "contiv-net")
+        self.netctl("net", "rm", "v6-net")
         self.netctl("net", "rm", "-t", "blue", "contiv-net")
         self.netctl("tenant", "rm", "blue")
+
+    def dual_stack_step(self):
+        self.say("Dual stack: a network with an IPv6 subnet gives each endpoint both addresses")
+        self.netctl("net", "create", "--subnet=10.1.6.0/24", "-g", "10.1.6.1", "--subnetv6=fd00:6::/64", "v6-net")
+        self.run("h1", "v6a", "v6-net")
+        self.run("h3", "v6b", "v6-net")
+        v6b = self.c.ip6("v6b")
+        self.expect(f"v6a (h1) -> v6b {v6b} (h3), ping6", lambda: self.ping("v6a", v6b), True)
+        self.serve("v6b", 9006)
+        self.expect(f"v6a -> [{v6b}]:9006, TCP over IPv6", lambda: self.tcp("v6a", v6b, 9006), True)
 
     def service_step(self, web1_id):
         """Contiv's serviceLB: a VIP balanced over the endpoints that carry its labels."""

@@ -105,6 +105,7 @@ def test_demo_tutorial():
     assert "tutorial passed" in r.stdout
     assert "verdict: DROPPED  (by rule default:db-policy:1" in r.stdout
     assert "ok   web1 -> service shop" in r.stdout and "service default:shop: provider " in r.stdout
+    assert "ok   v6a (h1) -> v6b fd00:6::3 (h3), ping6" in r.stdout and "TCP over IPv6: yes" in r.stdout
     if docker_host.available():               # the seed's steps with real docker commands too
         assert "[h1]$ docker run -d --net=contiv-net/blue --name=dblue1" in r.stdout, r.stdout[-3000:]
         assert "ok   dweb1 -> ddb" in r.stdout and "FAIL" not in r.stdout

@@ -201,3 +201,53 @@ def test_bad_input_is_refused_and_leaves_nothing(dk):
     x.d("h1", "network", "rm", "mine")
     assert len(x.endpoints()) == before
 
+
+
+def test_dual_stack_docker_networks(dk):
+    x = dk
+    before = len(x.endpoints())
+    x.post("/api/v1/networks/default:dual/", {"subnet": "10.1.6.0/24", "gateway": "10.1.6.1",
+                                              "ipv6Subnet": "fd00:15::/64"})
+    for h in ("h1", "h2"):
+        wait_until(lambda: "dual" in x.d(h, "network", "ls", "--format", "{{.Name}}").stdout.split(), 20,
+                   what=f"dual on {h}")
+    net = x.c.docker("h1").inspect("network", "dual")
+    assert net["EnableIPv6"] is True
+    assert net["IPAM"]["Config"] == [{"Subnet": "10.1.6.0/24", "Gateway": "10.1.6.1"},
+                                     {"Subnet": "fd00:15::/64", "Gateway": "fd00:15::1"}]
+    x.run("h1", "d1", "dual")
+    x.run("h2", "d2", "dual")
+    v6 = {}
+    for h, name in (("h1", "d1"), ("h2", "d2")):
+        s = x.c.docker(h).inspect("container", name)["NetworkSettings"]["Networks"]["dual"]
+        rec = next(e for e in x.endpoints() if e["dockerEndpoint"] == s["EndpointID"])
+        assert rec["ipAddress"] == [s["IPAddress"], s["GlobalIPv6Address"]]     # one allocation, both shown
+        assert s["GlobalIPv6PrefixLen"] == 64 and s["IPv6Gateway"] == "fd00:15::1"
+        v6[name] = s["GlobalIPv6Address"]
+    assert v6 == {"d1": "fd00:15::2", "d2": "fd00:15::3"}
+    assert "default via fd00:15::1" in x.d("h1", "exec", "d1", "ip", "-6", "route").stdout
+    wait_until(lambda: x.ping("h1", "d1", v6["d2"]), 10, what="d1 pings6 d2 across hosts")
+    assert x.ping("h2", "d2", v6["d1"], count=2)
+
+    # a Docker network without --ipv6 on the same netweave network: the IPv6 address netweave
+    # reserves is configured in the container too (no phantom), and released with it
+    x.d("h1", "network", "create", "-d", "netplugin", "--ipam-driver", "netplugin", "--ipam-opt", "tenant=default",
+        "--ipam-opt", "network=dual", "-o", "tenant=default", "-o", "network=dual", "--subnet", "10.1.6.0/24",
+        "--gateway", "10.1.6.1", "dual4")
+    x.run("h1", "d3", "dual4")
+    rec = next(e for e in x.endpoints() if e["ipAddress"][0] == x.ip("h1", "d3"))
+    assert rec["ipAddress"][1] == "fd00:15::4"
+    assert "inet6 fd00:15::4/64" in x.d("h1", "exec", "d3", "ip", "-6", "addr", "show", "eth0").stdout
+    wait_until(lambda: x.ping("h1", "d3", v6["d2"]), 10, what="d3 (no --ipv6) pings6 d2")
+    x.d("h1", "rm", "-f", "d3")
+    x.d("h1", "network", "rm", "dual4")
+    assert len(x.endpoints()) == before + 2
+    assert "fd00:15::4" not in {e["ipAddress"][1] for e in x.endpoints()}
+
+    # --ipv6 on an IPv4-only netweave network is refused, nothing half-made
+    nets = x.d("h1", "network", "ls", "-q").stdout.split()
+    p = x.d("h1", "network", "create", "--ipv6", "-d", "netplugin", "--ipam-driver", "netplugin", "--ipam-opt",
+            "tenant=default", "--ipam-opt", "network=contiv-net", "-o", "tenant=default", "-o", "network=contiv-net",
+            "--subnet", "10.1.2.0/24", "--subnet", "fd00:16::/64", "v6bad", check=False)
+    assert p.returncode != 0 and "has no ipv6Subnet" in p.stderr, p.stderr
+    assert x.d("h1", "network", "ls", "-q").stdout.split() == nets

@@ -136,6 +136,56 @@ def test_add_check_del(site, containers):
     assert rc == 0, (out, err)
 
 
+def test_dual_stack_add_check_del(site, containers):
+    """On a network with an ipv6Subnet: both addresses in the result and the namespace (the
+    IPv6 one without DAD, so usable at once), both default routes; CHECK sees a lost IPv6
+    address; an asked-for pair (CNI_ARGS IP=v4,v6) is given; DEL releases both."""
+    nm, host, _ = site
+    nm.call("POST", "/api/v1/networks/default:ds/", {
+        "subnet": "10.3.0.0/24", "gateway": "10.3.0.1", "ipv6Subnet": "fd00:3::/64"})
+    ctr = containers()
+    netns = "/var/run/netns/" + ctr
+    conf = cni_conf(host, nm, network="ds")
+    rc, res, err = cni(host, "ADD", conf, "ctr-ds", netns, "eth0")
+    assert rc == 0, (res, err)
+    assert res["ips"] == [{"address": "10.3.0.2/24", "interface": 0, "gateway": "10.3.0.1"},
+                          {"address": "fd00:3::2/64", "interface": 0, "gateway": "fd00:3::1"}]
+    assert res["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.3.0.1"}, {"dst": "::/0", "gw": "fd00:3::1"}]
+    addrs = json.loads(in_ctr(ctr, "ip", "-j", "-6", "addr", "show", "eth0"))[0]["addr_info"]
+    glob = [a for a in addrs if a["scope"] == "global"]
+    assert [(a["local"], a["prefixlen"]) for a in glob] == [("fd00:3::2", 64)]
+    assert not any(a.get("tentative") for a in addrs), addrs          # DAD off: usable at once
+    # the link-local is the EUI-64 of the endpoint's MAC (what the spoof guard lets through)
+    import ipaddress
+    ll = [ipaddress.IPv6Address(a["local"]) for a in addrs if a["scope"] == "link"]
+    m = bytes.fromhex(res["interfaces"][0]["mac"].replace(":", ""))
+    eui = ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + bytes([m[0] ^ 2]) + m[1:3] + b"\xff\xfe" + m[3:])
+    assert ll == [eui], (ll, eui)
+    assert "default via fd00:3::1 dev eth0" in in_ctr(ctr, "ip", "-6", "route")
+    assert in_ctr(ctr, "sysctl", "-n", "net.ipv6.conf.eth0.accept_ra").strip() == "0"
+    conf_check = dict(conf, prevResult=res)
+    rc, out, err = cni(host, "CHECK", conf_check, "ctr-ds", netns, "eth0")
+    assert rc == 0 and out is None, (out, err)
+    in_ctr(ctr, "ip", "-6", "route", "del", "default")
+    in_ctr(ctr, "ip", "addr", "del", "fd00:3::2/64", "dev", "eth0")
+    rc, out, _ = cni(host, "CHECK", conf_check, "ctr-ds", netns, "eth0")
+    assert rc == 1 and out["code"] == 105, out
+    assert "expected fd00:3::2/64" in out["msg"] and "no IPv6 default route via fd00:3::1" in out["msg"]
+    # an asked-for pair, in a 0.4.0 result that names each family
+    ctr2 = containers()
+    rc, res2, err = cni(host, "ADD", dict(conf, cniVersion="0.4.0"), "ctr-ds2", "/var/run/netns/" + ctr2,
+                        extra_env={"CNI_ARGS": "IP=10.3.0.40,fd00:3::40/64"})
+    assert rc == 0, (res2, err)
+    assert [(i["address"], i["version"]) for i in res2["ips"]] == [("10.3.0.40/24", "4"),
+                                                                   ("fd00:3::40/64", "6")]
+    for cid, ns in (("ctr-ds", netns), ("ctr-ds2", "/var/run/netns/" + ctr2)):
+        rc, out, err = cni(host, "DEL", conf, cid, ns, "eth0")
+        assert rc == 0, (out, err)
+    assert_nothing_left(nm, host, ctr)
+    oper = nm.call("GET", "/api/v1/inspect/networks/default:ds/")["Oper"]
+    assert oper["allocatedIPv6Addresses"] == "fd00:3::1"                # only the gateway
+
+
 def test_add_uses_host_label_recorded_by_netplugin(site, containers):
     nm, host, agent = site
     ctr = containers()
@@ -636,10 +686,12 @@ def test_runtime_requests_and_their_refusals(site, containers):
             args="MAC=02:00:00:AA:BB:CC")
     refused(106, "macAddress: 01:00:5e:00:00:01 is a multicast address", args="MAC=01:00:5e:00:00:01")
     refused(4, "CNI_ARGS: MAC=02:00:zz:00:00:01 is not a MAC address", args="MAC=02:00:zz:00:00:01")
-    refused(4, "CNI_ARGS: IP=10.1.2 is not one IPv4 address", args="IP=10.1.2")
+    refused(4, "CNI_ARGS: IP=10.1.2: 10.1.2 is not an IPv4 or IPv6 address", args="IP=10.1.2")
+    refused(4, "CNI_ARGS: IP=10.1.2.7,10.1.2.8 asks for two IPv4 addresses", args="IP=10.1.2.7,10.1.2.8")
+    refused(106, "ipv6Address: network default:contiv-net has no ipv6Subnet", args="IP=10.1.2.7,fd00::7")
     refused(4, "CNI_ARGS: unknown argument(s) FOO", args="FOO=1")
     refused(4, "CNI_ARGS: 'junk' is not KEY=VALUE", args="junk")
-    refused(7, "runtimeConfig.ips asks for 2 addresses",
+    refused(7, "runtimeConfig.ips asks for two IPv4 addresses",
             conf=dict(conf, runtimeConfig={"ips": ["10.1.2.7", "10.1.2.8"]}))
     refused(7, "runtimeConfig.mac: 'nope' is not a MAC address",
             conf=dict(conf, runtimeConfig={"mac": "nope"}))

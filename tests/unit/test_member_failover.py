@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import http.server
 import json
-import socket
 import threading
 
 import pytest
 
 from agent import netmaster_client as nmc
 from netctl import cli
+from topologies.common import free_port
 
 
 class _Member:
@@ -49,9 +49,7 @@ class _Member:
 
 
 def _dead_url() -> str:
-    with socket.socket() as s:            # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
+    return f"http://127.0.0.1:{free_port('127.0.0.1')}"      # a port nobody listens on
 
 
 @pytest.fixture

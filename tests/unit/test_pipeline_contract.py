@@ -56,8 +56,9 @@ def test_every_table_has_its_declared_miss():
 def test_a_stray_flow_is_named():
     bad = FlowEntry.make(T.DELIVER, 100, {"ip_src": "10.0.0.1"}, (("goto", int(T.INGRESS)),
                                                                   ("set_field", "reg5", 1)))
-    assert verify(bad) == ["table DELIVER does not match ip_src", "table DELIVER may not continue in table 0",
-                           "table DELIVER does not set reg5"]
+    # (actions are canonical: the goto is an instruction and comes last)
+    assert verify(bad) == ["table DELIVER does not match ip_src", "table DELIVER does not set reg5",
+                           "table DELIVER may not continue in table 0"]
     assert verify(FlowEntry.make(99, 0)) == ["table 99 is not declared"]
     assert verify(FlowEntry.make(T.L2, 0, {"eth_dst": "02:00:00:00:00:01"})) == [
         "table L2: a priority-0 flow is the table miss and matches nothing"]

@@ -17,7 +17,9 @@ def test_masked_match_compares_masked_packet_value():
 
 def test_priority_and_missing_field_never_matches():
     sw = Switch([F(0, 10, {"tcp_dst": 80}, [("output", 2)]), F(0, 5, {}, [("output", 3)])])
-    assert sw.trace({"in_port": 1, "tcp_dst": 80}).ports() == [2]
+    # (tcp_dst implies its prerequisite ip_proto=6, as on a switch)
+    assert sw.trace({"in_port": 1, "eth_type": 0x800, "ip_proto": 6, "tcp_dst": 80}).ports() == [2]
+    assert sw.trace({"in_port": 1, "eth_type": 0x800, "ip_proto": 17, "tcp_dst": 80}).ports() == [3]
     assert sw.trace({"in_port": 1}).ports() == [3]
 
 
