@@ -280,6 +280,7 @@ class SwitchManager(app_manager.OSKenApp):
                     LOG.exception("event=reconcile_error dpid=%s", _dpid(dpid))
         finally:
             self._workers.pop(dpid, None)
+            self._requested.pop(dpid, None)     # a switch gone meanwhile: no stale stamp
 
     def idle(self) -> bool:
         """No reconcile running or pending (for tests and shutdown)."""
