@@ -264,7 +264,14 @@ class Driver:
         ep = mine[queue.pop(0)]
         addr = with_len6(ep)
         if req.get("Address") and _ip6(req["Address"]) != _ip6(ep["ipAddress"][1]):
-            # the pair was allocated together with the IPv4 address; Docker rolls back the IPv4
+            # the pair was allocated together with the IPv4 address. Docker 20.10 does not
+            # release the IPv4 address when its IPv6 request fails: netweave frees both here
+            try:
+                self.nm.delete_endpoint(ep["endpointID"])
+            except (nmc.NetmasterError, nmc.NetmasterUnreachable) as e:
+                raise DriverError("netmaster: %s" % e)
+            LOG.info("event=docker_address_released endpoint=%s ip=%s reason=%r",
+                     ep["endpointID"], ep["ipAddress"][0], "--ip6 refused")
             raise DriverError("--ip6 is not supported: netweave gives the endpoint its IPv6 "
                               "address with its IPv4 one (%s here)" % addr)
         LOG.info("event=docker_address6_given endpoint=%s ip6=%s", ep["endpointID"], addr)

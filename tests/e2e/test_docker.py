@@ -244,6 +244,13 @@ def test_dual_stack_docker_networks(dk):
     assert len(x.endpoints()) == before + 2
     assert "fd00:15::4" not in {e["ipAddress"][1] for e in x.endpoints()}
 
+    # an --ip6 other than the one allocated with the IPv4 address: refused, the IPv4 one rolled back
+    p = x.d("h1", "run", "-d", "--name", "d4", "--net", "dual", "--ip6", "fd00:15::99", IMG, "sleep", "1",
+            check=False)
+    assert p.returncode != 0 and "--ip6 is not supported" in p.stderr, p.stderr
+    x.d("h1", "rm", "-f", "d4", check=False)
+    assert len(x.endpoints()) == before + 2
+
     # --ipv6 on an IPv4-only netweave network is refused, nothing half-made
     nets = x.d("h1", "network", "ls", "-q").stdout.split()
     p = x.d("h1", "network", "create", "--ipv6", "-d", "netplugin", "--ipam-driver", "netplugin", "--ipam-opt",
