@@ -95,6 +95,9 @@ class ReconcileResult:
     rejected: list = field(default_factory=list)   # (entry text, err type, err code)
     read: str = ""                 # where the held state came from: switch | cache
     started: float = 0.0           # perf_counter() at the start, for the latency metric
+    # where a reconcile's time went, in ms: waiting behind the worker (queued), then the
+    # bundle's phases against the switch (open, adds + barrier, own-queue flush, commit)
+    phases: dict = field(default_factory=dict)
 
     @property
     def changes(self) -> int:
@@ -139,6 +142,7 @@ class SwitchManager(app_manager.OSKenApp):
         self.switches: dict[int, Switch] = {}
         self._conns: set = set()                    # every live connection, for stop()
         self._dirty: dict[int, bool] = {}
+        self._requested: dict[int, float] = {}     # dpid -> when its pending reconcile was asked
         self._workers: dict[int, object] = {}
         self._retries: dict[int, object] = {}       # dpid -> pending retry timer
         self.audit_interval = AUDIT_INTERVAL
@@ -251,18 +255,21 @@ class SwitchManager(app_manager.OSKenApp):
             if d not in self.datapaths or self._stopping:
                 continue
             self._dirty[d] = True
+            self._requested.setdefault(d, time.perf_counter())
             if d not in self._workers:
                 self._workers[d] = hub.spawn(self._worker, d)
 
     def _worker(self, dpid: int) -> None:
         try:
             while self._dirty.pop(dpid, False) and dpid in self.datapaths:
+                asked = self._requested.pop(dpid, None)
                 try:
-                    self.reconcile(dpid)
+                    self.reconcile(dpid, asked)
                 except Exception:
                     LOG.exception("event=reconcile_error dpid=%s", _dpid(dpid))
         finally:
             self._workers.pop(dpid, None)
+            self._requested.pop(dpid, None)     # a switch gone meanwhile: no stale stamp
 
     def switch(self, dpid: int) -> Switch:
         """The Switch object of dpid (made on first use; kept across reconnects)."""
@@ -287,7 +294,7 @@ class SwitchManager(app_manager.OSKenApp):
         connected = getattr(self.fabric, "connected", None) or {}
         return connected.get(dpid) or _dpid(dpid)
 
-    def reconcile(self, dpid: int) -> Optional[ReconcileResult]:
+    def reconcile(self, dpid: int, asked: Optional[float] = None) -> Optional[ReconcileResult]:
         dp = self.datapaths.get(dpid)
         if dp is None:
             return None
@@ -301,6 +308,8 @@ class SwitchManager(app_manager.OSKenApp):
             return None
         res = ReconcileResult(dpid)
         res.started = time.perf_counter()
+        if asked is not None:
+            res.phases["queued"] = (res.started - asked) * 1000
         # taken before desired(): what the switch holds after this reconcile is that version
         version = getattr(self.fabric, "version", lambda: None)()
         delta = None
@@ -349,9 +358,11 @@ class SwitchManager(app_manager.OSKenApp):
             return self._done(res)
         LOG.info("event=reconcile dpid=%s outcome=%s added=%d modified=%d deleted=%d "
                  "unchanged=%d groups_added=%d groups_modified=%d groups_deleted=%d "
-                 "rejected=%d read=%s", _dpid(dpid), res.outcome, res.added, res.modified,
+                 "rejected=%d read=%s ms=%.1f%s", _dpid(dpid), res.outcome, res.added, res.modified,
                  res.deleted, res.unchanged,
-                 res.groups_added, res.groups_modified, res.groups_deleted, len(res.rejected), res.read)
+                 res.groups_added, res.groups_modified, res.groups_deleted, len(res.rejected), res.read,
+                 (time.perf_counter() - res.started) * 1000,
+                 "".join(f" {k}_ms={v:.1f}" for k, v in res.phases.items()))
         return self._done(res)
 
     def _schedule_retry(self, dpid: int) -> None:

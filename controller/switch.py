@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from contextlib import contextmanager
 from typing import Callable, Optional
 
@@ -47,6 +48,13 @@ def send_raw(dp, batch: list) -> None:
         if not dp.send(b"".join(batch)):
             raise ofctl_exc.InvalidDatapath(result=dp.id)
         batch.clear()
+
+
+def _phase(res, name: str, since: float) -> float:
+    """Record in res.phases how long the bundle phase `name` took (ms); returns now."""
+    now = time.perf_counter()
+    res.phases[name] = (now - since) * 1000
+    return now
 
 
 class Bundle:
@@ -144,11 +152,15 @@ class Switch:
     def bundle(self, dp, res):
         """Open a bundle and yield it; on leaving: barrier, then COMMIT when no added
         message was refused, else DISCARD with the refusals in res.rejected.  Sets
-        res.outcome to "committed" or "discarded".  Some checks (e.g. a missing group)
-        only fail the COMMIT itself, which OVS then rolls back.  An exception inside
-        discards the bundle (best effort: the connection may be gone) and propagates."""
+        res.outcome to "committed" or "discarded", and res.phases (ms) to the time spent
+        opening, adding + barrier, flushing our own queue, committing.  Some checks
+        (e.g. a missing group) only fail the COMMIT itself, which OVS then rolls back.
+        An exception inside discards the bundle (best effort: the connection may be
+        gone) and propagates."""
         bid = next(_bundle_ids) & 0xFFFFFFFF
+        t = time.perf_counter()
         rep = self._ctrl(dp, bid, ofp.ONF_BCT_OPEN_REQUEST)
+        t = _phase(res, "open", t)
         if rep is None or rep.type != ofp.ONF_BCT_OPEN_REPLY:
             raise ofctl_exc.InvalidMessage(result=rep)
         b = Bundle(dp, bid)
@@ -157,7 +169,9 @@ class Switch:
                 yield b
                 b.flush()
                 self._request(parser.OFPBarrierRequest(dp))
+                t = _phase(res, "barrier", t)
                 self._flush()
+                t = _phase(res, "flush", t)
             except BaseException:
                 res.outcome = "discarded"
                 try:            # no reply awaited: the connection may be the thing that failed
@@ -172,6 +186,7 @@ class Switch:
                 return
             try:
                 rep = self._ctrl(dp, bid, ofp.ONF_BCT_COMMIT_REQUEST)
+                _phase(res, "commit", t)
             except ofctl_exc.OFError as e:
                 self._flush()
                 if not any(x in b.sent for x in errors):   # no message named: blame the commit
