@@ -122,6 +122,7 @@ class Agent:
         self._credential_error = None
         self.nm = nmc.NetmasterClient(args.netmaster, timeout=max(1.0, args.heartbeat_interval))
         self.stop_event = threading.Event()
+        self.docker_wanted = threading.Event()
         self.resync_wanted = threading.Event()
         self._last_resync = None     # time.monotonic() of the last finished resync
         self.qos_wanted = threading.Event()
@@ -454,6 +455,19 @@ class Agent:
         if self.docker_networks is not None and os.path.exists(self.args.docker_socket):
             self.docker_networks.sync()
 
+    def docker_loop(self):
+        """Docker sync in its own thread, woken by each heartbeat: a dockerd that is slow to
+        answer (starting, or busy; 10 s per call) must not hold the heartbeat, which keeps the
+        host up and its tunnel neighbours resolved."""
+        while not self.stop_event.is_set():
+            if not self.docker_wanted.wait(1.0):
+                continue
+            self.docker_wanted.clear()
+            try:
+                self.sync_docker()
+            except Exception as e:         # noqa: BLE001 - keep syncing on the next beat
+                LOG.error("event=docker_sync_failed error=%r", str(e))
+
     # -- heartbeat thread (HTTP only) ---------------------------------------------------------
     def heartbeat_loop(self):
         up = None
@@ -479,7 +493,7 @@ class Agent:
                 self.checks["netmaster"] = "ok"
                 self.sync_tunnel_neighbours()
                 self.sync_host_access()
-                self.sync_docker()
+                self.docker_wanted.set()
                 if up is not True:
                     LOG.info("event=host_registered host=%s vtep=%s dpid=%016x netmaster=%s",
                              self.host_label, self.vtep_ip, self.dpid, self.args.netmaster)
@@ -558,6 +572,8 @@ class Agent:
         self._hb_thread = threading.Thread(target=self.heartbeat_loop, name="heartbeat",
                                            daemon=True)
         self._hb_thread.start()
+        if self.docker_networks is not None:
+            threading.Thread(target=self.docker_loop, name="docker-sync", daemon=True).start()
         last_seqno = self.db.run()
         while not self.stop_event.is_set():
             self.db.wait(0.25)

@@ -410,6 +410,7 @@ class Cluster:
         """Every host registered and up, and every host's br-int connected to netmaster."""
         deadline = time.monotonic() + timeout
         pending = set(self.state["hosts"])
+        up: set = set()
         while pending and time.monotonic() < deadline:
             try:
                 up = {h["hostLabel"] for h in requests.get(self.url + "/api/v1/hosts/", timeout=2).json()
@@ -422,8 +423,22 @@ class Cluster:
             if pending:
                 time.sleep(0.2)
         if pending:
+            # say which condition each host misses and show its agent's last lines: a test's
+            # teardown removes the cluster, and with it the logs this message points to
+            why = []
+            for label in sorted(pending):
+                missing = [c for c, ok in (("registered and up", label in up),
+                                           ("switch connected", self.switch_connected(label)),
+                                           ("tunnel neighbours", self.tunnels_resolved(label))) if not ok]
+                try:
+                    with open(os.path.join(self.workdir, f"{label}-netplugin.log"), errors="replace") as f:
+                        tail = "".join(f.readlines()[-15:])
+                except OSError:
+                    tail = "(no log)\n"
+                why.append(f"{label}: missing {', '.join(missing) or 'nothing (just now)'}; "
+                           f"its netplugin log ends:\n{tail}")
             raise ClusterError(f"hosts not ready after {timeout:.0f}s: {', '.join(sorted(pending))} "
-                               f"(see {self.workdir}/*-netplugin.log and netmaster.log)")
+                               f"(see {self.workdir}/*-netplugin.log and netmaster.log)\n" + "".join(why))
 
     def tunnels_resolved(self, label: str) -> bool:
         """The host's OVS knows every other host's VTEP MAC (its agent set them), so no
