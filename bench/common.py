@@ -89,3 +89,18 @@ def rows_table(rows: list[tuple]) -> str:
 
 def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("ok" if ok else "MISS")
+
+
+def controller_link(ns: str, veth_root: str, veth_ns: str, ctrl_ip: str, ns_ip: str) -> None:
+    """A namespace joined to the root by a /30 veth (the controller's side in the root), made
+    fresh: a crashed earlier run's namespace and veth are removed first."""
+    run = lambda *c: subprocess.run(c, check=True, capture_output=True)
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run(["ip", "link", "del", veth_root], capture_output=True)
+    run("ip", "netns", "add", ns)
+    run("ip", "link", "add", veth_root, "type", "veth", "peer", "name", veth_ns, "netns", ns)
+    run("ip", "addr", "add", f"{ctrl_ip}/30", "dev", veth_root)
+    run("ip", "link", "set", veth_root, "up")
+    for c in (["ip", "addr", "add", f"{ns_ip}/30", "dev", veth_ns], ["ip", "link", "set", veth_ns, "up"],
+              ["ip", "link", "set", "lo", "up"]):
+        run("ip", "netns", "exec", ns, *c)

@@ -81,16 +81,7 @@ class Bench:
         self.handle = None
 
     def start(self):
-        sh = lambda *c, **k: subprocess.run(c, check=True, capture_output=True, **k)
-        subprocess.run(["ip", "netns", "del", NS], capture_output=True)      # a crashed earlier run
-        subprocess.run(["ip", "link", "del", VETH_ROOT], capture_output=True)
-        sh("ip", "netns", "add", NS)
-        sh("ip", "link", "add", VETH_ROOT, "type", "veth", "peer", "name", VETH_NS, "netns", NS)
-        sh("ip", "addr", "add", f"{CTRL_IP}/30", "dev", VETH_ROOT)
-        sh("ip", "link", "set", VETH_ROOT, "up")
-        for c in (["ip", "addr", "add", f"{NS_IP}/30", "dev", VETH_NS], ["ip", "link", "set", VETH_NS, "up"],
-                  ["ip", "link", "set", "lo", "up"]):
-            sh("ip", "netns", "exec", NS, *c)
+        common.controller_link(NS, VETH_ROOT, VETH_NS, CTRL_IP, NS_IP)
         self.ovs.start()
         self.handle = ofapp.start(self.fabric, CTRL_IP, self.port)
         return self

@@ -80,16 +80,7 @@ class Bench:
 
     # -- set-up ----------------------------------------------------------
     def start(self):
-        run = lambda *c: subprocess.run(c, check=True, capture_output=True)
-        subprocess.run(["ip", "netns", "del", NS], capture_output=True)       # a crashed earlier run
-        subprocess.run(["ip", "link", "del", VETH_ROOT], capture_output=True)
-        run("ip", "netns", "add", NS)
-        run("ip", "link", "add", VETH_ROOT, "type", "veth", "peer", "name", VETH_NS, "netns", NS)
-        run("ip", "addr", "add", f"{CTRL_IP}/30", "dev", VETH_ROOT)
-        run("ip", "link", "set", VETH_ROOT, "up")
-        for c in (["ip", "addr", "add", f"{NS_IP}/30", "dev", VETH_NS], ["ip", "link", "set", VETH_NS, "up"],
-                  ["ip", "link", "set", "lo", "up"]):
-            run("ip", "netns", "exec", NS, *c)
+        common.controller_link(NS, VETH_ROOT, VETH_NS, CTRL_IP, NS_IP)
         os.makedirs(self.ovs.dir)
         self.ovs.start()
         self.ovs.vsctl("add-br", BRIDGE, "--", "set", "bridge", BRIDGE, "datapath_type=netdev",
