@@ -34,7 +34,7 @@ import time
 
 import requests
 
-from bench import common
+from bench import attach_trace, common
 from model import ipam
 from topologies import docker_host
 from topologies.cluster import Cluster
@@ -82,9 +82,11 @@ def profile_cni(c: Cluster, host: str, ep: str) -> str:
     return f"cluster.run() under the profiler: {total * 1000:.0f} ms\n" + s.getvalue()
 
 
-def run(n: int = 100, with_profile: bool = False, docker: bool = False, populate: int = 0) -> dict:
+def run(n: int = 100, with_profile: bool = False, docker: bool = False, populate: int = 0,
+        trace_over_ms: float | None = None) -> dict:
     c = new_cluster(docker)
-    prober = None
+    prober = capture = None
+    traced: list = []
     cni_times = []
     real_cni = c.cni
 
@@ -108,17 +110,22 @@ def run(n: int = 100, with_profile: bool = False, docker: bool = False, populate
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert prober.stdout.readline().strip() == "ready"
         nxt = ipaddress.IPv4Address(src["ip"]) + 1
+        if trace_over_ms is not None:
+            capture = attach_trace.Capture(c, sorted(c.state["hosts"]), TRACE_DIR)
+            capture.start()
+            time.sleep(1)                       # tcpdump's socket open before the first attach
 
         def attach_cni(i, host):
             return c.run(host, f"nwb{i}", "nwbnet")["ip"]
 
-        samples, runs = _measure(c, prober, n, nxt, attach_cni, "CNI")
+        samples, runs = _measure(c, prober, n, nxt, attach_cni, "CNI", traced if trace_over_ms is not None else None)
         out = _summary(samples, runs, cni_times)
         if populate:
             out["populate"] = _populate(c, populate)
             nxt += n
             cni_times.clear()
-            s2, r2 = _measure(c, prober, n, nxt, lambda i, h: attach_cni(i + n, h), "CNI (populated)")
+            s2, r2 = _measure(c, prober, n, nxt, lambda i, h: attach_cni(i + n, h), "CNI (populated)",
+                              traced if trace_over_ms is not None else None)
             out["populated"] = dict(_summary(s2, r2, cni_times), population=populate)
             out["ratio_p50"] = out["populated"]["p50_ms"] / out["p50_ms"]
             out["ratio_p99"] = out["populated"]["p99_ms"] / out["p99_ms"]
@@ -140,7 +147,12 @@ def run(n: int = 100, with_profile: bool = False, docker: bool = False, populate
                        docker_run_p50_ms=1000 * common.percentile(d_runs, 50),
                        docker_timeouts=sum(1 for s in d_samples if s == float("inf")))
         prof = profile_cni(c, "h1", "nwbprof") if with_profile else ""
+        if capture is not None:
+            capture.stop()
+            out["traces"] = _traces(c, capture, traced, trace_over_ms)
     finally:
+        if capture is not None:
+            capture.stop()
         if prober is not None:
             prober.kill()
             prober.wait()
@@ -203,9 +215,28 @@ def _populate(c: Cluster, total: int) -> dict:
     return {"endpoints": total, "write_s": t_write, "total_s": time.monotonic() - t0, "flows": flows}
 
 
-def _measure(c, prober, n, first_ip, attach, what):
+TRACE_DIR = "/tmp/nwb-attach-trace"
+
+
+def _traces(c, capture, traced, over_ms) -> list:
+    """The timeline of every sample slower than over_ms (and the fastest one, to compare)."""
+    packets = capture.packets()
+    nm = attach_trace.netmaster_lines(os.path.join(c.workdir, "netmaster.log"))
+    slow = [s for s in traced if s["ms"] > over_ms]
+    picked = slow + ([min(traced, key=lambda s: s["ms"])] if traced else [])
+    out = []
+    for s in picked:
+        rows = attach_trace.timeline(s, packets, nm)
+        log.info("event=bench_attach_timeline what=%r ip=%s host=%s ms=%.0f cni_ms=%.0f neigh=%r\n%s", s["what"],
+                 s["ip"], s["host"], s["ms"], 1000 * (s["cni"] - s["t0"]), s["neigh"], "\n".join(rows))
+        out.append(dict(s, rows=rows))
+    return out
+
+
+def _measure(c, prober, n, first_ip, attach, what, traced=None):
     """Attach n endpoints on h1/h3 with attach(i, host) -> ip; the time from the start of each
-    attach until the prober on h2 gets the new endpoint's first echo reply."""
+    attach until the prober on h2 gets the new endpoint's first echo reply.  With traced (a list),
+    each sample's wall-clock marks and the new endpoint's neighbour table are appended to it."""
     samples, runs = [], []
     nxt = first_ip
     for i in range(n):
@@ -214,7 +245,7 @@ def _measure(c, prober, n, first_ip, attach, what):
         c.exec("nwbp", "ip", "neigh", "replace", ip, "lladdr", ipam.mac_for(ip), "dev", "eth0", "nud", "permanent")
         prober.stdin.write(ip + "\n")
         prober.stdin.flush()
-        t0 = time.monotonic()
+        w0, t0 = time.time(), time.monotonic()
         got = attach(i, host)
         t_run = time.monotonic() - t0
         line = prober.stdout.readline().strip()
@@ -226,6 +257,12 @@ def _measure(c, prober, n, first_ip, attach, what):
         else:
             samples.append(float(line) - t0)
         runs.append(t_run)
+        if traced is not None:
+            ep = next((k for k, e in c.state["endpoints"].items() if e.get("ip") == ip), "")
+            neigh = c.exec(ep, "ip", "neigh", "show").stdout.strip() if ep else ""
+            traced.append({"what": what, "i": i, "ip": ip, "host": host, "ms": 1000 * samples[-1], "t0": w0,
+                           "cni": w0 + t_run, "reply": None if line == "timeout" else w0 + samples[-1],
+                           "neigh": neigh})
         nxt += 1
         if (i + 1) % 10 == 0:
             log.info("%s: %d endpoints: last first-packet %.0f ms, attach %.0f ms", what, i + 1,
@@ -260,9 +297,12 @@ def main(argv=None) -> int:
     p.add_argument("--profile", action="store_true", help="then cProfile one more CNI ADD")
     p.add_argument("--docker", action="store_true", help="also docker run through netplugin's driver")
     p.add_argument("--populate", type=int, default=0, help="then again with this many more endpoints in the tenant")
+    p.add_argument("--trace", type=float, default=None, metavar="MS",
+                   help="capture ICMP/ARP in every host (tcpdump) and log the timeline of each attach slower "
+                        "than MS (and of the fastest), with netmaster's port and reconcile lines")
     a = p.parse_args(argv)
     common.setup_logging()
-    out = run(a.n, a.profile, a.docker and docker_host.available(), a.populate)
+    out = run(a.n, a.profile, a.docker and docker_host.available(), a.populate, a.trace)
     common.save("attach", out)
     print(common.rows_table(out["rows"]))
     if a.profile:
