@@ -1,8 +1,8 @@
 """Per-sample timelines for bench.attach (--trace): what happened between an attach's start
 and its first remote reply, to find where a slow sample's time went.
 
-One `tcpdump -i any` per host namespace (ICMP and ARP, inner packets only: VXLAN payloads are
-not decoded) sees the new endpoint's host-side veth from the moment it exists, since an `any`
+One `tcpdump -i any` per host namespace (ICMP, ARP, and VXLAN on the underlay, whose inner
+packets tcpdump decodes on port 4789) sees the new endpoint's host-side veth from the moment it exists, since an `any`
 capture is not bound to an interface.  netmaster's log gives port_status / port_up / reconcile
 lines (wall clock, ms).  A sample's timeline is every such line between its start and its reply,
 in ms from its start."""
@@ -29,7 +29,7 @@ class Capture:
             f = open(os.path.join(self.folder, f"{h}.pcap.txt"), "w")
             self.procs[h] = subprocess.Popen(
                 ["ip", "netns", "exec", self.c.host_ns(h), "tcpdump", "-i", "any", "-nn", "-tt", "-l",
-                 "-U", "icmp or arp"], stdout=f, stderr=subprocess.DEVNULL, start_new_session=True)
+                 "-U", "icmp or arp or udp port 4789"], stdout=f, stderr=subprocess.DEVNULL, start_new_session=True)
 
     def stop(self) -> None:
         for p in self.procs.values():
@@ -49,8 +49,9 @@ class Capture:
                 t, _, rest = ln.partition(" ")
                 try:
                     out.append((float(t), h, rest))
-                except ValueError:
-                    pass
+                except ValueError:                # a VXLAN packet's inner one, on its own line
+                    if out and out[-1][1] == h and "VXLAN" in out[-1][2]:
+                        out[-1] = (out[-1][0], h, out[-1][2] + " | " + ln)
         return out
 
 
@@ -86,5 +87,5 @@ def timeline(sample, packets, nm_lines, margin=0.5):
         if last_req is not None and last_req[2] > 1:
             rows.append(f"{1000 * (last_req[0] - lo):8.1f}  {last_req[1][0]:9s}  ... {last_req[2]} echo requests")
         last_req = ((t, (who, what.split(",")[0]), 1) if "ICMP echo request" in what else None)
-        rows.append(f"{1000 * (t - lo):8.1f}  {who:9s}  {what[:160]}")
+        rows.append(f"{1000 * (t - lo):8.1f}  {who:9s}  {what[:320]}")
     return rows
