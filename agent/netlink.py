@@ -145,11 +145,11 @@ class Rtnl:
                     break
 
     def add_veth(self, name, peer, mtu, mac="", peer_netns_fd=None, up=False):
-        """A veth pair made in one request: ``name`` here (with ``mac``), ``peer`` in the
-        namespace of ``peer_netns_fd`` (made there, not moved: a move waits for RCU, ~15 ms),
-        promiscuous as OVS wants its ports; ``up``: both ends up, so the peer's namespace sees
-        it appear up with its carrier in one burst."""
-        flags = IFF_UP if up else 0       # the peer cannot be up at creation (ENOTCONN)
+        """A veth pair made in one request: ``name`` here (with ``mac``; ``up``: up at once),
+        ``peer`` in the namespace of ``peer_netns_fd`` (made there, not moved: a move waits
+        for RCU, ~15 ms) and promiscuous, as OVS wants its ports (the kernel refuses a peer
+        up at creation: it has no peer yet)."""
+        flags = IFF_UP if up else 0
         peer_info = _ifinfo(flags=IFF_PROMISC, change=IFF_PROMISC)
         peer_info += _attr(IFLA_IFNAME, _name(peer)) + _attr(IFLA_MTU, struct.pack("=I", mtu))
         if peer_netns_fd is not None:
@@ -301,4 +301,19 @@ def _plumb_inside(host_fd, ifname, host_port, mtu, mac, addrs, gateways, quiet_i
                 nl.delete(index, "deleting %s" % ifname)     # takes its peer along
             except LinkError:
                 pass
+            raise
+
+
+def pair_for_docker(port, tmp, mtu, mac, tx_csum_off=False):
+    """Docker's veth, in the calling thread's namespace: ``tmp`` (MAC, MTU, checksum offload
+    off: kept when Docker moves it into the container) and ``port``, promiscuous and up, for
+    OVS. No process; on failure nothing is left."""
+    with Rtnl() as nl:
+        nl.add_veth(tmp, port, mtu, mac)
+        try:
+            if tx_csum_off:
+                tx_checksum_off(tmp)
+            nl.set_up(index_of(port), "bringing %s up" % port)
+        except BaseException:
+            delete_link(tmp)
             raise

@@ -15,9 +15,10 @@ OpenFlow bundle right after it (how long the switch keeps netmaster waiting):
 Per attach it reports: processes spawned, the plumbing's ms, add-port ms, the bundle after
 it, the link messages `ip monitor link` shows in the switch's namespace and how many bursts
 they make (messages more than 2 ms apart start a new one), and the deltas of ovs-vswitchd's
-coverage counters nln_changed (link notifications handled), route_table_dump (route table
-re-reads, each with a getifaddrs) and bridge_reconfigure, read 1.5 s after the attach (late
-events, e.g. an IPv6 link-local becoming valid after DAD, count too).
+coverage counters (nln_changed: netlink notifications handled, each link change making it
+re-read its route table and, once, its address list with a getifaddrs; bridge_reconfigure;
+every other counter that moved), read 1.5 s after the attach (late events, e.g. an IPv6
+link-local becoming valid after DAD, count too).
 
     python -m bench.plumb [--taps 3334] [--repeat 10]
 """
@@ -36,17 +37,14 @@ from bench import common
 from topologies.ovs import OvsInstance, run
 
 NS, CTR = "nwbpl", "nwbplc"
-COUNTERS = ("nln_changed", "route_table_dump", "bridge_reconfigure")
+COUNTERS = ("nln_changed", "bridge_reconfigure", "rev_reconfigure")
 MTU, GW = 1450, "10.78.0.1"
 
 
 def coverage(ovs) -> dict:
-    out = ovs.appctl("coverage/show")
-    got = {}
-    for name in COUNTERS:
-        m = re.search(r"^%s\s.*total: (\d+)" % name, out, re.M)
-        got[name] = int(m.group(1)) if m else 0
-    return got
+    """Every counter ovs-vswitchd shows (it hides those still at 0)."""
+    return {m.group(1): int(m.group(2)) for m in
+            re.finditer(r"^(\w+)\s.*total: (\d+)", ovs.appctl("coverage/show"), re.M)}
 
 
 def old_plumb(netns, ifname, port, ip, calls):
@@ -56,7 +54,7 @@ def old_plumb(netns, ifname, port, ip, calls):
             cmd = ["nsenter", "--net=" + ns] + cmd
         t = time.perf_counter()
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=30, **kw)
-        calls.append((" ".join(c for c in cmd if not c.startswith("--net"))[:40],
+        calls.append((re.sub(r"nw\w+|nt\w+|eth\d+", "X", " ".join(c for c in cmd[:6] if not c.startswith("--net"))),
                       1000 * (time.perf_counter() - t)))
         return res
     tmp = "nt" + port[2:13]
@@ -152,7 +150,8 @@ def measure(taps: int, repeat: int) -> dict:
                 "plumb_ms": 1000 * (t1 - t0), "add_port_ms": 1000 * (t2 - t1),
                 "bundle_after_ms": 1000 * (t3 - t2), "total_ms": 1000 * (t3 - t0),
                 "link_msgs": len(every), "port_msgs": len(mine), "bursts": bursts(every),
-                **{k: after[k] - before[k] for k in COUNTERS}})
+                "coverage": {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)},
+                **{k: after.get(k, 0) - before.get(k, 0) for k in COUNTERS}})
             ovs.vsctl("del-port", "br-int", port)
             ovs.ns("ip", "link", "del", "dev", port)
     finally:
@@ -169,6 +168,10 @@ def measure(taps: int, repeat: int) -> dict:
         for name, ms in r["calls"]:
             calls.setdefault(name, []).append(ms)
     out["old_calls_median_ms"] = {k: statistics.median(v) for k, v in calls.items()}
+    for v, rs in rows.items():      # the median delta of every counter that moved (first skipped: the taps)
+        names = {k for r in rs[1:] for k in r["coverage"]}
+        out.setdefault("coverage_median", {})[v] = {
+            k: statistics.median(r["coverage"].get(k, 0) for r in rs[1:]) for k in sorted(names)}
     return out
 
 
@@ -186,6 +189,9 @@ def main() -> None:
     print("old ADD's processes, median ms each:")
     for k, v in r["old_calls_median_ms"].items():
         print("  %-42s %6.1f" % (k, v))
+    print("ovs-vswitchd coverage counters that moved, median delta per attach (old / new):")
+    for k in sorted(set(r["coverage_median"]["old"]) | set(r["coverage_median"]["new"])):
+        print("  %-28s %8s %8s" % (k, *(r["coverage_median"][v].get(k, 0) for v in ("old", "new"))))
     common.save("plumb", {k: v for k, v in r.items() if k != "samples"})
 
 if __name__ == "__main__":

@@ -348,7 +348,7 @@ def test_add_plumbs_in_process_as_one_burst(site, containers):
     reader.start()
 
     def mark(name):         # a change of our own: the monitor has read all before it
-        host.ns("ip", "link", "add", name, "type", "dummy")
+        host.ns("ip", "tuntap", "add", "dev", name, "mode", "tap")
         wait_until(lambda: any(re.match(r"\d+: %s:" % name, x) for x in list(seen)), 10,
                    what="the link monitor saw " + name)
 
