@@ -451,7 +451,7 @@ class Ovsdb:
                 iface.ofport_request = ofport_request
                 changed = True
             for col, want in (columns or {}).items():      # plain Interface columns
-                if getattr(iface, col) != want:
+                if fresh or getattr(iface, col) != want:    # a new row has nothing to read
                     setattr(iface, col, want)
                     changed = True
             return changed

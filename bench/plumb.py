@@ -11,6 +11,8 @@ OpenFlow bundle right after it (how long the switch keeps netmaster waiting):
         (peer in the container), `nsenter ip -batch` (rename, MAC, MTU, address, up, route),
         `nsenter ethtool -K tx off`, `ip link set up` (host end), `ip -j link show` x2 (MACs)
   new   agent/netlink.plumb_veth: no process; rtnetlink, one ioctl, sysctl files
+  settled   new, then 0.5 s before add-port: what the port add and the bundle cost once
+        ovs-vswitchd is done with the link changes (the times exclude the pause)
 
 Per attach it reports: processes spawned, the plumbing's ms, add-port ms, the bundle after
 it, the link messages `ip monitor link` shows in the switch's namespace and how many bursts
@@ -54,7 +56,7 @@ def old_plumb(netns, ifname, port, ip, calls):
             cmd = ["nsenter", "--net=" + ns] + cmd
         t = time.perf_counter()
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=30, **kw)
-        calls.append((re.sub(r"nw\w+|nt\w+|eth\d+", "X", " ".join(c for c in cmd[:6] if not c.startswith("--net"))),
+        calls.append((re.sub(r"\bnw\w+|\bnt\w+|\beth\d+", "X", " ".join(c for c in cmd[:6] if not c.startswith("--net"))),
                       1000 * (time.perf_counter() - t)))
         return res
     tmp = "nt" + port[2:13]
@@ -111,7 +113,8 @@ def measure(taps: int, repeat: int) -> dict:
     ovs = OvsInstance(netns=NS, create_netns=True)
     ctr_path = "/var/run/netns/" + CTR
     host_path = "/var/run/netns/" + NS
-    rows = {"old": [], "new": []}
+    variants = ("old", "new", "settled")
+    rows = {v: [] for v in variants}
     try:
         ovs.start()
         ovs.vsctl("add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
@@ -122,8 +125,8 @@ def measure(taps: int, repeat: int) -> dict:
         run("ip", "netns", "add", CTR)
         empty = os.path.join(d, "empty")
         open(empty, "w").close()
-        for i in range(2 * repeat):
-            variant = ("old", "new")[i % 2]
+        for i in range(len(variants) * repeat):
+            variant = variants[i % len(variants)]
             port, ifname, ip = "nwpl%04d" % i, "eth%d" % i, "10.78.0.%d" % (i + 2)
             before = coverage(ovs)
             mon = subprocess.Popen(["ip", "netns", "exec", NS, "ip", "-timestamp", "monitor", "link"],
@@ -135,6 +138,10 @@ def measure(taps: int, repeat: int) -> dict:
                 netlink.in_netns(host_path, old_plumb if variant == "old" else new_plumb,
                                  ctr_path, ifname, port, ip, calls)
                 t1 = time.perf_counter()
+                if variant == "settled":
+                    time.sleep(0.5)
+                    t0 += time.perf_counter() - t1
+                    t1 = time.perf_counter()
                 ovs.vsctl("add-port", "br-int", port)
                 t2 = time.perf_counter()
                 ovs.ofctl("add-flows", empty, opts=("--bundle",))
@@ -154,6 +161,7 @@ def measure(taps: int, repeat: int) -> dict:
                 **{k: after.get(k, 0) - before.get(k, 0) for k in COUNTERS}})
             ovs.vsctl("del-port", "br-int", port)
             ovs.ns("ip", "link", "del", "dev", port)
+            time.sleep(1.2)     # ovs-vswitchd sums its threads' counters about once a second
     finally:
         ovs.stop()
         run("ip", "netns", "del", CTR, check=False)
@@ -182,16 +190,17 @@ def main() -> None:
     a = p.parse_args()
     r = measure(a.taps, a.repeat)
     print("taps=%d repeat=%d (medians; max in brackets)" % (r["taps"], r["repeat"]))
-    print("%-18s %14s %14s" % ("", "old", "new"))
+    vs = list(r["median"])
+    print("%-18s" % "" + "".join("%15s" % v for v in vs))
     for k in r["median"]["old"]:
-        print("%-18s %14s %14s" % (k, *("%.1f [%.1f]" % (r["median"][v][k], r["max"][v][k])
-                                        for v in ("old", "new"))))
+        print("%-18s" % k + "".join("%15s" % ("%.1f [%.1f]" % (r["median"][v][k], r["max"][v][k]))
+                                    for v in vs))
     print("old ADD's processes, median ms each:")
     for k, v in r["old_calls_median_ms"].items():
         print("  %-42s %6.1f" % (k, v))
-    print("ovs-vswitchd coverage counters that moved, median delta per attach (old / new):")
-    for k in sorted(set(r["coverage_median"]["old"]) | set(r["coverage_median"]["new"])):
-        print("  %-28s %8s %8s" % (k, *(r["coverage_median"][v].get(k, 0) for v in ("old", "new"))))
+    print("ovs-vswitchd coverage counters that moved, median delta per attach (%s):" % " / ".join(vs))
+    for k in sorted(set().union(*(r["coverage_median"][v] for v in vs))):
+        print("  %-28s" % k + "".join("%9s" % r["coverage_median"][v].get(k, 0) for v in vs))
     common.save("plumb", {k: v for k, v in r.items() if k != "samples"})
 
 if __name__ == "__main__":
