@@ -148,7 +148,10 @@ def measure(taps: int, repeat: int) -> dict:
                     t0 += time.perf_counter() - t1
                     t1 = time.perf_counter()
                 if variant == "portfirst":
-                    ovs.vsctl("--timeout=10", "wait-until", "Interface", port, "ofport>0")
+                    ovs.vsctl("--timeout=10", "wait-until", "Interface", port, "ofport>0",
+                              check=False)
+                    if not int(ovs.vsctl("get", "Interface", port, "ofport")) > 0:
+                        raise RuntimeError("portfirst: no ofport for %s after 10 s" % port)
                 else:
                     ovs.vsctl("add-port", "br-int", port)
                 t2 = time.perf_counter()
