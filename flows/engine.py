@@ -793,6 +793,17 @@ class Engine:
         return self.table(label).compiled()
 
 
+def compile_snapshot(snap: Snapshot) -> Dict[str, Tuple[set, set]]:
+    """Every switch's table after a full recompute of a Snapshot: the (flows,
+    groups) netmaster installs for it, per host label.  For tests and tools that
+    want a whole fabric's flows; flows.compiler.compile_all stays only as the
+    independent reference the engine is checked against."""
+    eng = Engine()
+    eng.load(snap)
+    eng.recompute()
+    return {label: eng.compiled(label) for label in sorted(eng.st.labels())}
+
+
 def usable(kind: str, obj) -> bool:
     """Ids the pipeline cannot carry make an object absent (flows.index.Index refuses them)."""
     if kind == "tenant":

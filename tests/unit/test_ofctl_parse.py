@@ -1,6 +1,6 @@
 """Parsing real `ovs-ofctl -O OpenFlow13 dump-flows` output (captured from OVS 3.1
 with tests/integration's bridge) back into the exact compiled entries."""
-from flows.compiler import compile_all
+from flows.engine import compile_snapshot
 from flows.ofctl_parse import parse_dump_flows, parse_dump_groups, parse_flow
 from flows.simulator import Switch
 from tests.unit.topo import policy_snapshot
@@ -37,7 +37,7 @@ DUMP = """OFPST_FLOW reply (OF1.3) (xid=0x2):
 
 
 def test_real_dump_lines_equal_compiled_entries():
-    flows, groups = compile_all(SNAP)["h1"]
+    flows, groups = compile_snapshot(SNAP)["h1"]
     parsed = parse_dump_flows(DUMP)
     assert len(parsed) > 8
     assert set(parsed) <= flows
@@ -45,7 +45,7 @@ def test_real_dump_lines_equal_compiled_entries():
 
 
 def test_simulator_runs_parsed_dump():
-    flows, groups = compile_all(SNAP)["h1"]
+    flows, groups = compile_snapshot(SNAP)["h1"]
     text = "\n".join(" " + f.to_ofctl().replace(",actions=", " actions=") for f in flows)
     sw = Switch(parse_dump_flows(text), groups)
     assert set(sw.flows()) == flows
