@@ -4,7 +4,7 @@ Why: entries became canonical when constructed (flows/fields.py) and the
 normaliser went; construction now pays what the normaliser paid.  This times,
 in a fresh process per tree (same machine, same moment, alternated):
   compile   compile_all of a scale snapshot (every entry constructed)
-  desired   canonical_desired of one host's set, first call (the old tree
+  desired   ofapp.canonical_desired of one host's set, first call (the old tree
             normalised every entry there, once per compile)
   encode    ofencode.flow_mod of that set (fast path, caches cold then warm)
   decode    ofwire.decode of its flow-stats bytes (fast path)
@@ -36,11 +36,7 @@ def measure(eps: int) -> dict:
     from os_ken.ofproto import ofproto_protocol
     from os_ken.ofproto import ofproto_v1_3 as ofp
 
-    from controller import ofencode, ofmsg, ofwire
-    try:
-        from controller.diff import canonical_desired
-    except ImportError:         # an older tree: it lived in the OpenFlow app
-        from controller.ofapp import canonical_desired
+    from controller import ofapp, ofencode, ofmsg, ofwire
     from flows.compiler import compile_all
     from tests.unit.scale import scale_snapshot
 
@@ -52,7 +48,7 @@ def measure(eps: int) -> dict:
     out["compile_s"] = time.perf_counter() - t
     flows, groups = compiled["h0"]
     t = time.perf_counter()
-    want, _g, bad = canonical_desired((flows, groups))
+    want, _g, bad = ofapp.canonical_desired((flows, groups))
     out["desired_s"] = time.perf_counter() - t
     assert not bad, bad[:3]
     entries = list(want.values())

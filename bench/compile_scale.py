@@ -5,7 +5,7 @@ and controller/ofapp.py, the real code over a model-shaped fake store): the
 store events of the write are queued, `Fabric.flush()` turns them into typed
 changes and runs the incremental engine (flows/engine.py), and for every
 connected switch whose table changed the OpenFlow app's delta path
-(`controller.diff.delta_diff`: compare with what it committed,
+(`SwitchManager._delta_msgs`: compare with what it committed,
 encode the flow mods) builds the bundle's messages.  Sending them to a switch
 is not included (bench.flow_push measures that rate).  Changes: +1 endpoint
 (with its port), +1 rule, +1 host (a host registers, its switch connects and
@@ -179,9 +179,8 @@ def _controller_path(snap, change, n):
     switch's bundle messages; messages and switches of the last change.  The
     switches' committed state follows each change (as after a committed bundle)."""
     from controller.fabric import Fabric
-    from controller import diff
+    from controller.ofapp import SwitchManager
     from controller.switch import Switch
-    from flows.pipeline import group_owned
     from flows.gcpause import paused
     from store.base import Event
     fake = _FakeModel(snap)
@@ -193,10 +192,12 @@ def _controller_path(snap, change, n):
         fab.ports[h.dpid] = dict(snap.ofports[h.label])
         fab.connected[h.dpid] = h.label
     fab._load()
-    sws = {}                                       # the OpenFlow app's Switch objects, no os-ken
+    app = SwitchManager.__new__(SwitchManager)      # only its delta path, no os-ken
+    app.group_owned = lambda gid: True
+    app.switches = {}
     for h in snap.hosts:                           # what each switch committed: the full table
         held = fab.desired(h.dpid)
-        sw = sws[h.dpid] = Switch(h.dpid, None, None, _Dp(h.dpid))
+        sw = app.switches[h.dpid] = Switch(h.dpid, None, None, _Dp(h.dpid))
         sw.held = ({e.key: e for e in held[0]},                     # canonical as made
                   {g.group_id: g for g in held[1]})
     times, msgs, switches = [], 0, 0
@@ -215,10 +216,10 @@ def _controller_path(snap, change, n):
             fab.flush()
             m = 0
             for dpid in sorted(set(asked)):
-                if dpid in sws and sws[dpid].held is not None:
-                    m += len(diff.delta_diff(sws[dpid], fab.delta(dpid), _Res(), group_owned))
+                if dpid in app.switches and app.switches[dpid].held is not None:
+                    m += len(app._delta_msgs(app.switches[dpid], fab.delta(dpid), _Res()))
             t = time.perf_counter() - t0
-        for sw in sws.values():
+        for sw in app.switches.values():
             sw.commit_pending()
         if i:                                      # the first one warms the controller
             times.append(1000 * t)

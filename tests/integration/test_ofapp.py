@@ -22,7 +22,7 @@ from os_ken.ofproto import ofproto_parser, ofproto_protocol  # noqa: E402
 from os_ken.ofproto import ofproto_v1_3 as ofp  # noqa: E402
 from os_ken.ofproto import ofproto_v1_3_parser as parser  # noqa: E402
 
-from controller import diff, ofapp, ofmsg  # noqa: E402
+from controller import ofapp, ofmsg  # noqa: E402
 from flows.entry import COOKIE_MARK as M, FlowEntry, GroupEntry  # noqa: E402
 from tests.procs import linked_ovs  # noqa: E402
 from tests.unit.flow_catalogue import ALL_FLOWS, ALL_GROUPS, DPID  # noqa: E402
@@ -275,7 +275,7 @@ def test_switch_bundle_context(env):
         with sw.bundle(dp, res) as b:
             bids.append(b.bid)
             for e in entries:
-                b.add(*diff.flow_msg(dp, e, ofp.OFPFC_ADD))
+                b.add(*ofapp._flow_msg(dp, e, ofp.OFPFC_ADD))
             if boom:
                 raise RuntimeError("boom")
         return res
