@@ -196,8 +196,7 @@ def _controller_path(snap, change, n):
     app.switches = {}
     for h in snap.hosts:                           # what each switch committed: the full table
         held = fab.desired(h.dpid)
-        app.switch(h.dpid).held = ({e.key: e for e in held[0]},      # canonical as made
-                                   {g.group_id: g for g in held[1]})
+        app.switch(h.dpid).held = (dict(held[0]), dict(held[1]))     # by key, canonical as made
     times, msgs, switches = [], 0, 0
     for i in range(n + 1):
         asked.clear()
