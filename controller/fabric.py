@@ -197,15 +197,22 @@ class Fabric:
             self._load()
         self._auditor = eventlet.spawn(self._audit_loop)
 
+    load_slice = 256               # owners the start's recompute runs between two yields
+    _pause = staticmethod(eventlet.sleep)
+
     def _first_load(self) -> None:
         done = self._loading
         try:
-            self._load(pause=eventlet.sleep)
+            self._load(pause=self._pause)
         except Exception:                    # the engine's state is unknown: the next use recomputes
             log.exception("event=recompute_failed action=retry_on_next_use")
         finally:
             self._loading = None
             done.send()
+
+    def wait_loaded(self) -> None:
+        """Return once the start's recompute, if one runs (watch(background=True)), is done."""
+        self._wait_load()
 
     def _wait_load(self) -> None:
         """The start's recompute in progress (watch(background=True)): wait for it."""
@@ -233,7 +240,7 @@ class Fabric:
         for label in self._label_dpid:
             self.engine.set_ports(label, self._ports_of(label))
         with gcpause.paused():
-            touched = self.engine.recompute(pause=pause)
+            touched = self.engine.recompute(pause=pause, every=self.load_slice)
             # The tables are a large, long-lived, acyclic heap: keep the cyclic GC from
             # rescanning it after every change (a full collection cost ~0.7 s at 10k endpoints).
             gc.freeze()
