@@ -362,7 +362,8 @@ class Fabric:
                 self.request_reconcile(dpid)
 
     def snapshot(self) -> snap.Snapshot:
-        """The model as a Snapshot (for trace and the deny log), rebuilt only after a change."""
+        """The model as a Snapshot, for trace (its packets and owner names; the flows it
+        simulates are the engine's tables), rebuilt only after a change."""
         token = (self.model.store.generation, self._ports_version)
         if self._snap_cache[0] != token or not self._watching:
             by_dpid = {h.dpid: h.label for h in (host_of_record(r) for r in self.model.store.list("host/").values())}
