@@ -311,15 +311,16 @@ class EtcdStore(Store):
         with self._mirror_lock:
             batch, batch_rev = [], 0
             for ev in evs:
-                key, mod, value = self._kv(ev["kv"])
-                if ev.get("type") == "DELETE":
-                    value = None
+                kv = ev["kv"]
+                key = _unb64(kv["key"])[len(self.prefix):]
+                mod = int(kv.get("mod_revision", 0))
                 last = max(last, mod)
                 if key == GUARD:
                     self._guard_rev = max(self._guard_rev, mod)
                     continue
                 if mod <= self._revs.get(key, 0) or mod <= self._floor:
-                    continue               # our own commit, or in a full read already
+                    continue               # our own commit, or in a full read already (not decoded)
+                value = None if ev.get("type") == "DELETE" else self._kv(kv)[2]
                 if key in self._pending_keys:
                     self._hold(key, mod, value)    # the batch's answer decides (_release_keys)
                     continue
