@@ -41,7 +41,7 @@ class Netmaster:
         self.of_sock = of_sock                # the OpenFlow tcp listener, if bound already (ofapp.listen)
         self.fabric = Fabric(self.model)
         self.deny_log_rate = deny_log_rate
-        self.denylog = DenyLog(self.fabric.snapshot, self._host_label)
+        self.denylog = DenyLog(self.fabric.engine, self._host_label)
         self.of = None
         self.rest = RestApp(self.model, extensions={"switches": self._switches, "flows": self._flows,
                                                     "trace": self._trace, "policylog": self._policylog,

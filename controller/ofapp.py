@@ -10,7 +10,9 @@ Event handlers are thin: they update a dict, call the fabric and mark a switch
 dirty.  Fabric callbacks (switch_up, port_changed, switch_down) run in the
 app's event loop and must return quickly (hand slow work to a greenthread);
 fabric.desired() and fabric.delta() run in the reconcile worker.  The work
-happens in `reconcile()`, run by one worker greenthread per switch.  On
+happens in `reconcile()`, run by one worker greenthread per switch (each
+connection's `Switch` object, controller/switch.py, holds its worker, its retry
+timer and what it committed; a disconnect closes it, a reconnect makes a new one).  On
 connect, after a failure and at each audit it diffs the fabric's whole
 desired set against the switch's own (cookie-marked) flows and its groups;
 otherwise it takes the fabric's delta (the flows and groups whose desired
@@ -138,13 +140,11 @@ class SwitchManager(app_manager.OSKenApp):
         # (flows/pipeline.py), and a group netweave did not make is never deleted.
         self.group_owned = group_owned
         self.datapaths: dict[int, object] = {}     # dpid -> Datapath in MAIN state
-        # dpid -> Switch: its committed table, change in flight, errors, last result
+        # dpid -> Switch of the connected datapath: its committed table, change in
+        # flight, errors, last result, reconcile worker and retry timer (one object
+        # per connection: made at connect, closed at disconnect)
         self.switches: dict[int, Switch] = {}
         self._conns: set = set()                    # every live connection, for stop()
-        self._dirty: dict[int, bool] = {}
-        self._requested: dict[int, float] = {}     # dpid -> when its pending reconcile was asked
-        self._workers: dict[int, object] = {}
-        self._retries: dict[int, object] = {}       # dpid -> pending retry timer
         self.audit_interval = AUDIT_INTERVAL
         # Clustered netmasters (controller/roles.py): None = the only controller, always writes.
         self.roles = None
@@ -161,12 +161,13 @@ class SwitchManager(app_manager.OSKenApp):
             self._conns.add(dp)
         if ev.state == MAIN_DISPATCHER and not self._admit(dp):
             return
-        if ev.state in (MAIN_DISPATCHER, DEAD_DISPATCHER) and dp.id is not None and (
-                ev.state == MAIN_DISPATCHER or self.datapaths.get(dp.id) is dp):
-            self.switch(dp.id).forget()            # (not for a refused stranger with the same dpid)
         if ev.state == MAIN_DISPATCHER:
             # ofp_handler enters MAIN after the port-desc reply: dp.ports is filled.
             self.datapaths[dp.id] = dp
+            old = self.switches.get(dp.id)
+            if old is not None:                   # a reconnect seen before the old one's death
+                old.close()
+            self.switches[dp.id] = Switch(dp.id, self._request, self._flush_events, dp)
             ports = {_port_name(p.name): p.port_no for p in dp.ports.values()}
             LOG.info("event=switch_up dpid=%s addr=%s ports=%d", _dpid(dp.id),
                      dp.address, len(ports))
@@ -177,8 +178,9 @@ class SwitchManager(app_manager.OSKenApp):
                 self.request_reconcile(dp.id)
         elif ev.state == DEAD_DISPATCHER:
             self._conns.discard(dp)
-            if dp.id is not None and self.datapaths.get(dp.id) is dp:
+            if dp.id is not None and self.datapaths.get(dp.id) is dp:   # (not a refused stranger)
                 del self.datapaths[dp.id]
+                self.switches.pop(dp.id).close()  # its worker and retry timer end with it
                 LOG.info("event=switch_down dpid=%s", _dpid(dp.id))
                 self._tell("switch_down", dp.id)
                 if self.roles is not None:
@@ -249,34 +251,31 @@ class SwitchManager(app_manager.OSKenApp):
     # ------------------------------------------------------------ reconcile scheduling
 
     def request_reconcile(self, dpid: Optional[int] = None) -> None:
-        """Mark one switch (or all connected) dirty; bursts coalesce into one
-        reconcile per switch because one worker drains the flag."""
-        for d in (list(self.datapaths) if dpid is None else [dpid]):
-            if d not in self.datapaths or self._stopping:
-                continue
-            self._dirty[d] = True
-            self._requested.setdefault(d, time.perf_counter())
-            if d not in self._workers:
-                self._workers[d] = hub.spawn(self._worker, d)
+        """Ask for a reconcile of one switch (or every connected one); bursts
+        coalesce into one reconcile per switch because one worker drains them."""
+        for d in (list(self.switches) if dpid is None else [dpid]):
+            sw = self.switches.get(d)
+            if sw is not None:
+                self._ask(sw)
 
-    def _worker(self, dpid: int) -> None:
+    def _ask(self, sw: Switch) -> None:
+        """sw wants a reconcile: its worker takes it, or one is started."""
+        if not self._stopping and sw.request(time.perf_counter()):
+            sw.worker = hub.spawn(self._worker, sw)
+
+    def _worker(self, sw: Switch) -> None:
         try:
-            while self._dirty.pop(dpid, False) and dpid in self.datapaths:
-                asked = self._requested.pop(dpid, None)
+            while (asked := sw.take_request()) is not None:
                 try:
-                    self.reconcile(dpid, asked)
+                    self._reconcile(sw, asked)
                 except Exception:
-                    LOG.exception("event=reconcile_error dpid=%s", _dpid(dpid))
+                    LOG.exception("event=reconcile_error dpid=%s", _dpid(sw.dpid))
         finally:
-            self._workers.pop(dpid, None)
-            self._requested.pop(dpid, None)     # a switch gone meanwhile: no stale stamp
+            sw.worker = None
 
-    def switch(self, dpid: int) -> Switch:
-        """The Switch object of dpid (made on first use; kept across reconnects)."""
-        sw = self.switches.get(dpid)
-        if sw is None:
-            sw = self.switches[dpid] = Switch(dpid, self._request, self._flush_events)
-        return sw
+    def switch(self, dpid: int) -> Optional[Switch]:
+        """The Switch object of the connected datapath dpid (None when not connected)."""
+        return self.switches.get(dpid)
 
     def result(self, dpid: int) -> Optional[ReconcileResult]:
         """The last reconcile's result for dpid, if any."""
@@ -285,7 +284,7 @@ class SwitchManager(app_manager.OSKenApp):
 
     def idle(self) -> bool:
         """No reconcile running or pending (for tests and shutdown)."""
-        return not self._workers and not any(self._dirty.values())
+        return not any(sw.worker is not None or sw.dirty for sw in self.switches.values())
 
     # ------------------------------------------------------------ reconcile
 
@@ -295,10 +294,12 @@ class SwitchManager(app_manager.OSKenApp):
         return connected.get(dpid) or _dpid(dpid)
 
     def reconcile(self, dpid: int, asked: Optional[float] = None) -> Optional[ReconcileResult]:
-        dp = self.datapaths.get(dpid)
-        if dp is None:
-            return None
-        sw = self.switch(dpid)
+        """Reconcile the connected switch dpid now, in this green thread (None: not connected)."""
+        sw = self.switches.get(dpid)
+        return None if sw is None else self._reconcile(sw, asked)
+
+    def _reconcile(self, sw: Switch, asked: Optional[float] = None) -> Optional[ReconcileResult]:
+        dpid, dp = sw.dpid, sw.dp
         if self.roles is not None and not self.roles.may_write(dpid):
             # a standby never writes; it keeps no change log (it audits when it becomes master)
             sw.held = None
@@ -323,23 +324,23 @@ class SwitchManager(app_manager.OSKenApp):
             if desired is None:
                 res.outcome = "skipped"
                 LOG.info("event=reconcile dpid=%s outcome=skipped reason=unknown_switch", _dpid(dpid))
-                return self._done(res)
+                return self._done(sw, res)
         try:
             if not sw.meter_ok:
-                self._ensure_meter(dp)
+                self._ensure_meter(sw)
                 sw.meter_ok = True
             msgs = None
             if delta is not None:
-                msgs = self._delta_msgs(dp, delta, res)
+                msgs = self._delta_msgs(sw, delta, res)
                 if msgs is None:             # an entry it cannot send: the full path says which
                     sw.held = None
                     res = ReconcileResult(dpid, started=res.started)
                     desired = self.fabric.desired(dpid)
                     if desired is None:
                         res.outcome = "skipped"
-                        return self._done(res)
+                        return self._done(sw, res)
             if msgs is None:
-                msgs = self._diff(dp, desired, res)
+                msgs = self._diff(sw, desired, res)
             if msgs:
                 with sw.bundle(dp, res) as bundle:
                     for desc, m in msgs:
@@ -354,8 +355,8 @@ class SwitchManager(app_manager.OSKenApp):
             res.outcome = "failed"
             LOG.error("event=reconcile dpid=%s outcome=failed error=%s retry_in=%.0fs",
                       _dpid(dpid), type(e).__name__, RETRY_DELAY)
-            self._schedule_retry(dpid)
-            return self._done(res)
+            self._schedule_retry(sw)
+            return self._done(sw, res)
         LOG.info("event=reconcile dpid=%s outcome=%s added=%d modified=%d deleted=%d "
                  "unchanged=%d groups_added=%d groups_modified=%d groups_deleted=%d "
                  "rejected=%d read=%s ms=%.1f%s", _dpid(dpid), res.outcome, res.added, res.modified,
@@ -363,19 +364,20 @@ class SwitchManager(app_manager.OSKenApp):
                  res.groups_added, res.groups_modified, res.groups_deleted, len(res.rejected), res.read,
                  (time.perf_counter() - res.started) * 1000,
                  "".join(f" {k}_ms={v:.1f}" for k, v in res.phases.items()))
-        return self._done(res)
+        return self._done(sw, res)
 
-    def _schedule_retry(self, dpid: int) -> None:
-        """Talking to the switch failed (timeout, lost connection): try again later.
-        A discarded bundle is not retried: the same desired set would fail again."""
+    def _schedule_retry(self, sw: Switch) -> None:
+        """Talking to the switch failed (timeout, lost connection): try again later,
+        unless the connection is gone (a reconnect reconciles anyway).  A discarded
+        bundle is not retried: the same desired set would fail again."""
         def fire():
-            self._retries.pop(dpid, None)
-            self.request_reconcile(dpid)
-        if dpid not in self._retries and not self._stopping:
-            self._retries[dpid] = hub.spawn_after(RETRY_DELAY, fire)
+            sw.retry = None
+            self._ask(sw)               # a closed switch (disconnected meanwhile) ignores it
+        if not self._stopping:
+            sw.arm_retry(lambda: hub.spawn_after(RETRY_DELAY, fire))
 
-    def _done(self, res: ReconcileResult) -> ReconcileResult:
-        self.switch(res.dpid).last_result = res
+    def _done(self, sw: Switch, res: ReconcileResult) -> ReconcileResult:
+        sw.last_result = res
         metrics.reconciled(self._host(res.dpid), res, time.perf_counter() - res.started)
         return res
 
@@ -383,16 +385,15 @@ class SwitchManager(app_manager.OSKenApp):
         with hub.Timeout(REQUEST_TIMEOUT):
             return ofctl_api.send_msg(self, msg, reply_cls=reply_cls, reply_multi=reply_multi)
 
-    def _desired(self, dp, desired, res: ReconcileResult):
+    def _desired(self, sw: Switch, desired, res: ReconcileResult):
         """Canonical desired flows by key and groups by id, or None when any
         entry is unusable: like a rejected bundle, a bad desired set changes nothing.
         The fabric hands out the same object until the model changes, so the
         canonical form is computed once per compile, not once per reconcile."""
-        sw = self.switch(dp.id)
         memo = sw.desired_memo
         if memo is not None and memo[0] is desired:
             return memo[1]
-        checked = self._check_desired(dp, desired, res)
+        checked = self._check_desired(sw.dp, desired, res)
         if checked is not None:
             sw.desired_memo = (desired, checked)
         return checked
@@ -409,18 +410,18 @@ class SwitchManager(app_manager.OSKenApp):
             res.rejected.append((text, None, reason))
             LOG.error("event=bad_entry dpid=%s reason=%r entry=%s", _dpid(dp.id), reason, text)
 
-    def _diff(self, dp, desired, res: ReconcileResult) -> list:
+    def _diff(self, sw: Switch, desired, res: ReconcileResult) -> list:
         """Messages that turn what the switch holds into `desired`, in bundle order."""
         with ofcodec.gc_paused():       # speed: see flows/gcpause.py
-            return self._diff_msgs(dp, desired, res)
+            return self._diff_msgs(sw, desired, res)
 
-    def _diff_msgs(self, dp, desired, res: ReconcileResult) -> list:
-        checked = self._desired(dp, desired, res)
+    def _diff_msgs(self, sw: Switch, desired, res: ReconcileResult) -> list:
+        dp = sw.dp
+        checked = self._desired(sw, desired, res)
         if checked is None:
             res.outcome = "discarded"
             return []
         want, groups_want = checked
-        sw = self.switch(dp.id)
         sw.pending = (want, groups_want)
         stale_raw = []                               # our flows we cannot even parse
         if sw.held is not None:
@@ -477,12 +478,12 @@ class SwitchManager(app_manager.OSKenApp):
                 res.groups_deleted += 1
         return first + flows + last
 
-    def _delta_msgs(self, dp, delta, res: ReconcileResult):
+    def _delta_msgs(self, sw: Switch, delta, res: ReconcileResult):
         """Messages for what changed in the desired table since the last reconcile
         (delta: [(old, new)] of flows and of groups), against what we committed;
         None when an entry cannot be sent (the full path then reports it)."""
         flow_changes, group_changes = delta
-        sw = self.switch(dp.id)
+        dp = sw.dp
         held, groups_held = sw.held
         res.read = "delta"
         upd_flows, upd_groups = {}, {}
@@ -563,7 +564,7 @@ class SwitchManager(app_manager.OSKenApp):
                     groups_held[d.group_id] = None      # unreadable: replace it
         return held, groups_held, stale_raw
 
-    def _ensure_meter(self, dp) -> None:
+    def _ensure_meter(self, sw: Switch) -> None:
         """Put the deny-log meter on the switch with our rate.  A flow naming a meter
         the switch lacks is refused, and an OpenFlow bundle cannot carry meter mods:
         so this runs before the first diff on each connection, and at each audit
@@ -572,6 +573,7 @@ class SwitchManager(app_manager.OSKenApp):
         controller with another rate), nothing when it is right.  Errors are
         collected behind a barrier, as in Switch.bundle; raises ofctl_exc.OFError
         when the switch refuses."""
+        dp = sw.dp
         flags = ofp.OFPMF_PKTPS | ofp.OFPMF_BURST
         want = (flags, ((ofp.OFPMBT_DROP, self.deny_log_rate, self.deny_log_burst),))
         # all meters: asking for one that does not exist is an error (UNKNOWN_METER)
@@ -587,7 +589,7 @@ class SwitchManager(app_manager.OSKenApp):
         mod = parser.OFPMeterMod(dp, command=command, flags=flags, meter_id=DENY_LOG_METER,
                                  bands=[parser.OFPMeterBandDrop(rate=self.deny_log_rate,
                                                                 burst_size=self.deny_log_burst)])
-        with self.switch(dp.id).collecting() as errors:
+        with sw.collecting() as errors:
             if not dp.send_msg(mod):
                 raise ofctl_exc.InvalidDatapath(result=dp.id)
             self._request(parser.OFPBarrierRequest(dp))
@@ -603,8 +605,10 @@ class SwitchManager(app_manager.OSKenApp):
 
     def audit(self, dpid: Optional[int] = None) -> None:
         """Read the switch (or every switch) again at the next reconcile, and reconcile."""
-        for d in list(self.datapaths) if dpid is None else [dpid]:
-            self.switch(d).forget()
+        for d in list(self.switches) if dpid is None else [dpid]:
+            sw = self.switches.get(d)
+            if sw is not None:
+                sw.forget()
         self.request_reconcile(dpid)
 
     def _audit_loop(self) -> None:
@@ -693,8 +697,9 @@ class Handle:
             if lst is not None:
                 hub.kill(lst[0])
                 lst[1].close()
-        for t in list(app._workers.values()) + list(app._retries.values()) + [app._auditor]:
-            hub.kill(t)
+        for sw in list(app.switches.values()):     # each kills its worker and retry timer
+            sw.close()
+        hub.kill(app._auditor)
         self._mgr.close()                      # stops event loops, kills the listener
         for t in self._threads:
             hub.kill(t)
@@ -703,6 +708,7 @@ class Handle:
             dp.close()
         app._conns.clear()
         app.datapaths.clear()
+        app.switches.clear()
         app_manager.AppManager._instance = None
         gc.collect()                           # closes the listening socket of the killed loop
         global _running

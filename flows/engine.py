@@ -140,6 +140,7 @@ class State:
         self.rules_by_tenant: Dict[str, Dict[tuple, Rule]] = defaultdict(dict)
         self.rules_by_policy: Dict[tuple, int] = defaultdict(int)         # (t, policy) -> rules
         self.services_by_tenant: Dict[str, Dict[tuple, object]] = defaultdict(dict)
+        self.rule_uids: Dict[int, Rule] = {}                               # rule_uid -> rule (cookies)
         self.tenant_eps: Dict[str, Dict[str, Endpoint]] = defaultdict(dict)  # accepted, per tenant
         self.raw_by_net: Dict[tuple, set] = defaultdict(set)               # (t, n) -> endpoint ids
         self.claims: Dict[tuple, set] = defaultdict(set)                   # claim -> endpoint ids
@@ -217,11 +218,15 @@ class State:
                     self.changed.add(("tenant_rules", r.tenant))
                     self.changed.add(("policy_rules", (r.tenant, r.policy)))
             if old is not None:
+                if self.rule_uids.get(old.rule_uid) is old:
+                    del self.rule_uids[old.rule_uid]
                 self.rules_by_tenant[old.tenant].pop(key, None)
                 self.rules_by_policy[(old.tenant, old.policy)] -= 1
                 if not self.rules_by_policy[(old.tenant, old.policy)]:
                     del self.rules_by_policy[(old.tenant, old.policy)]
             if obj is not None:
+                if obj.rule_uid:
+                    self.rule_uids[obj.rule_uid] = obj
                 self.rules_by_tenant[obj.tenant][key] = obj
                 self.rules_by_policy[(obj.tenant, obj.policy)] += 1
 
@@ -791,6 +796,28 @@ class Engine:
 
     def compiled(self, label: str) -> Tuple[set, set]:
         return self.table(label).compiled()
+
+    def rule_by_uid(self, uid: int) -> Optional[Rule]:
+        """The rule a flow's cookie names (Owner.RULE, its rule_uid), if it is held."""
+        return self.st.rule_uids.get(uid)
+
+    def endpoint_at(self, tenant: str, ip: str) -> str:
+        """The id of the accepted endpoint with address ip in tenant ('' for none)."""
+        for eid in self.st.claims.get(("ip", tenant, ip), ()):
+            if eid in self.st.eps:
+                return eid
+        return ""
+
+
+def compile_snapshot(snap: Snapshot) -> Dict[str, Tuple[set, set]]:
+    """Every switch's table after a full recompute of a Snapshot: the (flows,
+    groups) netmaster installs for it, per host label.  For tests and tools that
+    want a whole fabric's flows; flows.compiler.compile_all stays only as the
+    independent reference the engine is checked against."""
+    eng = Engine()
+    eng.load(snap)
+    eng.recompute()
+    return {label: eng.compiled(label) for label in sorted(eng.st.labels())}
 
 
 def usable(kind: str, obj) -> bool:

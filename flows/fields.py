@@ -116,6 +116,13 @@ for _fd in FIELDS.values():
 del _fd, _a
 
 
+def ofctl_name(name: str) -> str:
+    """The name ovs-ofctl prints a field under: its older OpenFlow 1.0 one
+    (dl_src, nw_dst) when it has one, else the entry name."""
+    fd = field(name)
+    return next((a for a in fd.aliases if a.islower() and a != fd.osken), fd.name)
+
+
 def field(name: str) -> Field:
     f = FIELDS.get(name)
     if f is None:

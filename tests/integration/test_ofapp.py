@@ -13,6 +13,7 @@ eventlet.monkey_patch()
 import logging  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
@@ -362,13 +363,77 @@ def test_switch_restart_gets_flows_back(env):
     _install(env, ALL_FLOWS, ALL_GROUPS)
     env.ovs.kill_switch()
     wait_until(lambda: ("down", DPID) in env.fabric.events, 30, what="switch down")
-    env.app.switch(DPID).last_result = None
+    assert env.app.switch(DPID) is None and env.app.result(DPID) is None    # gone with its connection
     env.ovs.start_switch()
     wait_until(lambda: env.app.idle() and env.app.result(DPID) is not None, 60, what="resync")
     r = env.app.result(DPID)
     assert (r.outcome, r.added, r.groups_added) == ("committed", len(ALL_FLOWS), len(ALL_GROUPS))
     assert len(env.ours()) == len(ALL_FLOWS)
     assert sum(1 for ev in env.fabric.events if ev[0] == "up") == 2
+
+
+def _frozen_switch_pid(env) -> int:
+    return int(open(os.path.join(env.ovs.dir, "ovs-vswitchd.pid")).read())
+
+
+def _reconnected(env, old):
+    """Restart the killed switch; the new connection's first reconcile (a fresh Switch)."""
+    env.ovs.start_switch()
+    wait_until(lambda: env.app.switch(DPID) not in (None, old) and env.app.idle()
+               and env.app.result(DPID) is not None, 60, what="reconnect")
+    return env.app.switch(DPID)
+
+
+@needs_ovs
+def test_disconnect_mid_reconcile_leaves_no_worker_or_timer(env, monkeypatch):
+    """A switch that dies while a retry timer is armed, or while its worker waits on it
+    in the middle of a reconcile, takes its worker and timer with it (controller/switch.py
+    Switch.close); the reconnect gets a fresh Switch that puts every flow back; stop()
+    kills a worker still waiting on a frozen switch."""
+    _install(env, ALL_FLOWS, ALL_GROUPS)
+    monkeypatch.setattr(ofapp, "RETRY_DELAY", 600.0)        # armed for the whole test
+    # 1. a reconcile against a frozen switch times out and arms the retry timer
+    monkeypatch.setattr(ofapp, "REQUEST_TIMEOUT", 1.0)
+    sw = env.app.switch(DPID)
+    pid = _frozen_switch_pid(env)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        env.app.audit(DPID)
+        wait_until(lambda: sw.retry is not None and sw.worker is None, 30, what="the retry timer")
+        assert env.app.result(DPID).outcome == "failed"
+        timer = sw.retry
+    finally:
+        env.ovs.kill_switch()                               # SIGKILL works on a stopped process
+    wait_until(lambda: ("down", DPID) in env.fabric.events, 30, what="switch down")
+    assert sw.closed and sw.retry is None and timer.dead and env.app.switch(DPID) is None
+    sw = _reconnected(env, sw)
+    r = env.app.result(DPID)
+    assert (r.outcome, r.added, r.groups_added) == ("committed", len(ALL_FLOWS), len(ALL_GROUPS))
+    # 2. the worker waits on the frozen switch (it took the request, the switch cannot answer)
+    monkeypatch.setattr(ofapp, "REQUEST_TIMEOUT", 600.0)
+    os.kill(_frozen_switch_pid(env), signal.SIGSTOP)
+    try:
+        env.app.audit(DPID)
+        wait_until(lambda: sw.worker is not None and not sw.dirty, 30, what="the worker waiting")
+        worker = sw.worker
+    finally:
+        env.ovs.kill_switch()
+    wait_until(lambda: env.fabric.events.count(("down", DPID)) == 2, 30, what="switch down")
+    assert sw.closed and worker.dead and sw.worker is None and sw.retry is None
+    assert env.app.switch(DPID) is None and env.app.idle()
+    sw = _reconnected(env, sw)
+    assert env.app.result(DPID).outcome == "committed" and len(env.ours()) == len(ALL_FLOWS)
+    # 3. stop() while the worker waits on a frozen switch
+    pid = _frozen_switch_pid(env)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        env.app.audit(DPID)
+        wait_until(lambda: sw.worker is not None and not sw.dirty, 30, what="the worker waiting")
+        worker = sw.worker
+        env.stop_controller()
+        assert worker.dead and sw.closed and sw.retry is None
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 @needs_ovs
