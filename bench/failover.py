@@ -159,6 +159,9 @@ def _acked_missing(c) -> int:
         n = diff()
         log.warning("acknowledged writes missing or extra on some member: %s", n)
         return n if n is not None else -1
+
+
+def _promotion_audits(c, k) -> int:
     text = open(f"{c.workdir}/netmaster{k}.log").read().splitlines()
     start = max((i for i, line in enumerate(text) if "event=election_leader" in line), default=0)
     return len({line.split("dpid=")[1].split()[0] for line in text[start:]

@@ -628,7 +628,7 @@ class EtcdStore(Store):
         reading thread at once (closing the response from here would not)."""
         self._stopped = True
         try:                       # the marker is this store's alone; a killed one leaves a small key
-            self.call("/kv/deleterange", {"key": _b64(self._marker)}, outage=0)
+            self.call("/kv/deleterange", {"key": _b64(self._marker)}, timeout=0.5, outage=0)
         except StoreError:
             pass
         r = self._resp
