@@ -11,6 +11,11 @@ OpenFlow bundle right after it (how long the switch keeps netmaster waiting):
         (peer in the container), `nsenter ip -batch` (rename, MAC, MTU, address, up, route),
         `nsenter ethtool -K tx off`, `ip link set up` (host end), `ip -j link show` x2 (MACs)
   new   agent/netlink.plumb_veth: no process; rtnetlink, one ioctl, sysctl files
+  portfirst the port row written first (`ovs-vsctl --no-wait add-port`, for a link that does
+        not exist yet), then new's link work, then `wait-until` ovs-vswitchd gave it an ofport
+        (it retries opening a missing device when links change): one pass of OVS for both?
+  settled   new, then 0.5 s before add-port: what the port add and the bundle cost once
+        ovs-vswitchd is done with the link changes (the times exclude the pause)
 
 Per attach it reports: processes spawned, the plumbing's ms, add-port ms, the bundle after
 it, the link messages `ip monitor link` shows in the switch's namespace and how many bursts
@@ -54,7 +59,7 @@ def old_plumb(netns, ifname, port, ip, calls):
             cmd = ["nsenter", "--net=" + ns] + cmd
         t = time.perf_counter()
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=30, **kw)
-        calls.append((re.sub(r"nw\w+|nt\w+|eth\d+", "X", " ".join(c for c in cmd[:6] if not c.startswith("--net"))),
+        calls.append((re.sub(r"\bnw\w+|\bnt\w+|\beth\d+", "X", " ".join(c for c in cmd[:6] if not c.startswith("--net"))),
                       1000 * (time.perf_counter() - t)))
         return res
     tmp = "nt" + port[2:13]
@@ -111,7 +116,9 @@ def measure(taps: int, repeat: int) -> dict:
     ovs = OvsInstance(netns=NS, create_netns=True)
     ctr_path = "/var/run/netns/" + CTR
     host_path = "/var/run/netns/" + NS
-    rows = {"old": [], "new": []}
+    variants = ("old", "new", "portfirst", "settled")
+    rows = {v: [] for v in variants}
+    failed = []
     try:
         ovs.start()
         ovs.vsctl("add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
@@ -122,8 +129,9 @@ def measure(taps: int, repeat: int) -> dict:
         run("ip", "netns", "add", CTR)
         empty = os.path.join(d, "empty")
         open(empty, "w").close()
-        for i in range(2 * repeat):
-            variant = ("old", "new")[i % 2]
+        for i, variant in enumerate(variants * repeat):
+            if variant == "portfirst" and failed:
+                continue
             port, ifname, ip = "nwpl%04d" % i, "eth%d" % i, "10.78.0.%d" % (i + 2)
             before = coverage(ovs)
             mon = subprocess.Popen(["ip", "netns", "exec", NS, "ip", "-timestamp", "monitor", "link"],
@@ -132,10 +140,22 @@ def measure(taps: int, repeat: int) -> dict:
                 time.sleep(0.2)             # the monitor subscribed
                 calls = []
                 t0 = time.perf_counter()
+                if variant == "portfirst":
+                    ovs.vsctl("--no-wait", "add-port", "br-int", port)
                 netlink.in_netns(host_path, old_plumb if variant == "old" else new_plumb,
                                  ctr_path, ifname, port, ip, calls)
                 t1 = time.perf_counter()
-                ovs.vsctl("add-port", "br-int", port)
+                if variant == "settled":
+                    time.sleep(0.5)
+                    t0 += time.perf_counter() - t1
+                    t1 = time.perf_counter()
+                if variant == "portfirst":
+                    ovs.vsctl("--timeout=10", "wait-until", "Interface", port, "ofport>0",
+                              check=False)
+                    if not int(ovs.vsctl("get", "Interface", port, "ofport")) > 0:
+                        failed.append(port)      # ovs-vswitchd did not retry: not comparable
+                else:
+                    ovs.vsctl("add-port", "br-int", port)
                 t2 = time.perf_counter()
                 ovs.ofctl("add-flows", empty, opts=("--bundle",))
                 t3 = time.perf_counter()
@@ -145,20 +165,24 @@ def measure(taps: int, repeat: int) -> dict:
                 text = mon.communicate()[0]
             after = coverage(ovs)
             mine, every = parse_monitor(text, port)
-            rows[variant].append({
-                "processes": len(calls), "calls": calls,
-                "plumb_ms": 1000 * (t1 - t0), "add_port_ms": 1000 * (t2 - t1),
-                "bundle_after_ms": 1000 * (t3 - t2), "total_ms": 1000 * (t3 - t0),
-                "link_msgs": len(every), "port_msgs": len(mine), "bursts": bursts(every),
-                "coverage": {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)},
-                **{k: after.get(k, 0) - before.get(k, 0) for k in COUNTERS}})
+            if not (variant == "portfirst" and failed):
+                rows[variant].append({
+                    "processes": len(calls), "calls": calls,
+                    "plumb_ms": 1000 * (t1 - t0), "add_port_ms": 1000 * (t2 - t1),
+                    "bundle_after_ms": 1000 * (t3 - t2), "total_ms": 1000 * (t3 - t0),
+                    "link_msgs": len(every), "port_msgs": len(mine), "bursts": bursts(every),
+                    "coverage": {k: v - before.get(k, 0) for k, v in after.items()
+                                 if v != before.get(k, 0)},
+                    **{k: after.get(k, 0) - before.get(k, 0) for k in COUNTERS}})
             ovs.vsctl("del-port", "br-int", port)
             ovs.ns("ip", "link", "del", "dev", port)
+            time.sleep(1.2)     # ovs-vswitchd sums its threads' counters about once a second
     finally:
         ovs.stop()
         run("ip", "netns", "del", CTR, check=False)
         subprocess.run(["rm", "-rf", d])
-    out = {"taps": taps, "repeat": repeat, "samples": rows}
+    rows = {v: rs for v, rs in rows.items() if rs}
+    out = {"taps": taps, "repeat": repeat, "samples": rows, "portfirst_no_ofport": failed}
     keys = ("processes", "plumb_ms", "add_port_ms", "bundle_after_ms", "total_ms", "link_msgs",
             "port_msgs", "bursts") + COUNTERS
     out["median"] = {v: {k: statistics.median(r[k] for r in rs) for k in keys} for v, rs in rows.items()}
@@ -182,16 +206,17 @@ def main() -> None:
     a = p.parse_args()
     r = measure(a.taps, a.repeat)
     print("taps=%d repeat=%d (medians; max in brackets)" % (r["taps"], r["repeat"]))
-    print("%-18s %14s %14s" % ("", "old", "new"))
+    vs = list(r["median"])
+    print("%-18s" % "" + "".join("%15s" % v for v in vs))
     for k in r["median"]["old"]:
-        print("%-18s %14s %14s" % (k, *("%.1f [%.1f]" % (r["median"][v][k], r["max"][v][k])
-                                        for v in ("old", "new"))))
+        print("%-18s" % k + "".join("%15s" % ("%.1f [%.1f]" % (r["median"][v][k], r["max"][v][k]))
+                                    for v in vs))
     print("old ADD's processes, median ms each:")
     for k, v in r["old_calls_median_ms"].items():
         print("  %-42s %6.1f" % (k, v))
-    print("ovs-vswitchd coverage counters that moved, median delta per attach (old / new):")
-    for k in sorted(set(r["coverage_median"]["old"]) | set(r["coverage_median"]["new"])):
-        print("  %-28s %8s %8s" % (k, *(r["coverage_median"][v].get(k, 0) for v in ("old", "new"))))
+    print("ovs-vswitchd coverage counters that moved, median delta per attach (%s):" % " / ".join(vs))
+    for k in sorted(set().union(*(r["coverage_median"][v] for v in vs))):
+        print("  %-28s" % k + "".join("%9s" % r["coverage_median"][v].get(k, 0) for v in vs))
     common.save("plumb", {k: v for k, v in r.items() if k != "samples"})
 
 if __name__ == "__main__":

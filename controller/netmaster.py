@@ -64,7 +64,8 @@ class Netmaster:
                                   tls_port=self.of_tls_port if tls else None, tls=tls,
                                   tls_host=self.of_tls_listen, sock=self.of_sock)
             self.fabric.request_reconcile = self.of.app.request_reconcile
-            self.fabric.watch()
+            # the first recompute yields to the hub: switches connect and are read meanwhile
+            self.fabric.watch(background=True)
         if self.clustered:
             from controller.election import Election
             self.election = Election(self.store, self.member.get("id") or "netmaster", self.member,

@@ -62,8 +62,9 @@ ofcodec.install()
 class Fabric(Protocol):
     """What netmaster's core gives the OpenFlow app."""
 
-    def desired(self, dpid: int) -> Optional[tuple[set[FlowEntry], set[GroupEntry]]]:
-        """Flows and groups the switch should hold; None = unknown switch, touch nothing."""
+    def desired(self, dpid: int) -> Optional[tuple]:
+        """Flows and groups the switch should hold, as two sets, or as dicts of flows by
+        key and groups by id; None = unknown switch, touch nothing."""
 
     def delta(self, dpid: int) -> Optional[tuple[list, list]]:
         """Optional. ([(old, new)] flows, [(old, new)] groups) whose desired entry changed since
@@ -311,7 +312,20 @@ class SwitchManager(app_manager.OSKenApp):
         res.started = time.perf_counter()
         if asked is not None:
             res.phases["queued"] = (res.started - asked) * 1000
+        # A full read goes out before desired() is asked: the switch dumps its flows (its
+        # own work, on another core) while netmaster's start recompute may still run.
+        reading = hub.spawn(self._read_ahead, dp, res) if sw.held is None and self.fabric is not None else None
+        try:
+            return self._reconcile_with(sw, res, reading)
+        finally:
+            if reading is not None:
+                hub.kill(reading)          # (done already unless the reconcile ended early)
+
+    def _reconcile_with(self, sw: Switch, res: ReconcileResult, reading) -> Optional[ReconcileResult]:
+        dpid, dp = sw.dpid, sw.dp
+        t0 = time.perf_counter()
         # taken before desired(): what the switch holds after this reconcile is that version
+        # (at netmaster's start this waits for the first recompute)
         version = getattr(self.fabric, "version", lambda: None)()
         delta = None
         if sw.held is not None and sw.meter_ok:
@@ -325,6 +339,7 @@ class SwitchManager(app_manager.OSKenApp):
                 res.outcome = "skipped"
                 LOG.info("event=reconcile dpid=%s outcome=skipped reason=unknown_switch", _dpid(dpid))
                 return self._done(sw, res)
+        res.phases["compile_wait"] = (time.perf_counter() - t0) * 1000
         try:
             if not sw.meter_ok:
                 self._ensure_meter(sw)
@@ -340,7 +355,7 @@ class SwitchManager(app_manager.OSKenApp):
                         res.outcome = "skipped"
                         return self._done(sw, res)
             if msgs is None:
-                msgs = self._diff(sw, desired, res)
+                msgs = self._diff(sw, desired, res, reading)
             if msgs:
                 with sw.bundle(dp, res) as bundle:
                     for desc, m in msgs:
@@ -410,14 +425,17 @@ class SwitchManager(app_manager.OSKenApp):
             res.rejected.append((text, None, reason))
             LOG.error("event=bad_entry dpid=%s reason=%r entry=%s", _dpid(dp.id), reason, text)
 
-    def _diff(self, sw: Switch, desired, res: ReconcileResult) -> list:
-        """Messages that turn what the switch holds into `desired`, in bundle order."""
+    def _diff(self, sw: Switch, desired, res: ReconcileResult, reading=None) -> list:
+        """Messages that turn what the switch holds into `desired`, in bundle order.
+        reading: the green thread of a read started earlier (_read_ahead), if any."""
         with ofcodec.gc_paused():       # speed: see flows/gcpause.py
-            return self._diff_msgs(sw, desired, res)
+            return self._diff_msgs(sw, desired, res, reading)
 
-    def _diff_msgs(self, sw: Switch, desired, res: ReconcileResult) -> list:
+    def _diff_msgs(self, sw: Switch, desired, res: ReconcileResult, reading=None) -> list:
         dp = sw.dp
+        t0 = time.perf_counter()
         checked = self._desired(sw, desired, res)
+        res.phases["desired"] = (time.perf_counter() - t0) * 1000
         if checked is None:
             res.outcome = "discarded"
             return []
@@ -428,8 +446,17 @@ class SwitchManager(app_manager.OSKenApp):
             held, groups_held = sw.held
             res.read = "cache"
         else:
-            held, groups_held, stale_raw = self._read_switch(dp)
+            if reading is not None:
+                t1 = time.perf_counter()
+                got, err = reading.wait()
+                res.phases["read_wait"] = (time.perf_counter() - t1) * 1000
+                if err is not None:
+                    raise err
+            else:
+                got = self._read_switch(dp)
+            held, groups_held, stale_raw = got
             res.read = "switch"
+        t2 = time.perf_counter()
 
         first, flows, last = [], [], []              # (description, message)
         for gid, g in sorted(groups_want.items()):
@@ -440,11 +467,9 @@ class SwitchManager(app_manager.OSKenApp):
                 first.append((g.to_ofctl(), ofcodec.encode_group(dp, g, ofp.OFPGC_MODIFY)))
                 res.groups_modified += 1
         unsendable = []
-        for key, e in want.items():
-            h = held.get(key)
-            if h == e:
-                res.unchanged += 1
-                continue
+        gone, differ = flow_diff(want, held)
+        res.unchanged = len(want) - len(differ)
+        for e, h in differ:
             cmd = (ofp.OFPFC_MODIFY_STRICT if h is not None and h.cookie == e.cookie
                    else ofp.OFPFC_ADD)      # ADD also replaces a flow whose cookie differs
             try:
@@ -462,7 +487,7 @@ class SwitchManager(app_manager.OSKenApp):
             res.outcome = "discarded"
             return []
         # (only what goes is sorted, for a stable order: sorting all by repr took 0.4 s at 50k)
-        for key, e in sorted(((k, e) for k, e in held.items() if k not in want), key=repr):
+        for e in sorted(gone, key=repr):
             flows.append(_flow_msg(dp, e, ofp.OFPFC_DELETE_STRICT))
             res.deleted += 1
         for st in stale_raw:
@@ -476,7 +501,19 @@ class SwitchManager(app_manager.OSKenApp):
             if gid not in groups_want and self.group_owned(gid):
                 last.append((f"delete group_id={gid}", ofcodec.delete_group(dp, gid)))
                 res.groups_deleted += 1
+        res.phases["diff"] = (time.perf_counter() - t2) * 1000
         return first + flows + last
+
+    def _read_ahead(self, dp, res: ReconcileResult):
+        """_read_switch in its own green thread: (its result, None) or (None, the
+        exception), which the reconcile waiting for it raises in its own thread."""
+        t0 = time.perf_counter()
+        try:
+            return self._read_switch(dp), None
+        except (ofctl_exc.OFError, ofctl_exc.InvalidDatapath, hub.Timeout, ofctl_exc.InvalidMessage) as e:
+            return None, e
+        finally:
+            res.phases["read"] = (time.perf_counter() - t0) * 1000
 
     def _delta_msgs(self, sw: Switch, delta, res: ReconcileResult):
         """Messages for what changed in the desired table since the last reconcile
@@ -637,10 +674,37 @@ class SwitchManager(app_manager.OSKenApp):
             flush.done.wait()
 
 
+def flow_diff(want: dict, held: dict) -> tuple[list, list]:
+    """(held entries nobody wants, [(wanted entry, held entry or None)] that differ),
+    of two dicts by flow key.  Speed: a key's hash is not cached (a tuple of tuples),
+    and hashing it is most of a lookup: one pass over `held` hashes each of its keys
+    once, and `want` is walked only when some of its keys are missing from it."""
+    gone, differ = [], []
+    found = 0
+    for key, h in held.items():
+        e = want.get(key)
+        if e is None:
+            gone.append(h)
+            continue
+        found += 1
+        # same key: table, priority and match are equal already
+        if e is not h and (e.actions != h.actions or e.cookie != h.cookie):
+            differ.append((e, h))
+    if found < len(want):
+        differ += [(e, None) for k, e in want.items() if k not in held]
+    return gone, differ
+
+
 def canonical_desired(desired) -> tuple[dict, dict, list]:
     """A compiled (flows, groups) by key and by id (entries are canonical as made:
-    flows/fields.py), and [(entry, why it cannot be installed)]."""
+    flows/fields.py), and [(entry, why it cannot be installed)].  Flows given as a
+    dict are by key already (the engine's table: one entry per key), and only
+    their cookies are checked."""
     want_flows, want_groups = desired
+    if isinstance(want_flows, dict):
+        bad = [(e, "cookie lacks COOKIE_MARK") for e in want_flows.values()
+               if e.cookie & COOKIE_MARK_MASK != COOKIE_MARK]
+        return want_flows, dict(want_groups), bad
     want: dict[tuple, FlowEntry] = {}
     groups: dict[int, GroupEntry] = {}
     bad = []

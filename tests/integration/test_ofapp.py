@@ -199,6 +199,42 @@ def test_connect_installs_exactly_desired(env):
 
 
 @needs_ovs
+def test_full_read_goes_out_while_desired_waits(env):
+    """At netmaster's start desired() waits for the first recompute: the reconcile has
+    the switch's flows read meanwhile (the read starts before desired() is asked) and
+    diffs against that read once desired() answers."""
+    _install(env, ALL_FLOWS, ALL_GROUPS)
+    env.app.switches[DPID].forget()                  # the next reconcile reads the switch
+    released = eventlet.event.Event()
+    reads = []
+    read_switch, desired = env.app._read_switch, env.fabric.desired
+
+    def read(dp):
+        got = read_switch(dp)
+        reads.append((released.ready(), len(got[0])))  # desired() still waiting when it ended?
+        return got
+
+    def waiting_desired(dpid):
+        released.wait()
+        return desired(dpid)
+    env.app._read_switch, env.fabric.desired = read, waiting_desired
+    try:
+        env.app.switch(DPID).last_result = None
+        env.app.request_reconcile(DPID)
+        wait_until(lambda: reads, 30, what="the switch read while desired() waits")
+        assert reads == [(False, len(ALL_FLOWS))]
+        released.send()
+        wait_until(lambda: env.app.idle() and env.app.result(DPID) is not None, 30, what="reconcile")
+    finally:
+        if not released.ready():
+            released.send()
+        env.app._read_switch, env.fabric.desired = read_switch, desired
+    r = env.app.result(DPID)
+    assert (r.outcome, r.read, r.unchanged, r.changes) == ("noop", "switch", len(ALL_FLOWS), 0)
+    assert len(reads) == 1 and "read" in r.phases
+
+
+@needs_ovs
 def test_port_status_reaches_fabric(env):
     name = env.ovs.bridge[:13] + "p9"
     env.ovs.add_internal_port(name, 9)
