@@ -198,8 +198,7 @@ def _controller_path(snap, change, n):
     for h in snap.hosts:                           # what each switch committed: the full table
         held = fab.desired(h.dpid)
         sw = app.switches[h.dpid] = Switch(h.dpid, None, None, _Dp(h.dpid))
-        sw.held = ({e.key: e for e in held[0]},                     # canonical as made
-                  {g.group_id: g for g in held[1]})
+        sw.held = (dict(held[0]), dict(held[1]))                    # by key, canonical as made
     times, msgs, switches = [], 0, 0
     for i in range(n + 1):
         asked.clear()

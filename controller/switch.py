@@ -4,9 +4,9 @@ A `Switch` holds what the controller believes about one datapath connection:
 the table it committed last (flows by key, groups by id; None = unknown, read
 the switch), the change in flight (what that table becomes if the bundle
 commits), the OpenFlow errors collected while a bundle or meter mod awaits its
-barrier, the last reconcile's result, and its scheduling: whether a reconcile
-is asked for, the worker green thread draining those requests and the timer of
-a retry.  One object lives per connection: `close()` on disconnect ends its
+barrier, the last reconcile's result, its scheduling (whether a reconcile is
+asked for, the worker green thread draining those requests, the timer of a
+retry), and, with clustered netmasters, the role it gave us.  One object lives per connection: `close()` on disconnect ends its
 worker and timer, and a reconnect gets a fresh object.  `Switch.bundle()` is the one place that opens,
 fills, checks and commits (or discards) an OpenFlow bundle, so a change is all
 or nothing: OVS rejects a bad message when it is added yet would commit the
@@ -117,6 +117,10 @@ class Switch:
         self.worker = None                      # green thread running reconciles, while one runs
         self.retry = None                       # timer of the retry after a failed talk, while armed
         self.closed = False                     # the connection is gone: nothing more runs
+        # Clustered netmasters (controller/roles.py): what the switch last answered to our
+        # role request, and the election generation it made us master at (None: not master)
+        self.role: Optional[str] = None
+        self.master_generation: Optional[int] = None
 
     # -- scheduling (driven by SwitchManager in the app's hub)
     @property

@@ -605,6 +605,11 @@ class Table:
     def compiled(self) -> Tuple[set, set]:
         return set(self.flows.values()), set(self.groups.values())
 
+    def by_key(self) -> Tuple[Dict[tuple, FlowEntry], Dict[int, GroupEntry]]:
+        """Copies of the flows by key and the groups by id (a dict copy reuses the
+        stored hashes: no entry or key is hashed again)."""
+        return dict(self.flows), dict(self.groups)
+
 
 def split(entries) -> Tuple[Dict[tuple, FlowEntry], list]:
     """Entries as (flows by key, groups)."""
@@ -714,17 +719,22 @@ class Engine:
                     self.table(h).add(o, came)
                     touched.add(h)
 
-    def recompute(self) -> set:
+    def recompute(self, pause: Optional[Callable[[], None]] = None, every: int = 256) -> set:
         """Every producer over every owner, diffed against what is held: the
-        reference the increments must equal, and the fallback."""
+        reference the increments must equal, and the fallback.  pause: called
+        after each `every` owners (netmaster's start passes eventlet.sleep, so
+        that a switch's handshake and read run meanwhile; the caller keeps
+        every other change of the engine out until it returns)."""
         with gcpause.paused():
             self.st.settle()
             owners = {(k.name, key) for k in self.kinds.values() for key in self.st.anchor_keys(k.anchor)}
             owners |= set(self.outputs)
             touched: set = set()
             self._scope_hosts = {t: frozenset(h) for t, h in self.st.tenant_hosts.items()}
-            for o in owners:
+            for i, o in enumerate(owners, 1):
                 self._run(o, touched)
+                if pause is not None and not i % every:
+                    pause()
             self._settle(touched)
             self.last_run = len(owners)
             return touched
