@@ -66,6 +66,7 @@ import subprocess
 import sys
 import time
 
+from agent import netlink
 from agent import netmaster_client as nmc
 
 LOG = logging.getLogger("netweave-cni")
@@ -450,7 +451,11 @@ def cmd_add(ctx):
                        "netweave network or endpoint group to join)")
     if not os.path.exists(ctx.netns):
         raise CniError(E_CONTAINER_UNKNOWN, "network namespace %s does not exist" % ctx.netns)
-    if link_info(ctx.ifname, ctx.netns) is not None:
+    try:
+        taken = netlink.in_netns(ctx.netns, netlink.index_of, ctx.ifname)
+    except netlink.LinkError as e:
+        raise CniError(E_CONTAINER_UNKNOWN, "%s is not a network namespace" % ctx.netns, str(e))
+    if taken:
         raise CniError(E_LINK, "interface %s already exists in %s" % (ctx.ifname, ctx.netns))
     db = ctx.db
     if not db.has_bridge(ctx.bridge):
@@ -497,48 +502,39 @@ def cmd_add(ctx):
         mtu = int(ep.get("mtu") or 1450)
         mac = ep.get("macAddress") or ""
 
-        tmp = "nt" + ctx.ep_id[:11]
-        for stale in (ctx.host_port, tmp):
-            if link_info(stale) is not None:
+        for stale in (ctx.host_port, "nt" + ctx.ep_id[:11]):   # "nt...": older releases' name
+            if netlink.delete_link(stale):
                 LOG.warning("event=stale_link_removed link=%s", stale)
-                sh(["ip", "link", "del", "dev", stale], check=False)
-        # Few processes, since each costs this short-lived plugin a few ms: the peer is
-        # created inside the container's namespace, which then gets one `ip -batch`.
-        sh(["ip", "link", "add", ctx.host_port, "mtu", str(mtu), "type", "veth",
-            "peer", "name", tmp, "mtu", str(mtu), "netns", ctx.netns])
-        undo.append(("delete veth", lambda: sh(["ip", "link", "del", "dev", ctx.host_port],
-                                               check=False)))
-        ns = ctx.netns
-        batch = ["link set dev %s name %s" % (tmp, ctx.ifname)]
-        if mac:
-            batch.append("link set dev %s address %s" % (ctx.ifname, mac))
-        batch.append("link set dev %s mtu %d" % (ctx.ifname, mtu))
-        if ip6:
-            # before the link comes up: no DAD (the address is usable at once and the
-            # link-local, EUI-64 of the MAC, is not tentative) and no router solicitation
-            # or advertisement (the default route is set here; netweave sends no RA)
-            sh_batch(batch, ns)
-            batch = []
-            sh(["sysctl", "-q", "-w"] + ["net.ipv6.conf.%s.%s=0" % (ctx.ifname, k) for k in
-                                         ("accept_dad", "router_solicitations", "accept_ra")], ns)
-            batch.append("addr add %s/%d dev %s nodad" % (ip6, prefix6, ctx.ifname))
-        batch += ["addr add %s/%d dev %s" % (ip, prefix, ctx.ifname),
-                  "link set dev %s up" % ctx.ifname]
-        if gateway:
-            batch.append("route replace default via %s dev %s" % (gateway, ctx.ifname))
-        if ip6 and gateway6:
-            batch.append("route replace default via %s dev %s" % (gateway6, ctx.ifname))
-        sh_batch(batch, ns)
-        if userspace:
-            # the userspace datapath forwards partial checksums as they are: TCP breaks
-            sh(["ethtool", "-K", ctx.ifname, "tx", "off"], ns)
-        sh(["ip", "link", "set", "dev", ctx.host_port, "up"])
-
-        undo.append(("remove OVS port", lambda: db.remove_port(ctx.bridge, ctx.host_port)))
+        # The port row first, then the link, made with no process: ovs-vswitchd cannot open
+        # the device yet and opens it again when the link appears, so the link changes and
+        # the port's reconfiguration are one pass of the switch, which re-reads its routes
+        # and every link of its namespace after link changes (bench.plumb: 154 -> 123 ms at
+        # 3,334 links). The link comes as one burst: its host end made, up, carrier.
         from agent.ovsdb import OvsdbError
+        undo.append(("remove OVS port", lambda: db.remove_port(ctx.bridge, ctx.host_port)))
         try:
-            ofport = db.plug_endpoint(ctx.bridge, ctx.host_port, dict(ep, endpointID=ctx.ep_id),
-                                      **{"container-id": ctx.container_id})
+            db.plug_endpoint(ctx.bridge, ctx.host_port, dict(ep, endpointID=ctx.ep_id),
+                             wait=False, **{"container-id": ctx.container_id})
+        except OvsdbError as e:
+            raise CniError(E_OVS, "Open vSwitch could not plug %s into %s" %
+                           (ctx.host_port, ctx.bridge), str(e))
+        ns = ctx.netns
+        cidrs = ([(ip6 + "/%d" % prefix6, True)] if ip6 else []) + [(ip + "/%d" % prefix, False)]
+        try:
+            c_mac, h_mac = netlink.plumb_veth(
+                ns, ctx.ifname, ctx.host_port, mtu, mac, cidrs,
+                [g for g in (gateway, gateway6 if ip6 else "") if g],
+                # no DAD (the address is usable at once and the link-local, EUI-64 of the
+                # MAC, is not tentative), no router solicitation or advertisement (the
+                # default route is set here; netweave sends no RA)
+                quiet_ipv6=bool(ip6),
+                # the userspace datapath forwards partial checksums as they are: TCP breaks
+                tx_csum_off=userspace)
+        except netlink.LinkError as e:
+            raise CniError(E_LINK, "link setup of %s in %s failed" % (ctx.ifname, ns), str(e))
+        undo.append(("delete veth", lambda: netlink.delete_link(ctx.host_port)))
+        try:
+            ofport = db.wait_ofport(ctx.bridge, ctx.host_port, device_coming=True)
         except OvsdbError as e:
             raise CniError(E_OVS, "Open vSwitch could not plug %s into %s" %
                            (ctx.host_port, ctx.bridge), str(e))
@@ -547,13 +543,11 @@ def cmd_add(ctx):
                  ctx.ep_id, ctx.host_port, ofport, ip, prefix,
                  "%s/%d" % (ip6, prefix6) if ip6 else "-")
 
-        c_link = link_info(ctx.ifname, ns) or {}
-        h_link = link_info(ctx.host_port) or {}
         result = {
             "cniVersion": ctx.version,
             "interfaces": [
-                {"name": ctx.ifname, "mac": c_link.get("address", mac), "sandbox": ns},
-                {"name": ctx.host_port, "mac": h_link.get("address", "")},
+                {"name": ctx.ifname, "mac": c_mac, "sandbox": ns},
+                {"name": ctx.host_port, "mac": h_mac},
             ],
             "ips": [{"address": "%s/%d" % (ip, prefix), "interface": 0}],
             "routes": [],
@@ -591,8 +585,10 @@ def cmd_del(ctx):
         errors.append(e)
     except Exception as e:
         errors.append(CniError(E_OVS, "removing OVS port %s failed" % ctx.host_port, str(e)))
-    if link_info(ctx.host_port) is not None:
-        sh(["ip", "link", "del", "dev", ctx.host_port], check=False)
+    try:
+        netlink.delete_link(ctx.host_port)          # takes the container's end along
+    except netlink.LinkError as e:
+        LOG.warning("event=link_delete_failed link=%s error=%r", ctx.host_port, str(e))
     try:
         ctx.nm.delete_endpoint(ctx.ep_id)
     except (nmc.NetmasterError, nmc.NetmasterUnreachable) as e:

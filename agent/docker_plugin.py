@@ -44,7 +44,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler
 
-from agent import cni, metrics
+from agent import cni, metrics, netlink
 from agent import netmaster_client as nmc
 from agent import ovsdb as ovsdb_mod
 from agent.docker_api import DockerApi, DockerError
@@ -396,24 +396,22 @@ class Driver:
         port, tmp = ep["intfName"], "nt" + ep["endpointID"][:11]
         mtu = int(ep.get("mtu") or 1450)
         for stale in (port, tmp):
-            if cni.link_info(stale) is not None:
-                cni.sh(["ip", "link", "del", "dev", stale], check=False)
+            netlink.delete_link(stale)
         # The container end keeps MAC, MTU and offloads when Docker moves it into the container.
-        cni.sh_batch(["link add %s mtu %d type veth peer name %s mtu %d" % (port, mtu, tmp, mtu),
-                      "link set dev %s address %s" % (tmp, ep["macAddress"]),
-                      "link set dev %s up" % port])
+        with self.lender.lock:
+            db = self.lender.connect(self.ovsdb_remote)
+            userspace = db.bridge_datapath_type(self.bridge) == "netdev"
         try:
-            with self.lender.lock:
-                db = self.lender.connect(self.ovsdb_remote)
-                userspace = db.bridge_datapath_type(self.bridge) == "netdev"
-            if userspace:
-                # the userspace datapath forwards partial checksums as they are: TCP breaks
-                cni.sh(["ethtool", "-K", tmp, "tx", "off"])
+            # the userspace datapath forwards partial checksums as they are: TCP breaks
+            netlink.pair_for_docker(port, tmp, mtu, ep["macAddress"], tx_csum_off=userspace)
+        except netlink.LinkError as e:
+            raise DriverError("could not make the veth %s: %s" % (port, e))
+        try:
             with self.lender.lock:
                 self.lender.connect(self.ovsdb_remote).plug_endpoint(
                     self.bridge, port, ep, **{"docker-endpoint": req["EndpointID"]})
-        except (ovsdb_mod.OvsdbError, cni.CniError) as e:
-            cni.sh(["ip", "link", "del", "dev", port], check=False)
+        except ovsdb_mod.OvsdbError as e:
+            netlink.delete_link(port)
             with self.lender.lock:
                 self.lender.drop()
             raise DriverError("Open vSwitch could not plug %s: %s" % (port, e))
@@ -440,8 +438,10 @@ class Driver:
             except ovsdb_mod.OvsdbError as e:
                 self.lender.drop()
                 raise DriverError("Open vSwitch could not unplug %s: %s" % (port, e))
-        if cni.link_info(port) is not None:
-            cni.sh(["ip", "link", "del", "dev", port], check=False)
+        try:
+            netlink.delete_link(port)
+        except netlink.LinkError as e:
+            LOG.warning("event=link_delete_failed link=%s error=%r", port, str(e))
 
     def _release(self, ep, why):
         self._unplug(ep)

@@ -180,6 +180,7 @@ def _controller_path(snap, change, n):
     switches' committed state follows each change (as after a committed bundle)."""
     from controller.fabric import Fabric
     from controller.ofapp import SwitchManager
+    from controller.switch import Switch
     from flows.gcpause import paused
     from store.base import Event
     fake = _FakeModel(snap)
@@ -196,8 +197,8 @@ def _controller_path(snap, change, n):
     app.switches = {}
     for h in snap.hosts:                           # what each switch committed: the full table
         held = fab.desired(h.dpid)
-        app.switch(h.dpid).held = ({e.key: e for e in held[0]},      # canonical as made
-                                   {g.group_id: g for g in held[1]})
+        sw = app.switches[h.dpid] = Switch(h.dpid, None, None, _Dp(h.dpid))
+        sw.held = (dict(held[0]), dict(held[1]))                    # by key, canonical as made
     times, msgs, switches = [], 0, 0
     for i in range(n + 1):
         asked.clear()
@@ -215,7 +216,7 @@ def _controller_path(snap, change, n):
             m = 0
             for dpid in sorted(set(asked)):
                 if dpid in app.switches and app.switches[dpid].held is not None:
-                    m += len(app._delta_msgs(_Dp(dpid), fab.delta(dpid), _Res()))
+                    m += len(app._delta_msgs(app.switches[dpid], fab.delta(dpid), _Res()))
             t = time.perf_counter() - t0
         for sw in app.switches.values():
             sw.commit_pending()

@@ -273,6 +273,7 @@ def run(endpoints: int = 10500, rounds: int = 3, profile: bool = False) -> dict:
             import pstats
             s = io.StringIO()
             pstats.Stats(prof, stream=s).sort_stats("cumulative").print_stats(40)
+            pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(30)
             out["profile"] = s.getvalue()
         out["flows_after"] = b.flow_count()
     finally:

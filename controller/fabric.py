@@ -164,6 +164,9 @@ class Fabric:
         self.request_reconcile: Callable[[Optional[int]], None] = lambda dpid=None: None
         self._watching = False
         self._loaded = False
+        # set while the start's recompute runs in its own green thread (watch()): every
+        # other use of the engine waits for it (_wait_load)
+        self._loading: Optional[eventlet.event.Event] = None
         self._queue: list = []                           # store events, ('ports', dpid) markers
         self._scheduled = False
         self._label_dpid: dict[str, int] = {}            # host label -> dpid, as the engine has it
@@ -178,12 +181,44 @@ class Fabric:
         self._version_gen: dict[int, int] = {0: 0}
         self._switch_version: dict[int, int] = {}        # dpid -> version it holds
 
-    def watch(self) -> None:
-        """Follow the store: from now on every change reaches the switches."""
+    def watch(self, background: bool = False) -> None:
+        """Follow the store: from now on every change reaches the switches.
+        background: the first recompute runs in a green thread that yields to the
+        hub every few hundred owners, so that a switch connecting meanwhile gets its
+        handshake done and its flows read while it runs (netmaster's start: the
+        read is the switch's work on another core); desired(), delta() and the
+        store's changes wait for it."""
         self._watching = True
         self.model.store.watch(self._on_events)
-        self._load()
+        if background:
+            self._loading = eventlet.event.Event()
+            eventlet.spawn(self._first_load)
+        else:
+            self._load()
         self._auditor = eventlet.spawn(self._audit_loop)
+
+    load_slice = 256               # owners the start's recompute runs between two yields
+    _pause = staticmethod(eventlet.sleep)
+
+    def _first_load(self) -> None:
+        done = self._loading
+        try:
+            self._load(pause=self._pause)
+        except Exception:                    # the engine's state is unknown: the next use recomputes
+            log.exception("event=recompute_failed action=retry_on_next_use")
+        finally:
+            self._loading = None
+            done.send()
+
+    def wait_loaded(self) -> None:
+        """Return once the start's recompute, if one runs (watch(background=True)), is done."""
+        self._wait_load()
+
+    def _wait_load(self) -> None:
+        """The start's recompute in progress (watch(background=True)): wait for it."""
+        loading = self._loading
+        if loading is not None:
+            loading.wait()
 
     def stop(self) -> None:
         if self._auditor is not None:
@@ -194,9 +229,9 @@ class Fabric:
         d = self._label_dpid.get(label)
         return dict(self.ports.get(d, {})) if d is not None else {}
 
-    def _load(self) -> set:
+    def _load(self, pause=None) -> set:
         """Full recompute from the model: at start, when unwatched, on audit and
-        for any change the increments do not handle."""
+        for any change the increments do not handle.  pause: see watch()."""
         gen = self.model.store.generation
         t0 = time.perf_counter()
         s = build_snapshot(self.model, {})
@@ -205,7 +240,7 @@ class Fabric:
         for label in self._label_dpid:
             self.engine.set_ports(label, self._ports_of(label))
         with gcpause.paused():
-            touched = self.engine.recompute()
+            touched = self.engine.recompute(pause=pause, every=self.load_slice)
             # The tables are a large, long-lived, acyclic heap: keep the cyclic GC from
             # rescanning it after every change (a full collection cost ~0.7 s at 10k endpoints).
             gc.freeze()
@@ -231,6 +266,7 @@ class Fabric:
 
     def _process(self) -> None:
         try:
+            self._wait_load()
             while self._queue:
                 self.flush()
         finally:
@@ -238,6 +274,7 @@ class Fabric:
 
     def flush(self) -> set:
         """Handle every queued change now; the labels whose table changed."""
+        self._wait_load()
         events, self._queue = self._queue, []
         if not events:
             return set()
@@ -325,7 +362,8 @@ class Fabric:
                 self.request_reconcile(dpid)
 
     def snapshot(self) -> snap.Snapshot:
-        """The model as a Snapshot (for trace and the deny log), rebuilt only after a change."""
+        """The model as a Snapshot, for trace (its packets and owner names; the flows it
+        simulates are the engine's tables), rebuilt only after a change."""
         token = (self.model.store.generation, self._ports_version)
         if self._snap_cache[0] != token or not self._watching:
             by_dpid = {h.dpid: h.label for h in (host_of_record(r) for r in self.model.store.list("host/").values())}
@@ -436,6 +474,7 @@ class Fabric:
 
     def _ensure(self) -> None:
         """Unwatched (no OpenFlow, tests): every answer is computed afresh."""
+        self._wait_load()
         if not self._watching or not self._loaded:
             self._load()
         elif self._queue:
@@ -447,7 +486,8 @@ class Fabric:
 
     # -- the OpenFlow app's interface -------------------------------------
     def desired(self, dpid: int):
-        """Everything the switch should hold (a full reconcile); its change log restarts here."""
+        """Everything the switch should hold (a full reconcile), as (flows by key, groups
+        by id); its change log restarts here."""
         self._ensure()
         label = self.connected.get(dpid) or self.host_of(dpid)
         if label is None:
@@ -455,7 +495,7 @@ class Fabric:
             return None
         t = self.engine.table(label)
         t.forget_changes()
-        return t.compiled()
+        return t.by_key()
 
     def delta(self, dpid: int):
         """([(old, new) flows], [(old, new) groups]) since the last desired() or delta()

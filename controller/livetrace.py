@@ -9,12 +9,13 @@ import re
 import ssl
 import urllib.parse
 
+from flows import fields as F
 from model.validate import ModelError
 from netweave import pki as pki_mod
 
-_FIELDS = {"eth_src": "dl_src", "eth_dst": "dl_dst", "ip_src": "nw_src", "ip_dst": "nw_dst", "nw_ttl": "nw_ttl",
-           "tcp_src": "tcp_src", "tcp_dst": "tcp_dst", "udp_src": "udp_src", "udp_dst": "udp_dst",
-           "icmp_type": "icmp_type", "icmp_code": "icmp_code"}
+# the packet fields a trace carries, in ovs-ofctl's spelling (flows/fields.py)
+_FIELDS = {n: F.ofctl_name(n) for n in ("eth_src", "eth_dst", "ip_src", "ip_dst", "nw_ttl", "tcp_src", "tcp_dst",
+                                         "udp_src", "udp_dst", "icmp_type", "icmp_code")}
 _PROTO = {6: "tcp", 17: "udp", 1: "icmp"}
 
 

@@ -10,6 +10,17 @@ import os
 
 os.environ.setdefault("OSKEN_HUB_TYPE", "eventlet")
 
+from flows import gcpause  # noqa: E402  (gc and contextlib only: nothing to monkey-patch)
+
+# The start builds a large, long-lived, acyclic heap (modules, the store's records, the
+# engine's tables): the cyclic GC rescanned it to find nothing. It stays off until the
+# first recompute is done (_gc_after_start), which freezes that heap (controller/fabric.py).
+# From here when run as a program; from main() for the console script (tests that only
+# import this module keep their collector).
+_gc_held = __name__ == "__main__"
+if _gc_held:
+    gcpause.hold()
+
 import warnings  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -212,6 +223,11 @@ def listeners_summary(args, listen: list[str], tls_listen: list[str]) -> str:
     return ",".join(out)
 
 
+def _gc_after_start(nm) -> None:
+    nm.fabric.wait_loaded()
+    gcpause.release()
+
+
 class _WsgiLog:
     """eventlet.wsgi writes access lines to a file-like object; send them to logging."""
 
@@ -222,6 +238,10 @@ class _WsgiLog:
 
 
 def main(argv=None):
+    global _gc_held
+    if not _gc_held:
+        gcpause.hold()
+        _gc_held = True
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -290,6 +310,7 @@ def main(argv=None):
                     "there is taken for a host by the address it connects from only; switches "
                     "with a host certificate use --of-tls-port", args.of_listen, args.of_port)
     nm.start()
+    eventlet.spawn(_gc_after_start, nm)
     log.info("event=netmaster_started listeners=%s store=%s", listeners_summary(args, listen, tls_listen),
              args.store)
     log.info("event=credentials ca=%s admin_token=%s admin_password=%s bootstrap_token=%s",

@@ -38,10 +38,10 @@ class Netmaster:
         self.openflow = openflow
         self.of_tls_port = of_tls_port        # OpenFlow over TLS with the PKI (None: off)
         self.of_tls_listen = of_tls_listen    # its address (None: the plain listener's)
-        self.of_sock = of_sock                # the OpenFlow tcp listener, if bound already (ofapp.listen)
+        self.of_sock = of_sock                # the OpenFlow tcp listener, if bound already (ofserver.listen)
         self.fabric = Fabric(self.model)
         self.deny_log_rate = deny_log_rate
-        self.denylog = DenyLog(self.fabric.snapshot, self._host_label)
+        self.denylog = DenyLog(self.fabric.engine, self._host_label)
         self.of = None
         self.rest = RestApp(self.model, extensions={"switches": self._switches, "flows": self._flows,
                                                     "trace": self._trace, "policylog": self._policylog,
@@ -53,18 +53,19 @@ class Netmaster:
 
     def start(self):
         if self.openflow is not None:
-            from controller import ofapp
+            from controller import ofserver
             host, port = self.openflow
             tls = None
             if self.of_tls_port and self.pki is not None:
                 crt, key = self.pki.cert_paths("netmaster")
                 tls = (crt, key, self.pki.ca_cert)
-            self.of = ofapp.start(self.fabric, host, port, deny_log_rate=self.deny_log_rate,
-                                  packet_in=self.denylog.packet_in, roles=self.clustered,
-                                  tls_port=self.of_tls_port if tls else None, tls=tls,
-                                  tls_host=self.of_tls_listen, sock=self.of_sock)
+            self.of = ofserver.start(self.fabric, host, port, deny_log_rate=self.deny_log_rate,
+                                     packet_in=self.denylog.packet_in, roles=self.clustered,
+                                     tls_port=self.of_tls_port if tls else None, tls=tls,
+                                     tls_host=self.of_tls_listen, sock=self.of_sock)
             self.fabric.request_reconcile = self.of.app.request_reconcile
-            self.fabric.watch()
+            # the first recompute yields to the hub: switches connect and are read meanwhile
+            self.fabric.watch(background=True)
         if self.clustered:
             from controller.election import Election
             self.election = Election(self.store, self.member.get("id") or "netmaster", self.member,

@@ -3,14 +3,16 @@ what the fabric (netmaster core) wants.
 
 Runs in the eventlet hub: the process entry point must do
     os.environ['OSKEN_HUB_TYPE'] = 'eventlet'; import eventlet; eventlet.monkey_patch()
-before any other import.  `start(fabric, host, port)` brings up os-ken's
-OpenFlow listener plus `SwitchManager` in-process and returns a `Handle`.
+before any other import.  controller/ofserver.py's `start(fabric, host, port)`
+runs the OpenFlow listeners and `SwitchManager` in-process and returns a `Handle`.
 
 Event handlers are thin: they update a dict, call the fabric and mark a switch
 dirty.  Fabric callbacks (switch_up, port_changed, switch_down) run in the
 app's event loop and must return quickly (hand slow work to a greenthread);
 fabric.desired() and fabric.delta() run in the reconcile worker.  The work
-happens in `reconcile()`, run by one worker greenthread per switch.  On
+happens in `reconcile()`, run by one worker greenthread per switch (each
+connection's `Switch` object, controller/switch.py, holds its worker, its retry
+timer and what it committed; a disconnect closes it, a reconnect makes a new one).  On
 connect, after a failure and at each audit it diffs the fabric's whole
 desired set against the switch's own (cookie-marked) flows and its groups;
 otherwise it takes the fabric's delta (the flows and groups whose desired
@@ -20,9 +22,7 @@ go through controller/ofcodec.py.
 """
 from __future__ import annotations
 
-import gc
 import logging
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Optional, Protocol
@@ -60,8 +60,9 @@ ofcodec.install()
 class Fabric(Protocol):
     """What netmaster's core gives the OpenFlow app."""
 
-    def desired(self, dpid: int) -> Optional[tuple[set[FlowEntry], set[GroupEntry]]]:
-        """Flows and groups the switch should hold; None = unknown switch, touch nothing."""
+    def desired(self, dpid: int) -> Optional[tuple]:
+        """Flows and groups the switch should hold, as two sets, or as dicts of flows by
+        key and groups by id; None = unknown switch, touch nothing."""
 
     def delta(self, dpid: int) -> Optional[tuple[list, list]]:
         """Optional. ([(old, new)] flows, [(old, new)] groups) whose desired entry changed since
@@ -138,13 +139,11 @@ class SwitchManager(app_manager.OSKenApp):
         # (flows/pipeline.py), and a group netweave did not make is never deleted.
         self.group_owned = group_owned
         self.datapaths: dict[int, object] = {}     # dpid -> Datapath in MAIN state
-        # dpid -> Switch: its committed table, change in flight, errors, last result
+        # dpid -> Switch of the connected datapath: its committed table, change in
+        # flight, errors, last result, reconcile worker and retry timer (one object
+        # per connection: made at connect, closed at disconnect)
         self.switches: dict[int, Switch] = {}
         self._conns: set = set()                    # every live connection, for stop()
-        self._dirty: dict[int, bool] = {}
-        self._requested: dict[int, float] = {}     # dpid -> when its pending reconcile was asked
-        self._workers: dict[int, object] = {}
-        self._retries: dict[int, object] = {}       # dpid -> pending retry timer
         self.audit_interval = AUDIT_INTERVAL
         # Clustered netmasters (controller/roles.py): None = the only controller, always writes.
         self.roles = None
@@ -161,12 +160,13 @@ class SwitchManager(app_manager.OSKenApp):
             self._conns.add(dp)
         if ev.state == MAIN_DISPATCHER and not self._admit(dp):
             return
-        if ev.state in (MAIN_DISPATCHER, DEAD_DISPATCHER) and dp.id is not None and (
-                ev.state == MAIN_DISPATCHER or self.datapaths.get(dp.id) is dp):
-            self.switch(dp.id).forget()            # (not for a refused stranger with the same dpid)
         if ev.state == MAIN_DISPATCHER:
             # ofp_handler enters MAIN after the port-desc reply: dp.ports is filled.
             self.datapaths[dp.id] = dp
+            old = self.switches.get(dp.id)
+            if old is not None:                   # a reconnect seen before the old one's death
+                old.close()
+            self.switches[dp.id] = Switch(dp.id, self._request, self._flush_events, dp)
             ports = {_port_name(p.name): p.port_no for p in dp.ports.values()}
             LOG.info("event=switch_up dpid=%s addr=%s ports=%d", _dpid(dp.id),
                      dp.address, len(ports))
@@ -177,8 +177,9 @@ class SwitchManager(app_manager.OSKenApp):
                 self.request_reconcile(dp.id)
         elif ev.state == DEAD_DISPATCHER:
             self._conns.discard(dp)
-            if dp.id is not None and self.datapaths.get(dp.id) is dp:
+            if dp.id is not None and self.datapaths.get(dp.id) is dp:   # (not a refused stranger)
                 del self.datapaths[dp.id]
+                self.switches.pop(dp.id).close()  # its worker and retry timer end with it
                 LOG.info("event=switch_down dpid=%s", _dpid(dp.id))
                 self._tell("switch_down", dp.id)
                 if self.roles is not None:
@@ -193,7 +194,7 @@ class SwitchManager(app_manager.OSKenApp):
         ok, why = admit(dp.id, address, identity) if admit else (True, "")
         if not ok:                  # (a refused switch must not move the address of the admitted one)
             LOG.warning("event=switch_refused dpid=%s addr=%s identity=%s reason=%s", _dpid(dp.id),
-                        address, _who(identity), why)
+                        address, who(identity), why)
             self._conns.discard(dp)
             dp.close()
         elif hasattr(self.fabric, "switch_address"):
@@ -249,34 +250,31 @@ class SwitchManager(app_manager.OSKenApp):
     # ------------------------------------------------------------ reconcile scheduling
 
     def request_reconcile(self, dpid: Optional[int] = None) -> None:
-        """Mark one switch (or all connected) dirty; bursts coalesce into one
-        reconcile per switch because one worker drains the flag."""
-        for d in (list(self.datapaths) if dpid is None else [dpid]):
-            if d not in self.datapaths or self._stopping:
-                continue
-            self._dirty[d] = True
-            self._requested.setdefault(d, time.perf_counter())
-            if d not in self._workers:
-                self._workers[d] = hub.spawn(self._worker, d)
+        """Ask for a reconcile of one switch (or every connected one); bursts
+        coalesce into one reconcile per switch because one worker drains them."""
+        for d in (list(self.switches) if dpid is None else [dpid]):
+            sw = self.switches.get(d)
+            if sw is not None:
+                self._ask(sw)
 
-    def _worker(self, dpid: int) -> None:
+    def _ask(self, sw: Switch) -> None:
+        """sw wants a reconcile: its worker takes it, or one is started."""
+        if not self._stopping and sw.request(time.perf_counter()):
+            sw.worker = hub.spawn(self._worker, sw)
+
+    def _worker(self, sw: Switch) -> None:
         try:
-            while self._dirty.pop(dpid, False) and dpid in self.datapaths:
-                asked = self._requested.pop(dpid, None)
+            while (asked := sw.take_request()) is not None:
                 try:
-                    self.reconcile(dpid, asked)
+                    self._reconcile(sw, asked)
                 except Exception:
-                    LOG.exception("event=reconcile_error dpid=%s", _dpid(dpid))
+                    LOG.exception("event=reconcile_error dpid=%s", _dpid(sw.dpid))
         finally:
-            self._workers.pop(dpid, None)
-            self._requested.pop(dpid, None)     # a switch gone meanwhile: no stale stamp
+            sw.worker = None
 
-    def switch(self, dpid: int) -> Switch:
-        """The Switch object of dpid (made on first use; kept across reconnects)."""
-        sw = self.switches.get(dpid)
-        if sw is None:
-            sw = self.switches[dpid] = Switch(dpid, self._request, self._flush_events)
-        return sw
+    def switch(self, dpid: int) -> Optional[Switch]:
+        """The Switch object of the connected datapath dpid (None when not connected)."""
+        return self.switches.get(dpid)
 
     def result(self, dpid: int) -> Optional[ReconcileResult]:
         """The last reconcile's result for dpid, if any."""
@@ -285,7 +283,7 @@ class SwitchManager(app_manager.OSKenApp):
 
     def idle(self) -> bool:
         """No reconcile running or pending (for tests and shutdown)."""
-        return not self._workers and not any(self._dirty.values())
+        return not any(sw.worker is not None or sw.dirty for sw in self.switches.values())
 
     # ------------------------------------------------------------ reconcile
 
@@ -295,10 +293,12 @@ class SwitchManager(app_manager.OSKenApp):
         return connected.get(dpid) or _dpid(dpid)
 
     def reconcile(self, dpid: int, asked: Optional[float] = None) -> Optional[ReconcileResult]:
-        dp = self.datapaths.get(dpid)
-        if dp is None:
-            return None
-        sw = self.switch(dpid)
+        """Reconcile the connected switch dpid now, in this green thread (None: not connected)."""
+        sw = self.switches.get(dpid)
+        return None if sw is None else self._reconcile(sw, asked)
+
+    def _reconcile(self, sw: Switch, asked: Optional[float] = None) -> Optional[ReconcileResult]:
+        dpid, dp = sw.dpid, sw.dp
         if self.roles is not None and not self.roles.may_write(dpid):
             # a standby never writes; it keeps no change log (it audits when it becomes master)
             sw.held = None
@@ -310,7 +310,20 @@ class SwitchManager(app_manager.OSKenApp):
         res.started = time.perf_counter()
         if asked is not None:
             res.phases["queued"] = (res.started - asked) * 1000
+        # A full read goes out before desired() is asked: the switch dumps its flows (its
+        # own work, on another core) while netmaster's start recompute may still run.
+        reading = hub.spawn(self._read_ahead, dp, res) if sw.held is None and self.fabric is not None else None
+        try:
+            return self._reconcile_with(sw, res, reading)
+        finally:
+            if reading is not None:
+                hub.kill(reading)          # (done already unless the reconcile ended early)
+
+    def _reconcile_with(self, sw: Switch, res: ReconcileResult, reading) -> Optional[ReconcileResult]:
+        dpid, dp = sw.dpid, sw.dp
+        t0 = time.perf_counter()
         # taken before desired(): what the switch holds after this reconcile is that version
+        # (at netmaster's start this waits for the first recompute)
         version = getattr(self.fabric, "version", lambda: None)()
         delta = None
         if sw.held is not None and sw.meter_ok:
@@ -323,23 +336,24 @@ class SwitchManager(app_manager.OSKenApp):
             if desired is None:
                 res.outcome = "skipped"
                 LOG.info("event=reconcile dpid=%s outcome=skipped reason=unknown_switch", _dpid(dpid))
-                return self._done(res)
+                return self._done(sw, res)
+        res.phases["compile_wait"] = (time.perf_counter() - t0) * 1000
         try:
             if not sw.meter_ok:
-                self._ensure_meter(dp)
+                self._ensure_meter(sw)
                 sw.meter_ok = True
             msgs = None
             if delta is not None:
-                msgs = self._delta_msgs(dp, delta, res)
+                msgs = self._delta_msgs(sw, delta, res)
                 if msgs is None:             # an entry it cannot send: the full path says which
                     sw.held = None
                     res = ReconcileResult(dpid, started=res.started)
                     desired = self.fabric.desired(dpid)
                     if desired is None:
                         res.outcome = "skipped"
-                        return self._done(res)
+                        return self._done(sw, res)
             if msgs is None:
-                msgs = self._diff(dp, desired, res)
+                msgs = self._diff(sw, desired, res, reading)
             if msgs:
                 with sw.bundle(dp, res) as bundle:
                     for desc, m in msgs:
@@ -354,8 +368,8 @@ class SwitchManager(app_manager.OSKenApp):
             res.outcome = "failed"
             LOG.error("event=reconcile dpid=%s outcome=failed error=%s retry_in=%.0fs",
                       _dpid(dpid), type(e).__name__, RETRY_DELAY)
-            self._schedule_retry(dpid)
-            return self._done(res)
+            self._schedule_retry(sw)
+            return self._done(sw, res)
         LOG.info("event=reconcile dpid=%s outcome=%s added=%d modified=%d deleted=%d "
                  "unchanged=%d groups_added=%d groups_modified=%d groups_deleted=%d "
                  "rejected=%d read=%s ms=%.1f%s", _dpid(dpid), res.outcome, res.added, res.modified,
@@ -363,19 +377,20 @@ class SwitchManager(app_manager.OSKenApp):
                  res.groups_added, res.groups_modified, res.groups_deleted, len(res.rejected), res.read,
                  (time.perf_counter() - res.started) * 1000,
                  "".join(f" {k}_ms={v:.1f}" for k, v in res.phases.items()))
-        return self._done(res)
+        return self._done(sw, res)
 
-    def _schedule_retry(self, dpid: int) -> None:
-        """Talking to the switch failed (timeout, lost connection): try again later.
-        A discarded bundle is not retried: the same desired set would fail again."""
+    def _schedule_retry(self, sw: Switch) -> None:
+        """Talking to the switch failed (timeout, lost connection): try again later,
+        unless the connection is gone (a reconnect reconciles anyway).  A discarded
+        bundle is not retried: the same desired set would fail again."""
         def fire():
-            self._retries.pop(dpid, None)
-            self.request_reconcile(dpid)
-        if dpid not in self._retries and not self._stopping:
-            self._retries[dpid] = hub.spawn_after(RETRY_DELAY, fire)
+            sw.retry = None
+            self._ask(sw)               # a closed switch (disconnected meanwhile) ignores it
+        if not self._stopping:
+            sw.arm_retry(lambda: hub.spawn_after(RETRY_DELAY, fire))
 
-    def _done(self, res: ReconcileResult) -> ReconcileResult:
-        self.switch(res.dpid).last_result = res
+    def _done(self, sw: Switch, res: ReconcileResult) -> ReconcileResult:
+        sw.last_result = res
         metrics.reconciled(self._host(res.dpid), res, time.perf_counter() - res.started)
         return res
 
@@ -383,16 +398,15 @@ class SwitchManager(app_manager.OSKenApp):
         with hub.Timeout(REQUEST_TIMEOUT):
             return ofctl_api.send_msg(self, msg, reply_cls=reply_cls, reply_multi=reply_multi)
 
-    def _desired(self, dp, desired, res: ReconcileResult):
+    def _desired(self, sw: Switch, desired, res: ReconcileResult):
         """Canonical desired flows by key and groups by id, or None when any
         entry is unusable: like a rejected bundle, a bad desired set changes nothing.
         The fabric hands out the same object until the model changes, so the
         canonical form is computed once per compile, not once per reconcile."""
-        sw = self.switch(dp.id)
         memo = sw.desired_memo
         if memo is not None and memo[0] is desired:
             return memo[1]
-        checked = self._check_desired(dp, desired, res)
+        checked = self._check_desired(sw.dp, desired, res)
         if checked is not None:
             sw.desired_memo = (desired, checked)
         return checked
@@ -409,26 +423,38 @@ class SwitchManager(app_manager.OSKenApp):
             res.rejected.append((text, None, reason))
             LOG.error("event=bad_entry dpid=%s reason=%r entry=%s", _dpid(dp.id), reason, text)
 
-    def _diff(self, dp, desired, res: ReconcileResult) -> list:
-        """Messages that turn what the switch holds into `desired`, in bundle order."""
+    def _diff(self, sw: Switch, desired, res: ReconcileResult, reading=None) -> list:
+        """Messages that turn what the switch holds into `desired`, in bundle order.
+        reading: the green thread of a read started earlier (_read_ahead), if any."""
         with ofcodec.gc_paused():       # speed: see flows/gcpause.py
-            return self._diff_msgs(dp, desired, res)
+            return self._diff_msgs(sw, desired, res, reading)
 
-    def _diff_msgs(self, dp, desired, res: ReconcileResult) -> list:
-        checked = self._desired(dp, desired, res)
+    def _diff_msgs(self, sw: Switch, desired, res: ReconcileResult, reading=None) -> list:
+        dp = sw.dp
+        t0 = time.perf_counter()
+        checked = self._desired(sw, desired, res)
+        res.phases["desired"] = (time.perf_counter() - t0) * 1000
         if checked is None:
             res.outcome = "discarded"
             return []
         want, groups_want = checked
-        sw = self.switch(dp.id)
         sw.pending = (want, groups_want)
         stale_raw = []                               # our flows we cannot even parse
         if sw.held is not None:
             held, groups_held = sw.held
             res.read = "cache"
         else:
-            held, groups_held, stale_raw = self._read_switch(dp)
+            if reading is not None:
+                t1 = time.perf_counter()
+                got, err = reading.wait()
+                res.phases["read_wait"] = (time.perf_counter() - t1) * 1000
+                if err is not None:
+                    raise err
+            else:
+                got = self._read_switch(dp)
+            held, groups_held, stale_raw = got
             res.read = "switch"
+        t2 = time.perf_counter()
 
         first, flows, last = [], [], []              # (description, message)
         for gid, g in sorted(groups_want.items()):
@@ -439,11 +465,9 @@ class SwitchManager(app_manager.OSKenApp):
                 first.append((g.to_ofctl(), ofcodec.encode_group(dp, g, ofp.OFPGC_MODIFY)))
                 res.groups_modified += 1
         unsendable = []
-        for key, e in want.items():
-            h = held.get(key)
-            if h == e:
-                res.unchanged += 1
-                continue
+        gone, differ = flow_diff(want, held)
+        res.unchanged = len(want) - len(differ)
+        for e, h in differ:
             cmd = (ofp.OFPFC_MODIFY_STRICT if h is not None and h.cookie == e.cookie
                    else ofp.OFPFC_ADD)      # ADD also replaces a flow whose cookie differs
             try:
@@ -461,7 +485,7 @@ class SwitchManager(app_manager.OSKenApp):
             res.outcome = "discarded"
             return []
         # (only what goes is sorted, for a stable order: sorting all by repr took 0.4 s at 50k)
-        for key, e in sorted(((k, e) for k, e in held.items() if k not in want), key=repr):
+        for e in sorted(gone, key=repr):
             flows.append(_flow_msg(dp, e, ofp.OFPFC_DELETE_STRICT))
             res.deleted += 1
         for st in stale_raw:
@@ -475,14 +499,26 @@ class SwitchManager(app_manager.OSKenApp):
             if gid not in groups_want and self.group_owned(gid):
                 last.append((f"delete group_id={gid}", ofcodec.delete_group(dp, gid)))
                 res.groups_deleted += 1
+        res.phases["diff"] = (time.perf_counter() - t2) * 1000
         return first + flows + last
 
-    def _delta_msgs(self, dp, delta, res: ReconcileResult):
+    def _read_ahead(self, dp, res: ReconcileResult):
+        """_read_switch in its own green thread: (its result, None) or (None, the
+        exception), which the reconcile waiting for it raises in its own thread."""
+        t0 = time.perf_counter()
+        try:
+            return self._read_switch(dp), None
+        except (ofctl_exc.OFError, ofctl_exc.InvalidDatapath, hub.Timeout, ofctl_exc.InvalidMessage) as e:
+            return None, e
+        finally:
+            res.phases["read"] = (time.perf_counter() - t0) * 1000
+
+    def _delta_msgs(self, sw: Switch, delta, res: ReconcileResult):
         """Messages for what changed in the desired table since the last reconcile
         (delta: [(old, new)] of flows and of groups), against what we committed;
         None when an entry cannot be sent (the full path then reports it)."""
         flow_changes, group_changes = delta
-        sw = self.switch(dp.id)
+        dp = sw.dp
         held, groups_held = sw.held
         res.read = "delta"
         upd_flows, upd_groups = {}, {}
@@ -563,7 +599,7 @@ class SwitchManager(app_manager.OSKenApp):
                     groups_held[d.group_id] = None      # unreadable: replace it
         return held, groups_held, stale_raw
 
-    def _ensure_meter(self, dp) -> None:
+    def _ensure_meter(self, sw: Switch) -> None:
         """Put the deny-log meter on the switch with our rate.  A flow naming a meter
         the switch lacks is refused, and an OpenFlow bundle cannot carry meter mods:
         so this runs before the first diff on each connection, and at each audit
@@ -572,6 +608,7 @@ class SwitchManager(app_manager.OSKenApp):
         controller with another rate), nothing when it is right.  Errors are
         collected behind a barrier, as in Switch.bundle; raises ofctl_exc.OFError
         when the switch refuses."""
+        dp = sw.dp
         flags = ofp.OFPMF_PKTPS | ofp.OFPMF_BURST
         want = (flags, ((ofp.OFPMBT_DROP, self.deny_log_rate, self.deny_log_burst),))
         # all meters: asking for one that does not exist is an error (UNKNOWN_METER)
@@ -587,7 +624,7 @@ class SwitchManager(app_manager.OSKenApp):
         mod = parser.OFPMeterMod(dp, command=command, flags=flags, meter_id=DENY_LOG_METER,
                                  bands=[parser.OFPMeterBandDrop(rate=self.deny_log_rate,
                                                                 burst_size=self.deny_log_burst)])
-        with self.switch(dp.id).collecting() as errors:
+        with sw.collecting() as errors:
             if not dp.send_msg(mod):
                 raise ofctl_exc.InvalidDatapath(result=dp.id)
             self._request(parser.OFPBarrierRequest(dp))
@@ -603,8 +640,10 @@ class SwitchManager(app_manager.OSKenApp):
 
     def audit(self, dpid: Optional[int] = None) -> None:
         """Read the switch (or every switch) again at the next reconcile, and reconcile."""
-        for d in list(self.datapaths) if dpid is None else [dpid]:
-            self.switch(d).forget()
+        for d in list(self.switches) if dpid is None else [dpid]:
+            sw = self.switches.get(d)
+            if sw is not None:
+                sw.forget()
         self.request_reconcile(dpid)
 
     def _audit_loop(self) -> None:
@@ -633,10 +672,37 @@ class SwitchManager(app_manager.OSKenApp):
             flush.done.wait()
 
 
+def flow_diff(want: dict, held: dict) -> tuple[list, list]:
+    """(held entries nobody wants, [(wanted entry, held entry or None)] that differ),
+    of two dicts by flow key.  Speed: a key's hash is not cached (a tuple of tuples),
+    and hashing it is most of a lookup: one pass over `held` hashes each of its keys
+    once, and `want` is walked only when some of its keys are missing from it."""
+    gone, differ = [], []
+    found = 0
+    for key, h in held.items():
+        e = want.get(key)
+        if e is None:
+            gone.append(h)
+            continue
+        found += 1
+        # same key: table, priority and match are equal already
+        if e is not h and (e.actions != h.actions or e.cookie != h.cookie):
+            differ.append((e, h))
+    if found < len(want):
+        differ += [(e, None) for k, e in want.items() if k not in held]
+    return gone, differ
+
+
 def canonical_desired(desired) -> tuple[dict, dict, list]:
     """A compiled (flows, groups) by key and by id (entries are canonical as made:
-    flows/fields.py), and [(entry, why it cannot be installed)]."""
+    flows/fields.py), and [(entry, why it cannot be installed)].  Flows given as a
+    dict are by key already (the engine's table: one entry per key), and only
+    their cookies are checked."""
     want_flows, want_groups = desired
+    if isinstance(want_flows, dict):
+        bad = [(e, "cookie lacks COOKIE_MARK") for e in want_flows.values()
+               if e.cookie & COOKIE_MARK_MASK != COOKIE_MARK]
+        return want_flows, dict(want_groups), bad
     want: dict[tuple, FlowEntry] = {}
     groups: dict[int, GroupEntry] = {}
     bad = []
@@ -668,205 +734,16 @@ def _entry_text(entry) -> str:
         return repr(entry)
 
 
-# ---------------------------------------------------------------- process embedding
-
-_conf_parsed = False
-_running: Optional["Handle"] = None    # os-ken's AppManager is a process singleton
-
-
-@dataclass
-class Handle:
-    app: SwitchManager
-    _mgr: app_manager.AppManager
-    _threads: list
-    _tls: Optional[tuple] = None               # (green thread, listening socket) of the TLS listener
-    _plain: Optional[tuple] = None             # (green thread, listening socket) of the tcp listener
-
-    def stop(self) -> None:
-        """Stop listening, drop every switch connection, forget the apps.
-        Returns promptly in the eventlet hub; start() may be called again."""
-        app = self.app
-        if app._stopping:
-            return
-        app._stopping = True
-        for lst in (self._tls, self._plain):
-            if lst is not None:
-                hub.kill(lst[0])
-                lst[1].close()
-        for t in list(app._workers.values()) + list(app._retries.values()) + [app._auditor]:
-            hub.kill(t)
-        self._mgr.close()                      # stops event loops, kills the listener
-        for t in self._threads:
-            hub.kill(t)
-        hub.joinall(self._threads)
-        for dp in list(app._conns):            # switches see EOF and reconnect elsewhere
-            dp.close()
-        app._conns.clear()
-        app.datapaths.clear()
-        app_manager.AppManager._instance = None
-        gc.collect()                           # closes the listening socket of the killed loop
-        global _running
-        _running = None
-        LOG.info("event=controller_stopped")
-
-
-_FABRIC_ADMIT = [None]          # the running fabric's admit(dpid, address), for the ofctl guard
-
-
-def _guard_ofctl_takeover() -> None:
-    """os-ken's ofctl service closes the connected datapath as soon as another
-    connection announces the same datapath id: whoever knows a host's dpid could
-    push its real switch off. A switch the fabric refuses is closed there instead,
-    before it can replace anyone; an admitted one takes over as before (a switch
-    that reconnects)."""
-    from os_ken.app.ofctl import service
-    orig = service.OfctlService._switch_features_handler
-    if getattr(orig, "netweave_guard", False):
-        return
-
-    def guarded(self, ev):
-        dp = ev.msg.datapath
-        admit = _FABRIC_ADMIT[0]
-        if admit is not None:
-            address, identity = dp.address[0] if dp.address else "", tls_identity(dp)
-            ok, why = admit(dp.id, address, identity)
-            if not ok:
-                LOG.warning("event=switch_refused dpid=%s addr=%s identity=%s reason=%s", _dpid(dp.id),
-                            address, _who(identity), why)
-                dp.close()
-                return
-        return orig(self, ev)
-
-    guarded.__dict__.update(orig.__dict__)        # set_ev_cls' registration (callers)
-    guarded.netweave_guard = True
-    service.OfctlService._switch_features_handler = guarded
-
-
-def listen(host: str, port: int):
-    """A bound, listening socket for OpenFlow (tcp, or TLS `ssl:` targets), or OSError now."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return hub.listen((host, port), family=family)
-
-
-def _tcp_serve(sock) -> None:
-    """OpenFlow over tcp on a socket bound in start() (or earlier, by the caller),
-    instead of os-ken's own listener: that one binds only when the hub first runs,
-    after netmaster's initial compile, and a switch retrying meanwhile was refused
-    and backed off. Bound early, its connection waits in the kernel's backlog."""
-    from os_ken.controller.controller import datapath_connection_factory
-    while True:
-        conn, addr = sock.accept()
-        hub.spawn(datapath_connection_factory, conn, addr)
-
-
-def _no_osken_listener() -> None:
-    """os-ken's OpenFlowController serves nothing but the switches it connects to
-    itself (none here): the tcp listener is ours (_tcp_serve)."""
-    from os_ken.controller import controller as osken_controller
-    orig = osken_controller.OpenFlowController.server_loop
-    if getattr(orig, "netweave_off", False):
-        return
-
-    def server_loop(self, tcp_port, ssl_port):
-        return None
-    server_loop.netweave_off = True
-    osken_controller.OpenFlowController.server_loop = server_loop
-
-
 # (peer address, port) of each OpenFlow-over-TLS connection -> (CN, SHA-256) of the
 # certificate it showed: os-ken's Datapath keeps the address, not the socket's certificate
-_TLS_PEERS: dict = {}
+TLS_PEERS: dict = {}
 
 
 def tls_identity(dp) -> Optional[tuple]:
     """(CN, SHA-256) of the certificate a switch showed over TLS, or None for a
     plain tcp connection."""
-    return _TLS_PEERS.get(tuple(dp.address)) if dp.address else None
+    return TLS_PEERS.get(tuple(dp.address)) if dp.address else None
 
 
-def _who(identity: Optional[tuple]) -> str:
+def who(identity: Optional[tuple]) -> str:
     return "-" if identity is None else (identity[0] or "nameless")
-
-
-def _tls_serve(sock, tls: tuple) -> None:
-    """OpenFlow over TLS beside the tcp listener (_tcp_serve). Only switches holding a certificate signed by the CA
-    complete the handshake; each handshake runs in its connection's own green
-    thread, bounded in time, so a silent peer cannot stall accept(). The
-    certificate's CN is the switch's identity (see Fabric.admit)."""
-    from os_ken.controller.controller import datapath_connection_factory
-    from netweave.pki import cert_sha256, common_name, server_context
-    certfile, keyfile, cafile = tls
-    ctx = server_context(certfile, keyfile, cafile, require_client=True)
-
-    def handle(conn, addr):
-        try:
-            conn.settimeout(10)
-            conn = ctx.wrap_socket(conn, server_side=True)
-            cn = common_name(conn.getpeercert())
-            sha = cert_sha256(conn.getpeercert(binary_form=True))
-        except (OSError, ValueError) as exc:           # ssl.SSLError is an OSError
-            LOG.warning("event=openflow_tls_refused addr=%s error=%s", addr[0], exc)
-            conn.close()
-            return
-        LOG.info("event=openflow_tls_accepted addr=%s identity=%s", addr[0], cn or "-")
-        _TLS_PEERS[tuple(addr)] = (cn, sha)
-        try:
-            datapath_connection_factory(conn, addr)     # os-ken sets its own socket timeout
-        finally:
-            _TLS_PEERS.pop(tuple(addr), None)
-
-    while True:
-        conn, addr = sock.accept()
-        hub.spawn(handle, conn, addr)
-
-
-def start(fabric: Fabric, host: str = "0.0.0.0", port: int = 6653, deny_log_rate: int = DENY_LOG_RATE,
-          deny_log_burst: Optional[int] = None, packet_in=None, roles: bool = False,
-          tls_port: Optional[int] = None, tls: Optional[tuple] = None,
-          tls_host: Optional[str] = None, sock=None) -> Handle:
-    """Run the OpenFlow listeners and SwitchManager in this process's hub.
-    deny_log_rate/burst: the deny-log meter on every switch (packets/s, packets;
-    burst defaults to one second's worth); packet_in: see SwitchManager.
-    tls_port, tls=(certfile, keyfile, cafile): also listen for OpenFlow over TLS, on
-    tls_host (default: host). sock: the tcp listener on (host, port), bound by the
-    caller (listen()); else bound here."""
-    global _conf_parsed, _running
-    if _running is not None:
-        raise RuntimeError("an OpenFlow controller already runs in this process; stop() it first")
-    if hub.HUB_TYPE != "eventlet":
-        raise RuntimeError("set OSKEN_HUB_TYPE=eventlet and monkey-patch before importing os_ken")
-    from os_ken import cfg
-    import os_ken.controller.controller  # noqa: F401  registers the ofp_* options
-    if not _conf_parsed:
-        cfg.CONF(args=[], project="os_ken")
-        _conf_parsed = True
-    cfg.CONF.set_override("ofp_listen_host", host)
-    cfg.CONF.set_override("ofp_tcp_listen_port", port)
-    # bound now (OSError here, not a silent death in a green thread), served by _tcp_serve
-    plain_sock = sock if sock is not None else listen(host, port)
-    tls_host = tls_host or host
-    try:
-        tls_sock = listen(tls_host, tls_port) if tls_port else None
-    except OSError:
-        plain_sock.close()
-        raise
-    _no_osken_listener()
-    _FABRIC_ADMIT[0] = getattr(fabric, "admit", None)
-    _guard_ofctl_takeover()
-    mgr = app_manager.AppManager.get_instance()
-    mgr.load_apps(["os_ken.controller.ofp_handler", __name__])
-    contexts = mgr.create_contexts()
-    threads = mgr.instantiate_apps(fabric=fabric, deny_log_rate=deny_log_rate, deny_log_burst=deny_log_burst,
-                                   packet_in=packet_in, **contexts)
-    app = next(a for a in mgr.applications.values() if isinstance(a, SwitchManager))
-    if roles:
-        from controller.roles import Roles
-        app.roles = Roles(app)
-    tls_thread = None
-    if tls_sock is not None:
-        tls_thread = (hub.spawn(_tls_serve, tls_sock, tls), tls_sock)
-    plain = (hub.spawn(_tcp_serve, plain_sock), plain_sock)
-    LOG.info("event=controller_started host=%s port=%d tls=%s", host, port,
-             f"{tls_host}:{tls_port}" if tls_port else "off")
-    _running = Handle(app, mgr, threads, tls_thread, plain)
-    return _running

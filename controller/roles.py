@@ -8,7 +8,10 @@ master turns the previous one into a slave.  A netmaster writes a switch only
 while it leads and that switch has answered its MASTER request for the current
 generation (`may_write`); stepping down forgets that at once, before telling
 the switches.  When a member becomes master of a switch it audits it: a full
-read and diff, so an unchanged switch gets no flow rewritten.
+read and diff, so an unchanged switch gets no flow rewritten.  What a switch
+answered is kept in its connection's Switch object (controller/switch.py), so it
+goes with the connection: a reconnected switch is not written until it answers
+again, and a late answer from a connection that is gone changes nothing.
 
 Asynchronous messages: slaves get port status (to follow the ports, so a
 promotion needs no re-read) and nothing else; the master gets packet-ins of
@@ -38,16 +41,16 @@ class Roles:
         self.app = app
         self.leader = False
         self.generation = 0
-        self.confirmed: dict[int, int] = {}     # dpid -> generation the switch made us master at
-        self.role: dict[int, str] = {}          # dpid -> what the switch last answered
 
     def may_write(self, dpid: int) -> bool:
-        return self.leader and self.confirmed.get(dpid) == self.generation
+        sw = self.app.switches.get(dpid)
+        return self.leader and sw is not None and sw.master_generation == self.generation
 
     def set(self, leader: bool, generation: int) -> None:
         """The election's word: ask every connected switch for the role that goes with it."""
         if not leader:
-            self.confirmed.clear()                # no write from here on, whatever the switches say
+            for sw in self.app.switches.values():
+                sw.master_generation = None       # no write from here on, whatever the switches say
         changed = (leader, generation) != (self.leader, self.generation)
         self.leader, self.generation = leader, generation
         if changed:
@@ -55,12 +58,11 @@ class Roles:
                 hub.spawn(self.assert_role, dp)
 
     def switch_up(self, dp) -> None:
-        self.confirmed.pop(dp.id, None)
+        """A new connection (its Switch is fresh: not master yet)."""
         hub.spawn(self.assert_role, dp, True)
 
     def switch_down(self, dpid: int) -> None:
-        self.confirmed.pop(dpid, None)
-        self.role.pop(dpid, None)
+        """Nothing to forget: the role went with the connection's Switch."""
 
     def assert_role(self, dp, connect: bool = False) -> None:
         leader, gen = self.leader, self.generation
@@ -81,10 +83,14 @@ class Roles:
                         type(exc).__name__)
             return
         got = ROLE_NAMES.get(getattr(rep, "role", None), "?")
-        self.role[dp.id] = got
+        sw = self.app.switches.get(dp.id)
+        if sw is None or sw.dp is not dp:         # that connection is gone: its answer is moot
+            LOG.info("event=role_answer_dropped dpid=%016x role=%s reason=connection_gone", dp.id, got)
+            return
+        sw.role = got
         LOG.info("event=role_set dpid=%016x role=%s generation=%d", dp.id, got, gen)
         if leader and got == "master" and (self.leader, self.generation) == (leader, gen):
-            self.confirmed[dp.id] = gen
+            sw.master_generation = gen
             self.app.audit(dp.id)                 # full read and diff: unchanged -> 0 flows written
 
 

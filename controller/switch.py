@@ -1,10 +1,13 @@
 """One switch as netweave knows it, and the bundle that changes it.
 
-A `Switch` holds what the controller believes about one datapath: the table it
-committed last (flows by key, groups by id; None = unknown, read the switch),
-the change in flight (what that table becomes if the bundle commits), the
-OpenFlow errors collected while a bundle or meter mod awaits its barrier, and
-the last reconcile's result.  `Switch.bundle()` is the one place that opens,
+A `Switch` holds what the controller believes about one datapath connection:
+the table it committed last (flows by key, groups by id; None = unknown, read
+the switch), the change in flight (what that table becomes if the bundle
+commits), the OpenFlow errors collected while a bundle or meter mod awaits its
+barrier, the last reconcile's result, its scheduling (whether a reconcile is
+asked for, the worker green thread draining those requests, the timer of a
+retry), and, with clustered netmasters, the role it gave us.  One object lives per connection: `close()` on disconnect ends its
+worker and timer, and a reconnect gets a fresh object.  `Switch.bundle()` is the one place that opens,
 fills, checks and commits (or discards) an OpenFlow bundle, so a change is all
 or nothing: OVS rejects a bad message when it is added yet would commit the
 rest, so errors are collected behind a barrier before choosing COMMIT or DISCARD.
@@ -87,13 +90,14 @@ class Bundle:
 
 
 class Switch:
-    """One datapath's state.  request(msg, reply_cls=..., reply_multi=...) talks to
-    the switch with a timeout; flush() waits until every OpenFlow event queued so
-    far (errors sent before a barrier reply) has been handled."""
+    """One datapath connection's state.  talk(msg, reply_cls=..., reply_multi=...)
+    talks to the switch with a timeout; flush() waits until every OpenFlow event
+    queued so far (errors sent before a barrier reply) has been handled; dp is the
+    os-ken Datapath of the connection."""
 
-    def __init__(self, dpid: int, request: Callable, flush: Callable[[], None]):
-        self.dpid = dpid
-        self._request, self._flush = request, flush
+    def __init__(self, dpid: int, talk: Callable, flush: Callable[[], None], dp=None):
+        self.dpid, self.dp = dpid, dp
+        self._talk, self._flush = talk, flush
         # What the switch holds after our last successful reconcile (flows by key,
         # groups by id).  A model change is diffed against it, so the switch is not
         # read each time; None (read it again) on connect, after any failure, and at
@@ -106,6 +110,56 @@ class Switch:
         self.last_result = None                 # ReconcileResult of the last reconcile
         self.meter_ok = False                   # the deny-log meter is in place on this connection
         self.desired_memo: Optional[tuple] = None   # (desired object, its canonical form)
+        # Scheduling: bursts of requests coalesce into one reconcile because one
+        # worker drains them; `asked` is when the oldest undrained request came
+        # (None: none pending), for the queued-time metric.
+        self.asked: Optional[float] = None
+        self.worker = None                      # green thread running reconciles, while one runs
+        self.retry = None                       # timer of the retry after a failed talk, while armed
+        self.closed = False                     # the connection is gone: nothing more runs
+        # Clustered netmasters (controller/roles.py): what the switch last answered to our
+        # role request, and the election generation it made us master at (None: not master)
+        self.role: Optional[str] = None
+        self.master_generation: Optional[int] = None
+
+    # -- scheduling (driven by SwitchManager in the app's hub)
+    @property
+    def dirty(self) -> bool:
+        return self.asked is not None
+
+    def request(self, now: float) -> bool:
+        """A reconcile is wanted.  True when no worker runs: the caller starts one
+        and sets `worker`; otherwise the running worker will take it."""
+        if self.closed:
+            return False
+        if self.asked is None:
+            self.asked = now
+        return self.worker is None
+
+    def take_request(self) -> Optional[float]:
+        """For the worker: when the pending request was asked, clearing it; None when
+        nothing is pending or the switch is closed (the worker ends)."""
+        asked, self.asked = self.asked, None
+        return None if self.closed else asked
+
+    def arm_retry(self, spawn_after: Callable) -> bool:
+        """Arm one retry timer with spawn_after() unless one is armed or the switch is closed."""
+        if self.closed or self.retry is not None:
+            return False
+        self.retry = spawn_after()
+        return True
+
+    def close(self) -> None:
+        """The connection is gone (or replaced): kill the worker and the retry timer,
+        drop the pending request, trust nothing.  Called from another green thread
+        than the worker (the app's event loop, or stop()); idempotent."""
+        self.closed = True
+        self.asked = None
+        self.forget()
+        threads, self.worker, self.retry = (self.worker, self.retry), None, None
+        for t in threads:
+            if t is not None:
+                t.kill()         # eventlet: GreenletExit where it waits (a bundle discards itself)
 
     def forget(self) -> None:
         """Trust nothing cached: read the switch and check the meter at the next reconcile."""
@@ -145,8 +199,8 @@ class Switch:
         return True
 
     def _ctrl(self, dp, bid: int, kind: int):
-        return self._request(parser.ONFBundleCtrlMsg(dp, bid, kind, BUNDLE_FLAGS, []),
-                             reply_cls=parser.ONFBundleCtrlMsg)
+        return self._talk(parser.ONFBundleCtrlMsg(dp, bid, kind, BUNDLE_FLAGS, []),
+                          reply_cls=parser.ONFBundleCtrlMsg)
 
     @contextmanager
     def bundle(self, dp, res):
@@ -168,7 +222,7 @@ class Switch:
             try:
                 yield b
                 b.flush()
-                self._request(parser.OFPBarrierRequest(dp))
+                self._talk(parser.OFPBarrierRequest(dp))
                 t = _phase(res, "barrier", t)
                 self._flush()
                 t = _phase(res, "flush", t)

@@ -1,4 +1,11 @@
-"""Snapshot -> flows and groups per host.  Pure: no I/O, no clock, no randomness.
+"""The whole-snapshot compiler: Snapshot -> flows and groups per host, from
+scratch.  Pure: no I/O, no clock, no randomness.
+
+Nothing in netmaster runs it: the controller's flows come from the incremental
+engine (flows/engine.py), whose full recompute is the fallback.  This stays as
+the engine's independent reference (tests/unit/test_engine_props.py checks that
+every switch's incrementally kept table equals compile_all exactly) and as the
+baseline benches compare the engine with.
 
 What a host carries: every tenant that has an endpoint on it, in full (all its
 endpoints' ARP/group/route/L2 flows, its rules), so routing to a network with
@@ -140,17 +147,3 @@ def compile_all(snapshot: Snapshot) -> Dict[str, Compiled]:
         labels = sorted(set(ix.hosts) | set(ix.eps_by_host))
         return {h: _compile(ix, sh, h) for h in labels}
 
-
-class Compiler:
-    """Compiles the switches of one snapshot one at a time, sharing the index
-    and the per-network flows between them (what the controller needs: it
-    recompiles only the switches it reconciles)."""
-
-    def __init__(self, snapshot: Snapshot):
-        with _gc_paused():
-            self.ix = Index.build(snapshot)
-        self._sh = _Shared(self.ix)
-
-    def switch(self, host_label: str) -> Compiled:
-        with _gc_paused():
-            return _compile(self.ix, self._sh, host_label)

@@ -140,6 +140,7 @@ class State:
         self.rules_by_tenant: Dict[str, Dict[tuple, Rule]] = defaultdict(dict)
         self.rules_by_policy: Dict[tuple, int] = defaultdict(int)         # (t, policy) -> rules
         self.services_by_tenant: Dict[str, Dict[tuple, object]] = defaultdict(dict)
+        self.rule_uids: Dict[int, Rule] = {}                               # rule_uid -> rule (cookies)
         self.tenant_eps: Dict[str, Dict[str, Endpoint]] = defaultdict(dict)  # accepted, per tenant
         self.raw_by_net: Dict[tuple, set] = defaultdict(set)               # (t, n) -> endpoint ids
         self.claims: Dict[tuple, set] = defaultdict(set)                   # claim -> endpoint ids
@@ -217,11 +218,15 @@ class State:
                     self.changed.add(("tenant_rules", r.tenant))
                     self.changed.add(("policy_rules", (r.tenant, r.policy)))
             if old is not None:
+                if self.rule_uids.get(old.rule_uid) is old:
+                    del self.rule_uids[old.rule_uid]
                 self.rules_by_tenant[old.tenant].pop(key, None)
                 self.rules_by_policy[(old.tenant, old.policy)] -= 1
                 if not self.rules_by_policy[(old.tenant, old.policy)]:
                     del self.rules_by_policy[(old.tenant, old.policy)]
             if obj is not None:
+                if obj.rule_uid:
+                    self.rule_uids[obj.rule_uid] = obj
                 self.rules_by_tenant[obj.tenant][key] = obj
                 self.rules_by_policy[(obj.tenant, obj.policy)] += 1
 
@@ -600,6 +605,11 @@ class Table:
     def compiled(self) -> Tuple[set, set]:
         return set(self.flows.values()), set(self.groups.values())
 
+    def by_key(self) -> Tuple[Dict[tuple, FlowEntry], Dict[int, GroupEntry]]:
+        """Copies of the flows by key and the groups by id (a dict copy reuses the
+        stored hashes: no entry or key is hashed again)."""
+        return dict(self.flows), dict(self.groups)
+
 
 def split(entries) -> Tuple[Dict[tuple, FlowEntry], list]:
     """Entries as (flows by key, groups)."""
@@ -709,17 +719,22 @@ class Engine:
                     self.table(h).add(o, came)
                     touched.add(h)
 
-    def recompute(self) -> set:
+    def recompute(self, pause: Optional[Callable[[], None]] = None, every: int = 256) -> set:
         """Every producer over every owner, diffed against what is held: the
-        reference the increments must equal, and the fallback."""
+        reference the increments must equal, and the fallback.  pause: called
+        after each `every` owners (netmaster's start passes eventlet.sleep, so
+        that a switch's handshake and read run meanwhile; the caller keeps
+        every other change of the engine out until it returns)."""
         with gcpause.paused():
             self.st.settle()
             owners = {(k.name, key) for k in self.kinds.values() for key in self.st.anchor_keys(k.anchor)}
             owners |= set(self.outputs)
             touched: set = set()
             self._scope_hosts = {t: frozenset(h) for t, h in self.st.tenant_hosts.items()}
-            for o in owners:
+            for i, o in enumerate(owners, 1):
                 self._run(o, touched)
+                if pause is not None and not i % every:
+                    pause()
             self._settle(touched)
             self.last_run = len(owners)
             return touched
@@ -791,6 +806,28 @@ class Engine:
 
     def compiled(self, label: str) -> Tuple[set, set]:
         return self.table(label).compiled()
+
+    def rule_by_uid(self, uid: int) -> Optional[Rule]:
+        """The rule a flow's cookie names (Owner.RULE, its rule_uid), if it is held."""
+        return self.st.rule_uids.get(uid)
+
+    def endpoint_at(self, tenant: str, ip: str) -> str:
+        """The id of the accepted endpoint with address ip in tenant ('' for none)."""
+        for eid in self.st.claims.get(("ip", tenant, ip), ()):
+            if eid in self.st.eps:
+                return eid
+        return ""
+
+
+def compile_snapshot(snap: Snapshot) -> Dict[str, Tuple[set, set]]:
+    """Every switch's table after a full recompute of a Snapshot: the (flows,
+    groups) netmaster installs for it, per host label.  For tests and tools that
+    want a whole fabric's flows; flows.compiler.compile_all stays only as the
+    independent reference the engine is checked against."""
+    eng = Engine()
+    eng.load(snap)
+    eng.recompute()
+    return {label: eng.compiled(label) for label in sorted(eng.st.labels())}
 
 
 def usable(kind: str, obj) -> bool:

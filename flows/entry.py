@@ -123,9 +123,6 @@ def _fmt(v: Value) -> str:
     return f"{v:#x}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
 
 
-_OFCTL_FIELD = {"tun_id": "tun_id", "tun_dst": "tun_dst"}
-
-
 def _action_ofctl(a: tuple) -> str:
     kind = a[0]
     if kind == "output":
@@ -135,7 +132,7 @@ def _action_ofctl(a: tuple) -> str:
     if kind == "group":
         return f"group:{a[1]}"
     if kind == "set_field":
-        return f"set_field:{_fmt(a[2])}->{_OFCTL_FIELD.get(a[1], a[1])}"
+        return f"set_field:{_fmt(a[2])}->{a[1]}"
     if kind == "move":
         return f"move:{a[1]}[]->{a[2]}[]"
     if kind == "dec_ttl":

@@ -116,6 +116,13 @@ for _fd in FIELDS.values():
 del _fd, _a
 
 
+def ofctl_name(name: str) -> str:
+    """The name ovs-ofctl prints a field under: its older OpenFlow 1.0 one
+    (dl_src, nw_dst) when it has one, else the entry name."""
+    fd = field(name)
+    return next((a for a in fd.aliases if a.islower() and a != fd.osken), fd.name)
+
+
 def field(name: str) -> Field:
     f = FIELDS.get(name)
     if f is None:
@@ -219,11 +226,19 @@ def value_of(fd: Field, x: int):
     return x if fd.kind == "int" else _FROM_INT[fd.kind](x)
 
 
+# an IPv4 address as ipaddress prints it (no leading zeros, each part <= 255): canonical already
+_IPV4_CANON = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
+
+
 def _canon_field_slow(f: tuple) -> tuple:
     if len(f) != 3:
         raise EntryError(f"a match field is (name, value, mask), not {f!r}")
     name, value, mask = f
     fd = field(name)
+    if mask is None and fd.kind == "ipv4" and type(value) is str and _IPV4_CANON.fullmatch(value):
+        # speed: most of a start's recompute misses (each endpoint's own address) are
+        # these, and two ipaddress objects per field cost ~10 us
+        return (name, value, None)
     if fd.kind == "ct_state":
         if isinstance(value, int) and not isinstance(value, bool):
             return (name, ct_state_to_str(value, mask), None)

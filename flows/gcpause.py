@@ -13,16 +13,27 @@ _holders = 0
 _was_enabled = True
 
 
-@contextlib.contextmanager
-def paused():
+def hold() -> None:
+    """Pause the collector until the matching release() (for a pause that spans
+    green threads, e.g. netmaster's whole start; else use paused())."""
     global _holders, _was_enabled
     if _holders == 0:
         _was_enabled = gc.isenabled()
         gc.disable()
     _holders += 1
+
+
+def release() -> None:
+    global _holders
+    _holders -= 1
+    if _holders == 0 and _was_enabled:
+        gc.enable()
+
+
+@contextlib.contextmanager
+def paused():
+    hold()
     try:
         yield
     finally:
-        _holders -= 1
-        if _holders == 0 and _was_enabled:
-            gc.enable()
+        release()

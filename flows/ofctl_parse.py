@@ -1,38 +1,32 @@
 """Read `ovs-ofctl -O OpenFlow13 dump-flows/dump-groups` text back into entries.
 
-OVS prints flows in its own normal form (dl_src, nw_dst=a/len, `ip`/`tcp`
-shorthands, NXM names in move, dl_vlan); this maps that form back onto
-entry.py's conventions so that parse(dump(compile(x))) == compile(x).  Used
-by the simulator (trace what a switch really holds) and by reconciliation.
+OVS prints flows in its own normal form: older field names (dl_src, nw_dst),
+NXM names in move and ct, `ip`/`tcp` shorthands, prefixes as addr/len,
+dl_vlan without the CFI bit, tp_src/tp_dst and ICMPv6 as icmp_*.  Field
+names and value kinds come from flows/fields.py (every spelling a field has is
+declared there, once); only OVS's printing quirks are handled here.  The
+entries built from the text are canonical, so parse(dump(compile(x))) ==
+compile(x).  Used by the simulator (trace what a switch really holds) and by
+the tests that compare the simulator with OVS.
 """
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Dict, List, Tuple
 
+from flows import fields as F
 from flows.entry import FlowEntry, GroupEntry
+from flows.pipeline import ETH_ARP, ETH_IP, ETH_IP6, IP_PROTO
 
-SHORTHAND = {"ip": {"eth_type": 0x0800}, "arp": {"eth_type": 0x0806},
-             "tcp": {"eth_type": 0x0800, "ip_proto": 6}, "udp": {"eth_type": 0x0800, "ip_proto": 17},
-             "icmp": {"eth_type": 0x0800, "ip_proto": 1}, "ipv6": {"eth_type": 0x86DD},
-             "tcp6": {"eth_type": 0x86DD, "ip_proto": 6}, "udp6": {"eth_type": 0x86DD, "ip_proto": 17},
-             "icmp6": {"eth_type": 0x86DD, "ip_proto": 58}}
-RENAME = {"dl_src": "eth_src", "dl_dst": "eth_dst", "dl_type": "eth_type", "nw_src": "ip_src",
-          "nw_dst": "ip_dst", "nw_proto": "ip_proto", "tun_ipv4_dst": "tun_dst",
-          "tun_ipv4_src": "tun_src"}
-NXM = {"NXM_OF_ETH_SRC": "eth_src", "NXM_OF_ETH_DST": "eth_dst", "NXM_NX_ARP_SHA": "arp_sha",
-       "NXM_NX_ARP_THA": "arp_tha", "NXM_OF_ARP_SPA": "arp_spa", "NXM_OF_ARP_TPA": "arp_tpa",
-       "NXM_OF_IP_SRC": "ip_src", "NXM_OF_IP_DST": "ip_dst", "NXM_NX_TUN_ID": "tun_id",
-       "NXM_NX_TUN_IPV4_DST": "tun_dst", "NXM_OF_IN_PORT": "in_port",
-       "NXM_NX_IPV6_SRC": "ipv6_src", "NXM_NX_IPV6_DST": "ipv6_dst", "NXM_NX_ND_TLL": "nd_tll",
-       "NXM_NX_ND_SLL": "nd_sll", "NXM_NX_ND_TARGET": "nd_target",
-       **{f"NXM_NX_REG{i}": f"reg{i}" for i in range(8)}}
-STRING_FIELDS = {"eth_src", "eth_dst", "arp_sha", "arp_tha", "arp_spa", "arp_tpa", "ip_src", "ip_dst",
-                 "tun_src", "tun_dst", "ipv6_src", "ipv6_dst", "nd_target", "nd_sll", "nd_tll"}
-IP6_FIELDS = {"ipv6_src", "ipv6_dst", "nd_target"}
+# ovs-ofctl's protocol words: eth_type (and ip_proto) in one
+SHORTHAND = {"ip": {"eth_type": ETH_IP}, "arp": {"eth_type": ETH_ARP}, "ipv6": {"eth_type": ETH_IP6},
+             **{p: {"eth_type": ETH_IP, "ip_proto": n} for p, n in IP_PROTO.items()},
+             **{p + "6": {"eth_type": ETH_IP6, "ip_proto": n} for p, n in IP_PROTO.items() if p != "icmp"},
+             "icmp6": {"eth_type": ETH_IP6, "ip_proto": 58}}
+# a flow's statistics and timeouts: not part of an entry
 IGNORED = {"duration", "n_packets", "n_bytes", "idle_age", "hard_age", "reset_counts",
            "send_flow_rem", "no_packet_counts", "no_byte_counts", "idle_timeout", "hard_timeout"}
+_ZONE_REG = re.compile(r"(\w+)\[0\.\.15\]")
 
 
 def split_top(s: str) -> List[str]:
@@ -55,60 +49,70 @@ def _num(v: str) -> int:
     return int(v, 0)
 
 
-def _value(name: str, v: str):
-    if name == "ct_state":
-        flags = re.findall(r"([+-])([a-z]+)", v)
-        return "".join(s + f for s, f in sorted(flags, key=lambda x: x[1]))
-    if name in IP6_FIELDS:               # OVS prints a prefix as addr/len, ours as addr/mask
-        net = ipaddress.IPv6Network(v, strict=False) if "/" in v and ":" not in v.split("/")[1] else None
-        if net is None and "/" in v:
-            a, m = v.split("/")
-            return (str(ipaddress.IPv6Address(a)), str(ipaddress.IPv6Address(m)))
-        if net is None:
-            return str(ipaddress.IPv6Address(v))
-        return str(net.network_address) if net.prefixlen == 128 else (str(net.network_address), str(net.netmask))
-    if name in STRING_FIELDS:
-        if "/" in v and name.startswith(("ip_", "arp_s", "arp_t", "tun_")) and "." in v:
-            net = ipaddress.IPv4Network(v, strict=False)
-            if net.prefixlen == 32:
-                return str(net.network_address)
-            return (str(net.network_address), str(net.netmask))
-        if "/" in v:
-            a, m = v.split("/")
-            return (a, m)
-        return v
-    if "/" in v:
-        a, m = v.split("/")
-        return (_num(a), _num(m))
-    return _num(v)
+def field_name(spelling: str) -> str:
+    """Any spelling of a field (entry, os-ken, ofctl, NXM) -> its entry name (fields.ALIASES)."""
+    name = F.ALIASES.get(spelling)
+    if name is None:
+        raise F.EntryError(f"unknown field {spelling!r}")
+    return name
+
+
+def _scalar(fd: F.Field, v: str):
+    return _num(v) if fd.kind == "int" else v
+
+
+def field_value(name: str, text: str):
+    """A field's value as OVS prints it -> value, or (value, mask) for a masked one.
+    Addresses keep their text (the entry canonicalises it); an address prefix
+    (addr/len) becomes its mask; ct_state stays a flag string."""
+    fd = F.field(name)
+    if fd.kind == "ct_state":
+        return text
+    v, slash, m = text.partition("/")
+    if not slash:
+        return _scalar(fd, v)
+    if fd.kind in ("ipv4", "ipv6") and m.isdigit():
+        host_bits = fd.width - int(m)
+        return (v, ((1 << fd.width) - 1) ^ ((1 << host_bits) - 1))
+    return (_scalar(fd, v), _scalar(fd, m))
 
 
 def parse_match(text: str) -> Dict[str, object]:
     match: Dict[str, object] = {}
-    proto = None
+    tp: Dict[str, str] = {}
     for part in split_top(text):
-        if "=" not in part:
+        name, eq, v = part.partition("=")
+        if not eq:
+            if part not in SHORTHAND:
+                raise F.EntryError(f"unknown match word {part!r}")
             match.update(SHORTHAND[part])
-            proto = part.rstrip("6") if part in ("tcp", "udp", "tcp6", "udp6") else proto
-            continue
-        name, v = part.split("=", 1)
-        if name in ("tp_src", "tp_dst"):
-            match[("tp", name)] = v            # resolved below once the protocol is known
-            continue
-        if name == "dl_vlan":
-            match["vlan_vid"] = 0x1000 | int(v)
-            continue
-        name = RENAME.get(name, name)
-        match[name] = _value(name, v)
-    if match.get("eth_type") == 0x86DD:          # OVS prints ICMPv6's type and code as icmp_*
+        elif name in ("tp_src", "tp_dst"):
+            tp[name[3:]] = v                   # resolved below once the protocol is known
+        elif name == "dl_vlan":                # the VID alone; vlan_vid carries OFPVID_PRESENT
+            match["vlan_vid"] = 0x1000 | _num(v)
+        else:
+            name = field_name(name)
+            match[name] = field_value(name, v)
+    if match.get("eth_type") == ETH_IP6:         # OVS prints ICMPv6's type and code as icmp_*
         for f in ("icmp_type", "icmp_code"):
             if f in match:
                 match["icmpv6" + f[4:]] = match.pop(f)
-    for key in [k for k in match if isinstance(k, tuple)]:
-        v = match.pop(key)
-        p = proto or {6: "tcp", 17: "udp"}.get(match.get("ip_proto"), "tcp")
-        match[f"{p}_{key[1][3:]}"] = _num(v)
+    for side, v in tp.items():
+        p = {6: "tcp", 17: "udp"}.get(match.get("ip_proto"), "tcp")
+        match[f"{p}_{side}"] = _num(v)
     return match
+
+
+def _ct_option(o: str) -> tuple:
+    if o == "commit":
+        return ("commit", True)
+    if o == "nat" or o.startswith("nat("):
+        return ("nat", o[4:-1] if o != "nat" else "")
+    k, _, v = o.partition("=")
+    m = _ZONE_REG.fullmatch(v) if k == "zone" else None
+    if m:                                      # zone=NXM_NX_REG6[0..15]: the zone from a register
+        return ("zone_reg", field_name(m[1]))
+    return (k, _num(v))
 
 
 def parse_action(a: str) -> tuple | None:
@@ -120,27 +124,18 @@ def parse_action(a: str) -> tuple | None:
         return (a,)
     m = re.fullmatch(r"ct\((.*)\)", a)
     if m:
-        opts = []
-        for o in split_top(m[1]):
-            if o == "commit":
-                opts.append(("commit", True))
-            elif o == "nat" or o.startswith("nat("):
-                opts.append(("nat", o[4:-1] if o != "nat" else ""))
-            else:
-                k, v = o.split("=", 1)
-                opts.append((k, _num(v)))
-        return ("ct", tuple(sorted(opts)))
+        return ("ct", tuple(sorted(_ct_option(o) for o in split_top(m[1]))))
     m = re.fullmatch(r"conjunction\((\d+),(\d+)/(\d+)\)", a)
     if m:
         return ("conjunction", int(m[1]), int(m[2]), int(m[3]))
     m = re.fullmatch(r"move:(\w+)\[\]->(\w+)\[\]", a)
     if m:
-        return ("move", NXM.get(m[1], m[1]), NXM.get(m[2], m[2]))
+        return ("move", field_name(m[1]), field_name(m[2]))
     m = re.fullmatch(r"set_field:(.+)->(\w+)", a)
     if m:
-        name = RENAME.get(m[2], m[2])
-        return ("set_field", name, _value(name, m[1]) if name in STRING_FIELDS else _num(m[1]))
-    m = re.fullmatch(r"mod_nw_tos:(\d+)", a)
+        name = field_name(m[2])
+        return ("set_field", name, field_value(name, m[1]))
+    m = re.fullmatch(r"mod_nw_tos:(\d+)", a)   # OVS prints set_field:ip_dscp as the TOS byte
     if m:
         return ("set_field", "ip_dscp", int(m[1]) >> 2)
     m = re.fullmatch(r"write_metadata:(\w+)(?:/(\w+))?", a)
@@ -155,7 +150,7 @@ def parse_action(a: str) -> tuple | None:
         return ("meter", _num(arg))
     if kind == "CONTROLLER" or kind == "controller":
         return ("controller", _num(arg) if arg else 65535)
-    raise ValueError(f"unsupported action {a!r}")
+    raise F.EntryError(f"unsupported action {a!r}")
 
 
 def _actions(text: str) -> Tuple[tuple, ...]:

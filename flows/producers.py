@@ -1,8 +1,9 @@
 """The flow owners of the pipeline, one producer each, for flows.engine.
 
-Each producer reuses the compiler modules (arp, classify, l2, policy,
-routing) for one owner and says on which hosts its entries go; together they
-give what flows.compiler gives for a whole snapshot.  A new kind of owner
+Each producer reuses the flow modules (arp, classify, egress, l2, nd,
+policy, routing, service) for one owner and says on which hosts its entries
+go; together they give what the reference flows.compiler gives for a whole
+snapshot (tests/unit/test_engine_props.py).  A new kind of owner
 plugs in by adding an OwnerKind to KINDS (or passing its own list to
 Engine): the engine learns what it depends on from what it reads.
 

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -291,12 +292,10 @@ ovsdb.Ovsdb.ensure_endpoint_port = boom
 """
 
 FAIL_ETHTOOL = """
-real_sh = cni.sh
-def sh(cmd, netns=None, check=True):
-    if cmd[0] == "ethtool":
-        raise cni.CniError(cni.E_LINK, "injected: ethtool failed")
-    return real_sh(cmd, netns, check)
-cni.sh = sh
+from agent import netlink
+def refuse(name):
+    raise netlink.LinkError("injected: ethtool refused on " + name, 1)
+netlink.tx_checksum_off = refuse
 """
 
 FAIL_PLUGGED = """
@@ -321,6 +320,61 @@ def test_add_late_failure_rolls_back_everything(site, containers, inject, code):
                        inject=inject)
     assert rc == 1 and out["code"] == code, (out, err)
     assert "injected" in out["msg"] + out.get("details", ""), out
+    assert_nothing_left(nm, host, ctr)
+
+
+NO_PROCESS = """
+import os, subprocess
+def refuse(*a, **k):
+    raise AssertionError("injected: the ADD started a process %r" % (a[:1],))
+subprocess.Popen = refuse
+os.fork = os.posix_spawn = os.posix_spawnp = os.system = refuse
+"""
+
+
+def test_add_plumbs_in_process_as_one_burst(site, containers):
+    """The ADD's link work starts no process (no ip, ethtool, sysctl), and the host's
+    namespace sees of the host end only: made (already promiscuous, so OVS has no flag to
+    change), up, its carrier; the end has no IPv6, whose link-local would change a route a
+    second later. Each of those is a re-read of every link of the namespace by OVS."""
+    nm, host, _ = site
+    ctr = containers()
+    netns = "/var/run/netns/" + ctr
+    port = host_port_name(endpoint_id("ctr-quiet", "eth0"))
+    seen = []
+    mon = subprocess.Popen(["ip", "netns", "exec", host.netns, "ip", "monitor", "link"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    reader = threading.Thread(target=lambda: seen.extend(mon.stdout), daemon=True)
+    reader.start()
+
+    def mark(name):         # a change of our own: the monitor has read all before it
+        host.ns("ip", "tuntap", "add", "dev", name, "mode", "tap")
+        wait_until(lambda: any(re.match(r"\d+: %s:" % name, x) for x in list(seen)), 10,
+                   what="the link monitor saw " + name)
+
+    try:
+        mark("qmark0")
+        rc, res, err = cni(host, "ADD", cni_conf(host, nm), "ctr-quiet", netns, inject=NO_PROCESS)
+        assert rc == 0, (res, err)
+        mark("qmark1")
+    finally:
+        mon.terminate()
+        mon.wait()
+        reader.join(5)
+        for name in ("qmark0", "qmark1"):
+            host.ns("ip", "link", "del", name, check=False)
+    about = [x for x in seen if re.match(r"\d+: %s[@:]" % port, x)]
+    assert about and all("PROMISC" in x for x in about), about
+    assert len(about) <= 3 and "state UP" in about[-1], about
+    assert int(host.vsctl("get", "Interface", port, "ofport")) > 0
+    assert host.ns("ip", "-6", "addr", "show", "dev", port).stdout.strip() == ""
+    assert re.search(r"tx-checksumming: off", in_ctr(ctr, "ethtool", "-k", "eth0"))
+    assert res["ips"][0]["address"] in in_ctr(ctr, "ip", "-o", "-4", "addr", "show", "eth0")
+    assert "default via 10.1.2.1 dev eth0" in in_ctr(ctr, "ip", "route")
+    assert res["interfaces"][1]["mac"] == json.loads(
+        host.ns("ip", "-j", "link", "show", port).stdout)[0]["address"]
+    rc, out, err = cni(host, "DEL", cni_conf(host, nm), "ctr-quiet", netns, inject=NO_PROCESS)
+    assert rc == 0, (out, err)
     assert_nothing_left(nm, host, ctr)
 
 

@@ -15,7 +15,7 @@ import tempfile
 
 import pytest
 
-from flows.compiler import compile_all
+from flows.engine import compile_snapshot
 from flows.pipeline import TUNNEL_PORT
 from flows.snapshot import Rule
 from tests.procs import Lab
@@ -31,7 +31,7 @@ GW = {"web": "10.1.1.254", "db": "10.1.2.254", "vl": "10.1.3.254"}
 
 
 def _load(lab: Lab, snap) -> None:
-    for label, (flows, groups) in compile_all(snap).items():
+    for label, (flows, groups) in compile_snapshot(snap).items():
         if label not in lab.hosts:
             continue
         h = lab.hosts[label]

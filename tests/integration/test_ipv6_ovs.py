@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 
-from flows.compiler import compile_all
+from flows.engine import compile_snapshot
 from flows.pipeline import ROUTER_MAC
 from tests.procs import Lab
 from tests.unit.topo import EP, snapshot
@@ -52,7 +52,7 @@ def lab():
                         ("ip", "-6", "route", "add", "default", "via", GW6[e.network], "dev", "eth0"),
                         ("ethtool", "-K", "eth0", "tx", "off")):
                 run(*cmd, netns=ns[eid])
-        flows, groups = compile_all(SNAP)["h1"]
+        flows, groups = compile_snapshot(SNAP)["h1"]
         for kind, items in (("add-groups", groups), ("add-flows", flows)):
             path = f"{h.dir}/{kind}.txt"
             with open(path, "w") as fh:

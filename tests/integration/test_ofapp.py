@@ -13,6 +13,7 @@ eventlet.monkey_patch()
 import logging  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
@@ -21,7 +22,7 @@ from os_ken.ofproto import ofproto_parser, ofproto_protocol  # noqa: E402
 from os_ken.ofproto import ofproto_v1_3 as ofp  # noqa: E402
 from os_ken.ofproto import ofproto_v1_3_parser as parser  # noqa: E402
 
-from controller import ofapp, ofmsg  # noqa: E402
+from controller import ofapp, ofmsg, ofserver  # noqa: E402
 from flows.entry import COOKIE_MARK as M, FlowEntry, GroupEntry  # noqa: E402
 from tests.procs import linked_ovs  # noqa: E402
 from tests.unit.flow_catalogue import ALL_FLOWS, ALL_GROUPS, DPID  # noqa: E402
@@ -134,7 +135,7 @@ class Env:
         return self.handle.app
 
     def start_controller(self):
-        self.handle = ofapp.start(self.fabric, self.ovs.root_ip, self.port)
+        self.handle = ofserver.start(self.fabric, self.ovs.root_ip, self.port)
 
     def stop_controller(self):
         if self.handle is not None:
@@ -195,6 +196,42 @@ def test_connect_installs_exactly_desired(env):
     # the switch's ports reached the fabric
     ups = [ev for ev in env.fabric.events if ev[0] == "up"]
     assert ups and ups[0][2].get(env.ovs.bridge) == ofp.OFPP_LOCAL
+
+
+@needs_ovs
+def test_full_read_goes_out_while_desired_waits(env):
+    """At netmaster's start desired() waits for the first recompute: the reconcile has
+    the switch's flows read meanwhile (the read starts before desired() is asked) and
+    diffs against that read once desired() answers."""
+    _install(env, ALL_FLOWS, ALL_GROUPS)
+    env.app.switches[DPID].forget()                  # the next reconcile reads the switch
+    released = eventlet.event.Event()
+    reads = []
+    read_switch, desired = env.app._read_switch, env.fabric.desired
+
+    def read(dp):
+        got = read_switch(dp)
+        reads.append((released.ready(), len(got[0])))  # desired() still waiting when it ended?
+        return got
+
+    def waiting_desired(dpid):
+        released.wait()
+        return desired(dpid)
+    env.app._read_switch, env.fabric.desired = read, waiting_desired
+    try:
+        env.app.switch(DPID).last_result = None
+        env.app.request_reconcile(DPID)
+        wait_until(lambda: reads, 30, what="the switch read while desired() waits")
+        assert reads == [(False, len(ALL_FLOWS))]
+        released.send()
+        wait_until(lambda: env.app.idle() and env.app.result(DPID) is not None, 30, what="reconcile")
+    finally:
+        if not released.ready():
+            released.send()
+        env.app._read_switch, env.fabric.desired = read_switch, desired
+    r = env.app.result(DPID)
+    assert (r.outcome, r.read, r.unchanged, r.changes) == ("noop", "switch", len(ALL_FLOWS), 0)
+    assert len(reads) == 1 and "read" in r.phases
 
 
 @needs_ovs
@@ -344,7 +381,7 @@ def test_controller_restart_sends_nothing(env):
     d0 = wait_until(lambda: min(f["duration"] for f in env.ours().values()) >= 1.0
                     and env.ours(), what="flows to age")
     with pytest.raises(RuntimeError):                  # one controller per process
-        ofapp.start(env.fabric, "127.0.0.1", free_port())
+        ofserver.start(env.fabric, "127.0.0.1", free_port())
     handle = env.handle
     env.stop_controller()
     handle.stop()                                      # idempotent
@@ -362,13 +399,77 @@ def test_switch_restart_gets_flows_back(env):
     _install(env, ALL_FLOWS, ALL_GROUPS)
     env.ovs.kill_switch()
     wait_until(lambda: ("down", DPID) in env.fabric.events, 30, what="switch down")
-    env.app.switch(DPID).last_result = None
+    assert env.app.switch(DPID) is None and env.app.result(DPID) is None    # gone with its connection
     env.ovs.start_switch()
     wait_until(lambda: env.app.idle() and env.app.result(DPID) is not None, 60, what="resync")
     r = env.app.result(DPID)
     assert (r.outcome, r.added, r.groups_added) == ("committed", len(ALL_FLOWS), len(ALL_GROUPS))
     assert len(env.ours()) == len(ALL_FLOWS)
     assert sum(1 for ev in env.fabric.events if ev[0] == "up") == 2
+
+
+def _frozen_switch_pid(env) -> int:
+    return int(open(os.path.join(env.ovs.dir, "ovs-vswitchd.pid")).read())
+
+
+def _reconnected(env, old):
+    """Restart the killed switch; the new connection's first reconcile (a fresh Switch)."""
+    env.ovs.start_switch()
+    wait_until(lambda: env.app.switch(DPID) not in (None, old) and env.app.idle()
+               and env.app.result(DPID) is not None, 60, what="reconnect")
+    return env.app.switch(DPID)
+
+
+@needs_ovs
+def test_disconnect_mid_reconcile_leaves_no_worker_or_timer(env, monkeypatch):
+    """A switch that dies while a retry timer is armed, or while its worker waits on it
+    in the middle of a reconcile, takes its worker and timer with it (controller/switch.py
+    Switch.close); the reconnect gets a fresh Switch that puts every flow back; stop()
+    kills a worker still waiting on a frozen switch."""
+    _install(env, ALL_FLOWS, ALL_GROUPS)
+    monkeypatch.setattr(ofapp, "RETRY_DELAY", 600.0)        # armed for the whole test
+    # 1. a reconcile against a frozen switch times out and arms the retry timer
+    monkeypatch.setattr(ofapp, "REQUEST_TIMEOUT", 1.0)
+    sw = env.app.switch(DPID)
+    pid = _frozen_switch_pid(env)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        env.app.audit(DPID)
+        wait_until(lambda: sw.retry is not None and sw.worker is None, 30, what="the retry timer")
+        assert env.app.result(DPID).outcome == "failed"
+        timer = sw.retry
+    finally:
+        env.ovs.kill_switch()                               # SIGKILL works on a stopped process
+    wait_until(lambda: ("down", DPID) in env.fabric.events, 30, what="switch down")
+    assert sw.closed and sw.retry is None and timer.dead and env.app.switch(DPID) is None
+    sw = _reconnected(env, sw)
+    r = env.app.result(DPID)
+    assert (r.outcome, r.added, r.groups_added) == ("committed", len(ALL_FLOWS), len(ALL_GROUPS))
+    # 2. the worker waits on the frozen switch (it took the request, the switch cannot answer)
+    monkeypatch.setattr(ofapp, "REQUEST_TIMEOUT", 600.0)
+    os.kill(_frozen_switch_pid(env), signal.SIGSTOP)
+    try:
+        env.app.audit(DPID)
+        wait_until(lambda: sw.worker is not None and not sw.dirty, 30, what="the worker waiting")
+        worker = sw.worker
+    finally:
+        env.ovs.kill_switch()
+    wait_until(lambda: env.fabric.events.count(("down", DPID)) == 2, 30, what="switch down")
+    assert sw.closed and worker.dead and sw.worker is None and sw.retry is None
+    assert env.app.switch(DPID) is None and env.app.idle()
+    sw = _reconnected(env, sw)
+    assert env.app.result(DPID).outcome == "committed" and len(env.ours()) == len(ALL_FLOWS)
+    # 3. stop() while the worker waits on a frozen switch
+    pid = _frozen_switch_pid(env)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        env.app.audit(DPID)
+        wait_until(lambda: sw.worker is not None and not sw.dirty, 30, what="the worker waiting")
+        worker = sw.worker
+        env.stop_controller()
+        assert worker.dead and sw.closed and sw.retry is None
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 @needs_ovs
@@ -462,18 +563,18 @@ def test_listener_bound_by_the_caller_serves_switches(env):
     served once the app runs; stop() closes it, so the port can be bound again."""
     env.fabric.flows, env.fabric.groups = set(ALL_FLOWS), set(ALL_GROUPS)
     env.stop_controller()
-    sock = ofapp.listen(env.ovs.root_ip, env.port)
+    sock = ofserver.listen(env.ovs.root_ip, env.port)
     # the kernel completes the switch's tcp connection; nobody accepts it yet
     wait_until(lambda: subprocess.run(["ss", "-Htn", "state", "established", f"( sport = :{env.port} )"],
                                       capture_output=True, text=True).stdout.strip(),
                30, what="the switch's connection in the backlog")
-    env.handle = ofapp.start(env.fabric, env.ovs.root_ip, env.port, sock=sock)
+    env.handle = ofserver.start(env.fabric, env.ovs.root_ip, env.port, sock=sock)
     wait_until(lambda: DPID in env.app.datapaths and env.app.idle() and env.app.result(DPID) is not None,
                30, what="the switch served")
     assert env.app.result(DPID).outcome == "committed"
     assert len(env.ours()) == len(ALL_FLOWS)
     env.stop_controller()
-    ofapp.listen(env.ovs.root_ip, env.port).close()     # closed by stop(): free again
+    ofserver.listen(env.ovs.root_ip, env.port).close()     # closed by stop(): free again
     env.start_controller()
 
 
@@ -496,7 +597,7 @@ def test_deny_log_meter_set_on_connect_modified_and_restored(env, caplog):
     assert env.reconcile().outcome == "noop"
     assert "event=meter_set" not in caplog.text and "event=of_error" not in caplog.text
     env.stop_controller()
-    env.handle = ofapp.start(env.fabric, env.ovs.root_ip, env.port, deny_log_rate=7, deny_log_burst=3)
+    env.handle = ofserver.start(env.fabric, env.ovs.root_ip, env.port, deny_log_rate=7, deny_log_burst=3)
     wait_until(lambda: env.app.idle() and env.app.result(DPID) is not None, 60, what="reconnect")
     assert env.app.result(DPID).outcome == "noop"
     assert "meter=1 pktps burst bands= type=drop rate=7 burst_size=3" in _meters(env)

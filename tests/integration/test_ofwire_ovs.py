@@ -22,8 +22,8 @@ import time  # noqa: E402
 
 import pytest  # noqa: E402
 
-from controller import ofapp, ofmsg, ofwire  # noqa: E402
-from flows.compiler import compile_all  # noqa: E402
+from controller import ofmsg, ofserver, ofwire  # noqa: E402
+from flows.engine import compile_snapshot  # noqa: E402
 from flows.entry import COOKIE_MARK as M, FlowEntry  # noqa: E402
 from tests.procs import linked_ovs  # noqa: E402
 from tests.unit import scale, topo  # noqa: E402
@@ -70,7 +70,7 @@ class Lab:
     def start(self):
         self.ovs = linked_ovs("fr", bridge=f"nwfr{os.getpid() % 100000}")
         port = free_port()
-        self.handle = ofapp.start(self.fabric, self.ovs.root_ip, port)
+        self.handle = ofserver.start(self.fabric, self.ovs.root_ip, port)
         self.ovs.add_bridge(DPID, f"tcp:{self.ovs.root_ip}:{port}")
         wait_until(lambda: DPID in self.app.datapaths, 30, what="switch connect")
         wait_until(self.app.idle, 30, what="connect reconcile")
@@ -159,7 +159,7 @@ def _check_same_and_noop(lab, flows, groups):
 
 @needs_ovs
 def test_compiled_snapshot_fast_read_equals_slow_read(lab):
-    flows, groups = compile_all(scale.scale_snapshot(300, 30, 120, n_hosts=3))["h0"]
+    flows, groups = compile_snapshot(scale.scale_snapshot(300, 30, 120, n_hosts=3))["h0"]
     assert len(flows) > 2000
     lab.ofctl_install(flows, groups)
     _check_same_and_noop(lab, flows, groups)
@@ -169,7 +169,7 @@ def test_compiled_snapshot_fast_read_equals_slow_read(lab):
 def test_compiled_dual_stack_snapshot_reads_back_as_compiled(lab):
     """IPv6 flows as compiled (neighbour discovery answers, routes, group classification, rules
     of both families) read back equal to the desired set: no reconcile rewrites them."""
-    flows, groups = compile_all(topo.policy_snapshot())["h1"]
+    flows, groups = compile_snapshot(topo.policy_snapshot())["h1"]
     assert sum(1 for f in flows if any(n.startswith(("ipv6_", "nd_")) for n, _v, _m in f.match)) > 20
     lab.ofctl_install(flows, groups)
     _check_same_and_noop(lab, flows, groups)
@@ -197,7 +197,7 @@ def test_controller_written_flows_read_back_as_compiled_and_restart_rewrites_not
     is, with no normaliser; a new controller process state (restart) reading the switch
     rewrites 0 flows and 0 groups."""
     from flows.pipeline import DENY_LOG_METER, T, parse_cookie
-    flows, groups = compile_all(_every_kind_snapshot())["h1"]
+    flows, groups = compile_snapshot(_every_kind_snapshot())["h1"]
     kinds = {parse_cookie(f.cookie)[0].name for f in flows}
     assert kinds >= {"BASE", "TENANT", "NETWORK", "ENDPOINT", "GROUP", "RULE", "SERVICE"}, kinds
     acts = {a[0] for f in flows for a in f.actions}
@@ -227,7 +227,7 @@ def test_controller_written_flows_read_back_as_compiled_and_restart_rewrites_not
     lab.handle.stop()
     lab.handle = None
     port = free_port()
-    lab.handle = ofapp.start(lab.fabric, lab.ovs.root_ip, port)
+    lab.handle = ofserver.start(lab.fabric, lab.ovs.root_ip, port)
     lab.ovs.vsctl("set-controller", lab.ovs.bridge, f"tcp:{lab.ovs.root_ip}:{port}")
     wait_until(lambda: lab.app.result(DPID) is not None, 60, what="reconnect reconcile")
     wait_until(lab.app.idle, 60, what="idle")

@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 
-from flows.compiler import compile_all
+from flows.engine import compile_snapshot
 from flows.pipeline import ROUTER_MAC, TUNNEL_PORT
 from flows.simulator import Switch
 from tests.procs import Lab
@@ -42,7 +42,7 @@ def private_ovs(snap=SNAP, host=HOST, prefix=None):
                     if port == TUNNEL_PORT else ["type=internal"])
             h.vsctl("add-port", "br-int", name, "--", "set", "interface", name,
                     f"ofport_request={port}", *kind)
-        flows, groups = compile_all(snap)[host]
+        flows, groups = compile_snapshot(snap)[host]
         for kind, items in (("add-groups", groups), ("add-flows", flows)):
             path = f"{h.dir}/{kind}.txt"
             with open(path, "w") as fh:

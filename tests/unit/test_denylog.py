@@ -4,6 +4,7 @@ from os_ken.lib.packet import ethernet, icmp, ipv4, packet, tcp, udp
 from prometheus_client import REGISTRY
 
 from controller.denylog import DenyLog, parse_packet
+from flows.engine import Engine
 from flows.pipeline import Owner, cookie
 from flows.snapshot import Rule
 from tests.unit.topo import EP, with_policies
@@ -51,9 +52,16 @@ class Clock:
         return self.t
 
 
-def mk():
+def engine(snap=SNAP):
+    eng = Engine()
+    eng.load(snap)
+    eng.recompute()
+    return eng
+
+
+def mk(eng=None):
     clk = Clock()
-    return DenyLog(lambda: SNAP, {2: "h2"}.get, keep=5, window=60, clock=lambda: 1.7e9, monotonic=clk), clk
+    return DenyLog(eng or engine(), {2: "h2"}.get, keep=5, window=60, clock=lambda: 1.7e9, monotonic=clk), clk
 
 
 def counter(**labels):
@@ -121,3 +129,26 @@ def test_unknown_addresses_and_unregistered_switch():
     dl, _ = mk()
     e = dl.packet_in(0xAB, C, 51, {}, frame("192.0.2.1", EP["d1"].ip, "udp", 1, 5432))
     assert (e["host"], e["srcEndpoint"], e["dstEndpoint"], e["protocol"]) == ("00000000000000ab", "", "d1", "udp")
+
+
+def test_follows_the_engine_without_a_rebuild():
+    """The log reads the engine the switches' flows come from: a rule or endpoint
+    changed by a delta is what the next packet-in sees."""
+    from dataclasses import replace
+    from flows.engine import object_key
+    eng = engine()
+    dl, clk = mk(eng)
+    b1, d1 = EP["b1"], EP["d1"]
+    assert dl.packet_in(2, C, 51, {}, frame(b1.ip, d1.ip))["srcEndpoint"] == "b1"
+    # b1 leaves and another endpoint takes its address; the rule gets a new uid
+    eng.put("endpoint", "b1", None)
+    eng.put("endpoint", "b1x", replace(b1, endpoint_id="b1x"))
+    eng.put("rule", object_key("rule", RULE), replace(RULE, rule_uid=8))
+    eng.apply()
+    clk.t += 61
+    assert dl.packet_in(2, C, 51, {}, frame(b1.ip, d1.ip)) is None          # uid 7 is no rule now
+    e = dl.packet_in(2, cookie(Owner.RULE, 8), 51, {}, frame(b1.ip, d1.ip))
+    assert (e["rule"], e["srcEndpoint"], e["dstEndpoint"]) == ("blue:p:r1", "b1x", "d1")
+    eng.put("rule", object_key("rule", RULE), None)
+    eng.apply()
+    assert eng.rule_by_uid(8) is None and eng.st.rule_uids == {}

@@ -1,6 +1,6 @@
 """Host access and egress (flows/egress.py) on the simulator: SNAT to the tenant's pvtSubnet
 address out of the host port, replies un-SNATed back to the endpoint, nothing new in."""
-from flows.compiler import compile_all
+from flows.engine import compile_snapshot
 from flows.pipeline import HOST_PORT, HOST_PORT_MAC, ROUTER_MAC, pvt_tenant_ip
 from flows.simulator import Switch
 from tests.unit.topo import EP, arp_req, ip_pkt, snapshot
@@ -10,7 +10,7 @@ OUTSIDE = "192.0.2.10"
 
 
 def _switch(host="h1"):
-    fl, gr = compile_all(SNAP)[host]
+    fl, gr = compile_snapshot(SNAP)[host]
     return Switch(fl, gr)
 
 

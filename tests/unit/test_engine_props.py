@@ -244,3 +244,21 @@ def test_scale_increments_equal_a_full_compile():
     want = compile_all(Snapshot(snap.tenants, snap.networks, snap.endpoints + (moved,), snap.hosts, snap.groups,
                                 rules, ports))
     assert {h: eng.compiled(h) for h in want} == want
+
+
+def test_recompute_in_slices_equals_one_run():
+    """netmaster's start runs the recompute in slices (pause() between them, the hub
+    serving switches meanwhile): the same tables as one run, and it does pause."""
+    from tests.unit.scale import scale_snapshot
+    snap = scale_snapshot(60, 4, 6, n_hosts=3)
+    one, sliced = Engine(), Engine()
+    one.load(snap)
+    one.recompute()
+    sliced.load(snap)
+    pauses = []
+    sliced.recompute(pause=lambda: pauses.append(1), every=7)
+    assert len(pauses) == sliced.last_run // 7 > 0
+    assert set(sliced.tables) == set(one.tables)
+    for label in one.tables:
+        assert sliced.compiled(label) == one.compiled(label), label
+    assert {label: sliced.compiled(label) for label in compile_all(snap)} == compile_all(snap)

@@ -258,6 +258,27 @@ def test_bad_match_is_refused_naming_it(bad):
         FlowEntry(0, 1, bad, ())
 
 
+@settings(max_examples=CASES, deadline=None)
+@given(st.integers(0, (1 << 32) - 1), st.sampled_from(["", "0", "00", " ", "\n", ".1"]),
+       st.integers(0, 4))
+def test_ipv4_taken_as_is_only_when_ipaddress_prints_it_so(x, junk, at):
+    """The IPv4 fast path of construction (fields._IPV4_CANON) takes exactly the
+    strings ipaddress would print, and spoiled ones go the slow way (refused here)."""
+    text = str(ipaddress.IPv4Address(x))
+    assert FlowEntry(0, 1, (("ip_dst", text, None),), ()).match[-1] == ("ip_dst", text, None)
+    parts = text.split(".")
+    spoiled = ".".join(parts[:at] + [junk + p for p in parts[at:at + 1]] + parts[at + 1:]) if at < 4 \
+        else text + junk
+    try:
+        ok = str(ipaddress.IPv4Address(spoiled)) == spoiled
+    except ValueError:
+        ok = False
+    assert bool(fields._IPV4_CANON.fullmatch(spoiled)) == ok
+    if not ok:
+        with pytest.raises(fields.EntryError):
+            FlowEntry(0, 1, (("ip_dst", spoiled, None),), ())
+
+
 @pytest.mark.parametrize("bad", [("bogus",), ("set_field", "ct_state", 1), ("set_field", "nope", 1),
                                  ("ct", (("zone", 1), ("alg", 21))), ("ct", (("nat", "dst=1.2.3"),)),
                                  ("move", "reg0", "nope")])

@@ -6,7 +6,7 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from controller import ofencode, ofmsg
-from flows.compiler import compile_all
+from flows.engine import compile_snapshot
 from flows.entry import COOKIE_MARK, FlowEntry
 from tests.unit import topo
 from tests.unit.flow_catalogue import ALL_FLOWS
@@ -24,10 +24,10 @@ def _osken(entry, command, xid=7):
 
 
 def _compiled():
-    """Compiler output for realistic snapshots (policies; a scale snapshot over hosts)."""
+    """The flows netweave installs for realistic snapshots (policies; a scale snapshot over hosts)."""
     out = set()
     for snap in (topo.policy_snapshot(), scale_snapshot(60, 8, 24, n_hosts=3)):
-        for flows, _groups in compile_all(snap).values():
+        for flows, _groups in compile_snapshot(snap).values():
             out |= flows
     return sorted(out)
 

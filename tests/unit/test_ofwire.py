@@ -13,7 +13,7 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from controller import ofmsg, ofwire
-from flows.compiler import compile_all
+from flows.engine import compile_snapshot
 from flows.entry import COOKIE_MARK as M, FlowEntry
 from tests.unit import scale, topo
 from tests.unit.flow_catalogue import ALL_FLOWS
@@ -48,7 +48,7 @@ def slow(buf: bytes, offset: int = 0) -> FlowEntry:
 def compiled_flows():
     out = []
     for snap in (topo.policy_snapshot(), scale.scale_snapshot(40, 8, 24, n_hosts=3)):
-        for _host, (flows, _groups) in sorted(compile_all(snap).items()):
+        for _host, (flows, _groups) in sorted(compile_snapshot(snap).items()):
             out.extend(sorted(flows, key=repr))
     return out
 

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 from flows.compiler import compile_all
 from flows.contract import CONTRACT, verify
-from flows.engine import Engine
+from flows.engine import Engine, compile_snapshot
 from flows.entry import FlowEntry
 from flows.pipeline import T
 from flows.snapshot import Group, Rule
@@ -45,7 +45,7 @@ def test_every_engine_flow_keeps_to_its_table():
 
 
 def test_every_table_has_its_declared_miss():
-    flows = compile_all(_with_service())["h1"][0]
+    flows = compile_snapshot(_with_service())["h1"][0]
     for t, decl in CONTRACT.items():
         miss = [f for f in flows if f.table == t and f.priority == 0]
         assert len(miss) == 1 and not miss[0].match, t
@@ -67,7 +67,7 @@ def test_a_stray_flow_is_named():
 def test_only_groups_netweave_makes_are_its_own():
     from flows.pipeline import GROUP_FLOOD_ALL, GROUP_FLOOD_LOCAL, flood_group_id, group_owned, service_group_id
     for snap in SNAPSHOTS:
-        for _, groups in compile_all(snap).values():
+        for _, groups in compile_snapshot(snap).values():
             assert all(group_owned(g.group_id) for g in groups)
     assert group_owned(flood_group_id(GROUP_FLOOD_ALL, 7)) and group_owned(flood_group_id(GROUP_FLOOD_LOCAL, 7))
     assert group_owned(service_group_id(5, 0))

@@ -256,10 +256,10 @@ def test_unlogged_deny_and_allow_rules_unchanged():
     assert verdict.text.endswith("actions=drop")
     assert ok(f, "b1", "d1", dport=80) and send(f, "b1", pkt("b1", "d1", dport=80)).controller == []
     # the same rules with logging on the deny: only the deny's verdict flow differs
-    from flows.compiler import compile_all
+    from flows.engine import compile_snapshot
     from tests.unit.topo import with_policies
-    plain = compile_all(with_policies(rules, {"gdb": ["p"]}))["h2"][0]
-    logged = compile_all(with_policies([R("p", 1, "in", 10, "deny", protocol="tcp", port=5432,
+    plain = compile_snapshot(with_policies(rules, {"gdb": ["p"]}))["h2"][0]
+    logged = compile_snapshot(with_policies([R("p", 1, "in", 10, "deny", protocol="tcp", port=5432,
                                           from_group="gweb", log=True), rules[1]], {"gdb": ["p"]}))["h2"][0]
     diff = plain ^ logged                      # one verdict flow per IP family
     assert len(diff) == 4 and {f.key for f in diff} == {f.key for f in plain - logged}

@@ -3,7 +3,7 @@ conntrack DNAT on the source host, replies translated back, stickiness, provider
 policy on the provider's group."""
 from dataclasses import replace
 
-from flows.compiler import compile_all
+from flows.engine import compile_snapshot
 from flows.fabric import Fabric
 from flows.pipeline import Owner, T, parse_cookie
 from flows.service import vip_mac
@@ -22,7 +22,7 @@ def _snap(providers=PROVIDERS, services=(SVC,), rules=(), groups=GROUPS):
 
 
 def _fabric(snap, keep: Fabric | None = None) -> Fabric:
-    fab = Fabric.build(snap, compile_all(snap))
+    fab = Fabric.build(snap, compile_snapshot(snap))
     if keep is not None:                  # a recompile keeps each switch's conntrack
         for h, sw in fab.switches.items():
             sw.conntrack = keep.switches[h].conntrack
@@ -102,8 +102,8 @@ def test_no_providers_drops_and_other_tenants_never_reach_the_vip():
 
 
 def test_only_tenants_with_services_pay_for_the_service_tables():
-    plain = compile_all(snapshot())
-    with_svc = compile_all(_snap())
+    plain = compile_snapshot(snapshot())
+    with_svc = compile_snapshot(_snap())
     svc_tables = {T.SERVICE, T.SERVICE_LB, T.SERVICE_FWD}
     assert not any(f.table in svc_tables for fl, _ in plain.values() for f in fl)
     # red (no service) on h1 and h2 adds nothing; the service's entries carry its cookie
@@ -130,7 +130,7 @@ def test_service_entries_encode_as_ovs_reads_them():
 
         def set_xid(self, m):
             m.xid = 1
-    fl, groups = compile_all(_snap())["h1"]
+    fl, groups = compile_snapshot(_snap())["h1"]
     svc = [g for g in groups if g.group_type == "select"]
     nat_flows = [f for f in fl if any(a[0] == "ct" and "nat" in dict(a[1]) for a in f.actions)]
     assert svc and nat_flows

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Iterable
 
-from flows.compiler import compile_all
+from flows.engine import compile_snapshot
 from flows.fabric import Fabric
 from flows.snapshot import Endpoint, Group, Host, Network, Rule, Snapshot, Tenant
 
@@ -77,7 +77,7 @@ def with_policies(rules: Iterable[Rule], attach: dict) -> Snapshot:
 
 def fabric(snap: Snapshot | None = None) -> Fabric:
     snap = snap or snapshot()
-    return Fabric.build(snap, compile_all(snap))
+    return Fabric.build(snap, compile_snapshot(snap))
 
 
 def ip_pkt(src: Endpoint, dst_ip: str, dst_mac: str | None = None, proto: str = "tcp",
