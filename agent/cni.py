@@ -463,6 +463,8 @@ def cmd_add(ctx):
         # No process and one burst of link changes in the host's namespace (each burst costs
         # ovs-vswitchd a dump of every link there): the pair is made and configured inside
         # the container, its host end arrives up, and the OVSDB port add follows at once.
+        # (The port row before the link, which ovs-vswitchd opens when it appears, measured
+        # worse from attach to first ping: bench/README.md §3.)
         ns = ctx.netns
         cidrs = ([(ip6 + "/%d" % prefix6, True)] if ip6 else []) + [(ip + "/%d" % prefix, False)]
         try:
