@@ -255,7 +255,10 @@ def run(endpoints: int = 10500, rounds: int = 3, profile: bool = False) -> dict:
             rw = sum(int(f.get(k, 0)) for k in ("added", "modified", "deleted", "groups_added",
                                                 "groups_modified", "groups_deleted"))
             one = {"total_s": r["at"] - t0, "outcome": r["outcome"], "rewritten": rw, "read": f.get("read"),
-                   "unchanged": int(f.get("unchanged", 0)), **_steps(t0, r)}
+                   "unchanged": int(f.get("unchanged", 0)), **_steps(t0, r),
+                   # the reconcile's own phases (ms): read (the switch's dump + decode, in its
+                   # own green thread), compile_wait (for the start's recompute), desired, diff
+                   **{k: float(v) for k, v in f.items() if k.endswith("_ms") or k == "ms"}}
             out["rounds"].append(one)
             log.info("event=bench_restart round=%d %s", i, " ".join(f"{k}={v}" for k, v in one.items()))
         if profile:
