@@ -12,8 +12,10 @@ times, from just before the new process is spawned, until its log says the
 switch's reconcile ended (`event=reconcile dpid=... outcome=noop`, read from
 the switch, 0 added / modified / deleted).  The same log gives the steps:
 process start -> `event=controller_started` (imports, store load) ->
-`event=recompute` (the engine's full compile) -> `event=switch_connected` ->
-the reconcile (read 50k flows back, decode, diff).  Everything is named
+`event=switch_connected` and the read of its 50k flows, while the engine's full
+compile runs in slices -> `event=recompute` (its end) -> the diff; the reconcile
+line's `*_ms` fields (read, compile_wait, desired, diff) go into each round.
+Everything is named
 `nwbrs*` or `nwb-rs-*` and removed in `finally`.
 
     python -m bench.restart [--endpoints 10500] [--rounds 3] [--profile]
