@@ -28,7 +28,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 from bench import common  # noqa: E402
-from controller import ofapp  # noqa: E402
+from controller import ofserver  # noqa: E402
 from flows.entry import COOKIE_MARK, FlowEntry  # noqa: E402
 from topologies.common import free_port  # noqa: E402
 from topologies.ovs import OvsInstance  # noqa: E402
@@ -83,7 +83,7 @@ class Bench:
     def start(self):
         common.controller_link(NS, VETH_ROOT, VETH_NS, CTRL_IP, NS_IP)
         self.ovs.start()
-        self.handle = ofapp.start(self.fabric, CTRL_IP, self.port)
+        self.handle = ofserver.start(self.fabric, CTRL_IP, self.port)
         return self
 
     def stop(self):
@@ -170,7 +170,7 @@ class Bench:
         time until its reconcile says noop with nothing added, deleted or modified."""
         self.handle.stop()
         t0 = time.perf_counter()
-        self.handle = ofapp.start(self.fabric, CTRL_IP, self.port)
+        self.handle = ofserver.start(self.fabric, CTRL_IP, self.port)
         self.fabric.flows = flows
         app = self.handle.app
         deadline = time.monotonic() + 180

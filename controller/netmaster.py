@@ -38,7 +38,7 @@ class Netmaster:
         self.openflow = openflow
         self.of_tls_port = of_tls_port        # OpenFlow over TLS with the PKI (None: off)
         self.of_tls_listen = of_tls_listen    # its address (None: the plain listener's)
-        self.of_sock = of_sock                # the OpenFlow tcp listener, if bound already (ofapp.listen)
+        self.of_sock = of_sock                # the OpenFlow tcp listener, if bound already (ofserver.listen)
         self.fabric = Fabric(self.model)
         self.deny_log_rate = deny_log_rate
         self.denylog = DenyLog(self.fabric.engine, self._host_label)
@@ -53,16 +53,16 @@ class Netmaster:
 
     def start(self):
         if self.openflow is not None:
-            from controller import ofapp
+            from controller import ofserver
             host, port = self.openflow
             tls = None
             if self.of_tls_port and self.pki is not None:
                 crt, key = self.pki.cert_paths("netmaster")
                 tls = (crt, key, self.pki.ca_cert)
-            self.of = ofapp.start(self.fabric, host, port, deny_log_rate=self.deny_log_rate,
-                                  packet_in=self.denylog.packet_in, roles=self.clustered,
-                                  tls_port=self.of_tls_port if tls else None, tls=tls,
-                                  tls_host=self.of_tls_listen, sock=self.of_sock)
+            self.of = ofserver.start(self.fabric, host, port, deny_log_rate=self.deny_log_rate,
+                                     packet_in=self.denylog.packet_in, roles=self.clustered,
+                                     tls_port=self.of_tls_port if tls else None, tls=tls,
+                                     tls_host=self.of_tls_listen, sock=self.of_sock)
             self.fabric.request_reconcile = self.of.app.request_reconcile
             # the first recompute yields to the hub: switches connect and are read meanwhile
             self.fabric.watch(background=True)

@@ -22,7 +22,7 @@ from os_ken.ofproto import ofproto_parser, ofproto_protocol  # noqa: E402
 from os_ken.ofproto import ofproto_v1_3 as ofp  # noqa: E402
 from os_ken.ofproto import ofproto_v1_3_parser as parser  # noqa: E402
 
-from controller import ofapp, ofmsg  # noqa: E402
+from controller import ofapp, ofmsg, ofserver  # noqa: E402
 from flows.entry import COOKIE_MARK as M, FlowEntry, GroupEntry  # noqa: E402
 from tests.procs import linked_ovs  # noqa: E402
 from tests.unit.flow_catalogue import ALL_FLOWS, ALL_GROUPS, DPID  # noqa: E402
@@ -153,7 +153,7 @@ class Env:
         return self.handle.app
 
     def start_controller(self):
-        self.handle = ofapp.start(self.fabric, self.ovs.root_ip, self.port)
+        self.handle = ofserver.start(self.fabric, self.ovs.root_ip, self.port)
 
     def stop_controller(self):
         if self.handle is not None:
@@ -399,7 +399,7 @@ def test_controller_restart_sends_nothing(env):
     d0 = wait_until(lambda: min(f["duration"] for f in env.ours().values()) >= 1.0
                     and env.ours(), what="flows to age")
     with pytest.raises(RuntimeError):                  # one controller per process
-        ofapp.start(env.fabric, "127.0.0.1", free_port())
+        ofserver.start(env.fabric, "127.0.0.1", free_port())
     handle = env.handle
     env.stop_controller()
     handle.stop()                                      # idempotent
@@ -581,18 +581,18 @@ def test_listener_bound_by_the_caller_serves_switches(env):
     served once the app runs; stop() closes it, so the port can be bound again."""
     env.fabric.flows, env.fabric.groups = set(ALL_FLOWS), set(ALL_GROUPS)
     env.stop_controller()
-    sock = ofapp.listen(env.ovs.root_ip, env.port)
+    sock = ofserver.listen(env.ovs.root_ip, env.port)
     # the kernel completes the switch's tcp connection; nobody accepts it yet
     wait_until(lambda: subprocess.run(["ss", "-Htn", "state", "established", f"( sport = :{env.port} )"],
                                       capture_output=True, text=True).stdout.strip(),
                30, what="the switch's connection in the backlog")
-    env.handle = ofapp.start(env.fabric, env.ovs.root_ip, env.port, sock=sock)
+    env.handle = ofserver.start(env.fabric, env.ovs.root_ip, env.port, sock=sock)
     wait_until(lambda: DPID in env.app.datapaths and env.app.idle() and env.app.result(DPID) is not None,
                30, what="the switch served")
     assert env.app.result(DPID).outcome == "committed"
     assert len(env.ours()) == len(ALL_FLOWS)
     env.stop_controller()
-    ofapp.listen(env.ovs.root_ip, env.port).close()     # closed by stop(): free again
+    ofserver.listen(env.ovs.root_ip, env.port).close()     # closed by stop(): free again
     env.start_controller()
 
 
@@ -615,7 +615,7 @@ def test_deny_log_meter_set_on_connect_modified_and_restored(env, caplog):
     assert env.reconcile().outcome == "noop"
     assert "event=meter_set" not in caplog.text and "event=of_error" not in caplog.text
     env.stop_controller()
-    env.handle = ofapp.start(env.fabric, env.ovs.root_ip, env.port, deny_log_rate=7, deny_log_burst=3)
+    env.handle = ofserver.start(env.fabric, env.ovs.root_ip, env.port, deny_log_rate=7, deny_log_burst=3)
     wait_until(lambda: env.app.idle() and env.app.result(DPID) is not None, 60, what="reconnect")
     assert env.app.result(DPID).outcome == "noop"
     assert "meter=1 pktps burst bands= type=drop rate=7 burst_size=3" in _meters(env)

@@ -22,7 +22,7 @@ import time  # noqa: E402
 
 import pytest  # noqa: E402
 
-from controller import ofapp, ofmsg, ofwire  # noqa: E402
+from controller import ofmsg, ofserver, ofwire  # noqa: E402
 from flows.engine import compile_snapshot  # noqa: E402
 from flows.entry import COOKIE_MARK as M, FlowEntry  # noqa: E402
 from tests.procs import linked_ovs  # noqa: E402
@@ -70,7 +70,7 @@ class Lab:
     def start(self):
         self.ovs = linked_ovs("fr", bridge=f"nwfr{os.getpid() % 100000}")
         port = free_port()
-        self.handle = ofapp.start(self.fabric, self.ovs.root_ip, port)
+        self.handle = ofserver.start(self.fabric, self.ovs.root_ip, port)
         self.ovs.add_bridge(DPID, f"tcp:{self.ovs.root_ip}:{port}")
         wait_until(lambda: DPID in self.app.datapaths, 30, what="switch connect")
         wait_until(self.app.idle, 30, what="connect reconcile")
@@ -227,7 +227,7 @@ def test_controller_written_flows_read_back_as_compiled_and_restart_rewrites_not
     lab.handle.stop()
     lab.handle = None
     port = free_port()
-    lab.handle = ofapp.start(lab.fabric, lab.ovs.root_ip, port)
+    lab.handle = ofserver.start(lab.fabric, lab.ovs.root_ip, port)
     lab.ovs.vsctl("set-controller", lab.ovs.bridge, f"tcp:{lab.ovs.root_ip}:{port}")
     wait_until(lambda: lab.app.result(DPID) is not None, 60, what="reconnect reconcile")
     wait_until(lab.app.idle, 60, what="idle")
