@@ -41,6 +41,12 @@ result is their prevResult.
 reads them from there; the last fallbacks are the hostname and http://127.0.0.1:9999.
 ``network`` may also name an endpoint group of the tenant (Contiv's form). ``netpluginSocket``
 (optional) is where netplugin takes requests, by default netweave-cni.sock beside the OVSDB socket.
+``portFlowsTimeout`` (optional, seconds, default 5, 0 for none): ADD returns once netmaster's
+flows for the new port are on the host's switch (its in_port flows, which come in one bundle
+with its delivery flows), waiting at most this long, as OVN's ovn-installed makes a CNI wait.
+A container that sends at once (its first ARP) would otherwise see that packet dropped and the
+kernel retry only a second later. Not waited for when the bridge has no connected controller;
+a wait that runs out logs ``event=port_flows_late`` and the ADD still succeeds.
 
 Errors go to stdout as CNI error JSON with exit code 1. Codes: the spec's 1-11, and
   100 netmaster refused the request            101 unknown tenant, network or group
@@ -58,6 +64,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 from agent import netlink
 from agent import netmaster_client as nmc
@@ -71,6 +78,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KNOWN_ARGS = {"IgnoreUnknown", "K8S_POD_NAME", "K8S_POD_NAMESPACE", "K8S_POD_INFRA_CONTAINER_ID",
               "K8S_POD_UID", "IP", "MAC", "LABELS"}
 DEFAULT_OVSDB = "unix:/var/run/openvswitch/db.sock"
+PORT_FLOWS_TIMEOUT = 5.0                  # seconds ADD waits for the new port's flows at most
 
 # CNI 1.0.0 well-known error codes
 E_INCOMPATIBLE_VERSION = 1
@@ -189,6 +197,10 @@ def read_config(stream):
         if key in conf and not isinstance(conf[key], str):
             raise CniError(E_INVALID_CONFIG, "network configuration field %r must be a string"
                            % key)
+    wait = conf.get("portFlowsTimeout", PORT_FLOWS_TIMEOUT)
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 600:
+        raise CniError(E_INVALID_CONFIG, "network configuration field 'portFlowsTimeout' must be "
+                       "a number of seconds from 0 to 600, got %r" % (wait,))
     rc = conf.get("runtimeConfig")
     if rc is not None and not isinstance(rc, dict):
         raise CniError(E_INVALID_CONFIG, "runtimeConfig must be a JSON object")
@@ -395,6 +407,39 @@ def netmaster_error(e, what):
                     (what, e.status, e.message))
 
 
+def port_flows_on_switch(ctx, ofport):
+    """Whether the switch holds a flow matching in_port=ofport in table 0 (netmaster's
+    classification of the port: it comes in the same bundle as the port's delivery flows)."""
+    rundir = os.path.dirname(ctx.ovsdb_remote.split(":", 1)[1]) \
+        if ctx.ovsdb_remote.startswith("unix:") else "/var/run/openvswitch"
+    res = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "--no-stats", "dump-flows",
+                          "unix:%s/%s.mgmt" % (rundir, ctx.bridge), "table=0,in_port=%d" % ofport],
+                         capture_output=True, text=True, timeout=10)
+    if res.returncode != 0:
+        raise OSError((res.stderr or res.stdout).strip())
+    return "actions=" in res.stdout
+
+
+def wait_port_flows(ctx, ofport):
+    """Return once the new port's flows are on its switch, or after portFlowsTimeout."""
+    limit = float(ctx.conf.get("portFlowsTimeout", PORT_FLOWS_TIMEOUT))
+    if limit <= 0 or not ofport or not ctx.db.controller_connected(ctx.bridge):
+        return
+    t0 = time.monotonic()
+    try:
+        while not port_flows_on_switch(ctx, int(ofport)):
+            if time.monotonic() - t0 > limit:
+                LOG.warning("event=port_flows_late port=%s ofport=%s waited_s=%.1f action=answer_anyway",
+                            ctx.host_port, ofport, limit)
+                return
+            time.sleep(0.005)
+    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        LOG.warning("event=port_flows_unknown port=%s error=%r action=answer_anyway", ctx.host_port, str(e))
+        return
+    LOG.info("event=port_flows_ready port=%s ofport=%s waited_ms=%.0f", ctx.host_port, ofport,
+             1000 * (time.monotonic() - t0))
+
+
 # -- ADD ----------------------------------------------------------------------------------
 def cmd_add(ctx):
     need_env(ctx.env, "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")
@@ -493,6 +538,7 @@ def cmd_add(ctx):
         except OvsdbError as e:
             raise CniError(E_OVS, "Open vSwitch could not plug %s into %s" %
                            (ctx.host_port, ctx.bridge), str(e))
+        wait_port_flows(ctx, ofport)
         LOG.info("event=endpoint_added endpoint=%s port=%s ofport=%s ip=%s/%d ip6=%s",
                  ctx.ep_id, ctx.host_port, ofport, ip, prefix,
                  "%s/%d" % (ip6, prefix6) if ip6 else "-")

@@ -34,7 +34,7 @@ import time
 
 import requests
 
-from bench import common
+from bench import attach_trace, common
 from model import ipam
 from topologies import docker_host
 from topologies.cluster import Cluster
@@ -82,9 +82,11 @@ def profile_cni(c: Cluster, host: str, ep: str) -> str:
     return f"cluster.run() under the profiler: {total * 1000:.0f} ms\n" + s.getvalue()
 
 
-def run(n: int = 100, with_profile: bool = False, docker: bool = False, populate: int = 0) -> dict:
+def run(n: int = 100, with_profile: bool = False, docker: bool = False, populate: int = 0,
+        trace_over_ms: float | None = None, layout: str = "spread") -> dict:
     c = new_cluster(docker)
-    prober = None
+    prober = capture = None
+    traced: list = []
     cni_times = []
     real_cni = c.cni
 
@@ -108,18 +110,23 @@ def run(n: int = 100, with_profile: bool = False, docker: bool = False, populate
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert prober.stdout.readline().strip() == "ready"
         nxt = ipaddress.IPv4Address(src["ip"]) + 1
+        if trace_over_ms is not None:
+            capture = attach_trace.Capture(c, sorted(c.state["hosts"]), TRACE_DIR)
+            capture.start()
+            time.sleep(1)                       # tcpdump's socket open before the first attach
 
         def attach_cni(i, host):
             return c.run(host, f"nwb{i}", "nwbnet")["ip"]
 
-        samples, runs = _measure(c, prober, n, nxt, attach_cni, "CNI")
+        samples, runs = _measure(c, prober, n, nxt, attach_cni, "CNI", traced if trace_over_ms is not None else None)
         out = _summary(samples, runs, cni_times)
         if populate:
-            out["populate"] = _populate(c, populate)
+            out["populate"] = _populate(c, populate, layout)
             nxt += n
             cni_times.clear()
-            s2, r2 = _measure(c, prober, n, nxt, lambda i, h: attach_cni(i + n, h), "CNI (populated)")
-            out["populated"] = dict(_summary(s2, r2, cni_times), population=populate)
+            s2, r2 = _measure(c, prober, n, nxt, lambda i, h: attach_cni(i + n, h), "CNI (populated)",
+                              traced if trace_over_ms is not None else None)
+            out["populated"] = dict(_summary(s2, r2, cni_times), population=populate, layout=layout)
             out["ratio_p50"] = out["populated"]["p50_ms"] / out["p50_ms"]
             out["ratio_p99"] = out["populated"]["p99_ms"] / out["p99_ms"]
             nxt += n
@@ -140,7 +147,12 @@ def run(n: int = 100, with_profile: bool = False, docker: bool = False, populate
                        docker_run_p50_ms=1000 * common.percentile(d_runs, 50),
                        docker_timeouts=sum(1 for s in d_samples if s == float("inf")))
         prof = profile_cni(c, "h1", "nwbprof") if with_profile else ""
+        if capture is not None:
+            capture.stop()
+            out["traces"] = _traces(c, capture, traced, trace_over_ms)
     finally:
+        if capture is not None:
+            capture.stop()
         if prober is not None:
             prober.kill()
             prober.wait()
@@ -161,29 +173,60 @@ def _summary(samples, runs, cni_times) -> dict:
 
 
 POP_NETS = 10
+# Where the population's endpoints live (issue 12's scale is 10k endpoints on 10 hosts):
+#   spread  over 10 hosts: the 3 measured ones (h1-h3, a tap link per local endpoint) and 7
+#           registered hosts without an agent (h4-h10): 1,000 local links per measured host
+#   remote  over the 7 agentless hosts only: the measured hosts carry the whole tenant's flows
+#           and no local link of it, so the ratio measures the tenant's size alone
+#   local   over the 3 measured hosts only (before 2026-11-30 12:00 the only layout): 3,334
+#           local links per host, what a real host with that many local veths pays
+LAYOUTS = ("spread", "remote", "local")
+EXTRA_HOSTS = 7
 
 
-def _populate(c: Cluster, total: int) -> dict:
-    """total endpoint records of the tenant in POP_NETS networks of their own, spread over
-    the hosts, through the live netmaster (4 clients); then until every switch realized them."""
+def _extra_hosts(c: Cluster) -> list:
+    """Registered hosts without an agent: netmaster keeps their endpoints (a host that stops
+    heartbeating is only marked down) and every switch of the tenant carries their flows.
+    Their VTEPs are unused underlay addresses with a MAC given at registration, so the live
+    agents pre-resolve them (tnl/neigh) and no flood packet towards them waits for an ARP."""
+    out = []
+    for k in range(EXTRA_HOSTS):
+        label = f"h{4 + k}"
+        post(c, f"/api/v1/hosts/{label}/", {"hostLabel": label, "dpid": f"00000000000095{k:02x}",
+                                           "vtepIP": str(c.net.network_address + 100 + k),
+                                           "vtepMAC": f"02:95:00:00:00:{k:02x}"})
+        out.append(label)
+    return out
+
+
+def _populate(c: Cluster, total: int, layout: str = "spread") -> dict:
+    """total endpoint records of the tenant in POP_NETS networks of their own, placed on hosts
+    as `layout` says, through the live netmaster (4 clients); then until every live switch
+    realized them.  An endpoint on a measured host gets a tap link of its name in that host's
+    namespace, since netplugin releases an endpoint whose link is gone."""
     from concurrent.futures import ThreadPoolExecutor
     from topologies.ovs import sh
-    hosts = sorted(c.state["hosts"])
+    measured = sorted(c.state["hosts"])
+    extra = _extra_hosts(c) if layout != "local" else []
+    homes = {"spread": measured + extra, "remote": extra, "local": measured}[layout]
     t0 = time.monotonic()
     for i in range(POP_NETS):
         post(c, f"/api/v1/networks/default:nwbpop{i}/", {"tenantName": "default", "networkName": f"nwbpop{i}",
                                                          "subnet": f"10.{110 + i}.0.0/16",
                                                          "gateway": f"10.{110 + i}.0.1"})
-    for k, h in enumerate(hosts):          # netplugin releases an endpoint whose link is gone
-        links = [f"tuntap add dev nwbq{j} mode tap" for j in range(total) if j % len(hosts) == k]
-        sh("ip", "-n", c.host_ns(h), "-batch", "-", input="\n".join(links) + "\n")
+    taps = {}
+    for h in measured:
+        links = [f"tuntap add dev nwbq{j} mode tap" for j in range(total) if homes[j % len(homes)] == h]
+        taps[h] = len(links)
+        if links:
+            sh("ip", "-n", c.host_ns(h), "-batch", "-", input="\n".join(links) + "\n")
 
     def some(js):
         with requests.Session() as s:
             for j in js:
                 i, k = j % POP_NETS, j // POP_NETS
                 r = s.post(f"{c.url}/api/v1/endpoints/nwbq{j}/", json={
-                    "tenantName": "default", "networkName": f"nwbpop{i}", "host": hosts[j % len(hosts)],
+                    "tenantName": "default", "networkName": f"nwbpop{i}", "host": homes[j % len(homes)],
                     "intfName": f"nwbq{j}", "ipAddress": f"10.{110 + i}.{10 + k // 250}.{k % 250 + 2}"}, timeout=120)
                 if not r.ok:
                     raise RuntimeError(f"POST endpoints/nwbq{j}/: {r.status_code} {r.text[:300]}")
@@ -191,21 +234,43 @@ def _populate(c: Cluster, total: int) -> dict:
         list(ex.map(some, [range(k, total, 4) for k in range(4)]))
     t_write = time.monotonic() - t0
     deadline = time.monotonic() + 600
-    while True:
+    while True:                            # the agentless hosts count until they are down (6 s)
         r = requests.get(c.url + "/api/v1/realization/?wait=2", timeout=60).json()
-        if len(r.get("live", [])) == len(hosts) and not r.get("lagging"):
+        if set(r.get("live", [])) >= set(measured) and not r.get("lagging"):
             break
         if time.monotonic() > deadline:
             raise RuntimeError(f"switches did not realize the population: {r}")
-    flows = {h: int(c.ovs(h).ofctl("dump-aggregate").split("flow_count=")[1].split()[0]) for h in hosts}
-    log.info("event=bench_populated endpoints=%d write_s=%.1f settle_s=%.1f flows=%s", total, t_write,
-             time.monotonic() - t0 - t_write, flows)
-    return {"endpoints": total, "write_s": t_write, "total_s": time.monotonic() - t0, "flows": flows}
+    flows = {h: int(c.ovs(h).ofctl("dump-aggregate").split("flow_count=")[1].split()[0]) for h in measured}
+    # netmaster keeps every host's endpoints, agent or not
+    kept = {h["hostLabel"]: h["numEndpoints"] for h in requests.get(c.url + "/api/v1/hosts/", timeout=60).json()}
+    log.info("event=bench_populated endpoints=%d layout=%s write_s=%.1f settle_s=%.1f flows=%s taps=%s "
+             "endpoints_per_host=%s", total, layout, t_write, time.monotonic() - t0 - t_write, flows, taps, kept)
+    return {"endpoints": total, "layout": layout, "hosts": len(measured) + len(extra), "write_s": t_write,
+            "total_s": time.monotonic() - t0, "flows": flows, "local_links": taps, "endpoints_per_host": kept}
 
 
-def _measure(c, prober, n, first_ip, attach, what):
+TRACE_DIR = "/tmp/nwb-attach-trace"
+
+
+def _traces(c, capture, traced, over_ms) -> list:
+    """The timeline of every sample slower than over_ms (and the fastest one, to compare)."""
+    packets = capture.packets()
+    nm = attach_trace.netmaster_lines(os.path.join(c.workdir, "netmaster.log"))
+    slow = [s for s in traced if s["ms"] > over_ms]
+    picked = slow + ([min(traced, key=lambda s: s["ms"])] if traced else [])
+    out = []
+    for s in picked:
+        rows = attach_trace.timeline(s, packets, nm)
+        log.info("event=bench_attach_timeline what=%r ip=%s host=%s ms=%.0f cni_ms=%.0f neigh=%r\n%s", s["what"],
+                 s["ip"], s["host"], s["ms"], 1000 * (s["cni"] - s["t0"]), s["neigh"], "\n".join(rows))
+        out.append(dict(s, rows=rows))
+    return out
+
+
+def _measure(c, prober, n, first_ip, attach, what, traced=None):
     """Attach n endpoints on h1/h3 with attach(i, host) -> ip; the time from the start of each
-    attach until the prober on h2 gets the new endpoint's first echo reply."""
+    attach until the prober on h2 gets the new endpoint's first echo reply.  With traced (a list),
+    each sample's wall-clock marks and the new endpoint's neighbour table are appended to it."""
     samples, runs = [], []
     nxt = first_ip
     for i in range(n):
@@ -214,7 +279,7 @@ def _measure(c, prober, n, first_ip, attach, what):
         c.exec("nwbp", "ip", "neigh", "replace", ip, "lladdr", ipam.mac_for(ip), "dev", "eth0", "nud", "permanent")
         prober.stdin.write(ip + "\n")
         prober.stdin.flush()
-        t0 = time.monotonic()
+        w0, t0 = time.time(), time.monotonic()
         got = attach(i, host)
         t_run = time.monotonic() - t0
         line = prober.stdout.readline().strip()
@@ -226,6 +291,12 @@ def _measure(c, prober, n, first_ip, attach, what):
         else:
             samples.append(float(line) - t0)
         runs.append(t_run)
+        if traced is not None:
+            ep = next((k for k, e in c.state["endpoints"].items() if e.get("ip") == ip), "")
+            neigh = c.exec(ep, "ip", "neigh", "show").stdout.strip() if ep else ""
+            traced.append({"what": what, "i": i, "ip": ip, "host": host, "ms": 1000 * samples[-1], "t0": w0,
+                           "cni": w0 + t_run, "reply": None if line == "timeout" else w0 + samples[-1],
+                           "neigh": neigh})
         nxt += 1
         if (i + 1) % 10 == 0:
             log.info("%s: %d endpoints: last first-packet %.0f ms, attach %.0f ms", what, i + 1,
@@ -237,7 +308,11 @@ def rows(o) -> list:
     pop = []
     if "populated" in o:
         q = o["populated"]
-        pop = [(f"... the same with {q['population']} more endpoints in the tenant, p50 / p99",
+        lay = o.get("populate", {})
+        links = ", ".join(f"{v}" for v in lay.get("local_links", {}).values())
+        flows = ", ".join(f"{v}" for v in lay.get("flows", {}).values())
+        pop = [(f"... the same with {q['population']} more endpoints in the tenant ({q.get('layout', 'local')}: "
+                f"{lay.get('hosts', 3)} hosts; local links {links}; flows per switch {flows}), p50 / p99",
                 f"{q['p50_ms']:.0f} / {q['p99_ms']:.0f} ms (CNI ADD {q['cni_p50_ms']:.0f} / {q['cni_p99_ms']:.0f})",
                 "< 150 / < 500 ms", common.verdict(q["p50_ms"] < 150 and q["p99_ms"] < 500)),
                ("... populated / empty tenant, p50 / p99", f"{o['ratio_p50']:.2f} / {o['ratio_p99']:.2f}", "<= 1.2",
@@ -260,9 +335,16 @@ def main(argv=None) -> int:
     p.add_argument("--profile", action="store_true", help="then cProfile one more CNI ADD")
     p.add_argument("--docker", action="store_true", help="also docker run through netplugin's driver")
     p.add_argument("--populate", type=int, default=0, help="then again with this many more endpoints in the tenant")
+    p.add_argument("--trace", type=float, default=None, metavar="MS",
+                   help="capture ICMP/ARP in every host (tcpdump) and log the timeline of each attach slower "
+                        "than MS (and of the fastest), with netmaster's port and reconcile lines")
+    p.add_argument("--layout", choices=LAYOUTS, default="spread",
+                   help="where the population lives: spread (10 hosts: the 3 measured and 7 registered without "
+                        "an agent), remote (the 7 agentless hosts only), local (the 3 measured hosts only); "
+                        "default spread")
     a = p.parse_args(argv)
     common.setup_logging()
-    out = run(a.n, a.profile, a.docker and docker_host.available(), a.populate)
+    out = run(a.n, a.profile, a.docker and docker_host.available(), a.populate, a.trace, a.layout)
     common.save("attach", out)
     print(common.rows_table(out["rows"]))
     if a.profile:

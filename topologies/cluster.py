@@ -355,6 +355,13 @@ class Cluster:
         sh("ethtool", "-K", veth, "tx", "off", check=False)
         sh("ip", "link", "set", "eth1", "up", netns=ns)
         sh("ethtool", "-K", "eth1", "tx", "off", check=False, netns=ns)
+        # eth1 is br-phy's port, yet the kernel sees its frames too and, by default, answers
+        # ARP for any local address on any link: a peer asking for this VTEP would get eth1's
+        # MAC besides br-phy's, and OVS's tunnel neighbour cache on the asking host takes
+        # what it snoops. Tunnel packets sent to eth1's MAC are not the VTEP's: OVS floods
+        # them instead of decapsulating, and every packet to this host is lost until the
+        # agent's next neighbour sync (a heartbeat, ~1 s: the attach benchmark's 1 s samples).
+        sh("sysctl", "-q", "-w", "net.ipv4.conf.eth1.arp_ignore=1", netns=ns)
         if self.state["uplinks"]:
             vl = f"{self.name}-{label}v"
             sh("ip", "link", "add", vl, "type", "veth", "peer", "name", "eth2", "netns", ns)

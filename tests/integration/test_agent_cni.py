@@ -396,6 +396,9 @@ def test_bad_input(site, containers):
     assert rc == 1 and out["code"] == 4, out
     rc, out, _ = cni(host, "FROB", cni_conf(host, nm), "c", netns)
     assert rc == 1 and out["code"] == 4, out
+    for bad in ("5", -1, True):
+        rc, out, _ = cni(host, "ADD", cni_conf(host, nm, portFlowsTimeout=bad), "c", netns)
+        assert rc == 1 and out["code"] == 7 and "portFlowsTimeout" in out["msg"], out
     assert_nothing_left(nm, host, ctr)
 
 
@@ -771,3 +774,36 @@ def test_runtime_requests_and_their_refusals(site, containers):
     assert rc == 0, (out, err)
     kept = ()
     assert_nothing_left(nm, host, ctr)
+
+
+def test_add_returns_once_its_flows_are_on_the_switch(netmaster, host, agent_factory, containers):
+    """A container may send the moment ADD returns; its first ARP dropped for want of flows
+    costs it the kernel's one-second retry. So ADD waits (bounded) until netmaster's flows for
+    the port are on the switch. Here everything the switch sends netmaster is held 0.3 s by
+    a relay in the host's namespace (tests/delay_relay.py): the port's flows come several
+    round trips after the port does, so an ADD that did not wait would return without them."""
+    netmaster.create_network()
+    relay = subprocess.Popen(["ip", "netns", "exec", host.netns, sys.executable,
+                              os.path.join(os.path.dirname(os.path.dirname(__file__)), "delay_relay.py"),
+                              host.root_ip, str(netmaster.of_port), "0.3"], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(relay.stdout.readline())
+        agent = agent_factory(host, netmaster.url_for(host), label="hostA",
+                              controller="tcp:127.0.0.1:%d" % port).start()
+        wait_until(lambda: netmaster.hosts().get("hostA", {}).get("state") == "up" and
+                   host.vsctl("--bare", "--columns=is_connected", "list", "Controller") == "true",
+                   20, what="hostA up, its switch connected through the relay", detail=agent.log_tail)
+        ctr = containers()
+        conf = cni_conf(host, netmaster)
+        rc, out, err = cni(host, "ADD", conf, "ctr-fl", "/var/run/netns/" + ctr)
+        assert rc == 0, (out, err)
+        name = host_port_name(endpoint_id("ctr-fl", "eth0"))
+        ofport = int(host.vsctl("get", "Interface", name, "ofport"))
+        held = host.ofctl("dump-flows", "table=0,in_port=%d" % ofport)
+        assert "actions=" in held, "ADD returned before the port's flows were on its switch:\n" + held
+        assert "event=port_flows_ready port=%s" % name in agent.log_text(), agent.log_tail()
+        rc, out, err = cni(host, "DEL", conf, "ctr-fl", "/var/run/netns/" + ctr)
+        assert rc == 0, (out, err)
+    finally:
+        relay.kill()
+        relay.wait()
