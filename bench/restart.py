@@ -12,8 +12,10 @@ times, from just before the new process is spawned, until its log says the
 switch's reconcile ended (`event=reconcile dpid=... outcome=noop`, read from
 the switch, 0 added / modified / deleted).  The same log gives the steps:
 process start -> `event=controller_started` (imports, store load) ->
-`event=recompute` (the engine's full compile) -> `event=switch_connected` ->
-the reconcile (read 50k flows back, decode, diff).  Everything is named
+`event=switch_connected` and the read of its 50k flows, while the engine's full
+compile runs in slices -> `event=recompute` (its end) -> the diff; the reconcile
+line's `*_ms` fields (read, compile_wait, desired, diff) go into each round.
+Everything is named
 `nwbrs*` or `nwb-rs-*` and removed in `finally`.
 
     python -m bench.restart [--endpoints 10500] [--rounds 3] [--profile]
@@ -255,7 +257,10 @@ def run(endpoints: int = 10500, rounds: int = 3, profile: bool = False) -> dict:
             rw = sum(int(f.get(k, 0)) for k in ("added", "modified", "deleted", "groups_added",
                                                 "groups_modified", "groups_deleted"))
             one = {"total_s": r["at"] - t0, "outcome": r["outcome"], "rewritten": rw, "read": f.get("read"),
-                   "unchanged": int(f.get("unchanged", 0)), **_steps(t0, r)}
+                   "unchanged": int(f.get("unchanged", 0)), **_steps(t0, r),
+                   # the reconcile's own phases (ms): read (the switch's dump + decode, in its
+                   # own green thread), compile_wait (for the start's recompute), desired, diff
+                   **{k: float(v) for k, v in f.items() if k.endswith("_ms") or k == "ms"}}
             out["rounds"].append(one)
             log.info("event=bench_restart round=%d %s", i, " ".join(f"{k}={v}" for k, v in one.items()))
         if profile:

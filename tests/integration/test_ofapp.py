@@ -99,6 +99,24 @@ def test_ct_state_rejects_garbage():
             ofmsg.ct_state_to_int(bad)
 
 
+def test_flow_diff_by_key():
+    """ofapp.flow_diff: held flows nobody wants go, wanted ones that differ (actions,
+    cookie) or are missing come, equal ones stay; equal tables give nothing."""
+    import pickle
+    want = {e.key: e for e in ALL_FLOWS}
+    held = pickle.loads(pickle.dumps(want))           # equal, other objects (as decoded)
+    assert ofapp.flow_diff(want, held) == ([], [])
+    a, b, c = ALL_FLOWS[0], ALL_FLOWS[1], ALL_FLOWS[2]
+    extra = F(60, 7, {"reg0": 9}, [("output", 3)], M | 5)
+    held[extra.key] = extra
+    held[a.key] = FlowEntry(a.table, a.priority, a.match, (("output", 4242),), a.cookie)
+    held[b.key] = FlowEntry(b.table, b.priority, b.match, b.actions, b.cookie ^ 1)
+    del held[c.key]
+    gone, differ = ofapp.flow_diff(want, held)
+    assert gone == [extra]
+    assert sorted(differ, key=repr) == sorted([(a, held[a.key]), (b, held[b.key]), (c, None)], key=repr)
+
+
 # ---------------------------------------------------------------- real switch
 
 class FakeFreeFabric:
@@ -162,6 +180,7 @@ needs_ovs = pytest.mark.skipif(shutil.which("ovs-vswitchd") is None or os.geteui
 @pytest.fixture
 def env(caplog):
     caplog.set_level(logging.INFO, logger="controller.ofapp")
+    caplog.set_level(logging.INFO, logger="controller.switch")      # its bundles and meter
     ovs = linked_ovs("of", bridge=f"nwof{os.getpid() % 100000}")
     e = Env(ovs, FakeFreeFabric(DPID), free_port())
     try:
