@@ -505,19 +505,11 @@ def cmd_add(ctx):
         for stale in (ctx.host_port, "nt" + ctx.ep_id[:11]):   # "nt...": older releases' name
             if netlink.delete_link(stale):
                 LOG.warning("event=stale_link_removed link=%s", stale)
-        # The port row first, then the link, made with no process: ovs-vswitchd cannot open
-        # the device yet and opens it again when the link appears, so the link changes and
-        # the port's reconfiguration are one pass of the switch, which re-reads its routes
-        # and every link of its namespace after link changes (bench.plumb: 154 -> 123 ms at
-        # 3,334 links). The link comes as one burst: its host end made, up, carrier.
-        from agent.ovsdb import OvsdbError
-        undo.append(("remove OVS port", lambda: db.remove_port(ctx.bridge, ctx.host_port)))
-        try:
-            db.plug_endpoint(ctx.bridge, ctx.host_port, dict(ep, endpointID=ctx.ep_id),
-                             wait=False, **{"container-id": ctx.container_id})
-        except OvsdbError as e:
-            raise CniError(E_OVS, "Open vSwitch could not plug %s into %s" %
-                           (ctx.host_port, ctx.bridge), str(e))
+        # No process and one burst of link changes in the host's namespace (each burst costs
+        # ovs-vswitchd a dump of every link there): the pair is made and configured inside
+        # the container, its host end arrives up, and the OVSDB port add follows at once.
+        # (The port row before the link, which ovs-vswitchd opens when it appears, measured
+        # worse from attach to first ping: bench/README.md §3.)
         ns = ctx.netns
         cidrs = ([(ip6 + "/%d" % prefix6, True)] if ip6 else []) + [(ip + "/%d" % prefix, False)]
         try:
@@ -533,8 +525,12 @@ def cmd_add(ctx):
         except netlink.LinkError as e:
             raise CniError(E_LINK, "link setup of %s in %s failed" % (ctx.ifname, ns), str(e))
         undo.append(("delete veth", lambda: netlink.delete_link(ctx.host_port)))
+
+        undo.append(("remove OVS port", lambda: db.remove_port(ctx.bridge, ctx.host_port)))
+        from agent.ovsdb import OvsdbError
         try:
-            ofport = db.wait_ofport(ctx.bridge, ctx.host_port, device_coming=True)
+            ofport = db.plug_endpoint(ctx.bridge, ctx.host_port, dict(ep, endpointID=ctx.ep_id),
+                                      **{"container-id": ctx.container_id})
         except OvsdbError as e:
             raise CniError(E_OVS, "Open vSwitch could not plug %s into %s" %
                            (ctx.host_port, ctx.bridge), str(e))

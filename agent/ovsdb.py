@@ -398,7 +398,7 @@ class Ovsdb:
 
     # -- ports ----------------------------------------------------------------------------------
     def _ensure_port(self, bridge, name, iface_type, options=None, ofport_request=None,
-                     external_ids=None, what="port", columns=None, wait=True):
+                     external_ids=None, what="port", columns=None):
         def build(txn):
             br = self._bridge(bridge)
             if br is None:
@@ -456,13 +456,11 @@ class Ovsdb:
                     changed = True
             return changed
 
-        self._transact(build, "ensure_%s %s/%s" % (what, bridge, name), wait_applied=wait)
-        return self.wait_ofport(bridge, name) if wait else None
+        self._transact(build, "ensure_%s %s/%s" % (what, bridge, name))
+        return self._wait_ofport(bridge, name)
 
-    def wait_ofport(self, bridge, name, device_coming=False):
-        """vswitchd assigns ofport after applying the config; -1 means it failed, except,
-        with ``device_coming``, for want of the device: the port row was written before its
-        link, and vswitchd opens it again when the link appears."""
+    def _wait_ofport(self, bridge, name):
+        """vswitchd assigns ofport after applying the config; -1 means it failed."""
         result = {}
 
         def ready():
@@ -474,8 +472,6 @@ class Ovsdb:
             if ofport is None:
                 return False
             if ofport < 0:
-                if device_coming and "No such device" in (_opt(iface.error) or ""):
-                    return False
                 raise OvsdbError("ovs-vswitchd could not add %s: %s" % (
                     name, _opt(iface.error) or "ofport -1"))
             result["ofport"] = ofport
@@ -497,25 +493,24 @@ class Ovsdb:
         """An existing host interface (VLAN uplink) plugged into the bridge. Returns ofport."""
         return self._ensure_port(bridge, ifname, "", None, ofport, what="uplink_port")
 
-    def ensure_endpoint_port(self, bridge, port_name, external_ids, columns=None, wait=True):
+    def ensure_endpoint_port(self, bridge, port_name, external_ids, columns=None):
         """Plug the host end of an endpoint veth into the bridge; returns its ofport once
-        ovs-vswitchd assigned it (``wait``; else None at once). ``external_ids`` land on the
-        Interface row, and so do ``columns`` (name: value)."""
+        ovs-vswitchd assigned it. ``external_ids`` land on the Interface row, and so do
+        ``columns`` (name: value)."""
         return self._ensure_port(bridge, port_name, "", None, None, external_ids,
-                                 what="endpoint_port", columns=columns, wait=wait)
+                                 what="endpoint_port", columns=columns)
 
-    def plug_endpoint(self, bridge, port, ep, wait=True, **external_ids):
+    def plug_endpoint(self, bridge, port, ep, **external_ids):
         """Plug an endpoint's host-side veth as netmaster's record ``ep`` says (the port named
         after the endpoint, its group's netprofile as ingress policing); returns the ofport.
         One transaction: each is a reconfiguration of ovs-vswitchd and a wait for it.
-        The CNI plugin and the Docker driver both attach through this. ``wait=False``: the
-        row only, before its link exists (then ``wait_ofport(..., device_coming=True)``)."""
+        The CNI plugin and the Docker driver both attach through this."""
         ids = {ENDPOINT_KEY: ep["endpointID"], "iface-id": ep["endpointID"], **external_ids}
         columns = {}
         if "ingressPolicingRate" in ep:     # the group's netprofile (0 = unlimited)
             columns = {"ingress_policing_rate": int(ep.get("ingressPolicingRate") or 0),
                        "ingress_policing_burst": int(ep.get("ingressPolicingBurst") or 0)}
-        return self.ensure_endpoint_port(bridge, port, ids, columns, wait=wait)
+        return self.ensure_endpoint_port(bridge, port, ids, columns)
 
     def port_exists(self, bridge, name):
         self.idl.run()

@@ -340,7 +340,7 @@ class SwitchManager(app_manager.OSKenApp):
         res.phases["compile_wait"] = (time.perf_counter() - t0) * 1000
         try:
             if not sw.meter_ok:
-                self._ensure_meter(sw)
+                sw.ensure_meter(DENY_LOG_METER, self.deny_log_rate, self.deny_log_burst)
                 sw.meter_ok = True
             msgs = None
             if delta is not None:
@@ -598,45 +598,6 @@ class SwitchManager(app_manager.OSKenApp):
                 except ofcodec.ConversionError:
                     groups_held[d.group_id] = None      # unreadable: replace it
         return held, groups_held, stale_raw
-
-    def _ensure_meter(self, sw: Switch) -> None:
-        """Put the deny-log meter on the switch with our rate.  A flow naming a meter
-        the switch lacks is refused, and an OpenFlow bundle cannot carry meter mods:
-        so this runs before the first diff on each connection, and at each audit
-        (deleting a meter deletes the flows that use it).  The meter's config is
-        read first: ADD when it is missing, MODIFY when it differs (a restarted
-        controller with another rate), nothing when it is right.  Errors are
-        collected behind a barrier, as in Switch.bundle; raises ofctl_exc.OFError
-        when the switch refuses."""
-        dp = sw.dp
-        flags = ofp.OFPMF_PKTPS | ofp.OFPMF_BURST
-        want = (flags, ((ofp.OFPMBT_DROP, self.deny_log_rate, self.deny_log_burst),))
-        # all meters: asking for one that does not exist is an error (UNKNOWN_METER)
-        req = parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL)
-        held = None
-        for rep in self._request(req, parser.OFPMeterConfigStatsReply, True) or []:
-            for m in rep.body:
-                if m.meter_id == DENY_LOG_METER:
-                    held = (m.flags, tuple((b.type, b.rate, b.burst_size) for b in m.bands))
-        if held == want:
-            return
-        command = ofp.OFPMC_ADD if held is None else ofp.OFPMC_MODIFY
-        mod = parser.OFPMeterMod(dp, command=command, flags=flags, meter_id=DENY_LOG_METER,
-                                 bands=[parser.OFPMeterBandDrop(rate=self.deny_log_rate,
-                                                                burst_size=self.deny_log_burst)])
-        with sw.collecting() as errors:
-            if not dp.send_msg(mod):
-                raise ofctl_exc.InvalidDatapath(result=dp.id)
-            self._request(parser.OFPBarrierRequest(dp))
-            self._flush_events()
-            err = errors.get(mod.xid)
-        what = "add" if command == ofp.OFPMC_ADD else "modify"
-        if err is not None:
-            LOG.error("event=meter_failed dpid=%s meter=%d command=%s type=%s code=%s", _dpid(dp.id),
-                      DENY_LOG_METER, what, err.type, _err_code(err))
-            raise ofctl_exc.OFError(result=err)
-        LOG.info("event=meter_set dpid=%s meter=%d pktps=%d burst=%d command=%s", _dpid(dp.id),
-                 DENY_LOG_METER, self.deny_log_rate, self.deny_log_burst, what)
 
     def audit(self, dpid: Optional[int] = None) -> None:
         """Read the switch (or every switch) again at the next reconcile, and reconcile."""

@@ -252,6 +252,44 @@ class Switch:
             raise ofctl_exc.InvalidMessage(result=rep)
         res.outcome = "committed"
 
+    def ensure_meter(self, meter_id: int, rate: int, burst: int) -> None:
+        """Put a drop meter of `rate` packets/s and `burst` packets on the switch (the
+        deny log's).  A flow naming a meter the switch lacks is refused, and an
+        OpenFlow bundle cannot carry meter mods: so this runs before the first diff
+        on each connection, and at each audit (deleting a meter deletes the flows
+        that use it).  The meter's config is read first: ADD when it is missing,
+        MODIFY when it differs (a restarted controller with another rate), nothing
+        when it is right.  Errors are collected behind a barrier, as in bundle();
+        raises ofctl_exc.OFError when the switch refuses."""
+        dp = self.dp
+        flags = ofp.OFPMF_PKTPS | ofp.OFPMF_BURST
+        want = (flags, ((ofp.OFPMBT_DROP, rate, burst),))
+        # all meters: asking for one that does not exist is an error (UNKNOWN_METER)
+        req = parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL)
+        held = None
+        for rep in self._talk(req, reply_cls=parser.OFPMeterConfigStatsReply, reply_multi=True) or []:
+            for m in rep.body:
+                if m.meter_id == meter_id:
+                    held = (m.flags, tuple((b.type, b.rate, b.burst_size) for b in m.bands))
+        if held == want:
+            return
+        command = ofp.OFPMC_ADD if held is None else ofp.OFPMC_MODIFY
+        mod = parser.OFPMeterMod(dp, command=command, flags=flags, meter_id=meter_id,
+                                 bands=[parser.OFPMeterBandDrop(rate=rate, burst_size=burst)])
+        with self.collecting() as errors:
+            if not dp.send_msg(mod):
+                raise ofctl_exc.InvalidDatapath(result=dp.id)
+            self._talk(parser.OFPBarrierRequest(dp))
+            self._flush()
+            err = errors.get(mod.xid)
+        what = "add" if command == ofp.OFPMC_ADD else "modify"
+        if err is not None:
+            LOG.error("event=meter_failed dpid=%s meter=%d command=%s type=%s code=%s", _dpid(dp.id),
+                      meter_id, what, err.type, err_code(err))
+            raise ofctl_exc.OFError(result=err)
+        LOG.info("event=meter_set dpid=%s meter=%d pktps=%d burst=%d command=%s", _dpid(dp.id),
+                 meter_id, rate, burst, what)
+
     @staticmethod
     def _rejected(dp, b: Bundle, errors: dict, res) -> None:
         res.outcome = "discarded"

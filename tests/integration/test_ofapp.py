@@ -180,6 +180,7 @@ needs_ovs = pytest.mark.skipif(shutil.which("ovs-vswitchd") is None or os.geteui
 @pytest.fixture
 def env(caplog):
     caplog.set_level(logging.INFO, logger="controller.ofapp")
+    caplog.set_level(logging.INFO, logger="controller.switch")      # its bundles and meter
     ovs = linked_ovs("of", bridge=f"nwof{os.getpid() % 100000}")
     e = Env(ovs, FakeFreeFabric(DPID), free_port())
     try:
