@@ -4,8 +4,8 @@ Why not `ip`, `sysctl` and `ethtool`: every process a CNI ADD spawns costs it a 
 separate link change in the host's namespace costs ovs-vswitchd a re-read of its route table and
 address list (one getifaddrs(), a dump of every link of the namespace: 30 ms with 3,334 links).
 Here the veth is made and configured inside the container's namespace, and its host end
-arrives in the host's namespace already up, with its MTU and promiscuous (OVS would set that
-flag itself, one more link change), in a single request: one burst of link changes for OVS.
+arrives in the host's namespace with its MTU and promiscuous (OVS would set that flag itself,
+one more link change), then comes up: one burst of link changes for OVS.
 
 A network namespace is entered by one short-lived thread (``setns`` changes the namespace of the
 calling thread only), so a long-lived netplugin keeps its own. Netlink sockets keep the
@@ -144,19 +144,18 @@ class Rtnl:
                 if length < 16:
                     break
 
-    def add_veth(self, name, peer, mtu, mac="", peer_netns_fd=None, up=False):
-        """A veth pair made in one request: ``name`` here (with ``mac``; ``up``: up at once),
+    def add_veth(self, name, peer, mtu, mac="", peer_netns_fd=None):
+        """A veth pair made in one request, both ends down: ``name`` here (with ``mac``),
         ``peer`` in the namespace of ``peer_netns_fd`` (made there, not moved: a move waits
         for RCU, ~15 ms) and promiscuous, as OVS wants its ports (the kernel refuses a peer
         up at creation: it has no peer yet)."""
-        flags = IFF_UP if up else 0
         peer_info = _ifinfo(flags=IFF_PROMISC, change=IFF_PROMISC)
         peer_info += _attr(IFLA_IFNAME, _name(peer)) + _attr(IFLA_MTU, struct.pack("=I", mtu))
         if peer_netns_fd is not None:
             peer_info += _attr(IFLA_NET_NS_FD, struct.pack("=I", peer_netns_fd))
         linkinfo = _attr(IFLA_INFO_KIND, b"veth") + \
             _attr(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer_info))
-        body = _ifinfo(flags=flags, change=flags) + _attr(IFLA_IFNAME, _name(name)) + \
+        body = _ifinfo() + _attr(IFLA_IFNAME, _name(name)) + \
             _attr(IFLA_MTU, struct.pack("=I", mtu)) + _attr(IFLA_LINKINFO, linkinfo)
         if mac:
             body += _attr(IFLA_ADDRESS, bytes.fromhex(mac.replace(":", "")))
@@ -240,21 +239,25 @@ def plumb_veth(netns, ifname, host_port, mtu, mac="", addrs=(), gateways=(), qui
                tx_csum_off=False):
     """Make the container's link ``ifname`` in ``netns`` and its peer ``host_port`` in the
     calling thread's namespace, which sees one burst of link changes: the host end made
-    (promiscuous, as OVS sets its ports: one change less when OVS adds it), then within a
-    ms up with its carrier. Returns (container MAC, host MAC).
+    (promiscuous, as OVS sets its ports: one change less when OVS adds it), up, then its
+    carrier within a ms. Returns (container MAC, host MAC).
 
-    Inside the container, before the host end comes up: the pair is made with the container
-    end up, checksum offload goes off, ``addrs`` ((cidr, nodad) pairs) are added and a
-    default route via each of ``gateways``. ``quiet_ipv6``: the link is made with IPv6's DAD
-    and router discovery off (a new link copies its namespace's ``conf/default``, so those
-    are set there for the one request and put back). The host end gets no IPv6: it carries
-    only what OVS switches, and its link-local address, valid a second later, would be one
-    more route change for ovs-vswitchd. On failure nothing is left: the pair is deleted
-    before the error is raised."""
+    Inside the container the pair is made with the container end down, checksum offload goes
+    off and ``addrs`` ((cidr, nodad) pairs) are added; then the host end comes up, and only
+    then the container end, and its default route via each of ``gateways``. Why that order:
+    a veth end opened while its peer is already up gets its carrier and its queue discipline
+    in the open itself; an end that was up first gets them later, from the kernel's linkwatch
+    work, and whatever it sends meanwhile (the container's first ARP) goes to the no-op qdisc
+    and is dropped: the kernel retries a second later (bench/README.md §3, 1 s attaches).
+    ``quiet_ipv6``: the link is made with IPv6's DAD and router discovery off (a new link
+    copies its namespace's ``conf/default``, so those are set there for the one request and
+    put back). The host end gets no IPv6: it carries only what OVS switches, and its
+    link-local address, valid a second later, would be one more route change for
+    ovs-vswitchd. On failure nothing is left: the pair is deleted before the error is raised."""
     host_fd = own_netns_fd()
     try:
-        c_mac = in_netns(netns, _plumb_inside, host_fd, ifname, host_port, mtu, mac, addrs,
-                         gateways, quiet_ipv6, tx_csum_off)
+        c_mac = in_netns(netns, _make_inside, host_fd, ifname, host_port, mtu, mac, addrs,
+                         quiet_ipv6, tx_csum_off)
     finally:
         os.close(host_fd)
     try:
@@ -262,9 +265,10 @@ def plumb_veth(netns, ifname, host_port, mtu, mac="", addrs=(), gateways=(), qui
             write_sysctl("net/ipv6/conf/%s/disable_ipv6" % host_port, 1)
         with Rtnl() as nl:
             nl.set_up(index_of(host_port), "bringing %s up" % host_port)
+        in_netns(netns, _up_inside, ifname, gateways)
         return c_mac, hwaddr(host_port)
     except BaseException as e:
-        delete_link(host_port)
+        delete_link(host_port)                               # takes its peer along
         if isinstance(e, OSError) and not isinstance(e, LinkError):
             raise LinkError("setting %s up" % host_port, e.errno) from None
         raise
@@ -273,7 +277,7 @@ def plumb_veth(netns, ifname, host_port, mtu, mac="", addrs=(), gateways=(), qui
 QUIET_IPV6 = ("accept_dad", "router_solicitations", "accept_ra")
 
 
-def _plumb_inside(host_fd, ifname, host_port, mtu, mac, addrs, gateways, quiet_ipv6, tx_csum_off):
+def _make_inside(host_fd, ifname, host_port, mtu, mac, addrs, quiet_ipv6, tx_csum_off):
     with Rtnl() as nl:
         saved = {}
         try:
@@ -283,7 +287,7 @@ def _plumb_inside(host_fd, ifname, host_port, mtu, mac, addrs, gateways, quiet_i
                     with open("/proc/sys/" + path) as f:
                         saved[path] = f.read().strip()
                     write_sysctl(path, 0)
-            nl.add_veth(ifname, host_port, mtu, mac, peer_netns_fd=host_fd, up=True)
+            nl.add_veth(ifname, host_port, mtu, mac, peer_netns_fd=host_fd)
         finally:
             for path, value in saved.items():
                 write_sysctl(path, value)
@@ -293,8 +297,6 @@ def _plumb_inside(host_fd, ifname, host_port, mtu, mac, addrs, gateways, quiet_i
                 tx_checksum_off(ifname)
             for cidr, nodad in addrs:
                 nl.add_addr(index, cidr, nodad)
-            for gw in gateways:
-                nl.replace_default_route(gw, index)
             return hwaddr(ifname)
         except BaseException:
             try:
@@ -302,6 +304,14 @@ def _plumb_inside(host_fd, ifname, host_port, mtu, mac, addrs, gateways, quiet_i
             except LinkError:
                 pass
             raise
+
+
+def _up_inside(ifname, gateways):
+    with Rtnl() as nl:
+        index = index_of(ifname)
+        nl.set_up(index, "bringing %s up" % ifname)
+        for gw in gateways:
+            nl.replace_default_route(gw, index)
 
 
 def pair_for_docker(port, tmp, mtu, mac, tx_csum_off=False):
