@@ -64,9 +64,8 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
-from agent import netlink
+from agent import netlink, ofquery
 from agent import netmaster_client as nmc
 
 LOG = logging.getLogger("netweave-cni")
@@ -407,37 +406,25 @@ def netmaster_error(e, what):
                     (what, e.status, e.message))
 
 
-def port_flows_on_switch(ctx, ofport):
-    """Whether the switch holds a flow matching in_port=ofport in table 0 (netmaster's
-    classification of the port: it comes in the same bundle as the port's delivery flows)."""
-    rundir = os.path.dirname(ctx.ovsdb_remote.split(":", 1)[1]) \
-        if ctx.ovsdb_remote.startswith("unix:") else "/var/run/openvswitch"
-    res = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "--no-stats", "dump-flows",
-                          "unix:%s/%s.mgmt" % (rundir, ctx.bridge), "table=0,in_port=%d" % ofport],
-                         capture_output=True, text=True, timeout=10)
-    if res.returncode != 0:
-        raise OSError((res.stderr or res.stdout).strip())
-    return "actions=" in res.stdout
-
-
 def wait_port_flows(ctx, ofport):
-    """Return once the new port's flows are on its switch, or after portFlowsTimeout."""
+    """Return once the new port's flows are on its switch (a flow matching in_port=ofport in
+    table 0: netmaster's classification of the port, sent in the same bundle as its delivery
+    flows), or after portFlowsTimeout."""
     limit = float(ctx.conf.get("portFlowsTimeout", PORT_FLOWS_TIMEOUT))
     if limit <= 0 or not ofport or not ctx.db.controller_connected(ctx.bridge):
         return
-    t0 = time.monotonic()
+    rundir = os.path.dirname(ctx.ovsdb_remote.split(":", 1)[1]) \
+        if ctx.ovsdb_remote.startswith("unix:") else "/var/run/openvswitch"
     try:
-        while not port_flows_on_switch(ctx, int(ofport)):
-            if time.monotonic() - t0 > limit:
-                LOG.warning("event=port_flows_late port=%s ofport=%s waited_s=%.1f action=answer_anyway",
-                            ctx.host_port, ofport, limit)
-                return
-            time.sleep(0.005)
-    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        waited = ofquery.wait_port_flows("%s/%s.mgmt" % (rundir, ctx.bridge), int(ofport), limit)
+    except (OSError, ValueError) as e:
         LOG.warning("event=port_flows_unknown port=%s error=%r action=answer_anyway", ctx.host_port, str(e))
         return
-    LOG.info("event=port_flows_ready port=%s ofport=%s waited_ms=%.0f", ctx.host_port, ofport,
-             1000 * (time.monotonic() - t0))
+    if waited is None:
+        LOG.warning("event=port_flows_late port=%s ofport=%s waited_s=%.1f action=answer_anyway",
+                    ctx.host_port, ofport, limit)
+        return
+    LOG.info("event=port_flows_ready port=%s ofport=%s waited_ms=%.0f", ctx.host_port, ofport, 1000 * waited)
 
 
 # -- ADD ----------------------------------------------------------------------------------
