@@ -124,18 +124,6 @@ def sh(cmd, netns=None, check=True):
     return res
 
 
-def sh_batch(lines, netns=None):
-    """Several iproute2 commands in one `ip -batch` process; stops at the first failure."""
-    cmd = ["ip", "-batch", "-"]
-    if netns:
-        cmd = ["nsenter", "--net=" + netns] + cmd
-    res = subprocess.run(cmd, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=30)
-    if res.returncode != 0:
-        raise CniError(E_LINK, "command failed: ip -batch (%s)" % "; ".join(lines),
-                       (res.stderr or res.stdout).strip())
-    return res
-
-
 def link_info(name, netns=None):
     res = sh(["ip", "-j", "-d", "link", "show", "dev", name], netns, check=False)
     if res.returncode != 0:

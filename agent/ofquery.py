@@ -6,6 +6,7 @@ socket ovs-vswitchd offers ovs-ofctl, with one OpenFlow 1.3 connection held for 
 and a flow-stats request per poll: an ``ovs-ofctl`` process per poll cost the ADD a few ms each
 and the switch one more connection each. Only the three messages this needs are encoded.
 """
+import contextlib
 import socket
 import struct
 import time
@@ -41,12 +42,6 @@ class Bridge:
 
     def close(self):
         self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def _send(self, kind, body, xid=None):
         if xid is None:
@@ -98,7 +93,7 @@ def wait_port_flows(path, ofport, limit, period=0.005):
     """Poll until the bridge holds ``ofport``'s table-0 flows; the seconds waited, or None when
     ``limit`` seconds went by first."""
     t0 = time.monotonic()
-    with Bridge(path) as br:
+    with contextlib.closing(Bridge(path)) as br:
         while not br.port_has_flows(ofport):
             if time.monotonic() - t0 > limit:
                 return None
