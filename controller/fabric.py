@@ -165,7 +165,7 @@ class Fabric:
         self._watching = False
         self._loaded = False
         # set while the start's recompute runs in its own green thread (watch()): every
-        # other use of the engine waits for it (_wait_load)
+        # other use of the engine waits for it (wait_loaded)
         self._loading: Optional[eventlet.event.Event] = None
         self._queue: list = []                           # store events, ('ports', dpid) markers
         self._scheduled = False
@@ -212,10 +212,6 @@ class Fabric:
 
     def wait_loaded(self) -> None:
         """Return once the start's recompute, if one runs (watch(background=True)), is done."""
-        self._wait_load()
-
-    def _wait_load(self) -> None:
-        """The start's recompute in progress (watch(background=True)): wait for it."""
         loading = self._loading
         if loading is not None:
             loading.wait()
@@ -266,7 +262,7 @@ class Fabric:
 
     def _process(self) -> None:
         try:
-            self._wait_load()
+            self.wait_loaded()
             while self._queue:
                 self.flush()
         finally:
@@ -274,7 +270,7 @@ class Fabric:
 
     def flush(self) -> set:
         """Handle every queued change now; the labels whose table changed."""
-        self._wait_load()
+        self.wait_loaded()
         events, self._queue = self._queue, []
         if not events:
             return set()
@@ -474,7 +470,7 @@ class Fabric:
 
     def _ensure(self) -> None:
         """Unwatched (no OpenFlow, tests): every answer is computed afresh."""
-        self._wait_load()
+        self.wait_loaded()
         if not self._watching or not self._loaded:
             self._load()
         elif self._queue:
